@@ -1,0 +1,420 @@
+package hook
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/lvhook/lvhook/lvmlock"
+)
+
+// Call is one hook invocation: argv after the program name.
+type Call struct {
+	Domain, Op, SubOp, Extra string
+}
+
+// Hook runs hook calls on this host.
+type Hook struct {
+	Config Config
+	LVM    *lvmlock.Client
+	State  *State
+	Log    zerolog.Logger
+	// Sleep pauses between retries; tests replace it to run without waiting.
+	Sleep func(ctx context.Context, d time.Duration) error
+	// Handover asks the peers' lock helpers to downgrade an outgoing
+	// migration's LVs to sh on the source. Nil when no peers are configured.
+	Handover func(ctx context.Context, d *Domain, refs []lvmlock.Ref) error
+	// HostName names the host with a sanlock host_id, or returns "".
+	HostName func(hostID int) string
+}
+
+// Run performs the action the event table gives for c. An error is a refusal
+// or failure to report to libvirt on stderr as one line; for calls that must
+// never fail (reconnect, unknown ops) Run logs and returns nil.
+func (h *Hook) Run(ctx context.Context, c Call, xmlData []byte) error {
+	start := time.Now()
+	act := actionFor(c.Op, c.SubOp)
+	log := h.Log.With().Str("domain", c.Domain).Str("op", c.Op+" "+c.SubOp).Logger()
+	if act == doNothing {
+		log.Debug().Msg("nothing to do")
+		return nil
+	}
+	dom, err := ParseDomain(xmlData, h.Config.StoragePoolDir)
+	if err != nil {
+		if act == doVerify {
+			log.Error().Err(err).Msg("cannot read domain XML; nothing verified")
+			return nil
+		}
+		return err
+	}
+	if dom.Name != c.Domain {
+		err := fmt.Errorf("domain XML names %q, libvirt called the hook for %q", dom.Name, c.Domain)
+		if act == doVerify {
+			log.Error().Err(err).Msg("nothing verified")
+			return nil
+		}
+		return err
+	}
+	log = log.With().Str("uuid", dom.UUID).Logger()
+	if dom.OptedOut {
+		log.Info().Msg("domain opted out of lvhook: nothing done")
+		return nil
+	}
+	lvm := *h.LVM
+	lvm.Log = log
+	r := run{Hook: h, lvm: &lvm, log: log, dom: dom}
+
+	unlock, err := h.State.Lock(ctx)
+	if err != nil {
+		if act == doVerify {
+			log.Error().Err(err).Msg("nothing verified")
+			return nil
+		}
+		return fmt.Errorf("%s: %w", dom.Name, err)
+	}
+	defer unlock()
+
+	switch act {
+	case doMarkIncoming:
+		err = r.markIncoming()
+	case doActivate:
+		err = r.activate(ctx)
+	case doDeactivate:
+		err = r.deactivate(ctx)
+	case doVerify:
+		r.verify(ctx)
+	}
+	ev := log.Info()
+	if err != nil {
+		ev = log.Error().Err(err)
+	}
+	ev.Str("action", act.String()).Dur("took", time.Since(start)).Msg("hook done")
+	return err
+}
+
+// run is the work of one hook call.
+type run struct {
+	*Hook
+	lvm *lvmlock.Client
+	log zerolog.Logger
+	dom *Domain
+}
+
+func (r *run) markIncoming() error {
+	if err := r.State.MarkIncoming(r.dom.UUID); err != nil {
+		return fmt.Errorf("refusing incoming migration of %s: cannot record it: %w", r.dom.Name, err)
+	}
+	r.log.Info().Msg("incoming migration: marker set, nothing activated")
+	return nil
+}
+
+// activate is prepare begin: ex for a start or restore, sh for the
+// destination of a live migration.
+func (r *run) activate(ctx context.Context) error {
+	incoming, err := r.State.TakeIncoming(r.dom.UUID, r.Config.MarkerTTL.D())
+	if err != nil {
+		return fmt.Errorf("refusing to start %s: %w", r.dom.Name, err)
+	}
+	verb := "start"
+	if incoming {
+		verb = "accept the incoming migration of"
+	}
+	if len(r.dom.Disks) == 0 {
+		r.log.Info().Msg("no LV disks: nothing to activate")
+		return nil
+	}
+	st, err := r.lvm.State(ctx, vgsOf(r.dom.Disks)...)
+	if err != nil {
+		return r.refusal(verb, nil, err)
+	}
+	disks, err := r.managedDisks(st)
+	if err != nil {
+		return fmt.Errorf("refusing to %s %s: %w", verb, r.dom.Name, err)
+	}
+	if len(disks) == 0 {
+		r.log.Info().Msg("no LV of a shared VG: nothing to activate")
+		return nil
+	}
+	targets := make([]lvmlock.Target, len(disks))
+	for i, d := range disks {
+		targets[i] = lvmlock.Target{Ref: d.Ref, Mode: d.Mode}
+		if incoming {
+			targets[i].Mode = lvmlock.ModeSh
+		}
+		if targets[i].Mode == lvmlock.ModeSh {
+			if why := st.LVs[d.Ref].SharedActivationProblem(); why != "" {
+				return fmt.Errorf("refusing to %s %s: %s is %s, which lvmlockd cannot activate shared (live migration and <shareable/> need a linear or striped LV)", verb, r.dom.Name, d.Ref, why)
+			}
+		}
+	}
+
+	if incoming {
+		err = r.activateIncoming(ctx, st, targets)
+	} else {
+		err = r.retry(ctx, lvmlock.IsLockspaceStarting, func() error {
+			_, err := r.lvm.Activate(ctx, st, targets)
+			return err
+		})
+	}
+	if err != nil {
+		return r.refusal(verb, targets, err)
+	}
+	rec := Record{Name: r.dom.Name, UUID: r.dom.UUID, Incoming: incoming}
+	for _, d := range disks {
+		rec.LVs = append(rec.LVs, RecordLV{VG: d.VG, LV: d.LV, Mode: d.Mode})
+	}
+	if err := r.State.Save(DomainsDir, rec); err != nil {
+		// The locks are right; only the record is lost. Release still
+		// deactivates from the XML, so log and go on.
+		r.log.Error().Err(err).Msg("cannot save domain record")
+	}
+	return nil
+}
+
+// activateIncoming takes sh for an incoming live migration: first the
+// source's downgrade through the peers' lock helpers (a refused -asy costs
+// several seconds of sanlock retries), then -asy with bounded retries.
+func (r *run) activateIncoming(ctx context.Context, st *lvmlock.State, targets []lvmlock.Target) error {
+	var handoverErr error
+	if r.Handover != nil {
+		refs := make([]lvmlock.Ref, len(targets))
+		for i, t := range targets {
+			refs[i] = t.Ref
+		}
+		start := time.Now()
+		handoverErr = r.Handover(ctx, r.dom, refs)
+		ev := r.log.Info()
+		if handoverErr != nil {
+			ev = r.log.Warn().Err(handoverErr)
+		}
+		ev.Dur("took", time.Since(start)).Msg("source downgrade requested")
+	}
+	retryable := func(err error) bool {
+		// Without a yes from the source, more -asy tries only cost time.
+		return handoverErr == nil && lvmlock.Transient(err) || lvmlock.IsLockspaceStarting(err)
+	}
+	err := r.retry(ctx, retryable, func() error {
+		_, err := r.lvm.Activate(ctx, st, targets)
+		return err
+	})
+	if err != nil && handoverErr != nil {
+		return fmt.Errorf("%w (source downgrade: %v)", err, handoverErr)
+	}
+	return err
+}
+
+// retry runs f until it succeeds, fails with an error retryable rejects, or
+// SharedRetries more tries are spent, doubling RetryDelay between tries.
+func (r *run) retry(ctx context.Context, retryable func(error) bool, f func() error) error {
+	delay := r.Config.RetryDelay.D()
+	for attempt := 0; ; attempt++ {
+		err := f()
+		if err == nil || attempt >= r.Config.SharedRetries || !retryable(err) {
+			return err
+		}
+		r.log.Info().Err(err).Int("attempt", attempt+1).Dur("delay", delay).Msg("retrying")
+		if serr := r.sleep(ctx, delay); serr != nil {
+			return err
+		}
+		delay *= 2
+	}
+}
+
+func (r *run) sleep(ctx context.Context, d time.Duration) error {
+	if r.Sleep != nil {
+		return r.Sleep(ctx, d)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// managedDisks returns the domain's disks that are LVs of shared VGs. A disk
+// whose VG lvm does not know is an error unless its path exists (then it is
+// some other device that merely looks like /dev/VG/LV).
+func (r *run) managedDisks(st *lvmlock.State) ([]Disk, error) {
+	var out []Disk
+	for _, d := range r.dom.Disks {
+		if slices.Contains(st.MissingVGs, d.VG) {
+			if strings.HasPrefix(d.Path, "/dev/") && pathExists(d.Path) {
+				r.log.Debug().Str("path", d.Path).Msg("not an LV: left alone")
+				continue
+			}
+			return nil, fmt.Errorf("disk %s: volume group %s not found (source %s)", d.Target, d.VG, d.Path)
+		}
+		lv, ok := st.LVs[d.Ref]
+		if !ok {
+			return nil, fmt.Errorf("disk %s: LV %s not found", d.Target, d.Ref)
+		}
+		if !lv.Shared() {
+			r.log.Debug().Str("vg", d.VG).Str("lv", d.LV).Msg("VG is not shared: left alone")
+			continue
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+var pathExists = func(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// deactivate is release end: -an every LV of the domain (from its XML and
+// from lvhook's record) that no other domain running here uses.
+func (r *run) deactivate(ctx context.Context) error {
+	if err := r.State.ClearIncoming(r.dom.UUID); err != nil {
+		r.log.Warn().Err(err).Msg("cannot clear incoming-migration marker")
+	}
+	rec, _, err := r.State.Load(DomainsDir, r.dom.UUID)
+	if err != nil {
+		r.log.Warn().Err(err).Msg("domain record unreadable; using the XML alone")
+	}
+	refs := refsOf(r.dom.Disks)
+	for _, l := range rec.LVs {
+		if !slices.Contains(refs, l.Ref()) {
+			refs = append(refs, l.Ref()) // detached while running: no hook told us
+		}
+	}
+	if len(refs) == 0 {
+		return r.State.Remove(DomainsDir, r.dom.UUID)
+	}
+	inUse, err := r.usedByOthers()
+	if err != nil {
+		return fmt.Errorf("%s stopped, but its LVs are left active: %w", r.dom.Name, err)
+	}
+	st, err := r.lvm.State(ctx, vgsOfRefs(refs)...)
+	if err != nil {
+		r.savePending(refs)
+		return fmt.Errorf("%s stopped, but its LVs could not be deactivated: %s", r.dom.Name, explain(err))
+	}
+	var off []lvmlock.Ref
+	for _, ref := range refs {
+		lv, ok := st.LVs[ref]
+		switch {
+		case !ok || !lv.Shared() || !lv.Active:
+		case inUse[ref] != "":
+			r.log.Info().Str("vg", ref.VG).Str("lv", ref.LV).Str("used_by", inUse[ref]).Msg("still used by another domain here: left active")
+		default:
+			off = append(off, ref)
+		}
+	}
+	done, err := r.lvm.Deactivate(ctx, st, off)
+	if err != nil {
+		var left []lvmlock.Ref
+		for _, ref := range off {
+			if !slices.ContainsFunc(done, func(c lvmlock.Change) bool { return c.Ref == ref }) {
+				left = append(left, ref)
+			}
+		}
+		r.savePending(left)
+		return fmt.Errorf("%s stopped, but %s could not be deactivated (%s); the lock helper retries", r.dom.Name, lvmlock.JoinRefs(left), explain(err))
+	}
+	if err := r.State.Remove(PendingDir, r.dom.UUID); err != nil {
+		r.log.Warn().Err(err).Msg("cannot remove pending record")
+	}
+	return r.State.Remove(DomainsDir, r.dom.UUID)
+}
+
+// usedByOthers maps each LV recorded for another domain running here to
+// that domain's name.
+func (r *run) usedByOthers() (map[lvmlock.Ref]string, error) {
+	recs, err := r.State.All(DomainsDir)
+	if err != nil {
+		return nil, err
+	}
+	used := map[lvmlock.Ref]string{}
+	for _, rec := range recs {
+		if rec.UUID == r.dom.UUID {
+			continue
+		}
+		for _, l := range rec.LVs {
+			used[l.Ref()] = rec.Name
+		}
+	}
+	return used, nil
+}
+
+func (r *run) savePending(refs []lvmlock.Ref) {
+	rec := Record{Name: r.dom.Name, UUID: r.dom.UUID}
+	for _, ref := range refs {
+		rec.LVs = append(rec.LVs, RecordLV{VG: ref.VG, LV: ref.LV})
+	}
+	if err := r.State.Save(PendingDir, rec); err != nil {
+		r.log.Error().Err(err).Msg("cannot save pending deactivation")
+	}
+	if err := r.State.Remove(DomainsDir, r.dom.UUID); err != nil {
+		r.log.Warn().Err(err).Msg("cannot remove domain record")
+	}
+}
+
+// verify is reconnect and unknown ops: compare each LV's mode with what the
+// running domain needs, log what differs, and record the domain so that its
+// release knows its LVs. It changes no lock and never fails.
+func (r *run) verify(ctx context.Context) {
+	rec, found, err := r.State.Load(DomainsDir, r.dom.UUID)
+	if err != nil {
+		r.log.Warn().Err(err).Msg("domain record unreadable")
+	}
+	if len(r.dom.Disks) == 0 {
+		return
+	}
+	st, err := r.lvm.State(ctx, vgsOf(r.dom.Disks)...)
+	if err != nil {
+		r.log.Error().Err(err).Msg("cannot read lock state; nothing verified")
+		return
+	}
+	disks, err := r.managedDisks(st)
+	if err != nil {
+		r.log.Error().Err(err).Msg("nothing verified")
+		return
+	}
+	mismatches := 0
+	for _, d := range disks {
+		got := st.Mode(d.Ref)
+		ok := got == d.Mode || rec.Incoming && got == lvmlock.ModeSh
+		if !ok {
+			mismatches++
+			r.log.Warn().Str("vg", d.VG).Str("lv", d.LV).Stringer("want", d.Mode).Stringer("got", got).
+				Msg("lock mode differs from what the running domain needs; left to the lock helper")
+		}
+	}
+	r.log.Info().Int("lvs", len(disks)).Int("mismatches", mismatches).Msg("verified")
+	if !found {
+		rec = Record{Name: r.dom.Name, UUID: r.dom.UUID}
+		for _, d := range disks {
+			rec.LVs = append(rec.LVs, RecordLV{VG: d.VG, LV: d.LV, Mode: d.Mode})
+		}
+		if err := r.State.Save(DomainsDir, rec); err != nil {
+			r.log.Warn().Err(err).Msg("cannot save domain record")
+		}
+	}
+}
+
+func vgsOf(disks []Disk) []string { return vgsOfRefs(refsOf(disks)) }
+
+func refsOf(disks []Disk) []lvmlock.Ref {
+	refs := make([]lvmlock.Ref, len(disks))
+	for i, d := range disks {
+		refs[i] = d.Ref
+	}
+	return refs
+}
+
+func vgsOfRefs(refs []lvmlock.Ref) []string {
+	var vgs []string
+	for _, r := range refs {
+		if !slices.Contains(vgs, r.VG) {
+			vgs = append(vgs, r.VG)
+		}
+	}
+	slices.Sort(vgs)
+	return vgs
+}

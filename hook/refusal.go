@@ -1,0 +1,133 @@
+package hook
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/lvhook/lvhook/lvmlock"
+)
+
+// refusal turns a failed activation into the one line libvirt shows the
+// operator: which domain, which LVs and VG, what happened, what to do.
+func (r *run) refusal(verb string, targets []lvmlock.Target, err error) error {
+	head := fmt.Sprintf("refusing to %s %s: ", verb, r.dom.Name)
+	var e *lvmlock.Error
+	if !errors.As(err, &e) {
+		return fmt.Errorf("%s%w", head, err)
+	}
+	failed := failedRefs(e, lvmlock.KindOther)
+	what := lvmlock.JoinRefs(failed)
+	if what == "" {
+		what = lvmlock.JoinRefs(refsOfTargets(targets))
+	}
+	vg := failedVG(e, failed, targets)
+	var msg string
+	switch e.Kind {
+	case lvmlock.KindLockedByOtherHost:
+		held := failedRefs(e, lvmlock.KindLockedByOtherHost)
+		if len(held) == 0 {
+			held = failed
+		}
+		where := "another host"
+		if id := e.Holder(held[0].VG, held[0].LV); id != 0 {
+			where = r.hostLabel(id)
+		}
+		if verb == "start" {
+			msg = fmt.Sprintf("%s is active on %s (lvmlockd: LV locked by other host); is %s running elsewhere?",
+				lvmlock.JoinRefs(held), where, r.dom.Name)
+		} else {
+			msg = fmt.Sprintf("%s is held exclusively by %s (lvmlockd: LV locked by other host) and the source did not downgrade it; is the lvhook lock helper running on the source?",
+				lvmlock.JoinRefs(held), where)
+		}
+	case lvmlock.KindIncompatibleMode:
+		msg = fmt.Sprintf("%s is active shared on this host and another host still holds it shared (a live migration not finished?); see lvhook check %s", what, r.dom.Name)
+	case lvmlock.KindLockspaceNotStarted:
+		msg = fmt.Sprintf("the lockspace of VG %s is not started on this host; run `vgchange --lock-start %s` (lvmlockd: %s)", vg, vg, e.Reason())
+	case lvmlock.KindLockspaceStarting:
+		msg = fmt.Sprintf("the lockspace of VG %s is still starting on this host; retry in a minute (lvmlockctl -i shows it)", vg)
+	case lvmlock.KindLvmlockdNotRunning:
+		msg = fmt.Sprintf("lvmlockd is not running on this host, so %s cannot be locked; run `systemctl start lvmlockd` then `vgchange --lock-start %s`", what, vg)
+	case lvmlock.KindLVNotFound, lvmlock.KindVGNotFound:
+		msg = fmt.Sprintf("%s (lvm: %s)", e.Kind, e.Reason())
+	case lvmlock.KindStorageFailed:
+		msg = fmt.Sprintf("sanlock cannot use the lease storage of VG %s (lvmlockd: %s); check the shared storage and `sanlock client status`", vg, e.Reason())
+	case lvmlock.KindSharedNotSupported:
+		msg = fmt.Sprintf("%s cannot be activated shared (lvmlockd: %s)", what, e.Reason())
+	case lvmlock.KindTimeout:
+		msg = fmt.Sprintf("`%s` did not finish in time (%s); what this call activated was rolled back", strings.Join(e.Args, " "), e.Reason())
+	case lvmlock.KindNotInstalled:
+		msg = fmt.Sprintf("%s not found in PATH; are lvm2 and lvm2-lockd installed?", e.Args[0])
+	default:
+		msg = fmt.Sprintf("`%s` failed: %s", strings.Join(e.Args, " "), e.Reason())
+	}
+	return &Refusal{Line: head + msg, Err: err}
+}
+
+// Refusal is a refused start or migration, with the line for the operator.
+type Refusal struct {
+	Line string
+	Err  error
+}
+
+func (e *Refusal) Error() string { return e.Line }
+func (e *Refusal) Unwrap() error { return e.Err }
+
+// hostLabel names a sanlock host_id: "host_id 2 (kvm2)" or "host_id 2".
+func (r *run) hostLabel(id int) string {
+	if r.HostName != nil {
+		if name := r.HostName(id); name != "" {
+			return fmt.Sprintf("%s (host_id %d)", name, id)
+		}
+	}
+	return fmt.Sprintf("host_id %d", id)
+}
+
+// failedRefs lists the LVs the error names, of the given kind (KindOther: any).
+func failedRefs(e *lvmlock.Error, kind lvmlock.Kind) []lvmlock.Ref {
+	var refs []lvmlock.Ref
+	for _, f := range e.Failures {
+		if f.LV != "" && (kind == lvmlock.KindOther || f.Kind == kind) {
+			refs = append(refs, lvmlock.Ref{VG: f.VG, LV: f.LV})
+		}
+	}
+	return refs
+}
+
+func failedVG(e *lvmlock.Error, failed []lvmlock.Ref, targets []lvmlock.Target) string {
+	for _, f := range e.Failures {
+		if f.VG != "" {
+			return f.VG
+		}
+	}
+	if len(failed) > 0 {
+		return failed[0].VG
+	}
+	// lvchange names one VG per call: take it from the command line.
+	for _, a := range e.Args[1:] {
+		if vg, _, ok := strings.Cut(a, "/"); ok {
+			return vg
+		}
+	}
+	if len(targets) > 0 {
+		return targets[0].VG
+	}
+	return "?"
+}
+
+func refsOfTargets(ts []lvmlock.Target) []lvmlock.Ref {
+	refs := make([]lvmlock.Ref, len(ts))
+	for i, t := range ts {
+		refs[i] = t.Ref
+	}
+	return refs
+}
+
+// explain is the short reason of an lvm failure, for log and release lines.
+func explain(err error) string {
+	var e *lvmlock.Error
+	if errors.As(err, &e) {
+		return e.Reason()
+	}
+	return err.Error()
+}

@@ -1,0 +1,236 @@
+package hook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/lvhook/lvhook/lvmlock"
+)
+
+// State is lvhook's directory of per-host runtime state (default /run/lvhook):
+//
+//	lock              flock serialising hooks (and the lock helper) on this host
+//	incoming/UUID     one-shot marker left by migrate begin, consumed by prepare
+//	domains/UUID.json the LVs lvhook activated for a running domain, and how
+//	pending/UUID.json LVs whose deactivation failed, for the lock helper
+type State struct {
+	Dir string
+	Now func() time.Time
+}
+
+// Record is what lvhook holds for one domain on this host.
+type Record struct {
+	Name string `json:"name"`
+	UUID string `json:"uuid"`
+	// Incoming is set while the domain runs here as the destination of a
+	// live migration that has not yet been confirmed exclusive.
+	Incoming bool       `json:"incoming,omitempty"`
+	LVs      []RecordLV `json:"lvs"`
+	Since    time.Time  `json:"since"`
+}
+
+// RecordLV is one LV of a Record and the mode the domain needs when it runs
+// here without a migration.
+type RecordLV struct {
+	VG   string       `json:"vg"`
+	LV   string       `json:"lv"`
+	Mode lvmlock.Mode `json:"mode"`
+}
+
+// Ref returns the LV reference.
+func (r RecordLV) Ref() lvmlock.Ref { return lvmlock.Ref{VG: r.VG, LV: r.LV} }
+
+func (s *State) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+// validUUID keeps a UUID from naming a path outside the state directory.
+func validUUID(u string) error {
+	if len(u) < 8 || len(u) > 64 || strings.Trim(u, "0123456789abcdef-") != "" {
+		return fmt.Errorf("domain uuid %q is not a UUID", u)
+	}
+	return nil
+}
+
+// Lock takes the host-wide lvhook lock, waiting until ctx ends.
+func (s *State) Lock(ctx context.Context) (unlock func(), err error) {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(s.Dir, "lock"), os.O_CREATE|os.O_RDWR|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("state lock: %w", err)
+	}
+	for delay := 10 * time.Millisecond; ; delay = min(delay*2, 250*time.Millisecond) {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("state lock: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("another lvhook call held %s until the deadline: %w", filepath.Join(s.Dir, "lock"), ctx.Err())
+		case <-time.After(delay):
+		}
+	}
+}
+
+// MarkIncoming records that a migration of uuid into this host has begun.
+func (s *State) MarkIncoming(uuid string) error {
+	if err := validUUID(uuid); err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(s.Dir, "incoming", uuid), []byte(s.now().UTC().Format(time.RFC3339Nano)+"\n"))
+}
+
+// TakeIncoming consumes the marker of uuid and reports whether it was
+// younger than ttl. An expired marker (an offline migration gets only migrate
+// begin) is removed and ignored.
+func (s *State) TakeIncoming(uuid string, ttl time.Duration) (bool, error) {
+	if err := validUUID(uuid); err != nil {
+		return false, err
+	}
+	path := filepath.Join(s.Dir, "incoming", uuid)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("incoming-migration marker: %w", err)
+	}
+	if err := os.Remove(path); err != nil {
+		return false, fmt.Errorf("incoming-migration marker: %w", err)
+	}
+	at, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(string(data)))
+	if err != nil {
+		return false, nil // a marker lvhook did not write is not trusted
+	}
+	age := s.now().Sub(at)
+	return age >= 0 && age <= ttl, nil
+}
+
+// ClearIncoming removes uuid's marker, if any.
+func (s *State) ClearIncoming(uuid string) error {
+	if validUUID(uuid) != nil {
+		return nil
+	}
+	err := os.Remove(filepath.Join(s.Dir, "incoming", uuid))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// Save writes the record of a domain in dir (domains or pending).
+func (s *State) Save(dir string, r Record) error {
+	if err := validUUID(r.UUID); err != nil {
+		return err
+	}
+	if r.Since.IsZero() {
+		r.Since = s.now().UTC()
+	}
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(s.Dir, dir, r.UUID+".json"), append(data, '\n'))
+}
+
+// Load reads the record of uuid in dir; ok is false when there is none.
+func (s *State) Load(dir, uuid string) (r Record, ok bool, err error) {
+	if err := validUUID(uuid); err != nil {
+		return r, false, err
+	}
+	data, err := os.ReadFile(filepath.Join(s.Dir, dir, uuid+".json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return r, false, nil
+	}
+	if err != nil {
+		return r, false, err
+	}
+	if err := json.Unmarshal(data, &r); err != nil {
+		return r, false, fmt.Errorf("state record %s: %w", uuid, err)
+	}
+	return r, true, nil
+}
+
+// Remove deletes the record of uuid in dir.
+func (s *State) Remove(dir, uuid string) error {
+	if validUUID(uuid) != nil {
+		return nil
+	}
+	err := os.Remove(filepath.Join(s.Dir, dir, uuid+".json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// All reads every record in dir. Unreadable records are skipped and
+// returned joined in err so that one corrupt file does not hide the others.
+func (s *State) All(dir string) ([]Record, error) {
+	entries, err := os.ReadDir(filepath.Join(s.Dir, dir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var recs []Record
+	var errs []error
+	for _, e := range entries {
+		uuid, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok {
+			continue
+		}
+		r, found, err := s.Load(dir, uuid)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if found {
+			recs = append(recs, r)
+		}
+	}
+	return recs, errors.Join(errs...)
+}
+
+// Record directories.
+const (
+	DomainsDir = "domains"
+	PendingDir = "pending"
+)
+
+func writeFileAtomic(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,95 @@
+#!/bin/bash
+# lvhook end-to-end tests on the real two-host cluster (run by `make e2e`, as root).
+#
+# Boots the cluster (cluster.sh up), installs bin/lvhook as libvirt's qemu hook on both
+# hosts, then runs the scenarios. After every step the safety invariant is asserted on
+# BOTH hosts: each test LV is ex/sh/inactive exactly where expected (mode read from
+# `lvmlockctl -i`, activity from `lvs`), every other test LV inactive everywhere.
+#
+#   e2e.sh [SCENARIO...]    default: all scenarios, in order
+#   KEEP=1 e2e.sh           leave the cluster running at the end (cluster.sh down stops it)
+#   CAPTURE=1 e2e.sh        also capture real outputs into testdata/real (capture.sh)
+set -euo pipefail
+
+HARNESS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=testdata/harness/lib.sh
+source "$HARNESS_DIR/lib.sh"
+# shellcheck source=testdata/harness/scenarios.sh
+source "$HARNESS_DIR/scenarios.sh"
+
+ALL_SCENARIOS=(start_refuse_stop save_restore managedsave libvirtd_restart multidisk_refuse
+	lockspace_stopped optout pool mixed shareable migrate_manual)
+
+RESULTS=()
+FAILED=0
+
+finish() {
+	local rc=$?
+	if ((rc != 0 || FAILED != 0)); then
+		log "e2e FAILED; what the hosts saw:"
+		diagnostics || true
+	fi
+	if [[ ${KEEP:-0} == 1 ]]; then
+		log "KEEP=1: cluster left running ($HARNESS_DIR/cluster.sh down stops it)"
+	else
+		cluster_down || true
+	fi
+}
+
+# run_scenario NAME: run scenario_NAME in a subshell with errexit, time it, and put the
+# cluster back to a clean state whatever happened.
+run_scenario() {
+	local name=$1 t0=$SECONDS rc
+	log "==== scenario $name"
+	set +e
+	(
+		set -e
+		"scenario_$name"
+	)
+	rc=$?
+	set -e
+	if ((rc == 0)); then
+		RESULTS+=("PASS $name $((SECONDS - t0))s")
+		log "==== PASS $name ($((SECONDS - t0)) s)"
+	else
+		FAILED=$((FAILED + 1))
+		RESULTS+=("FAIL $name $((SECONDS - t0))s")
+		log "==== FAIL $name ($((SECONDS - t0)) s)"
+		diagnostics || true
+		reset_cluster
+	fi
+}
+
+main() {
+	need_root
+	local scenarios=("$@") s
+	((${#scenarios[@]})) || scenarios=("${ALL_SCENARIOS[@]}")
+	for s in "${scenarios[@]}"; do
+		declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (known: ${ALL_SCENARIOS[*]})"
+	done
+	lvhook_available || die "no $LVHOOK_BIN: run 'make build' (or 'make e2e')"
+	trap finish EXIT
+	cluster_up
+	for s in "${scenarios[@]}"; do
+		run_scenario "$s"
+	done
+	if [[ ${CAPTURE:-0} == 1 ]]; then
+		"$HARNESS_DIR/capture.sh" || { FAILED=$((FAILED + 1)) && RESULTS+=("FAIL capture"); }
+	fi
+
+	echo
+	echo "==== lvhook e2e summary"
+	printf '  %s\n' "${RESULTS[@]}"
+	echo "==== timings (seconds; not asserted)"
+	printf '  image (build or cache) %s, boot both %s, vgcreate --shared %s, lock-start host2 %s, cluster up %s\n' \
+		"$TIME_IMAGE" "$TIME_BOOT" "$TIME_VGCREATE" "$TIME_LOCKSTART" "$TIME_UP"
+	if [[ -f $RUN_DIR/timings ]]; then
+		sed 's/^/  /' "$RUN_DIR/timings"
+	fi
+	echo "  total $((SECONDS - HARNESS_T0))"
+	local passed=$((${#RESULTS[@]} - FAILED))
+	echo "e2e: $passed passed, $FAILED failed"
+	((FAILED == 0))
+}
+
+main "$@"

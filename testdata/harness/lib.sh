@@ -1,0 +1,432 @@
+# shellcheck shell=bash
+# lvhook harness library: the two-host test cluster (QEMU guests host1 and host2 on
+# this machine, one shared disk, real lvm2 + lvmlockd + sanlock + libvirtd inside).
+# Sourced by build-image.sh, cluster.sh, e2e.sh, demo.sh and capture.sh.
+#
+# Every wait here is bounded and fails with a message saying what it waited for.
+
+HARNESS_DIR=${HARNESS_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
+REPO_DIR=$(cd "$HARNESS_DIR/../.." && pwd)
+IMAGE_CACHE=${LVHOOK_IMAGE_CACHE:-/var/cache/lvhook-harness}
+RUN_DIR=${LVHOOK_RUN_DIR:-/var/tmp/lvhook-harness/run}
+NET_PORT=${LVHOOK_NET_PORT:-47901}
+GUEST_MEM=${LVHOOK_GUEST_MEM:-3072}
+GUEST_CPUS=${LVHOOK_GUEST_CPUS:-2}
+SHARED_DISK_SIZE=${LVHOOK_SHARED_DISK_SIZE:-1G}
+LVHOOK_BIN=${LVHOOK_BIN:-$REPO_DIR/bin/lvhook}
+HOSTS=(host1 host2)
+VG=vg0
+SHARED_PV=/dev/disk/by-id/virtio-shared0
+
+# Test LVs in vg0 (name:size). Which domain uses which is in domains/*.xml.
+TEST_LVS=(t1 t3a t3b t3c pool1 mixed1 share1 optout1)
+
+# Host packages the harness needs on the build machine (command:package).
+HOST_TOOLS=(debootstrap:debootstrap qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils
+	mkfs.ext4:e2fsprogs inotifywait:inotify-tools jq:jq flock:util-linux)
+
+HARNESS_T0=${HARNESS_T0:-$SECONDS}
+
+log() { printf '[%4ds] %s\n' "$((SECONDS - HARNESS_T0))" "$*" >&2; }
+die() {
+	printf '[%4ds] FATAL: %s\n' "$((SECONDS - HARNESS_T0))" "$*" >&2
+	exit 1
+}
+need_root() { ((EUID == 0)) || die "must run as root (it boots QEMU guests and builds a root image)"; }
+
+# install_host_packages installs with apt-get whatever of HOST_TOOLS is missing.
+install_host_packages() {
+	local t missing=()
+	for t in "${HOST_TOOLS[@]}"; do
+		command -v "${t%%:*}" >/dev/null 2>&1 || missing+=("${t#*:}")
+	done
+	((${#missing[@]} == 0)) && return 0
+	log "installing host packages: ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q >/dev/null || die "apt-get update failed"
+	apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
+		die "apt-get install ${missing[*]} failed"
+}
+
+# image_hash is the cache key of the guest image: what builds it, nothing else.
+image_hash() {
+	(
+		cd "$HARNESS_DIR"
+		sha256sum build-image.sh guest/*
+	) | sha256sum | cut -c1-16
+}
+
+image_dir() { echo "$IMAGE_CACHE/$(image_hash)"; }
+
+# wait_until DESC TIMEOUT CMD...: run CMD every second until it succeeds; fail after
+# TIMEOUT seconds. Prints progress every 20 s so a long wait is visibly alive.
+wait_until() {
+	local desc=$1 timeout=$2 start=$SECONDS next=20
+	shift 2
+	until "$@" >/dev/null 2>&1; do
+		if ((SECONDS - start >= timeout)); then
+			log "timed out after ${timeout}s waiting for: $desc"
+			return 1
+		fi
+		if ((SECONDS - start >= next)); then
+			log "  still waiting for $desc ($((SECONDS - start))s of ${timeout}s)"
+			next=$((next + 20))
+		fi
+		sleep 1
+	done
+}
+
+# wait_file PATH TIMEOUT: wait until PATH exists, woken by inotify (host side), with
+# a periodic recheck so a missed event only costs a few seconds.
+wait_file() {
+	local path=$1 timeout=$2 start=$SECONDS left
+	while [[ ! -e $path ]]; do
+		left=$((timeout - (SECONDS - start)))
+		((left > 0)) || return 1
+		((left > 5)) && left=5
+		inotifywait -qq -t "$left" -e moved_to -e create -e close_write "$(dirname "$path")" \
+			>/dev/null 2>&1 || true
+	done
+}
+
+host_num() {
+	case $1 in
+	host1 | 1) echo 1 ;;
+	host2 | 2) echo 2 ;;
+	*) die "unknown host '$1' (host1 or host2)" ;;
+	esac
+}
+host_dir() { echo "$RUN_DIR/host$(host_num "$1")"; }
+
+# ---------------------------------------------------------------------------------
+# Running commands in a guest
+
+# hrun HOST [-t TIMEOUT] CMD...: run CMD (argv, quoted for bash) in HOST as root with
+# LC_ALL=C; prints its stdout and stderr, returns its exit status (124 on timeout).
+hrun() {
+	local host=$1 limit=120
+	shift
+	if [[ ${1:-} == -t ]]; then
+		limit=$2
+		shift 2
+	fi
+	local script
+	printf -v script '%q ' "$@"
+	hrun_script "$host" "$limit" "$script"
+}
+
+# hsh HOST [-t TIMEOUT] SCRIPT: like hrun, for a bash script (pipes, &&, ...).
+hsh() {
+	local host=$1 limit=120
+	shift
+	if [[ ${1:-} == -t ]]; then
+		limit=$2
+		shift 2
+	fi
+	hrun_script "$host" "$limit" "$1"
+}
+
+hrun_script() {
+	local host=$1 limit=$2 script=$3 dir req id rc
+	dir=$(host_dir "$host")
+	req=$dir/share/req
+	[[ -d $req ]] || die "$host: no agent directory $req (is the cluster up?)"
+	id=$(date +%s%N)-$BASHPID-$RANDOM
+	printf 'export LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n%s\n' \
+		"$script" >"$req/$id.sh.tmp"
+	mv -f "$req/$id.sh.tmp" "$req/$id.sh"
+	# O_RDWR open of the FIFO never blocks, even if QEMU is gone.
+	printf '%s %s\n' "$id" "$limit" 1<>"$dir/ctl.in"
+	if ! wait_file "$req/$id.rc" $((limit + 20)); then
+		log "$host: no answer from the agent within $((limit + 20))s for: $script"
+		return 125
+	fi
+	cat "$req/$id.out"
+	cat "$req/$id.err" >&2
+	rc=$(cat "$req/$id.rc")
+	rm -f "$req/$id".*
+	return "$rc"
+}
+
+# on_both CMD...: run CMD (a function or command taking HOST as its first argument)
+# for host1 and host2 in parallel; output of each host prefixed; fails if either fails.
+on_both() {
+	local h pids=() rc=0 i
+	for h in "${HOSTS[@]}"; do
+		("$@" "$h" > >(sed "s/^/$h: /") 2> >(sed "s/^/$h: /" >&2)) &
+		pids+=($!)
+	done
+	for i in "${pids[@]}"; do
+		wait "$i" || rc=1
+	done
+	return $rc
+}
+
+# ---------------------------------------------------------------------------------
+# QEMU guests
+
+qemu_pid() {
+	local dir pid
+	dir=$(host_dir "$1")
+	[[ -f $dir/qemu.pid ]] || return 1
+	pid=$(cat "$dir/qemu.pid" 2>/dev/null) || return 1
+	[[ $pid =~ ^[0-9]+$ ]] || return 1
+	# Only a QEMU started from this run directory counts (pids get reused).
+	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$dir/" || return 1
+	echo "$pid"
+}
+
+qemu_running() { qemu_pid "$1" >/dev/null; }
+
+boot_host() {
+	local host=$1 n dir img net
+	n=$(host_num "$host")
+	dir=$(host_dir "$host")
+	img=$(image_dir)
+	mkdir -p "$dir/share/req"
+	rm -f "$dir/share/ready" "$dir/share/req/"* "$dir/qemu.pid"
+	[[ -p $dir/ctl.in ]] || mkfifo "$dir/ctl.in"
+	[[ -p $dir/ctl.out ]] || mkfifo "$dir/ctl.out"
+	qemu-img create -q -f qcow2 -b "$img/base.raw" -F raw "$dir/disk.qcow2"
+	if ((n == 1)); then
+		net=listen=127.0.0.1:$NET_PORT
+	else
+		net=connect=127.0.0.1:$NET_PORT
+	fi
+	qemu-system-x86_64 -name "lvhook-$host" \
+		-machine pc -accel tcg,thread=multi -cpu max -smp "$GUEST_CPUS" -m "$GUEST_MEM" \
+		-kernel "$img/vmlinuz" -initrd "$img/initrd.img" \
+		-append "root=/dev/vda rw console=ttyS0 net.ifnames=0 apparmor=0 panic=-1 lvhook.host=$n" \
+		-drive "file=$dir/disk.qcow2,format=qcow2,if=virtio,cache=unsafe" \
+		-drive "file=$RUN_DIR/shared.raw,format=raw,if=none,id=sd,cache=none,file.locking=off" \
+		-device virtio-blk-pci,drive=sd,share-rw=on,serial=shared0 \
+		-netdev "socket,id=n0,$net" -device "virtio-net-pci,netdev=n0,mac=52:54:00:4c:56:0$n" \
+		-virtfs "local,path=$dir/share,mount_tag=ctl,security_model=none,id=ctl" \
+		-device virtio-serial-pci -chardev "pipe,id=ctl,path=$dir/ctl" \
+		-device virtserialport,chardev=ctl,name=lvhook.ctl \
+		-chardev "socket,id=con,path=$dir/console.sock,server=on,wait=off,logfile=$dir/console.log" \
+		-serial chardev:con \
+		-qmp "unix:$dir/qmp.sock,server=on,wait=off" \
+		-display none -monitor none -no-reboot \
+		-pidfile "$dir/qemu.pid" -daemonize ||
+		die "$host: QEMU failed to start"
+}
+
+# kill_host HOST [GRACE]: wait up to GRACE seconds for QEMU to exit, then SIGTERM, then
+# SIGKILL. Never returns with that QEMU still running.
+kill_host() {
+	local host=$1 grace=${2:-0} pid start=$SECONDS
+	pid=$(qemu_pid "$host") || return 0
+	while kill -0 "$pid" 2>/dev/null && ((SECONDS - start < grace)); do sleep 1; done
+	kill -0 "$pid" 2>/dev/null || return 0
+	kill -TERM "$pid" 2>/dev/null || true
+	start=$SECONDS
+	while kill -0 "$pid" 2>/dev/null && ((SECONDS - start < 10)); do sleep 1; done
+	if kill -0 "$pid" 2>/dev/null; then
+		log "$host: QEMU $pid ignored SIGTERM; SIGKILL"
+		kill -KILL "$pid" 2>/dev/null || true
+		start=$SECONDS
+		while kill -0 "$pid" 2>/dev/null && ((SECONDS - start < 10)); do sleep 1; done
+	fi
+}
+
+agent_ready() { [[ -f $(host_dir "$1")/share/ready ]]; }
+
+# ---------------------------------------------------------------------------------
+# The cluster
+
+# lvm_state HOST: one line per test LV, "NAME ACTIVE MODE" (ACTIVE yes|no; MODE
+# ex|sh|- read from lvmlockctl -i, never from lvs' lv_active_exclusively).
+lvm_state() {
+	hsh "$1" -t 60 '
+		lvs --reportformat json -o lv_name,lv_uuid,lv_active_locally '"$VG"' 2>/dev/null \
+			| jq -r ".report[0].lv[] | [.lv_name, .lv_uuid, .lv_active_locally] | @tsv" >/tmp/lvs.tsv
+		lvmlockctl -i 2>/dev/null >/tmp/lk.txt || true
+		while IFS=$'"'"'\t'"'"' read -r name uuid active; do
+			[[ $name == lvmlock ]] && continue
+			mode=$(awk -v u="$uuid" '"'"'$1=="LK" && $2=="LV" && $4==u {print $3}'"'"' /tmp/lk.txt | head -n1)
+			[[ -n $active ]] && a=yes || a=no
+			echo "$name $a ${mode:--}"
+		done </tmp/lvs.tsv'
+}
+
+# diagnostics prints what each running host saw; called on any failure.
+diagnostics() {
+	local h
+	for h in "${HOSTS[@]}"; do
+		echo "==================== $h: diagnostics ====================" >&2
+		if [[ -f $(host_dir "$h")/console.log ]]; then
+			echo "---- $h: serial console (tail)" >&2
+			tail -n 25 "$(host_dir "$h")/console.log" | tr -d '\r' >&2
+		fi
+		if qemu_running "$h" && agent_ready "$h"; then
+			hsh "$h" -t 60 '
+				echo "---- journal (libvirtd, lvmlockd, sanlock, lvhook)"
+				journalctl -q --no-pager -n 60 -u libvirtd -u lvmlockd -u sanlock -t lvhook -t lvhook-trace
+				echo "---- lvmlockctl -i"; lvmlockctl -i
+				echo "---- lvs"; lvs -o lv_name,lv_active,lv_uuid '"$VG"'
+				echo "---- virsh list --all"; timeout 30 virsh list --all
+				echo "---- hook calls"; tail -n 30 /var/log/lvhook-trace.log 2>/dev/null' >&2 2>&1 || true
+		else
+			echo "---- $h: QEMU or agent not running" >&2
+		fi
+	done
+}
+
+# cluster_boot: fresh shared disk, both guests booted and their agents answering.
+cluster_boot() {
+	local h t0=$SECONDS
+	for h in "${HOSTS[@]}"; do
+		if qemu_running "$h"; then
+			die "$h is already running (run '$HARNESS_DIR/cluster.sh down' first)"
+		fi
+	done
+	rm -rf "$RUN_DIR"
+	mkdir -p "$RUN_DIR"
+	truncate -s "$SHARED_DISK_SIZE" "$RUN_DIR/shared.raw"
+	log "booting host1 and host2 (TCG, $GUEST_CPUS vCPU, $GUEST_MEM MiB each; about 1.5 min)"
+	boot_host host1
+	boot_host host2
+	for h in "${HOSTS[@]}"; do
+		wait_file "$(host_dir "$h")/share/ready" 400 ||
+			die "$h: agent not ready within 400s (see $(host_dir "$h")/console.log)"
+		log "$h: agent ready after $((SECONDS - t0)) s"
+	done
+	TIME_BOOT=$((SECONDS - t0))
+}
+
+start_lock_daemons() {
+	hsh "$1" -t 60 'systemctl start sanlock lvmlockd && systemctl is-active sanlock lvmlockd >/dev/null'
+}
+
+lockspace_started() {
+	hsh "$1" -t 30 "lvmlockctl -i | grep -q '^VG $VG lock_type=sanlock'"
+}
+
+# lock_start HOST: join vg0's lockspace and verify it (vgchange may exit 0 on failure).
+lock_start() {
+	local host=$1
+	hrun "$host" -t 180 vgchange --lock-start "$VG" >/dev/null ||
+		die "$host: vgchange --lock-start $VG failed"
+	wait_until "$host: lockspace $VG in lvmlockctl -i" 120 lockspace_started "$host" ||
+		die "$host: lockspace $VG not started"
+}
+
+cluster_storage() {
+	local t0=$SECONDS lv
+	log "starting sanlock and lvmlockd on both hosts"
+	on_both start_lock_daemons || die "sanlock/lvmlockd did not start"
+	log "host1: vgcreate --shared $VG (about 35 s)"
+	hrun host1 -t 300 vgcreate --shared "$VG" "$SHARED_PV" >/dev/null || die "vgcreate --shared failed"
+	TIME_VGCREATE=$((SECONDS - t0))
+	log "vgcreate took $TIME_VGCREATE s"
+	wait_until "host1: lockspace $VG" 120 lockspace_started host1 || die "host1: lockspace $VG not started"
+	t0=$SECONDS
+	log "host2: vgchange --lock-start $VG (about 25 s), while host1 creates the test LVs"
+	lock_start host2 &
+	local ls_pid=$!
+	local script="set -e"
+	for lv in "${TEST_LVS[@]}"; do
+		script+=$'\n'"lvcreate -q -an -Zn -Wn -L 8m -n $lv $VG"
+	done
+	hsh host1 -t 300 "$script" >/dev/null || die "lvcreate of the test LVs failed"
+	log "host1: ${#TEST_LVS[@]} LVs created in $((SECONDS - t0)) s"
+	wait "$ls_pid" || die "host2: lock start failed"
+	TIME_LOCKSTART=$((SECONDS - t0))
+	log "both hosts in lockspace $VG ($TIME_LOCKSTART s for host2's lock-start)"
+}
+
+# define_libvirt HOST: the logical pool and every test domain, with their fixed UUIDs.
+define_libvirt() {
+	local host=$1 f
+	hrun "$host" rm -rf /mnt/ctl/domains >/dev/null
+	cp -r "$HARNESS_DIR/domains" "$(host_dir "$host")/share/domains"
+	# The pool is started while vg0 holds no active LV: starting a logical pool runs
+	# 'vgchange -aly vg0', which would take an ex lock on every LV of the VG.
+	hsh "$host" -t 300 '
+		set -e
+		mkdir -p /var/lib/libvirt/images
+		truncate -s 1M /var/lib/libvirt/images/tmixed.iso
+		virsh -q pool-define /mnt/ctl/domains/vgpool.pool.xml >/dev/null
+		virsh -q pool-start vgpool >/dev/null
+		vgchange -an '"$VG"' >/dev/null
+		virsh -q pool-refresh vgpool >/dev/null
+		for f in /mnt/ctl/domains/*.xml; do
+			case $f in *.pool.xml) continue ;; esac
+			virsh -q define "$f" >/dev/null
+		done
+		virsh -q list --all --name | sort | tr "\n" " "; echo'
+}
+
+# hook_installed: the operator's install of lvhook into a guest. Kept in one place so
+# it can switch to installing the .deb from dist/.
+install_lvhook() {
+	local host=$1 dir
+	dir=$(host_dir "$host")
+	[[ -x $LVHOOK_BIN ]] || die "no $LVHOOK_BIN (run 'make build' first)"
+	cp "$LVHOOK_BIN" "$dir/share/lvhook"
+	cp "$HARNESS_DIR/guest-hooks/00-trace" "$dir/share/00-trace"
+	hsh "$host" -t 180 '
+		set -e
+		install -m 0755 /mnt/ctl/lvhook /usr/sbin/lvhook
+		install -m 0755 /mnt/ctl/00-trace /etc/libvirt/hooks/qemu.d/00-trace
+		ln -sfn /usr/sbin/lvhook /etc/libvirt/hooks/qemu.d/lvhook
+		# Hook discovery is cached by libvirtd: restart so it sees the new hook.
+		systemctl restart libvirtd
+		timeout 60 virsh -q version >/dev/null
+		echo "installed $(lvhook version 2>/dev/null || echo lvhook)"'
+}
+
+lvhook_available() { [[ -x $LVHOOK_BIN ]]; }
+
+# cluster_up: boot, lock daemons, shared VG, test LVs, pool + domains, lvhook (if built).
+cluster_up() {
+	need_root
+	install_host_packages
+	local t0=$SECONDS
+	HARNESS_IMAGE_T0=$SECONDS
+	"$HARNESS_DIR/build-image.sh" >/dev/null || die "image build failed"
+	TIME_IMAGE=$((SECONDS - HARNESS_IMAGE_T0))
+	cluster_boot
+	cluster_storage
+	log "defining pool vgpool and the test domains on both hosts"
+	on_both define_libvirt || die "defining the test domains failed"
+	if lvhook_available; then
+		log "installing lvhook ($LVHOOK_BIN) as /etc/libvirt/hooks/qemu.d/lvhook"
+		on_both install_lvhook || die "installing lvhook failed"
+	else
+		log "no $LVHOOK_BIN: cluster up WITHOUT lvhook"
+	fi
+	TIME_UP=$((SECONDS - t0))
+	log "cluster up in $TIME_UP s (image $TIME_IMAGE s, boot $TIME_BOOT s, vgcreate $TIME_VGCREATE s, lock-start $TIME_LOCKSTART s)"
+}
+
+# guest_shutdown HOST: stop every domain and leave the lockspace, so poweroff does not
+# hang on sanlock/lvmlockd (their units do not SIGKILL), then power off.
+guest_shutdown() {
+	hsh "$1" -t 150 '
+		for d in $(timeout 30 virsh -q list --name 2>/dev/null); do timeout 30 virsh -q destroy "$d" >/dev/null 2>&1; done
+		timeout 30 vgchange -an '"$VG"' >/dev/null 2>&1
+		timeout 60 vgchange --lock-stop '"$VG"' >/dev/null 2>&1
+		systemctl --no-block poweroff' >/dev/null 2>&1 || true
+}
+
+# cluster_down: clean bounded shutdown; QEMU killed after the bound whatever happens.
+cluster_down() {
+	local h any=0
+	for h in "${HOSTS[@]}"; do
+		qemu_running "$h" && any=1
+	done
+	((any)) || return 0
+	log "shutting the cluster down"
+	for h in "${HOSTS[@]}"; do
+		if qemu_running "$h" && agent_ready "$h"; then
+			guest_shutdown "$h" &
+		fi
+	done
+	wait || true
+	for h in "${HOSTS[@]}"; do
+		kill_host "$h" 60
+	done
+	log "cluster down"
+}
