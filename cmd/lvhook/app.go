@@ -1,21 +1,13 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
-	"time"
 
-	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
-
-	"github.com/lvhook/lvhook/hook"
-	"github.com/lvhook/lvhook/lvmlock"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -28,36 +20,48 @@ const (
 	exitUsage   = 2
 )
 
+// env is what every command gets: the process's streams and its exit status.
+type env struct {
+	stdin  io.Reader
+	stderr io.Writer
+	// code is the exit status a command sets when it is not 0 or 2.
+	code int
+}
+
+// commands lists the subcommands; each file registers its own in init.
+var commands []func(e *env) *cli.Command
+
 // run is the whole program: argv, stdin, stderr in; exit status out.
 func run(args []string, stdin io.Reader, stderr io.Writer) int {
 	if isHookPath(args[0]) {
 		return runHook(args[1:], stdin, stderr, true)
 	}
-	code := exitOK
-	app := &cli.App{
-		Name:      "lvhook",
-		Usage:     "keep a libvirt domain's LVs locked by lvmlockd on the host that runs it",
-		Version:   version,
-		Writer:    os.Stdout,
-		ErrWriter: stderr,
-		Commands: []*cli.Command{
-			{
-				Name:      "hook",
-				Usage:     "run as libvirt's qemu hook (what libvirtd does through /etc/libvirt/hooks/qemu.d/lvhook)",
-				ArgsUsage: "DOMAIN OP SUBOP EXTRA  (domain XML on stdin)",
-				Action: func(c *cli.Context) error {
-					code = runHook(c.Args().Slice(), stdin, stderr, false)
-					return nil
-				},
-			},
-		},
-		ExitErrHandler: func(*cli.Context, error) {},
-	}
+	e := &env{stdin: stdin, stderr: stderr}
+	app := newApp(e)
 	if err := app.Run(args); err != nil {
-		fmt.Fprintf(stderr, "lvhook: %v\n", err)
+		fmt.Fprintf(stderr, "lvhook: %s\n", oneLine(err.Error()))
+		if e.code != exitOK {
+			return e.code
+		}
 		return exitUsage
 	}
-	return code
+	return e.code
+}
+
+// newApp builds the command line; also used to generate the man page.
+func newApp(e *env) *cli.App {
+	app := &cli.App{
+		Name:           "lvhook",
+		Usage:          "keep a libvirt domain's LVs locked by lvmlockd on the host that runs it",
+		Version:        version,
+		Writer:         os.Stdout,
+		ErrWriter:      e.stderr,
+		ExitErrHandler: func(*cli.Context, error) {},
+	}
+	for _, c := range commands {
+		app.Commands = append(app.Commands, c(e))
+	}
+	return app
 }
 
 // isHookPath tells whether argv[0] is libvirt's hook: /etc/libvirt/hooks/qemu
@@ -66,100 +70,6 @@ func isHookPath(argv0 string) bool {
 	dir, base := filepath.Split(argv0)
 	return base == "qemu" && filepath.Base(filepath.Clean(dir)) == "hooks" ||
 		filepath.Base(filepath.Clean(dir)) == "qemu.d"
-}
-
-// runHook is one libvirt hook call. Nothing is ever written to stdout: for
-// migrate and restore libvirt would take it as a replacement domain XML.
-// Failures print one line on stderr, which libvirt shows the operator.
-func runHook(argv []string, stdin io.Reader, stderr io.Writer, fromLibvirt bool) int {
-	if fromLibvirt {
-		// Give libvirt its EOF on stdout now, and make sure nothing below
-		// (a library, a panic handler) can ever write there.
-		if devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0); err == nil {
-			_ = syscall.Dup3(int(devnull.Fd()), 1, 0)
-			devnull.Close()
-		}
-	}
-	fail := func(err error) int {
-		fmt.Fprintf(stderr, "lvhook: %s\n", oneLine(err.Error()))
-		return exitFailure
-	}
-	call, err := parseHookArgs(argv)
-	if err != nil {
-		return fail(err)
-	}
-	cfgPath, mustExist := hook.ConfigPath()
-	cfg, err := hook.LoadConfig(cfgPath, mustExist)
-	if err != nil {
-		return fail(err)
-	}
-	log := newLogger(cfg.LogLevel, stderr, zerolog.WarnLevel)
-
-	// libvirt waits for the hook without a limit; the hook bounds itself.
-	// The hard stop covers the rollback, which outlives ctx by design.
-	hard := cfg.HookTimeout.D() + cfg.RollbackTimeout.D() + 2*time.Second
-	timer := time.AfterFunc(hard, func() {
-		fmt.Fprintf(stderr, "lvhook: %s %s %s: no answer within %s; giving up (see journalctl -t lvhook)\n",
-			call.Op, call.SubOp, call.Domain, hard)
-		os.Exit(exitFailure)
-	})
-	defer timer.Stop()
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.HookTimeout.D())
-	defer cancel()
-
-	xmlData, err := hook.ReadXML(stdin)
-	if err != nil {
-		return fail(err)
-	}
-	h := newHook(cfg, log)
-	if err := h.Run(ctx, call, xmlData); err != nil {
-		return fail(err)
-	}
-	return exitOK
-}
-
-func newHook(cfg hook.Config, log zerolog.Logger) *hook.Hook {
-	return &hook.Hook{
-		Config: cfg,
-		LVM: &lvmlock.Client{
-			Runner:          lvmlock.ExecRunner{Timeout: cfg.LVMTimeout.D()},
-			DryRun:          cfg.DryRun,
-			RollbackTimeout: cfg.RollbackTimeout.D(),
-			Log:             log,
-		},
-		State:    &hook.State{Dir: cfg.StateDir},
-		Log:      log,
-		HostName: hostNames(cfg),
-	}
-}
-
-// hostNames maps sanlock host_ids to the peer names of the config.
-func hostNames(cfg hook.Config) func(int) string {
-	return func(id int) string {
-		for _, p := range cfg.Daemon.Peers {
-			if p.HostID == id {
-				return p.Name
-			}
-		}
-		return ""
-	}
-}
-
-// parseHookArgs checks libvirt's argv: DOMAIN OP SUBOP EXTRA.
-func parseHookArgs(argv []string) (hook.Call, error) {
-	if len(argv) < 3 {
-		return hook.Call{}, fmt.Errorf("hook needs DOMAIN OP SUBOP [EXTRA], got %d argument(s)", len(argv))
-	}
-	for _, a := range argv {
-		if a == "" || strings.ContainsAny(a, "\x00\n") {
-			return hook.Call{}, errors.New("hook arguments must be non-empty single-line words")
-		}
-	}
-	c := hook.Call{Domain: argv[0], Op: argv[1], SubOp: argv[2], Extra: "-"}
-	if len(argv) > 3 {
-		c.Extra = argv[3]
-	}
-	return c, nil
 }
 
 // oneLine keeps a message on one line, as libvirt shows it in one.
