@@ -138,7 +138,7 @@ func (c *Client) Activate(ctx context.Context, st *State, targets []Target) ([]C
 	var done []Change
 	for _, batch := range batches(st, targets) {
 		start := time.Now()
-		err := c.lvchange(ctx, "-a"+string(batch.mode)+"y", batch.refs)
+		err := c.lvchange(ctx, activationFlag(batch.mode), batch.refs)
 		changes := make([]Change, 0, len(batch.refs))
 		for _, r := range batch.refs {
 			changes = append(changes, Change{Ref: r, From: st.Mode(r), To: batch.mode})
@@ -228,7 +228,7 @@ func (c *Client) rollback(ctx context.Context, st *State, changes []Change) {
 	}
 	everything := &State{LVs: map[Ref]LV{}, Locks: Locks{}}
 	for _, b := range batches(everything, back) {
-		if err := c.lvchange(ctx, "-a"+string(b.mode)+"y", b.refs); err != nil {
+		if err := c.lvchange(ctx, activationFlag(b.mode), b.refs); err != nil {
 			c.Log.Error().Err(err).Str("vg", b.refs[0].VG).Msg("rollback failed: lock mode not restored")
 		}
 	}
@@ -249,6 +249,17 @@ func (c *Client) logChanges(changes []Change, took time.Duration) {
 		c.Log.Info().Str("vg", ch.VG).Str("lv", ch.LV).Stringer("from", ch.From).
 			Stringer("to", ch.To).Dur("took", took).Msg(verb)
 	}
+}
+
+// activationFlag is lvchange's option for a mode: -aey, -asy or -an.
+func activationFlag(m Mode) string {
+	switch m {
+	case ModeEx:
+		return "-aey"
+	case ModeSh:
+		return "-asy"
+	}
+	return "-an"
 }
 
 type batch struct {

@@ -9,7 +9,7 @@
 set -euo pipefail
 
 HARNESS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=testdata/harness/lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$HARNESS_DIR/lib.sh"
 
 SUITE=bookworm
@@ -49,6 +49,7 @@ configure_rootfs() {
 		/dev/vda / ext4 rw,relatime 0 0
 		ctl /mnt/ctl 9p trans=virtio,version=9p2000.L,msize=262144,nofail 0 0
 	EOF
+	mkdir -p "$root/etc/modules-load.d"
 	printf '9p\n9pnet_virtio\n' >"$root/etc/modules-load.d/lvhook-harness.conf"
 	cat >"$root/etc/hosts" <<-'EOF'
 		127.0.0.1 localhost
@@ -71,6 +72,7 @@ configure_rootfs() {
 	grep -qE '^\s*use_devicesfile = 0$' "$root/etc/lvm/lvm.conf" || die "lvm.conf: use_devicesfile was not set"
 
 	# sanlock without a hardware watchdog; wdmd is then not needed.
+	mkdir -p "$root/etc/sanlock"
 	echo 'use_watchdog = 0' >>"$root/etc/sanlock/sanlock.conf"
 
 	# libvirtd: always running (no idle exit), TCP socket without auth for migration
@@ -81,8 +83,8 @@ configure_rootfs() {
 	mkdir -p "$root/etc/libvirt/hooks/qemu.d"
 
 	chroot "$root" systemctl enable lvhook-harness-identity.service lvhook-harness-agent.service \
-		libvirtd.service libvirtd-tcp.socket >/dev/null 2>&1
-	chroot "$root" systemctl mask wdmd.service >/dev/null 2>&1
+		libvirtd.service libvirtd-tcp.socket
+	chroot "$root" systemctl mask wdmd.service
 	# The harness starts sanlock and lvmlockd itself and joins lockspaces explicitly.
 	local unit
 	for unit in sanlock.service lvmlockd.service lvmlocks.service lvm2-monitor.service \

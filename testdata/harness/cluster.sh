@@ -7,7 +7,7 @@
 #   cluster.sh run HOST CMD...    run CMD in HOST (host1|host2); its output and exit status
 #   cluster.sh sh HOST SCRIPT     same for a bash script
 #   cluster.sh state              lock state of the test LVs on both hosts
-#   cluster.sh install            (re)install bin/lvhook into both guests
+#   cluster.sh install            (re)install bin/lvhook and the 00-trace hook in both guests
 #   cluster.sh diag               what each host saw (journal, console, locks, lvs)
 #   cluster.sh console HOST       attach to HOST's serial console (needs socat)
 #
@@ -16,7 +16,7 @@
 set -euo pipefail
 
 HARNESS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=testdata/harness/lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$HARNESS_DIR/lib.sh"
 
 usage() {
@@ -57,7 +57,7 @@ main() {
 			lvm_state "$h"
 		done
 		;;
-	install) on_both install_lvhook ;;
+	install) on_both install_hooks ;;
 	diag) diagnostics ;;
 	console)
 		(($# == 1)) || usage

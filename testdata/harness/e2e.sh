@@ -12,9 +12,9 @@
 set -euo pipefail
 
 HARNESS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=testdata/harness/lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$HARNESS_DIR/lib.sh"
-# shellcheck source=testdata/harness/scenarios.sh
+# shellcheck source=scenarios.sh
 source "$HARNESS_DIR/scenarios.sh"
 
 ALL_SCENARIOS=(start_refuse_stop save_restore managedsave libvirtd_restart multidisk_refuse

@@ -51,7 +51,7 @@ install_host_packages() {
 # image_hash is the cache key of the guest image: what builds it, nothing else.
 image_hash() {
 	(
-		cd "$HARNESS_DIR"
+		cd "$HARNESS_DIR" || exit 1
 		sha256sum build-image.sh guest/*
 	) | sha256sum | cut -c1-16
 }
@@ -184,6 +184,8 @@ boot_host() {
 	dir=$(host_dir "$host")
 	img=$(image_dir)
 	mkdir -p "$dir/share/req"
+	rm -rf "$dir/share/tools"
+	cp -r "$HARNESS_DIR/guest-tools" "$dir/share/tools"
 	rm -f "$dir/share/ready" "$dir/share/req/"* "$dir/qemu.pid"
 	[[ -p $dir/ctl.in ]] || mkfifo "$dir/ctl.in"
 	[[ -p $dir/ctl.out ]] || mkfifo "$dir/ctl.out"
@@ -235,20 +237,8 @@ agent_ready() { [[ -f $(host_dir "$1")/share/ready ]]; }
 # ---------------------------------------------------------------------------------
 # The cluster
 
-# lvm_state HOST: one line per test LV, "NAME ACTIVE MODE" (ACTIVE yes|no; MODE
-# ex|sh|- read from lvmlockctl -i, never from lvs' lv_active_exclusively).
-lvm_state() {
-	hsh "$1" -t 60 '
-		lvs --reportformat json -o lv_name,lv_uuid,lv_active_locally '"$VG"' 2>/dev/null \
-			| jq -r ".report[0].lv[] | [.lv_name, .lv_uuid, .lv_active_locally] | @tsv" >/tmp/lvs.tsv
-		lvmlockctl -i 2>/dev/null >/tmp/lk.txt || true
-		while IFS=$'"'"'\t'"'"' read -r name uuid active; do
-			[[ $name == lvmlock ]] && continue
-			mode=$(awk -v u="$uuid" '"'"'$1=="LK" && $2=="LV" && $4==u {print $3}'"'"' /tmp/lk.txt | head -n1)
-			[[ -n $active ]] && a=yes || a=no
-			echo "$name $a ${mode:--}"
-		done </tmp/lvs.tsv'
-}
+# lvm_state HOST: one line per test LV, "NAME ACTIVE MODE" (guest-tools/lvm-state).
+lvm_state() { hrun "$1" -t 60 bash /mnt/ctl/tools/lvm-state "$VG"; }
 
 # diagnostics prints what each running host saw; called on any failure.
 diagnostics() {
@@ -338,7 +328,7 @@ cluster_storage() {
 
 # define_libvirt HOST: the logical pool and every test domain, with their fixed UUIDs.
 define_libvirt() {
-	local host=$1 f
+	local host=$1
 	hrun "$host" rm -rf /mnt/ctl/domains >/dev/null
 	cp -r "$HARNESS_DIR/domains" "$(host_dir "$host")/share/domains"
 	# The pool is started while vg0 holds no active LV: starting a logical pool runs
@@ -358,23 +348,34 @@ define_libvirt() {
 		virsh -q list --all --name | sort | tr "\n" " "; echo'
 }
 
-# hook_installed: the operator's install of lvhook into a guest. Kept in one place so
-# it can switch to installing the .deb from dist/.
+# install_lvhook HOST: the operator's install of lvhook into a guest, kept in this one
+# function so it can switch to installing the .deb from dist/. libvirtd is restarted
+# by install_hooks afterwards.
 install_lvhook() {
-	local host=$1 dir
-	dir=$(host_dir "$host")
-	[[ -x $LVHOOK_BIN ]] || die "no $LVHOOK_BIN (run 'make build' first)"
-	cp "$LVHOOK_BIN" "$dir/share/lvhook"
-	cp "$HARNESS_DIR/guest-hooks/00-trace" "$dir/share/00-trace"
-	hsh "$host" -t 180 '
+	local host=$1
+	cp "$LVHOOK_BIN" "$(host_dir "$host")/share/lvhook"
+	hsh "$host" -t 60 '
 		set -e
 		install -m 0755 /mnt/ctl/lvhook /usr/sbin/lvhook
-		install -m 0755 /mnt/ctl/00-trace /etc/libvirt/hooks/qemu.d/00-trace
-		ln -sfn /usr/sbin/lvhook /etc/libvirt/hooks/qemu.d/lvhook
-		# Hook discovery is cached by libvirtd: restart so it sees the new hook.
+		ln -sfn /usr/sbin/lvhook /etc/libvirt/hooks/qemu.d/lvhook'
+}
+
+# install_hooks HOST: the 00-trace hook (records hook calls), lvhook when built, then a
+# libvirtd restart: libvirtd caches the list of hooks it found at start.
+install_hooks() {
+	local host=$1
+	cp "$HARNESS_DIR/guest-hooks/00-trace" "$(host_dir "$host")/share/00-trace"
+	hrun "$host" install -m 0755 /mnt/ctl/00-trace /etc/libvirt/hooks/qemu.d/00-trace
+	if lvhook_available; then
+		install_lvhook "$host"
+	else
+		hrun "$host" rm -f /etc/libvirt/hooks/qemu.d/lvhook
+	fi
+	hsh "$host" -t 180 '
+		set -e
 		systemctl restart libvirtd
-		timeout 60 virsh -q version >/dev/null
-		echo "installed $(lvhook version 2>/dev/null || echo lvhook)"'
+		timeout 120 virsh -q version >/dev/null
+		ls /etc/libvirt/hooks/qemu.d | tr "\n" " "; echo'
 }
 
 lvhook_available() { [[ -x $LVHOOK_BIN ]]; }
@@ -392,11 +393,11 @@ cluster_up() {
 	log "defining pool vgpool and the test domains on both hosts"
 	on_both define_libvirt || die "defining the test domains failed"
 	if lvhook_available; then
-		log "installing lvhook ($LVHOOK_BIN) as /etc/libvirt/hooks/qemu.d/lvhook"
-		on_both install_lvhook || die "installing lvhook failed"
+		log "installing lvhook ($LVHOOK_BIN) as /etc/libvirt/hooks/qemu.d/lvhook, and the 00-trace hook"
 	else
-		log "no $LVHOOK_BIN: cluster up WITHOUT lvhook"
+		log "no $LVHOOK_BIN: cluster up WITHOUT lvhook (only the 00-trace hook)"
 	fi
+	on_both install_hooks || die "installing the hooks failed"
 	TIME_UP=$((SECONDS - t0))
 	log "cluster up in $TIME_UP s (image $TIME_IMAGE s, boot $TIME_BOOT s, vgcreate $TIME_VGCREATE s, lock-start $TIME_LOCKSTART s)"
 }

@@ -1,0 +1,120 @@
+#!/bin/bash
+# Capture real outputs from the running cluster into testdata/real/ for unit tests:
+# lvs/vgs JSON reports, `lvmlockctl -i` with ex and sh locks, the lvm error texts of
+# docs/lvmlockd.md provoked for real, the domain XML libvirt passes to hooks and
+# `virsh dumpxml` of each running test domain.
+#
+# Needs a cluster that is up (cluster.sh up); run by `make e2e CAPTURE=1`. Leaves the
+# cluster as it found it (no domain running, no test LV active, lockspaces started).
+set -euo pipefail
+
+HARNESS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$HARNESS_DIR/lib.sh"
+
+OUT=${LVHOOK_CAPTURE_DIR:-$REPO_DIR/testdata/real}
+
+# grab FILE HOST CMD...: CMD's stdout into OUT/FILE (must succeed).
+grab() {
+	local file=$1 host=$2
+	shift 2
+	mkdir -p "$(dirname "$OUT/$file")"
+	hrun "$host" -t 120 "$@" >"$OUT/$file" || die "$host: $* failed"
+	log "captured $file"
+}
+
+# lvm_error CASE HOST SCRIPT: run SCRIPT (which must fail) and keep its stderr, stdout
+# and exit status as OUT/lvm-errors/CASE.{stderr,stdout,cmd}.
+lvm_error() {
+	local name=$1 host=$2 script=$3 dir=$OUT/lvm-errors rc=0 t0=$SECONDS
+	mkdir -p "$dir"
+	hsh "$host" -t 120 "$script" >"$dir/$name.stdout" 2>"$dir/$name.stderr" || rc=$?
+	printf '# %s, lvm2 2.03.16 (Debian 12), LC_ALL=C, took %ss\n%s\nexit status %s\n' \
+		"$host" $((SECONDS - t0)) "$script" "$rc" >"$dir/$name.cmd"
+	((rc != 0)) || log "WARNING: $name: the command succeeded (expected a failure)"
+	log "captured lvm error $name (exit $rc): $(head -c 200 "$dir/$name.stderr" | tr '\n' '|')"
+}
+
+capture_reports() {
+	hrun host1 -t 120 lvchange -aey "$VG/t1" >/dev/null
+	hrun host1 -t 120 lvchange -asy "$VG/share1" >/dev/null
+	hrun host2 -t 120 lvchange -asy "$VG/share1" >/dev/null
+	grab lvs-report.json host1 lvs --reportformat json \
+		-o lv_name,lv_uuid,vg_name,lv_path,lv_dm_path,lv_attr,lv_active,lv_active_locally,lv_active_remotely,lv_active_exclusively,lv_lockargs,lv_size "$VG"
+	grab lvs-report-default.json host1 lvs --reportformat json "$VG"
+	grab vgs-report.json host1 vgs --reportformat json -o vg_name,vg_uuid,vg_shared,vg_lock_type,vg_lock_args "$VG"
+	grab lvmlockctl-i-ex-sh.txt host1 lvmlockctl -i
+	grab lvmlockctl-i-sh.txt host2 lvmlockctl -i
+	grab sanlock-client-status.txt host1 sanlock client status
+}
+
+capture_errors() {
+	# host1 holds t1 ex and share1 sh; host2 holds share1 sh.
+	lvm_error locked-by-other-host host2 "lvchange -aey $VG/t1"
+	lvm_error locked-by-other-host-sh host2 "lvchange -asy $VG/t1"
+	lvm_error ex-while-other-host-sh host1 "lvchange -aey $VG/share1"
+	lvm_error incompatible-mode host1 "lvextend -L +4m $VG/share1"
+	lvm_error lv-in-use host1 "exec 3<$(printf %q "/dev/$VG/t1"); lvchange -an $VG/t1"
+	lvm_error lv-missing host1 "lvchange -aey $VG/nosuchlv"
+	lvm_error vg-missing host1 "lvchange -aey nosuchvg/nosuchlv"
+	lvm_error lv-missing-json host1 "lvchange --reportformat json -aey $VG/nosuchlv"
+	hrun host1 -t 120 vgchange -an "$VG" >/dev/null
+	hrun host2 -t 120 vgchange -an "$VG" >/dev/null
+
+	hrun host2 -t 120 vgchange --lock-stop "$VG" >/dev/null
+	lvm_error lockspace-not-started host2 "lvchange -aey $VG/t3a"
+	# A lock start takes ~20 s: an activation during it.
+	lvm_error lockspace-starting host2 "vgchange --lock-start $VG >/dev/null 2>&1 & sleep 2; lvchange -aey $VG/t3a; rc=\$?; wait; exit \$rc"
+	wait_until "host2: lockspace $VG" 120 lockspace_started host2 || die "host2: lockspace did not come back"
+	hrun host2 -t 120 vgchange -an "$VG" >/dev/null
+	hrun host2 -t 120 vgchange --lock-stop "$VG" >/dev/null
+	hrun host2 -t 60 systemctl stop lvmlockd >/dev/null
+	lvm_error lvmlockd-not-running host2 "lvchange -aey $VG/t3a"
+	hrun host2 -t 60 systemctl start lvmlockd >/dev/null
+	lock_start host2
+}
+
+# capture_domains: for each test domain, the XML libvirt gave the hooks (kept by the
+# 00-trace hook) and `virsh dumpxml` while it runs. LVs are activated by hand first so
+# this works with or without lvhook installed.
+capture_domains() {
+	local d lvs mode
+	mkdir -p "$OUT/domains" "$OUT/hook-stdin"
+	hrun host1 sh -c 'rm -rf /var/log/lvhook-trace; : >/var/log/lvhook-trace.log'
+	for d in t1 t3 tpool tmixed tshare1 toptout; do
+		case $d in
+		t1) lvs=t1 ;; t3) lvs="t3a t3b t3c" ;; tpool) lvs=pool1 ;; tmixed) lvs=mixed1 ;;
+		tshare1) lvs=share1 ;; toptout) lvs=optout1 ;;
+		esac
+		mode=-aey
+		[[ $d == tshare1 ]] && mode=-asy
+		# shellcheck disable=SC2086
+		hsh host1 -t 120 "lvchange $mode $(printf "$VG/%s " $lvs)" >/dev/null
+		hrun host1 -t 180 timeout 170 virsh -q start "$d" >/dev/null || die "host1: virsh start $d failed"
+		grab "domains/$d.running.xml" host1 timeout 60 virsh dumpxml "$d"
+		grab "domains/$d.inactive.xml" host1 timeout 60 virsh dumpxml --inactive "$d"
+		hrun host1 -t 180 timeout 170 virsh -q destroy "$d" >/dev/null || die "host1: virsh destroy $d failed"
+		hrun host1 -t 120 vgchange -an "$VG" >/dev/null
+	done
+	local f
+	for f in $(hrun host1 sh -c 'cd /var/log/lvhook-trace && ls'); do
+		grab "hook-stdin/$f" host1 cat "/var/log/lvhook-trace/$f"
+	done
+	grab hook-calls-start-destroy.txt host1 cat /var/log/lvhook-trace.log
+}
+
+main() {
+	need_root
+	local h
+	for h in "${HOSTS[@]}"; do
+		{ agent_ready "$h" && qemu_running "$h"; } || die "$h is not up (run cluster.sh up first)"
+	done
+	mkdir -p "$OUT"
+	log "capturing real outputs into $OUT"
+	capture_reports
+	capture_errors
+	capture_domains
+	log "capture done"
+}
+
+main "$@"
