@@ -289,7 +289,7 @@ func batches(st *State, targets []Target) []batch {
 		keys = append(keys, k)
 	}
 	slices.SortFunc(keys, func(a, b key) int {
-		return cmp.Or(cmp.Compare(a.vg, b.vg), cmp.Compare(b.mode, a.mode))
+		return cmp.Or(cmp.Compare(a.vg, b.vg), cmp.Compare(a.mode, b.mode))
 	})
 	out := make([]batch, 0, len(keys))
 	for _, k := range keys {
