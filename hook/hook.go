@@ -128,7 +128,7 @@ func (r *run) activate(ctx context.Context) error {
 		r.log.Info().Msg("no LV disks: nothing to activate")
 		return nil
 	}
-	st, err := r.lvm.State(ctx, vgsOf(r.dom.Disks)...)
+	st, err := r.lvm.State(ctx, true, vgsOf(r.dom.Disks)...)
 	if err != nil {
 		return r.refusal(verb, nil, err)
 	}
@@ -290,7 +290,7 @@ func (r *run) deactivate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%s stopped, but its LVs are left active: %w", r.dom.Name, err)
 	}
-	st, err := r.lvm.State(ctx, vgsOfRefs(refs)...)
+	st, err := r.lvm.State(ctx, false, vgsOfRefs(refs)...)
 	if err != nil {
 		r.savePending(refs)
 		return fmt.Errorf("%s stopped, but its LVs could not be deactivated: %s", r.dom.Name, explain(err))
@@ -366,7 +366,7 @@ func (r *run) verify(ctx context.Context) {
 	if len(r.dom.Disks) == 0 {
 		return
 	}
-	st, err := r.lvm.State(ctx, vgsOf(r.dom.Disks)...)
+	st, err := r.lvm.State(ctx, true, vgsOf(r.dom.Disks)...)
 	if err != nil {
 		r.log.Error().Err(err).Msg("cannot read lock state; nothing verified")
 		return

@@ -13,6 +13,8 @@ const (
 	ModeNone Mode = ""   // not locked (inactive) on this host
 	ModeSh   Mode = "sh" // shared
 	ModeEx   Mode = "ex" // exclusive
+	// ModeActive: active here, lock mode not read (State with modes=false).
+	ModeActive Mode = "active"
 )
 
 func (m Mode) String() string {

@@ -45,6 +45,9 @@ type Change struct {
 type State struct {
 	LVs   map[Ref]LV
 	Locks Locks
+	// NoModes: lvmlockd was not asked; active LVs of shared VGs are
+	// ModeActive.
+	NoModes bool
 	// MissingVGs lists asked VGs lvm does not know.
 	MissingVGs []string
 }
@@ -58,6 +61,9 @@ func (s *State) Mode(r Ref) Mode {
 	}
 	if !lv.Shared() {
 		return ModeEx
+	}
+	if s.NoModes {
+		return ModeActive
 	}
 	if m := s.Locks.Mode(r.VG, lv.UUID); m != ModeNone {
 		return m
@@ -109,18 +115,19 @@ func (c *Client) Locks(ctx context.Context) (Locks, error) {
 	return ParseLockctl(out), nil
 }
 
-// State queries the LVs of vgs and, only when one of them is active here,
-// lvmlockd's lock modes: one lvs call, plus one lvmlockctl call if needed.
-func (c *Client) State(ctx context.Context, vgs ...string) (*State, error) {
+// State queries the LVs of vgs and, when modes is set and one of them is
+// active here, lvmlockd's lock modes: one lvs call, plus one lvmlockctl call
+// if needed. Deactivation needs no modes.
+func (c *Client) State(ctx context.Context, modes bool, vgs ...string) (*State, error) {
 	lvs, missing, err := c.LVs(ctx, vgs...)
 	if err != nil {
 		return nil, err
 	}
-	st := &State{LVs: make(map[Ref]LV, len(lvs)), Locks: Locks{}, MissingVGs: missing}
+	st := &State{LVs: make(map[Ref]LV, len(lvs)), Locks: Locks{}, MissingVGs: missing, NoModes: !modes}
 	needLocks := false
 	for _, lv := range lvs {
 		st.LVs[Ref{lv.VG, lv.Name}] = lv
-		needLocks = needLocks || (lv.Active && lv.Shared())
+		needLocks = needLocks || (modes && lv.Active && lv.Shared())
 	}
 	if needLocks {
 		if st.Locks, err = c.Locks(ctx); err != nil {

@@ -19,7 +19,7 @@ func client(c *lvmfake.Cluster, host int) *lvmlock.Client {
 
 func state(t *testing.T, cl *lvmlock.Client, vgs ...string) *lvmlock.State {
 	t.Helper()
-	st, err := cl.State(context.Background(), vgs...)
+	st, err := cl.State(context.Background(), true, vgs...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -55,7 +55,7 @@ func runHook(argv []string, stdin io.Reader, stderr io.Writer, fromLibvirt bool)
 	if err != nil {
 		return fail(err)
 	}
-	log := newLogger(cfg.LogLevel, stderr, zerolog.WarnLevel)
+	log := newLogger(cfg.LogLevel, stderr, zerolog.Disabled)
 
 	// libvirt waits for the hook without a limit; the hook bounds itself.
 	// The hard stop covers the rollback, which outlives ctx by design.

@@ -12,7 +12,9 @@ import (
 )
 
 // newLogger logs to journald, tagged SYSLOG_IDENTIFIER=lvhook, when it is
-// available, and to stderr otherwise at minLevelStderr and above.
+// available, and to stderr otherwise at minLevelStderr and above. The hook
+// passes zerolog.Disabled: libvirt shows its stderr to the operator, which
+// must stay one line (set log_level = "debug" to see the records there).
 func newLogger(level string, stderr io.Writer, minLevelStderr zerolog.Level) zerolog.Logger {
 	lvl, err := zerolog.ParseLevel(level)
 	if err != nil || level == "" {
@@ -22,6 +24,9 @@ func newLogger(level string, stderr io.Writer, minLevelStderr zerolog.Level) zer
 		journald.SendFunc = sendWithFields
 		return zerolog.New(journald.NewJournalDWriter()).Level(lvl).With().
 			Str("SYSLOG_IDENTIFIER", "lvhook").Logger()
+	}
+	if lvl == zerolog.DebugLevel || lvl == zerolog.TraceLevel {
+		minLevelStderr = lvl
 	}
 	w := zerolog.ConsoleWriter{Out: stderr, NoColor: true, PartsExclude: []string{zerolog.TimestampFieldName}}
 	return zerolog.New(w).Level(max(lvl, minLevelStderr)).With().Str("prog", "lvhook").Logger()
