@@ -153,6 +153,18 @@ func (r *run) activate(ctx context.Context) error {
 		}
 	}
 
+	// lvmlockd cannot tell two domains of the same host apart: an LV this
+	// host already holds ex for another domain would be granted again.
+	inUse, err := r.usedByOthers()
+	if err != nil {
+		return fmt.Errorf("refusing to %s %s: %w", verb, r.dom.Name, err)
+	}
+	for _, t := range targets {
+		if u, ok := inUse[t.Ref]; ok && (t.Mode == lvmlock.ModeEx || u.mode == lvmlock.ModeEx) {
+			return fmt.Errorf("refusing to %s %s: %s is already used by domain %s on this host (mark the disk <shareable/> in both domains if that is intended)", verb, r.dom.Name, t.Ref, u.domain)
+		}
+	}
+
 	if incoming {
 		err = r.activateIncoming(ctx, st, targets)
 	} else {
@@ -300,8 +312,8 @@ func (r *run) deactivate(ctx context.Context) error {
 		lv, ok := st.LVs[ref]
 		switch {
 		case !ok || !lv.Shared() || !lv.Active:
-		case inUse[ref] != "":
-			r.log.Info().Str("vg", ref.VG).Str("lv", ref.LV).Str("used_by", inUse[ref]).Msg("still used by another domain here: left active")
+		case inUse[ref].domain != "":
+			r.log.Info().Str("vg", ref.VG).Str("lv", ref.LV).Str("used_by", inUse[ref].domain).Msg("still used by another domain here: left active")
 		default:
 			off = append(off, ref)
 		}
@@ -323,20 +335,27 @@ func (r *run) deactivate(ctx context.Context) error {
 	return r.State.Remove(DomainsDir, r.dom.UUID)
 }
 
+type use struct {
+	domain string
+	mode   lvmlock.Mode
+}
+
 // usedByOthers maps each LV recorded for another domain running here to
-// that domain's name.
-func (r *run) usedByOthers() (map[lvmlock.Ref]string, error) {
+// that domain and the mode it needs (ex wins when several use it).
+func (r *run) usedByOthers() (map[lvmlock.Ref]use, error) {
 	recs, err := r.State.All(DomainsDir)
 	if err != nil {
 		return nil, err
 	}
-	used := map[lvmlock.Ref]string{}
+	used := map[lvmlock.Ref]use{}
 	for _, rec := range recs {
 		if rec.UUID == r.dom.UUID {
 			continue
 		}
 		for _, l := range rec.LVs {
-			used[l.Ref()] = rec.Name
+			if used[l.Ref()].mode != lvmlock.ModeEx {
+				used[l.Ref()] = use{domain: rec.Name, mode: l.Mode}
+			}
 		}
 	}
 	return used, nil

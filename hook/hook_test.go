@@ -387,3 +387,19 @@ func TestNonSharedVGLeftAlone(t *testing.T) {
 	}
 	c.wantModes("local VG", "local", held(), "scratch")
 }
+
+func TestSameLVTwoDomainsOneHostRefused(t *testing.T) {
+	c := newCluster(t)
+	if err := c.call(1, "block-three.xml", "prepare", "begin"); err != nil {
+		t.Fatal(err)
+	}
+	clone := strings.NewReplacer("<name>vm1</name>", "<name>vm1-clone</name>", "6f1c5b7e-2a1d", "6f1c5b7e-ffff")
+	xml := []byte(clone.Replace(string(readDomain(t, "block-three.xml"))))
+	err := c.hosts[1].Run(context.Background(), Call{Domain: "vm1-clone", Op: "prepare", SubOp: "begin"}, xml)
+	wantErr(t, "clone on the same host", err, "refusing to start vm1-clone: vg0/vm1-root is already used by domain vm1 on this host")
+	// Its failed start's release must not take vm1's LVs away.
+	if err := c.hosts[1].Run(context.Background(), Call{Domain: "vm1-clone", Op: "release", SubOp: "end"}, xml); err != nil {
+		t.Fatal(err)
+	}
+	c.wantModes("vm1 after its clone was refused", "vg0", held(1, lvmlock.ModeEx), vm1LVs...)
+}
