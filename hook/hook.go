@@ -2,6 +2,7 @@ package hook
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -114,7 +115,10 @@ func (r *run) markIncoming() error {
 }
 
 // activate is prepare begin: ex for a start or restore, sh for the
-// destination of a live migration.
+// destination of a live migration. It asks lvm nothing before lvchange:
+// the domain is not running here, so its LVs are inactive here except those
+// lvhook's records give to other domains; lvchange itself skips LVs of
+// local VGs and names missing LVs and VGs.
 func (r *run) activate(ctx context.Context) error {
 	incoming, err := r.State.TakeIncoming(r.dom.UUID, r.Config.MarkerTTL.D())
 	if err != nil {
@@ -128,57 +132,53 @@ func (r *run) activate(ctx context.Context) error {
 		r.log.Info().Msg("no LV disks: nothing to activate")
 		return nil
 	}
-	st, err := r.lvm.State(ctx, true, vgsOf(r.dom.Disks)...)
-	if err != nil {
-		return r.refusal(verb, nil, err)
-	}
-	disks, err := r.managedDisks(st)
-	if err != nil {
-		return fmt.Errorf("refusing to %s %s: %w", verb, r.dom.Name, err)
-	}
-	if len(disks) == 0 {
-		r.log.Info().Msg("no LV of a shared VG: nothing to activate")
-		return nil
-	}
-	targets := make([]lvmlock.Target, len(disks))
-	for i, d := range disks {
-		targets[i] = lvmlock.Target{Ref: d.Ref, Mode: d.Mode}
-		if incoming {
-			targets[i].Mode = lvmlock.ModeSh
-		}
-		if targets[i].Mode == lvmlock.ModeSh {
-			if why := st.LVs[d.Ref].SharedActivationProblem(); why != "" {
-				return fmt.Errorf("refusing to %s %s: %s is %s, which lvmlockd cannot activate shared (live migration and <shareable/> need a linear or striped LV)", verb, r.dom.Name, d.Ref, why)
-			}
-		}
-	}
-
 	// lvmlockd cannot tell two domains of the same host apart: an LV this
 	// host already holds ex for another domain would be granted again.
 	inUse, err := r.usedByOthers()
 	if err != nil {
 		return fmt.Errorf("refusing to %s %s: %w", verb, r.dom.Name, err)
 	}
-	for _, t := range targets {
-		if u, ok := inUse[t.Ref]; ok && (t.Mode == lvmlock.ModeEx || u.mode == lvmlock.ModeEx) {
-			return fmt.Errorf("refusing to %s %s: %s is already used by domain %s on this host (mark the disk <shareable/> in both domains if that is intended)", verb, r.dom.Name, t.Ref, u.domain)
+	prior := map[lvmlock.Ref]lvmlock.Mode{}
+	targets := make([]lvmlock.Target, 0, len(r.dom.Disks))
+	for _, d := range r.dom.Disks {
+		t := lvmlock.Target{Ref: d.Ref, Mode: d.Mode}
+		if incoming {
+			t.Mode = lvmlock.ModeSh
 		}
+		if u, ok := inUse[d.Ref]; ok {
+			if t.Mode == lvmlock.ModeEx || u.mode == lvmlock.ModeEx {
+				return fmt.Errorf("refusing to %s %s: %s is already used by domain %s on this host (mark the disk <shareable/> in both domains if that is intended)", verb, r.dom.Name, d.Ref, u.domain)
+			}
+			prior[d.Ref] = u.mode
+		}
+		targets = append(targets, t)
 	}
 
+	activate := func() error {
+		_, err := r.lvm.Activate(ctx, lvmlock.Assume(prior), targets)
+		if err != nil && lvmlock.IsVGNotFound(err) {
+			// A path that only looks like /dev/VG/LV (a dm-crypt or
+			// multipath name): drop its disks if the device exists.
+			if rest, dropped := r.dropNonLVM(err, targets); dropped {
+				targets = rest
+				_, err = r.lvm.Activate(ctx, lvmlock.Assume(prior), targets)
+			}
+		}
+		return err
+	}
 	if incoming {
-		err = r.activateIncoming(ctx, st, targets)
+		err = r.activateIncoming(ctx, targets, activate)
 	} else {
-		err = r.retry(ctx, lvmlock.IsLockspaceStarting, func() error {
-			_, err := r.lvm.Activate(ctx, st, targets)
-			return err
-		})
+		err = r.retry(ctx, lvmlock.IsLockspaceStarting, activate)
 	}
 	if err != nil {
 		return r.refusal(verb, targets, err)
 	}
 	rec := Record{Name: r.dom.Name, UUID: r.dom.UUID, Incoming: incoming}
-	for _, d := range disks {
-		rec.LVs = append(rec.LVs, RecordLV{VG: d.VG, LV: d.LV, Mode: d.Mode})
+	for _, d := range r.dom.Disks {
+		if slices.ContainsFunc(targets, func(t lvmlock.Target) bool { return t.Ref == d.Ref }) {
+			rec.LVs = append(rec.LVs, RecordLV{VG: d.VG, LV: d.LV, Mode: d.Mode})
+		}
 	}
 	if err := r.State.Save(DomainsDir, rec); err != nil {
 		// The locks are right; only the record is lost. Release still
@@ -188,10 +188,39 @@ func (r *run) activate(ctx context.Context) error {
 	return nil
 }
 
+// dropNonLVM removes the targets of VGs lvm does not know when every disk
+// naming that VG exists as a device: those are not LVs. It reports whether
+// it removed any; a missing VG whose path is missing too stays an error.
+func (r *run) dropNonLVM(err error, targets []lvmlock.Target) ([]lvmlock.Target, bool) {
+	var e *lvmlock.Error
+	if !errors.As(err, &e) {
+		return targets, false
+	}
+	for _, f := range e.Failures {
+		if f.Kind != lvmlock.KindVGNotFound {
+			continue
+		}
+		for _, d := range r.dom.Disks {
+			if d.VG == f.VG && !(strings.HasPrefix(d.Path, "/dev/") && pathExists(d.Path)) {
+				return targets, false
+			}
+		}
+	}
+	var rest []lvmlock.Target
+	for _, t := range targets {
+		if !slices.ContainsFunc(e.Failures, func(f lvmlock.Failure) bool { return f.Kind == lvmlock.KindVGNotFound && f.VG == t.VG }) {
+			rest = append(rest, t)
+		} else {
+			r.log.Debug().Str("vg", t.VG).Str("lv", t.LV).Msg("not an LV: left alone")
+		}
+	}
+	return rest, len(rest) < len(targets)
+}
+
 // activateIncoming takes sh for an incoming live migration: first the
 // source's downgrade through the peers' lock helpers (a refused -asy costs
 // several seconds of sanlock retries), then -asy with bounded retries.
-func (r *run) activateIncoming(ctx context.Context, st *lvmlock.State, targets []lvmlock.Target) error {
+func (r *run) activateIncoming(ctx context.Context, targets []lvmlock.Target, activate func() error) error {
 	var handoverErr error
 	if r.Handover != nil {
 		refs := make([]lvmlock.Ref, len(targets))
@@ -210,10 +239,7 @@ func (r *run) activateIncoming(ctx context.Context, st *lvmlock.State, targets [
 		// Without a yes from the source, more -asy tries only cost time.
 		return handoverErr == nil && lvmlock.Transient(err) || lvmlock.IsLockspaceStarting(err)
 	}
-	err := r.retry(ctx, retryable, func() error {
-		_, err := r.lvm.Activate(ctx, st, targets)
-		return err
-	})
+	err := r.retry(ctx, retryable, activate)
 	if err != nil && handoverErr != nil {
 		return fmt.Errorf("%w (source downgrade: %v)", err, handoverErr)
 	}
@@ -302,23 +328,15 @@ func (r *run) deactivate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%s stopped, but its LVs are left active: %w", r.dom.Name, err)
 	}
-	st, err := r.lvm.State(ctx, false, vgsOfRefs(refs)...)
-	if err != nil {
-		r.savePending(refs)
-		return fmt.Errorf("%s stopped, but its LVs could not be deactivated: %s", r.dom.Name, explain(err))
-	}
 	var off []lvmlock.Ref
 	for _, ref := range refs {
-		lv, ok := st.LVs[ref]
-		switch {
-		case !ok || !lv.Shared() || !lv.Active:
-		case inUse[ref].domain != "":
-			r.log.Info().Str("vg", ref.VG).Str("lv", ref.LV).Str("used_by", inUse[ref].domain).Msg("still used by another domain here: left active")
-		default:
-			off = append(off, ref)
+		if u := inUse[ref]; u.domain != "" {
+			r.log.Info().Str("vg", ref.VG).Str("lv", ref.LV).Str("used_by", u.domain).Msg("still used by another domain here: left active")
+			continue
 		}
+		off = append(off, ref)
 	}
-	done, err := r.lvm.Deactivate(ctx, st, off)
+	done, err := r.lvm.Deactivate(ctx, nil, off)
 	if err != nil {
 		var left []lvmlock.Ref
 		for _, ref := range off {

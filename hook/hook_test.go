@@ -110,8 +110,7 @@ func TestStartStopAndSecondStartRefused(t *testing.T) {
 	}
 	c.wantModes("after start on 1", "vg0", held(1, ex), vm1LVs...)
 	if diff := cmp.Diff([]string{
-		"lvs --reportformat json --options " + "vg_name,lv_name,lv_uuid,vg_lock_type,segtype,lv_attr,lv_active_locally,lv_lockargs" + " vg0",
-		"lvchange -aey vg0/vm1-root vg0/vm1-data vg0/vm1-swap",
+		"lvchange -aey --select vg_shared=1 vg0/vm1-root vg0/vm1-data vg0/vm1-swap",
 	}, c.lvm.Calls(1)); diff != "" {
 		t.Errorf("lvm calls of a 3-disk start (-want +got):\n%s", diff)
 	}
@@ -370,12 +369,9 @@ func TestSharedActivationImpossible(t *testing.T) {
 	c := newCluster(t)
 	c.lvm.Do(func(l *lvmfake.Cluster) { l.VGs["vg0"].LVs["cluster-fs"].Segtype = "thin" })
 	err := c.call(1, "shared-backing.xml", "prepare", "begin")
-	wantErr(t, "thin shareable", err, "vg0/cluster-fs is a thin LV")
-	for _, call := range c.lvm.Calls(1) {
-		if strings.HasPrefix(call, "lvchange") {
-			t.Errorf("lvchange ran although the LV type was known to refuse sh: %q", call)
-		}
-	}
+	wantErr(t, "thin shareable", err, "refusing to start vm-shared: vg0/cluster-fs cannot be activated shared (lvmlockd: Shared activation not compatible with LV type thin of vg0/cluster-fs)")
+	c.wantModes("after refusal", "vg0", held(), "cluster-fs", "reference")
+	c.wantModes("after refusal", "vg1", held(), "overlay", "golden")
 }
 
 func TestNonSharedVGLeftAlone(t *testing.T) {

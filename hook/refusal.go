@@ -48,12 +48,20 @@ func (r *run) refusal(verb string, targets []lvmlock.Target, err error) error {
 		msg = fmt.Sprintf("the lockspace of VG %s is still starting on this host; retry in a minute (lvmlockctl -i shows it)", vg)
 	case lvmlock.KindLvmlockdNotRunning:
 		msg = fmt.Sprintf("lvmlockd is not running on this host, so %s cannot be locked; run `systemctl start lvmlockd` then `vgchange --lock-start %s`", what, vg)
-	case lvmlock.KindLVNotFound, lvmlock.KindVGNotFound:
-		msg = fmt.Sprintf("%s (lvm: %s)", e.Kind, e.Reason())
+	case lvmlock.KindLVNotFound:
+		msg = fmt.Sprintf("LV %s not found", what)
+		if d := r.diskOf(func(d Disk) bool { return len(failed) > 0 && d.Ref == failed[0] }); d != nil {
+			msg = fmt.Sprintf("disk %s: LV %s not found", d.Target, d.Ref)
+		}
+	case lvmlock.KindVGNotFound:
+		msg = fmt.Sprintf("volume group %s not found", vg)
+		if d := r.diskOf(func(d Disk) bool { return d.VG == vg }); d != nil {
+			msg = fmt.Sprintf("disk %s: volume group %s not found (source %s)", d.Target, vg, d.Path)
+		}
 	case lvmlock.KindStorageFailed:
 		msg = fmt.Sprintf("sanlock cannot use the lease storage of VG %s (lvmlockd: %s); check the shared storage and `sanlock client status`", vg, e.Reason())
 	case lvmlock.KindSharedNotSupported:
-		msg = fmt.Sprintf("%s cannot be activated shared (lvmlockd: %s)", what, e.Reason())
+		msg = fmt.Sprintf("%s cannot be activated shared (lvmlockd: %s); live migration and <shareable/> need a linear or striped LV", what, e.Reason())
 	case lvmlock.KindTimeout:
 		msg = fmt.Sprintf("`%s` did not finish in time (%s); what this call activated was rolled back", strings.Join(e.Args, " "), e.Reason())
 	case lvmlock.KindNotInstalled:
@@ -72,6 +80,16 @@ type Refusal struct {
 
 func (e *Refusal) Error() string { return e.Line }
 func (e *Refusal) Unwrap() error { return e.Err }
+
+// diskOf returns the first disk of the domain that match accepts, or nil.
+func (r *run) diskOf(match func(Disk) bool) *Disk {
+	for i := range r.dom.Disks {
+		if match(r.dom.Disks[i]) {
+			return &r.dom.Disks[i]
+		}
+	}
+	return nil
+}
 
 // hostLabel names a sanlock host_id: "host_id 2 (kvm2)" or "host_id 2".
 func (r *run) hostLabel(id int) string {

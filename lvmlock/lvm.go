@@ -50,11 +50,24 @@ type State struct {
 	NoModes bool
 	// MissingVGs lists asked VGs lvm does not know.
 	MissingVGs []string
+
+	assumed map[Ref]Mode
+}
+
+// Assume returns a State that lvm was not asked for: modes gives what this
+// host holds, every other LV is taken as inactive. The hook uses it with what
+// its records say other domains hold, sparing an lvs call per event; a wrong
+// "inactive" only means a rollback deactivates an LV no domain here uses.
+func Assume(modes map[Ref]Mode) *State {
+	return &State{assumed: modes}
 }
 
 // Mode returns the local mode of r: from lvmlockctl for LVs of shared VGs,
 // ex for an active LV of a local VG, none for an inactive or unknown LV.
 func (s *State) Mode(r Ref) Mode {
+	if s.assumed != nil {
+		return s.assumed[r]
+	}
 	lv, ok := s.LVs[r]
 	if !ok || !lv.Active {
 		return ModeNone
@@ -162,9 +175,17 @@ func (c *Client) Activate(ctx context.Context, st *State, targets []Target) ([]C
 	return done, nil
 }
 
-// Deactivate deactivates refs (-an), one lvchange per VG. Nothing is rolled
-// back: an LV that could not be deactivated is named in the *Error.
+// Deactivate deactivates refs (-an), one lvchange per VG. With a nil st
+// every ref is named (deactivating an inactive LV is a no-op for lvm);
+// otherwise only the active ones. Nothing is rolled back: an LV that could
+// not be deactivated is named in the *Error.
 func (c *Client) Deactivate(ctx context.Context, st *State, refs []Ref) ([]Change, error) {
+	if st == nil {
+		st = &State{NoModes: true, assumed: map[Ref]Mode{}}
+		for _, r := range refs {
+			st.assumed[r] = ModeActive
+		}
+	}
 	byVG := map[string][]Ref{}
 	for _, r := range refs {
 		if st.Mode(r) != ModeNone {
@@ -176,23 +197,44 @@ func (c *Client) Deactivate(ctx context.Context, st *State, refs []Ref) ([]Chang
 	for _, vg := range sortedKeys(byVG) {
 		start := time.Now()
 		err := c.lvchange(ctx, "-an", byVG[vg])
+		var e *Error
+		known := errors.As(err, &e) && len(e.Failures) > 0
 		var changes []Change
 		for _, r := range byVG[vg] {
-			var e *Error
-			if err != nil && (!errors.As(err, &e) || len(e.Failures) == 0 || e.FailedLV(r.VG, r.LV)) {
+			switch {
+			case err == nil:
+			case known && e.FailedLV(r.VG, r.LV) || !known:
 				continue // not known to be deactivated
 			}
 			changes = append(changes, Change{Ref: r, From: st.Mode(r), To: ModeNone})
 		}
 		c.logChanges(changes, time.Since(start))
 		done = append(done, changes...)
+		if known && onlyNotFound(e) {
+			continue // nothing there to deactivate
+		}
 		errs = append(errs, err)
 	}
 	return done, errors.Join(errs...)
 }
 
+// onlyNotFound reports whether every failure e names is a missing LV or VG.
+func onlyNotFound(e *Error) bool {
+	for _, f := range e.Failures {
+		if f.Kind != KindLVNotFound && f.Kind != KindVGNotFound {
+			return false
+		}
+	}
+	return true
+}
+
+// SharedOnly is lvchange's selection of LVs in shared (lvmlockd) VGs. lvhook
+// never changes the activation of an LV in a local VG: named or not, lvm
+// skips it, without a separate query to tell the VGs apart.
+const SharedOnly = "vg_shared=1"
+
 func (c *Client) lvchange(ctx context.Context, flag string, refs []Ref) error {
-	args := []string{"lvchange", flag}
+	args := []string{"lvchange", flag, "--select", SharedOnly}
 	for _, r := range refs {
 		args = append(args, r.String())
 	}

@@ -42,7 +42,7 @@ func TestActivateBatchesPerVGAndMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantCalls := []string{"lvchange -aey vg0/a vg0/b", "lvchange -asy vg0/s", "lvchange -aey vg1/c"}
+	wantCalls := []string{"lvchange -aey --select vg_shared=1 vg0/a vg0/b", "lvchange -asy --select vg_shared=1 vg0/s", "lvchange -aey --select vg_shared=1 vg1/c"}
 	if diff := cmp.Diff(wantCalls, c.Calls(1)); diff != "" {
 		t.Errorf("calls (-want +got):\n%s", diff)
 	}
@@ -141,5 +141,26 @@ func TestStateMissingVG(t *testing.T) {
 	}
 	if _, ok := st.LVs[ref("vg0", "a")]; !ok {
 		t.Errorf("rows of the existing VG lost")
+	}
+}
+
+func TestLocalVGNeverTouched(t *testing.T) {
+	c := lvmfake.NewCluster(1)
+	c.AddVG("local", false, "x")
+	cl := client(c, 1)
+	if _, err := cl.Activate(context.Background(), lvmlock.Assume(nil), []lvmlock.Target{{Ref: ref("local", "x"), Mode: lvmlock.ModeEx}}); err != nil {
+		t.Fatal(err)
+	}
+	if m := c.Mode(1, "local", "x"); m != lvmlock.ModeNone {
+		t.Errorf("LV of a local VG activated: %q", m)
+	}
+}
+
+func TestDeactivateMissingIsNothingToDo(t *testing.T) {
+	c := lvmfake.NewCluster(1)
+	c.AddVG("vg0", true, "a")
+	_, err := client(c, 1).Deactivate(context.Background(), nil, []lvmlock.Ref{ref("vg0", "gone"), ref("novg", "x")})
+	if err != nil {
+		t.Errorf("deactivating missing LVs: %v", err)
 	}
 }

@@ -122,7 +122,7 @@ func TestHookPrepareOneCallForThreeLVs(t *testing.T) {
 			lvchanges = append(lvchanges, c)
 		}
 	}
-	if diff := cmp.Diff([]string{"lvchange -aey vg0/vm1-root vg0/vm1-data vg0/vm1-swap"}, lvchanges); diff != "" {
+	if diff := cmp.Diff([]string{"lvchange -aey --select vg_shared=1 vg0/vm1-root vg0/vm1-data vg0/vm1-swap"}, lvchanges); diff != "" {
 		t.Errorf("lvchange calls (-want +got):\n%s", diff)
 	}
 }
@@ -137,7 +137,7 @@ func TestHookRefusalIsOneLine(t *testing.T) {
 	}
 	// The rollback deactivates what the failed call may have activated.
 	calls := e.calls()
-	if last := calls[len(calls)-1]; last != "lvchange -an vg0/vm1-root vg0/vm1-data vg0/vm1-swap" {
+	if last := calls[len(calls)-1]; last != "lvchange -an --select vg_shared=1 vg0/vm1-root vg0/vm1-data vg0/vm1-swap" {
 		t.Errorf("last call %q, want the rollback; all: %q", last, calls)
 	}
 }

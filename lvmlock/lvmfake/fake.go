@@ -263,7 +263,18 @@ func (h *Host) lvchange(args []string, errOut *strings.Builder) bool {
 		return true
 	}
 	failed := false
-	for _, arg := range args[1:] {
+	sharedOnly := false
+	for i := 1; i < len(args); i++ {
+		arg := args[i]
+		if arg == "--select" && i+1 < len(args) {
+			if args[i+1] != lvmlock.SharedOnly {
+				fmt.Fprintf(errOut, "  fake does not model --select %s\n", args[i+1])
+				return true
+			}
+			sharedOnly = true
+			i++
+			continue
+		}
 		vgName, lvName, _ := strings.Cut(arg, "/")
 		vg := h.c.VGs[vgName]
 		if vg == nil {
@@ -286,6 +297,9 @@ func (h *Host) lvchange(args []string, errOut *strings.Builder) bool {
 			fmt.Fprintf(errOut, "  Failed to find logical volume \"%s/%s\"\n", vgName, lvName)
 			failed = true
 			continue
+		}
+		if sharedOnly && !vg.Shared {
+			continue // not selected
 		}
 		if msg := h.change(vg, vgName, lvName, lv, want); msg != "" {
 			errOut.WriteString(msg)
