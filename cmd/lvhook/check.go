@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/urfave/cli/v2"
+
+	"github.com/lvhook/lvhook/hook"
+	"github.com/lvhook/lvhook/lvmlock"
+)
+
+// exitCannotCheck is check's status when nothing could be checked.
+const exitCannotCheck = 2
+
+// checkHolders, when set, returns the client that asks the peers' lock
+// helpers who holds an LV (package migration provides it); without it check
+// reports other holders as unknown unless this host holds the LV ex.
+var checkHolders func(cfg hook.Config) hook.HolderSource
+
+// dialLibvirt connects check to libvirtd; tests replace it.
+var dialLibvirt = func(ctx context.Context, sock string) (interface {
+	hook.Libvirt
+	Close() error
+}, error) {
+	return hook.DialLibvirt(ctx, sock)
+}
+
+// checkDoc is check's description, in `lvhook check --help` and lvhook(8).
+const checkDoc = `Compares, for each domain and each of its LVs on this host, the lock the LV
+should hold with the one it holds, and lists what would break a start or a
+live migration. It changes nothing.
+
+Expected lock: ex while the domain runs here (sh for <shareable/>,
+<readonly/> and backing-chain disks), sh during a migration job (libvirt's
+job operation migration-out or migration-in), none when it does not run here.
+Actual lock: from lvs (active here) and lvmlockctl -i (ex or sh). Other hosts:
+"none (ex here)" when this host holds ex, else what the peers' lock helpers
+report, else unknown. For --all the cost is one libvirt call for the list, one
+lvs and one lvmlockctl -i whatever the number of domains, plus one XML and one
+job query per domain.
+
+Problems, worst first (codes are stable, texts may change):
+  held-elsewhere         the domain runs here and another host holds its LV
+  active-unlocked        LV active here without an lvmlockd lock
+  not-locked             the domain runs here, its LV is not active here
+  stale-activation       LV active here, its domain runs nowhere here
+  sh-after-migration     LV sh where the running domain needs ex
+  lvmlockd-not-running   lvmlockd is not running here
+  lockspace-not-started  the VG's lockspace is not started here
+  lv-missing             the disk's LV does not exist
+  vg-missing             the disk's VG is not visible here
+  domain-unreadable      the domain XML or its storage pool cannot be read
+  pending-deactivation   a deactivation at stop failed and is not done yet
+  mode-mismatch          LV ex where the domain needs only sh
+  shared-unsupported     thin, raid, cache, snapshot or origin LV: no live migration
+  vg-not-shared          LV of a local VG: no lock protects it
+Each comes with one line of advice.
+
+Exit status: 0 healthy, 1 problems found, 2 could not check (libvirtd, lvs,
+lvmlockctl or the state directory unreadable, or an unknown domain).
+
+--json writes one document, version 1:
+  {"version": 1, "host", "checked_at", "healthy",
+   "summary": {"domains", "lvs", "problems"},
+   "problems": [{"code", "domain", "uuid", "vg", "lv", "message", "advice"}],
+   "lockspaces": [{"vg", "shared", "lock_type",
+                   "state": started|not-started|lvmlockd-not-running|local|missing}],
+   "domains": [{"name", "uuid", "state", "active",
+                "job": none|migration-out|migration-in|other,
+                "managed", "problems",
+                "lvs": [{"vg", "lv", "disk", "need": ex|sh, "expected": ex|sh|none,
+                         "actual": ex|sh|none|unlocked|unknown, "segtype", "lockspace",
+                         "others": {"source": exclusive-here|peers|unknown,
+                                    "holders": [{"host", "mode"}]},
+                         "problems": [code...]}]}]}
+New fields may appear in version 1; removing or redefining one changes the
+version.`
+
+func init() {
+	commands = append(commands, func(e *env) *cli.Command {
+		return &cli.Command{
+			Name:        "check",
+			Usage:       "show each domain's LV locks on this host and what would break a start or a live migration",
+			ArgsUsage:   "DOMAIN... | --all",
+			Description: checkDoc,
+			Flags: []cli.Flag{
+				&cli.BoolFlag{Name: "all", Usage: "check every domain defined or running on this host"},
+				&cli.BoolFlag{Name: "json", Usage: "write the report as JSON (version 1) instead of a table"},
+				&cli.StringFlag{Name: "socket", Usage: "libvirtd's UNIX socket (default: daemon.libvirt_socket of the config, its -ro twin when it exists)"},
+				&cli.DurationFlag{Name: "timeout", Value: time.Minute, Usage: "give up after this long"},
+			},
+			Action: func(c *cli.Context) error {
+				e.code = exitCannotCheck
+				names := c.Args().Slice()
+				if c.Bool("all") == (len(names) > 0) {
+					return errors.New("check: name the domains to check, or give --all")
+				}
+				rep, err := runCheck(c, e, names)
+				if err != nil {
+					return fmt.Errorf("could not check: %w", err)
+				}
+				if c.Bool("json") {
+					err = rep.WriteJSON(c.App.Writer)
+				} else {
+					err = rep.WriteTable(c.App.Writer)
+				}
+				if err != nil {
+					return fmt.Errorf("write report: %w", err)
+				}
+				e.code = exitOK
+				if !rep.Healthy {
+					e.code = exitFailure
+				}
+				return nil
+			},
+		}
+	})
+}
+
+func runCheck(c *cli.Context, e *env, names []string) (*hook.Report, error) {
+	cfgPath, mustExist := hook.ConfigPath()
+	cfg, err := hook.LoadConfig(cfgPath, mustExist)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+	defer cancel()
+
+	sock := c.String("socket")
+	if sock == "" {
+		sock = hook.ReadOnlySocket(cfg.Daemon.LibvirtSocket)
+	}
+	conn, err := dialLibvirt(ctx, sock)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+
+	log := newLogger(cfg.LogLevel, e.stderr, zerolog.WarnLevel)
+	checker := &hook.Checker{
+		Libvirt: conn,
+		LVM:     &lvmlock.Client{Runner: lvmlock.ExecRunner{Timeout: cfg.LVMTimeout.D()}, Log: log},
+		State:   &hook.State{Dir: cfg.StateDir},
+		PoolDir: cfg.StoragePoolDir,
+		Host:    cfg.Daemon.HostName,
+	}
+	if checker.Host == "" {
+		checker.Host, _ = os.Hostname()
+	}
+	if checkHolders != nil {
+		checker.Holders = checkHolders(cfg)
+	}
+	return checker.Check(ctx, names)
+}

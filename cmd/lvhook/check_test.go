@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/lvhook/lvhook/hook"
+)
+
+// cmdLibvirt is libvirtd for the check command: block-three.xml's vm1.
+type cmdLibvirt struct {
+	state  string
+	closed bool
+}
+
+func (l *cmdLibvirt) Domains(context.Context) ([]hook.LibvirtDomain, error) {
+	return []hook.LibvirtDomain{{Name: "vm1", UUID: "6f1c5b7e-2a1d-4c53-9a43-2b8f0d1e7c11", State: l.state, Active: l.state != "shutoff"}}, nil
+}
+
+func (l *cmdLibvirt) XML(context.Context, hook.LibvirtDomain) ([]byte, error) {
+	return os.ReadFile("../../testdata/domains/block-three.xml")
+}
+
+func (l *cmdLibvirt) Job(context.Context, hook.LibvirtDomain) (hook.Job, error) {
+	return hook.JobNone, nil
+}
+
+func (l *cmdLibvirt) Close() error { l.closed = true; return nil }
+
+// runCheckCmd runs `lvhook check args...` in-process with the fake lvm tools
+// first in PATH (their lvs shows vm1's three LVs inactive) and returns
+// stdout, stderr and the exit status.
+func runCheckCmd(t *testing.T, lib *cmdLibvirt, args ...string) (string, string, int) {
+	t.Helper()
+	e := newHookEnv(t)
+	for _, kv := range e.env {
+		k, v, _ := strings.Cut(kv, "=")
+		if k == "PATH" || k == "LVHOOK_CONFIG" || k == "FAKE_LOG" {
+			t.Setenv(k, v)
+		}
+	}
+	orig := dialLibvirt
+	dialLibvirt = func(ctx context.Context, sock string) (interface {
+		hook.Libvirt
+		Close() error
+	}, error) {
+		if lib == nil {
+			return nil, errors.New("dial unix " + sock + ": connect: no such file or directory")
+		}
+		return lib, nil
+	}
+	t.Cleanup(func() { dialLibvirt = orig })
+
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout := os.Stdout
+	os.Stdout = w
+	out := make(chan []byte)
+	go func() { b, _ := io.ReadAll(r); out <- b }()
+	var stderr bytes.Buffer
+	code := run(append([]string{filepath.Join(e.dir, "lvhook"), "check"}, args...), nil, &stderr)
+	os.Stdout = stdout
+	w.Close()
+	return string(<-out), stderr.String(), code
+}
+
+func TestCheckCommand(t *testing.T) {
+	tests := []struct {
+		name     string
+		lib      *cmdLibvirt
+		args     []string
+		code     int
+		stdout   []string // substrings
+		stderrIs string
+	}{
+		{"healthy", &cmdLibvirt{state: "shutoff"}, []string{"--all"}, 0,
+			[]string{"healthy (1 domain, 3 LVs)", "vm1     shutoff  -    vg0/vm1-root  vda   none      none    started"}, ""},
+		{"problems", &cmdLibvirt{state: "running"}, []string{"vm1"}, 1,
+			[]string{"3 problems", "[not-locked] vm1: vm1 runs here but vg0/vm1-root is not active here"}, ""},
+		{"json", &cmdLibvirt{state: "running"}, []string{"--json", "6f1c5b7e-2a1d-4c53-9a43-2b8f0d1e7c11"}, 1,
+			[]string{`"version": 1`, `"code": "not-locked"`}, ""},
+		{"unknown domain", &cmdLibvirt{state: "running"}, []string{"vm9"}, 2,
+			nil, "lvhook: could not check: vm9: domain not defined on this host\n"},
+		{"libvirtd down", nil, []string{"--all"}, 2,
+			nil, "lvhook: could not check: dial unix /var/run/libvirt/libvirt-sock: connect: no such file or directory\n"},
+		{"neither names nor --all", &cmdLibvirt{}, nil, 2,
+			nil, "lvhook: check: name the domains to check, or give --all\n"},
+		{"both names and --all", &cmdLibvirt{}, []string{"--all", "vm1"}, 2,
+			nil, "lvhook: check: name the domains to check, or give --all\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stdout, stderr, code := runCheckCmd(t, tt.lib, tt.args...)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d; stderr %q", code, tt.code, stderr)
+			}
+			for _, s := range tt.stdout {
+				if !strings.Contains(stdout, s) {
+					t.Errorf("stdout does not contain %q:\n%s", s, stdout)
+				}
+			}
+			if tt.stdout != nil && stderr != "" {
+				t.Errorf("stderr %q, want none", stderr)
+			}
+			if tt.stdout == nil && (stdout != "" || stderr != tt.stderrIs) {
+				t.Errorf("stdout %q stderr %q, want no stdout and stderr %q", stdout, stderr, tt.stderrIs)
+			}
+			if tt.lib != nil && tt.code != 2 && !tt.lib.closed {
+				t.Error("libvirt connection left open")
+			}
+		})
+	}
+}
+
+func TestCheckCommandJSONDecodes(t *testing.T) {
+	stdout, _, code := runCheckCmd(t, &cmdLibvirt{state: "running"}, "--json", "--all")
+	var rep hook.Report
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("exit %d, output is not one JSON document: %v\n%s", code, err, stdout)
+	}
+	if rep.Version != hook.CheckVersion || rep.Summary.Problems != 3 || len(rep.Domains) != 1 {
+		t.Errorf("decoded report: version %d, %d problems, %d domains", rep.Version, rep.Summary.Problems, len(rep.Domains))
+	}
+}

@@ -1,0 +1,803 @@
+package hook
+
+// check: `lvhook check`, the operator's view of what lvhook guards on this
+// host. It runs from the command line, never from a hook call (a hook must not
+// call libvirtd), and changes nothing: it reads libvirt's domains, one lvs,
+// one lvmlockctl -i and lvhook's state directory, and reports per domain and
+// LV what lock each should hold, what it holds, and the problems that would
+// break a start or a live migration.
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lvhook/lvhook/lvmlock"
+)
+
+// CheckVersion is the version of the JSON document check writes. It changes
+// only when a field is removed or changes meaning; new fields may appear in
+// any version.
+const CheckVersion = 1
+
+// LibvirtDomain is one domain defined or running on this host.
+type LibvirtDomain struct {
+	Name, UUID string
+	// State is libvirt's state: running, blocked, paused, shutdown,
+	// shutoff, crashed, pmsuspended, nostate.
+	State string
+	// Active is set while a QEMU process exists for the domain here.
+	Active bool
+}
+
+// Job is what check needs of a domain's current libvirt job.
+type Job string
+
+const (
+	JobNone         Job = ""
+	JobMigrationOut Job = "migration-out"
+	JobMigrationIn  Job = "migration-in"
+	JobOther        Job = "other"
+
+	// jobNoneName is JobNone in the report.
+	jobNoneName Job = "none"
+)
+
+// Libvirt is what check reads from the local libvirtd, read-only.
+type Libvirt interface {
+	// Domains lists every domain of this host with its state, in one call.
+	Domains(ctx context.Context) ([]LibvirtDomain, error)
+	// XML returns a domain's XML: the live one of an active domain.
+	XML(ctx context.Context, d LibvirtDomain) ([]byte, error)
+	// Job returns the current job of an active domain.
+	Job(ctx context.Context, d LibvirtDomain) (Job, error)
+}
+
+// Holder is another host holding an LV lock.
+type Holder struct {
+	Host string       `json:"host"`
+	Mode lvmlock.Mode `json:"mode"`
+}
+
+// HolderSource tells which other hosts hold LV locks. The peers' lock
+// helpers answer it; check asks it once per run, for the LVs whose other
+// holders cannot be deduced locally.
+type HolderSource interface {
+	Holders(ctx context.Context, refs []lvmlock.Ref) (map[lvmlock.Ref][]Holder, error)
+}
+
+// Checker runs `lvhook check` on this host.
+type Checker struct {
+	Libvirt Libvirt
+	LVM     *lvmlock.Client
+	State   *State
+	// PoolDir holds libvirt's storage pool definitions (StoragePoolDir).
+	PoolDir string
+	// Holders, when set, names the other hosts holding an LV; without it
+	// they are unknown unless this host holds the LV ex.
+	Holders HolderSource
+	// Host names this host in the report.
+	Host string
+	// Now and PathExists default to the clock and os.Stat; tests set them.
+	Now        func() time.Time
+	PathExists func(string) bool
+	// Parallel bounds the libvirt calls in flight (default 8).
+	Parallel int
+}
+
+// Report is the result of a check; its JSON form is documented on the check
+// command (lvhook(8)) and versioned by CheckVersion.
+type Report struct {
+	Version   int       `json:"version"`
+	Host      string    `json:"host"`
+	CheckedAt time.Time `json:"checked_at"`
+	Healthy   bool      `json:"healthy"`
+	Summary   Summary   `json:"summary"`
+	// Problems come worst first.
+	Problems   []Problem         `json:"problems"`
+	Lockspaces []LockspaceReport `json:"lockspaces"`
+	Domains    []DomainReport    `json:"domains"`
+}
+
+// Summary counts what was checked.
+type Summary struct {
+	Domains  int `json:"domains"`
+	LVs      int `json:"lvs"`
+	Problems int `json:"problems"`
+}
+
+// Problem is one thing that is wrong or that will break a start or a live
+// migration, with one line of advice.
+type Problem struct {
+	Code    string `json:"code"`
+	Domain  string `json:"domain,omitempty"`
+	UUID    string `json:"uuid,omitempty"`
+	VG      string `json:"vg,omitempty"`
+	LV      string `json:"lv,omitempty"`
+	Message string `json:"message"`
+	Advice  string `json:"advice"`
+}
+
+// Problem codes, in the order the report lists them (worst first).
+const (
+	ProblemHeldElsewhere       = "held-elsewhere"
+	ProblemActiveUnlocked      = "active-unlocked"
+	ProblemNotLocked           = "not-locked"
+	ProblemStaleActivation     = "stale-activation"
+	ProblemSharedAfterMigrate  = "sh-after-migration"
+	ProblemLvmlockdNotRunning  = "lvmlockd-not-running"
+	ProblemLockspaceNotStarted = "lockspace-not-started"
+	ProblemLVMissing           = "lv-missing"
+	ProblemVGMissing           = "vg-missing"
+	ProblemDomainUnreadable    = "domain-unreadable"
+	ProblemPendingDeactivation = "pending-deactivation"
+	ProblemModeMismatch        = "mode-mismatch"
+	ProblemSharedUnsupported   = "shared-unsupported"
+	ProblemVGNotShared         = "vg-not-shared"
+)
+
+var problemRank = map[string]int{}
+
+func init() {
+	for i, c := range []string{ProblemHeldElsewhere, ProblemActiveUnlocked, ProblemNotLocked,
+		ProblemStaleActivation, ProblemSharedAfterMigrate, ProblemLvmlockdNotRunning,
+		ProblemLockspaceNotStarted, ProblemLVMissing, ProblemVGMissing, ProblemDomainUnreadable,
+		ProblemPendingDeactivation, ProblemModeMismatch, ProblemSharedUnsupported, ProblemVGNotShared} {
+		problemRank[c] = i
+	}
+}
+
+// Lockspace states of a VG on this host.
+const (
+	LockspaceStarted     = "started"
+	LockspaceNotStarted  = "not-started"
+	LockspaceNoLvmlockd  = "lvmlockd-not-running"
+	LockspaceLocal       = "local"   // not a shared VG: no lockspace
+	LockspaceVGMissing   = "missing" // lvm does not know the VG here
+	LockspaceUnknownKind = "unknown"
+)
+
+// LockspaceReport is one VG used by the checked domains.
+type LockspaceReport struct {
+	VG       string `json:"vg"`
+	Shared   bool   `json:"shared"`
+	LockType string `json:"lock_type,omitempty"`
+	State    string `json:"state"`
+}
+
+// DomainReport is one domain.
+type DomainReport struct {
+	Name   string `json:"name"`
+	UUID   string `json:"uuid"`
+	State  string `json:"state"`
+	Active bool   `json:"active"`
+	// Job: none, migration-out, migration-in or other.
+	Job Job `json:"job"`
+	// Managed is false for a domain that opted out of lvhook (its LVs are
+	// then not listed) or whose XML could not be read.
+	Managed bool       `json:"managed"`
+	LVs     []LVReport `json:"lvs"`
+	// Problems counts the problems of this domain and its LVs.
+	Problems int `json:"problems"`
+}
+
+// LVReport is one LV of a domain.
+type LVReport struct {
+	VG   string `json:"vg"`
+	LV   string `json:"lv"`
+	Disk string `json:"disk"`
+	// Need is the mode the disk needs while the domain runs without a
+	// migration: ex, or sh for shareable, read-only and backing disks.
+	Need lvmlock.Mode `json:"need"`
+	// Expected is the lock this host should hold now: need while running,
+	// sh during a migration job, none when the domain is not running here.
+	Expected string `json:"expected"`
+	// Actual is what this host holds: none, sh, ex, or "unlocked" for an
+	// LV active without an lvmlockd lock.
+	Actual    string `json:"actual"`
+	Segtype   string `json:"segtype,omitempty"`
+	Lockspace string `json:"lockspace"`
+	Others    Others `json:"others"`
+	// Problems lists the codes of this LV's problems.
+	Problems []string `json:"problems"`
+}
+
+// Others says whether other hosts hold the LV, and how that is known.
+type Others struct {
+	// Source: "exclusive-here" (an ex lock here excludes every other host),
+	// "peers" (the peers' lock helpers answered), or "unknown".
+	Source  string   `json:"source"`
+	Holders []Holder `json:"holders"`
+}
+
+// Others sources.
+const (
+	OthersExclusiveHere = "exclusive-here"
+	OthersPeers         = "peers"
+	OthersUnknown       = "unknown"
+)
+
+// actualUnlocked is an LV active here without an lvmlockd lock.
+const actualUnlocked = "unlocked"
+
+// domainInput is what libvirt gave for one checked domain.
+type domainInput struct {
+	lib LibvirtDomain
+	job Job
+	xml []byte
+	err error
+	dom *Domain
+}
+
+// ErrDomainNotFound is returned, wrapped, for a named domain libvirt does not
+// list on this host.
+var ErrDomainNotFound = errors.New("domain not defined on this host")
+
+// Check checks the named domains (name or UUID), or every domain of this
+// host when names is empty. An error means nothing could be checked.
+func (c *Checker) Check(ctx context.Context, names []string) (*Report, error) {
+	listed, err := c.Libvirt.Domains(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list libvirt domains: %w", err)
+	}
+	selected, err := selectDomains(listed, names)
+	if err != nil {
+		return nil, err
+	}
+	inputs := c.readDomains(ctx, selected)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("read libvirt domains: %w", err)
+	}
+
+	rep := &Report{Version: CheckVersion, Host: c.Host, CheckedAt: c.now().UTC(),
+		Problems: []Problem{}, Lockspaces: []LockspaceReport{}, Domains: []DomainReport{}}
+	var refs []lvmlock.Ref
+	for _, in := range inputs {
+		if in.err == nil && !in.dom.OptedOut {
+			refs = append(refs, refsOf(in.dom.Disks)...)
+		}
+	}
+	records, pending, err := c.records()
+	if err != nil {
+		return nil, err
+	}
+	if len(names) > 0 {
+		pending = slices.DeleteFunc(pending, func(r Record) bool {
+			return !slices.ContainsFunc(selected, func(d LibvirtDomain) bool { return strings.EqualFold(d.UUID, r.UUID) })
+		})
+	}
+	for _, r := range pending {
+		for _, l := range r.LVs {
+			refs = append(refs, l.Ref())
+		}
+	}
+	st, lockErr, err := c.lvmState(ctx, vgsOfRefs(refs))
+	if err != nil {
+		return nil, err
+	}
+	ev := &evaluation{Checker: c, st: st, lockErr: lockErr, rep: rep,
+		hostNeed: hostNeeds(listed, inputs, records), records: records, vgs: map[string]lvmlock.LV{}}
+	for r, lv := range st.LVs {
+		ev.vgs[r.VG] = lv
+	}
+	for _, in := range inputs {
+		ev.domain(in)
+	}
+	if err := ev.others(ctx); err != nil {
+		return nil, err
+	}
+	ev.pending(pending)
+	ev.lockspaces()
+	ev.finish()
+	return rep, nil
+}
+
+func (c *Checker) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+func (c *Checker) pathExists(p string) bool {
+	if c.PathExists != nil {
+		return c.PathExists(p)
+	}
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// selectDomains picks the named domains, by name or UUID, in the order
+// named; all of them, sorted by name, when names is empty.
+func selectDomains(listed []LibvirtDomain, names []string) ([]LibvirtDomain, error) {
+	if len(names) == 0 {
+		out := slices.Clone(listed)
+		slices.SortFunc(out, func(a, b LibvirtDomain) int { return cmp.Compare(a.Name, b.Name) })
+		return out, nil
+	}
+	var out []LibvirtDomain
+	var missing []string
+	for _, n := range names {
+		i := slices.IndexFunc(listed, func(d LibvirtDomain) bool {
+			return d.Name == n || strings.EqualFold(d.UUID, n)
+		})
+		switch {
+		case i < 0:
+			missing = append(missing, n)
+		case !slices.ContainsFunc(out, func(d LibvirtDomain) bool { return d.UUID == listed[i].UUID }):
+			out = append(out, listed[i])
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("%s: %w", strings.Join(missing, ", "), ErrDomainNotFound)
+	}
+	return out, nil
+}
+
+// readDomains fetches and parses the XML of every domain and fetches the
+// job of the active ones, a few calls in flight at a time.
+func (c *Checker) readDomains(ctx context.Context, doms []LibvirtDomain) []*domainInput {
+	inputs := make([]*domainInput, len(doms))
+	parallel := c.Parallel
+	if parallel <= 0 {
+		parallel = 8
+	}
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	for i, d := range doms {
+		in := &domainInput{lib: d}
+		inputs[i] = in
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			in.xml, in.err = c.Libvirt.XML(ctx, d)
+			if in.err != nil {
+				in.err = fmt.Errorf("libvirt: domain XML: %w", in.err)
+				return
+			}
+			if d.Active {
+				if in.job, in.err = c.Libvirt.Job(ctx, d); in.err != nil {
+					in.err = fmt.Errorf("libvirt: domain job: %w", in.err)
+					return
+				}
+			}
+			in.dom, in.err = ParseDomain(in.xml, c.PoolDir)
+		}()
+	}
+	wg.Wait()
+	return inputs
+}
+
+// lvmState runs the one lvs and, when a shared VG is involved, the one
+// lvmlockctl -i of the check. lockErr is lvmlockctl's failure when lvmlockd
+// is not running (a problem to report, not a reason to give up).
+func (c *Checker) lvmState(ctx context.Context, vgs []string) (st *lvmlock.State, lockErr error, err error) {
+	st = &lvmlock.State{LVs: map[lvmlock.Ref]lvmlock.LV{}, Locks: lvmlock.Locks{}}
+	if len(vgs) == 0 {
+		return st, nil, nil
+	}
+	lvs, missing, err := c.LVM.LVs(ctx, vgs...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("lvs: %w", err)
+	}
+	st.MissingVGs = missing
+	shared := false
+	for _, lv := range lvs {
+		st.LVs[lvmlock.Ref{VG: lv.VG, LV: lv.Name}] = lv
+		shared = shared || lv.Shared()
+	}
+	if !shared {
+		return st, nil, nil
+	}
+	locks, err := c.LVM.Locks(ctx)
+	switch {
+	case lvmlock.IsLvmlockdNotRunning(err):
+		return st, err, nil
+	case err != nil:
+		return nil, nil, fmt.Errorf("lvmlockctl: %w", err)
+	}
+	st.Locks = locks
+	return st, nil, nil
+}
+
+// records reads lvhook's domain and pending records of this host.
+func (c *Checker) records() (map[string]Record, []Record, error) {
+	if c.State == nil {
+		return map[string]Record{}, nil, nil
+	}
+	doms, err := c.State.All(DomainsDir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("state directory %s: %w", c.State.Dir, err)
+	}
+	pending, err := c.State.All(PendingDir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("state directory %s: %w", c.State.Dir, err)
+	}
+	byUUID := make(map[string]Record, len(doms))
+	for _, r := range doms {
+		byUUID[r.UUID] = r
+	}
+	return byUUID, pending, nil
+}
+
+// hostNeeds maps each LV to the strongest mode the domains active on this
+// host need: from the XML of the checked ones, from lvhook's records for the
+// others. An LV in it is in use here whichever domain is being looked at.
+func hostNeeds(listed []LibvirtDomain, inputs []*domainInput, records map[string]Record) map[lvmlock.Ref]lvmlock.Mode {
+	need := map[lvmlock.Ref]lvmlock.Mode{}
+	add := func(r lvmlock.Ref, m lvmlock.Mode) {
+		if need[r] != lvmlock.ModeEx {
+			need[r] = m
+		}
+	}
+	checked := map[string]bool{}
+	for _, in := range inputs {
+		if in.err != nil || !in.lib.Active {
+			continue
+		}
+		checked[in.lib.UUID] = true
+		for _, d := range in.dom.Disks {
+			m := d.Mode
+			if migrating(in.job) {
+				m = lvmlock.ModeSh
+			}
+			add(d.Ref, m)
+		}
+	}
+	for _, d := range listed {
+		if !d.Active || checked[d.UUID] {
+			continue
+		}
+		for _, l := range records[strings.ToLower(d.UUID)].LVs {
+			add(l.Ref(), cmp.Or(l.Mode, lvmlock.ModeSh))
+		}
+	}
+	return need
+}
+
+func migrating(j Job) bool { return j == JobMigrationOut || j == JobMigrationIn }
+
+// evaluation builds a Report from what was read.
+type evaluation struct {
+	*Checker
+	st       *lvmlock.State
+	lockErr  error
+	rep      *Report
+	hostNeed map[lvmlock.Ref]lvmlock.Mode
+	records  map[string]Record
+	// vgs holds one LV of each VG lvs reported, for the VG's lock type.
+	vgs map[string]lvmlock.LV
+	// lvs points at every LVReport, for filling in other holders.
+	lvs []lvPlace
+}
+
+type lvPlace struct {
+	dom, lv int
+	active  bool // the domain is active here without a migration job
+}
+
+func (ev *evaluation) add(p Problem) { ev.rep.Problems = append(ev.rep.Problems, p) }
+
+func (ev *evaluation) lockspaceOf(vg string) string {
+	switch {
+	case slices.Contains(ev.st.MissingVGs, vg):
+		return LockspaceVGMissing
+	case !ev.vgShared(vg):
+		if ev.vgKnown(vg) {
+			return LockspaceLocal
+		}
+		return LockspaceUnknownKind
+	case ev.lockErr != nil:
+		return LockspaceNoLvmlockd
+	case ev.st.Locks.Started(vg):
+		return LockspaceStarted
+	}
+	return LockspaceNotStarted
+}
+
+func (ev *evaluation) vgShared(vg string) bool { return ev.vgs[vg].Shared() }
+
+func (ev *evaluation) vgKnown(vg string) bool { _, ok := ev.vgs[vg]; return ok }
+
+// lockspaces lists the VGs of the reported LVs and reports the lockspace
+// problems, once per VG.
+func (ev *evaluation) lockspaces() {
+	var refs []lvmlock.Ref
+	for _, d := range ev.rep.Domains {
+		for _, l := range d.LVs {
+			refs = append(refs, lvmlock.Ref{VG: l.VG, LV: l.LV})
+		}
+	}
+	for _, p := range ev.rep.Problems {
+		if p.Code == ProblemPendingDeactivation {
+			refs = append(refs, lvmlock.Ref{VG: p.VG, LV: p.LV})
+		}
+	}
+	reportedLvmlockd := false
+	for _, vg := range vgsOfRefs(refs) {
+		ls := LockspaceReport{VG: vg, State: ev.lockspaceOf(vg), Shared: ev.vgShared(vg), LockType: ev.vgs[vg].LockType}
+		ev.rep.Lockspaces = append(ev.rep.Lockspaces, ls)
+		switch ls.State {
+		case LockspaceNotStarted:
+			ev.add(Problem{Code: ProblemLockspaceNotStarted, VG: vg,
+				Message: fmt.Sprintf("the lockspace of shared VG %s is not started on this host: no LV of it can be activated here", vg),
+				Advice:  fmt.Sprintf("run `vgchange --lock-start %s`, then check that `lvmlockctl -i` lists `VG %s lock_type=...`", vg, vg)})
+		case LockspaceNoLvmlockd:
+			if !reportedLvmlockd {
+				reportedLvmlockd = true
+				ev.add(Problem{Code: ProblemLvmlockdNotRunning,
+					Message: "lvmlockd is not running on this host: no LV of a shared VG can be activated or checked here",
+					Advice:  "run `systemctl start lvmlockd`, then `vgchange --lock-start`"})
+			}
+		}
+	}
+}
+
+// domain evaluates one domain and its LVs.
+func (ev *evaluation) domain(in *domainInput) {
+	d := in.lib
+	dr := DomainReport{Name: d.Name, UUID: strings.ToLower(d.UUID), State: d.State, Active: d.Active,
+		Job: cmp.Or(in.job, jobNoneName), Managed: true, LVs: []LVReport{}}
+	before := len(ev.rep.Problems)
+	defer func() {
+		dr.Problems = len(ev.rep.Problems) - before
+		ev.rep.Domains = append(ev.rep.Domains, dr)
+	}()
+	if in.err != nil {
+		dr.Managed = false
+		verb := "its lock state cannot be checked"
+		if !d.Active {
+			verb = "the hook would refuse to start it"
+		}
+		msg := strings.TrimPrefix(oneLine(in.err.Error()), "domain "+d.Name+": ")
+		ev.add(Problem{Code: ProblemDomainUnreadable, Domain: d.Name, UUID: dr.UUID,
+			Message: fmt.Sprintf("%s: %s", msg, verb),
+			Advice:  "fix the domain definition (virsh edit " + d.Name + ") or the storage pool it names"})
+		return
+	}
+	if in.dom.OptedOut {
+		dr.Managed = false
+		return
+	}
+	for _, disk := range in.dom.Disks {
+		lr, ok := ev.lv(in, disk)
+		if !ok {
+			continue
+		}
+		dr.LVs = append(dr.LVs, lr)
+		ev.lvs = append(ev.lvs, lvPlace{dom: len(ev.rep.Domains), lv: len(dr.LVs) - 1,
+			active: d.Active && !migrating(in.job)})
+	}
+}
+
+// lv evaluates one LV of a domain; ok is false for a disk that is not an LV.
+func (ev *evaluation) lv(in *domainInput, disk Disk) (LVReport, bool) {
+	d, ref := in.lib, disk.Ref
+	lr := LVReport{VG: ref.VG, LV: ref.LV, Disk: disk.Target, Need: disk.Mode, Expected: "none",
+		Actual: "none", Lockspace: ev.lockspaceOf(ref.VG), Others: Others{Source: OthersUnknown, Holders: []Holder{}},
+		Problems: []string{}}
+	problem := func(code, msg, advice string) {
+		lr.Problems = append(lr.Problems, code)
+		ev.add(Problem{Code: code, Domain: d.Name, UUID: strings.ToLower(d.UUID), VG: ref.VG, LV: ref.LV, Message: msg, Advice: advice})
+	}
+	switch {
+	case d.Active && migrating(in.job):
+		lr.Expected = string(lvmlock.ModeSh)
+	case d.Active:
+		lr.Expected = string(disk.Mode)
+	}
+	if lr.Lockspace == LockspaceVGMissing {
+		if strings.HasPrefix(disk.Path, "/dev/") && ev.pathExists(disk.Path) {
+			return lr, false // some other device that looks like /dev/VG/LV
+		}
+		problem(ProblemVGMissing, fmt.Sprintf("disk %s: volume group %s is not known to lvm on this host (source %s)", disk.Target, ref.VG, disk.Path),
+			fmt.Sprintf("check that the shared storage is visible here (`pvs`, `vgs %s`, multipath) or fix the disk source", ref.VG))
+		return lr, true
+	}
+	lv, ok := ev.st.LVs[ref]
+	if !ok {
+		problem(ProblemLVMissing, fmt.Sprintf("disk %s: LV %s does not exist (source %s)", disk.Target, ref, disk.Path),
+			fmt.Sprintf("create the LV or fix the disk source (virsh edit %s); `lvs %s` lists the VG's LVs", d.Name, ref.VG))
+		return lr, true
+	}
+	lr.Segtype = lv.Segtype
+	if !lv.Shared() {
+		if lv.Active {
+			lr.Actual = string(lvmlock.ModeEx)
+		}
+		problem(ProblemVGNotShared, fmt.Sprintf("%s is in VG %s, which is not shared (no lvmlockd lock): nothing stops a second start of %s on another host", ref, ref.VG, d.Name),
+			fmt.Sprintf("if VG %s is on shared storage, make it shared: `vgchange --lock-type sanlock %s` with every LV inactive on every host", ref.VG, ref.VG))
+		return lr, true
+	}
+	if why := lv.SharedActivationProblem(); why != "" {
+		if disk.Mode == lvmlock.ModeSh {
+			problem(ProblemSharedUnsupported, fmt.Sprintf("%s is %s, which lvmlockd cannot activate shared, yet disk %s of %s needs it shared: the domain cannot start", ref, why, disk.Target, d.Name),
+				"make the disk exclusive (drop <shareable/> or <readonly/>) or move the data to a linear LV")
+		} else {
+			problem(ProblemSharedUnsupported, fmt.Sprintf("%s is %s, which lvmlockd cannot activate shared: %s cannot be live-migrated", ref, why, d.Name),
+				"migrate it offline (shut down here, start on the other host), or move the data to a linear LV")
+		}
+	}
+	if lr.Lockspace != LockspaceStarted {
+		// Without lvmlockd's view the lock mode is unknown; the lockspace
+		// problem is reported once for the VG, and named on each LV.
+		if lv.Active {
+			lr.Actual = "unknown"
+		}
+		code := ProblemLockspaceNotStarted
+		if lr.Lockspace == LockspaceNoLvmlockd {
+			code = ProblemLvmlockdNotRunning
+		}
+		lr.Problems = append(lr.Problems, code)
+		return lr, true
+	}
+	lr.Actual = string(ev.st.Locks.Mode(ref.VG, lv.UUID))
+	switch {
+	case !lv.Active:
+		lr.Actual = "none"
+	case lr.Actual == "":
+		lr.Actual = actualUnlocked
+	}
+	if lr.Actual == string(lvmlock.ModeEx) {
+		lr.Others.Source = OthersExclusiveHere
+	}
+
+	hostNeed := ev.hostNeed[ref]
+	rec := ev.records[strings.ToLower(d.UUID)]
+	switch {
+	case lr.Actual == actualUnlocked:
+		fix := fmt.Sprintf("`lvchange -an %s` if no domain here uses it", ref)
+		if hostNeed != lvmlock.ModeNone {
+			fix = fmt.Sprintf("`lvchange %s %s` takes the lock (refused if another host holds it: then stop the domain on one of them)", activateFlag(hostNeed), ref)
+		}
+		problem(ProblemActiveUnlocked, fmt.Sprintf("%s is active here without an lvmlockd lock (activated with --nolocking, --lockopt skiplv or before lvmlockd started): nothing stops another host from activating it", ref),
+			fix)
+	case !d.Active && hostNeed == lvmlock.ModeNone && lr.Actual != "none":
+		problem(ProblemStaleActivation, fmt.Sprintf("%s is active (%s) here, but %s is not running here and no running domain here uses it: no other host can start %s", ref, lr.Actual, d.Name, d.Name),
+			fmt.Sprintf("check that nothing opens it (`dmsetup info -c %s`: open count 0), then `lvchange -an %s`", dmName(ref), ref))
+	case !d.Active:
+		// Not running here: inactive is right, and an LV another domain
+		// here uses is that domain's business.
+	case lr.Actual == "none":
+		problem(ProblemNotLocked, fmt.Sprintf("%s runs here but %s is not active here: its disk is unprotected or the domain uses a stale path", d.Name, ref),
+			fmt.Sprintf("`lvchange %s %s` takes the lock; if it is refused, find the host that holds it (`lvhook check %s` there)", activateFlag(lvmlock.Mode(lr.Expected)), ref, d.Name))
+	case migrating(in.job):
+		// sh is the target; ex is fine until the destination asks for it.
+	case lr.Actual == string(lvmlock.ModeSh) && lr.Expected == string(lvmlock.ModeEx):
+		why := "a live migration or a cancelled one left it shared"
+		if rec.Incoming {
+			why = d.Name + " arrived by live migration and the lock helper has not yet made it exclusive"
+		}
+		problem(ProblemSharedAfterMigrate, fmt.Sprintf("%s holds %s shared, not exclusive (%s): another host could activate it shared", d.Name, ref, why),
+			fmt.Sprintf("the lock helper converts it once the other host drops its sh (`systemctl status lvhook` here and on the source); by hand: `lvchange -aey %s`", ref))
+	case lr.Actual == string(lvmlock.ModeEx) && lr.Expected == string(lvmlock.ModeSh) && hostNeed == lvmlock.ModeSh:
+		problem(ProblemModeMismatch, fmt.Sprintf("%s is held exclusive here but %s needs it only shared: another host cannot share it", ref, d.Name),
+			fmt.Sprintf("`lvchange -asy %s` converts it in place", ref))
+	}
+	return lr, true
+}
+
+// others fills in the other holders of every LV not held ex here, with one
+// question to the HolderSource, and reports conflicts.
+func (ev *evaluation) others(ctx context.Context) error {
+	if ev.Holders == nil {
+		return nil
+	}
+	var refs []lvmlock.Ref
+	for _, p := range ev.lvs {
+		lr := &ev.rep.Domains[p.dom].LVs[p.lv]
+		ref := lvmlock.Ref{VG: lr.VG, LV: lr.LV}
+		if lr.Others.Source == OthersUnknown && lr.Lockspace == LockspaceStarted && !slices.Contains(refs, ref) {
+			refs = append(refs, ref)
+		}
+	}
+	if len(refs) == 0 {
+		return nil
+	}
+	holders, err := ev.Holders.Holders(ctx, refs)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("ask peers: %w", err)
+		}
+		return nil // peers unreachable: the others stay unknown
+	}
+	for _, p := range ev.lvs {
+		dr := &ev.rep.Domains[p.dom]
+		lr := &dr.LVs[p.lv]
+		ref := lvmlock.Ref{VG: lr.VG, LV: lr.LV}
+		if lr.Others.Source != OthersUnknown || !slices.Contains(refs, ref) {
+			continue
+		}
+		lr.Others = Others{Source: OthersPeers, Holders: slices.Clone(holders[ref])}
+		if lr.Others.Holders == nil {
+			lr.Others.Holders = []Holder{}
+		}
+		if !p.active || len(lr.Others.Holders) == 0 {
+			continue
+		}
+		held := lr.Need == lvmlock.ModeEx
+		for _, h := range lr.Others.Holders {
+			held = held || h.Mode == lvmlock.ModeEx
+		}
+		if held {
+			lr.Problems = append(lr.Problems, ProblemHeldElsewhere)
+			dr.Problems++
+			ev.add(Problem{Code: ProblemHeldElsewhere, Domain: dr.Name, UUID: dr.UUID, VG: lr.VG, LV: lr.LV,
+				Message: fmt.Sprintf("%s runs here and %s is also active on %s: either a second copy of %s runs there or its deactivation there failed", dr.Name, ref, holderList(lr.Others.Holders), dr.Name),
+				Advice:  fmt.Sprintf("run `lvhook check %s` on %s: if %s is not running there, `lvchange -an %s` there; if it is, one copy must be stopped", dr.Name, lr.Others.Holders[0].Host, dr.Name, ref)})
+		}
+	}
+	return nil
+}
+
+// pending reports the deactivations the hook could not finish and that
+// are still not done: the LV is active here and no running domain uses it.
+func (ev *evaluation) pending(recs []Record) {
+	for _, rec := range recs {
+		i := slices.IndexFunc(ev.rep.Domains, func(d DomainReport) bool { return d.UUID == rec.UUID })
+		for _, l := range rec.LVs {
+			ref := l.Ref()
+			if lv, ok := ev.st.LVs[ref]; ok && !lv.Active || ev.hostNeed[ref] != lvmlock.ModeNone {
+				continue // done since, or in use again
+			}
+			since := rec.Since.UTC().Format(time.RFC3339)
+			if j := slices.IndexFunc(ev.rep.Problems, func(p Problem) bool {
+				return p.Code == ProblemStaleActivation && p.UUID == rec.UUID && p.VG == ref.VG && p.LV == ref.LV
+			}); j >= 0 {
+				// One problem per LV: the stale activation is this one.
+				ev.rep.Problems[j].Message += fmt.Sprintf(" (its deactivation failed at %s; the lock helper retries)", since)
+				continue
+			}
+			ev.add(Problem{Code: ProblemPendingDeactivation, Domain: rec.Name, UUID: rec.UUID, VG: ref.VG, LV: ref.LV,
+				Message: fmt.Sprintf("%s is still active here: its deactivation failed when %s stopped (recorded %s)", ref, rec.Name, since),
+				Advice:  fmt.Sprintf("the lock helper retries (`systemctl status lvhook`, `journalctl -t lvhook`); once nothing opens it: `lvchange -an %s`", ref)})
+			if i >= 0 {
+				ev.rep.Domains[i].Problems++
+			}
+		}
+	}
+}
+
+// finish sorts the problems worst first and fills in the summary.
+func (ev *evaluation) finish() {
+	rep := ev.rep
+	slices.SortStableFunc(rep.Problems, func(a, b Problem) int {
+		return cmp.Or(cmp.Compare(problemRank[a.Code], problemRank[b.Code]),
+			cmp.Compare(a.Domain, b.Domain), cmp.Compare(a.VG, b.VG), cmp.Compare(a.LV, b.LV))
+	})
+	rep.Summary = Summary{Domains: len(rep.Domains), Problems: len(rep.Problems)}
+	for _, d := range rep.Domains {
+		rep.Summary.LVs += len(d.LVs)
+	}
+	rep.Healthy = len(rep.Problems) == 0
+}
+
+// activateFlag is lvchange's flag that takes mode m.
+func activateFlag(m lvmlock.Mode) string {
+	if m == lvmlock.ModeSh {
+		return "-asy"
+	}
+	return "-aey"
+}
+
+func holderList(hs []Holder) string {
+	s := make([]string, len(hs))
+	for i, h := range hs {
+		s[i] = h.Host + " (" + h.Mode.String() + ")"
+	}
+	return strings.Join(s, ", ")
+}
+
+// dmName is the device-mapper name of an LV: VG-LV with "-" doubled.
+func dmName(r lvmlock.Ref) string {
+	return strings.ReplaceAll(r.VG, "-", "--") + "-" + strings.ReplaceAll(r.LV, "-", "--")
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
