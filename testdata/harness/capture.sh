@@ -81,6 +81,7 @@ capture_domains() {
 	local d lvs mode
 	mkdir -p "$OUT/domains" "$OUT/hook-stdin"
 	hrun host1 sh -c 'rm -rf /var/log/lvhook-trace; : >/var/log/lvhook-trace.log'
+	pool_start host1 >/dev/null || die "host1: pool-start vgpool failed"
 	for d in t1 t3 tpool tmixed tshare1 toptout; do
 		case $d in
 		t1) lvs=t1 ;; t3) lvs="t3a t3b t3c" ;; tpool) lvs=pool1 ;; tmixed) lvs=mixed1 ;;

@@ -132,7 +132,8 @@ hrun_script() {
 	req=$dir/share/req
 	[[ -d $req ]] || die "$host: no agent directory $req (is the cluster up?)"
 	id=$(date +%s%N)-$BASHPID-$RANDOM
-	printf 'export LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n%s\n' \
+	# fd 3 is the agent's doorbell port: keep it from leaking into lvm (which warns).
+	printf 'exec 3<&-\nexport LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n%s\n' \
 		"$script" >"$req/$id.sh.tmp"
 	mv -f "$req/$id.sh.tmp" "$req/$id.sh"
 	# O_RDWR open of the FIFO never blocks, even if QEMU is gone.
@@ -198,10 +199,11 @@ boot_host() {
 	qemu-system-x86_64 -name "lvhook-$host" \
 		-machine pc -accel tcg,thread=multi -cpu max -smp "$GUEST_CPUS" -m "$GUEST_MEM" \
 		-kernel "$img/vmlinuz" -initrd "$img/initrd.img" \
-		-append "root=/dev/vda rw console=ttyS0 net.ifnames=0 apparmor=0 panic=-1 lvhook.host=$n" \
-		-drive "file=$dir/disk.qcow2,format=qcow2,if=virtio,cache=unsafe" \
+		-append "root=LABEL=lvhook-root rw console=ttyS0 net.ifnames=0 apparmor=0 panic=-1 lvhook.host=$n" \
+		-drive "file=$dir/disk.qcow2,format=qcow2,if=none,id=root,cache=unsafe" \
+		-device virtio-blk-pci,drive=root,addr=0x4 \
 		-drive "file=$RUN_DIR/shared.raw,format=raw,if=none,id=sd,cache=none,file.locking=off" \
-		-device virtio-blk-pci,drive=sd,share-rw=on,serial=shared0 \
+		-device virtio-blk-pci,drive=sd,share-rw=on,serial=shared0,addr=0x5 \
 		-netdev "socket,id=n0,$net" -device "virtio-net-pci,netdev=n0,mac=52:54:00:4c:56:0$n" \
 		-virtfs "local,path=$dir/share,mount_tag=ctl,security_model=none,id=ctl" \
 		-device virtio-serial-pci -chardev "pipe,id=ctl,path=$dir/ctl" \
@@ -233,6 +235,22 @@ kill_host() {
 }
 
 agent_ready() { [[ -f $(host_dir "$1")/share/ready ]]; }
+
+# wait_agent HOST TIMEOUT: wait for HOST's agent; fail early if its QEMU died.
+wait_agent() {
+	local host=$1 timeout=$2 start=$SECONDS next=30 ready
+	ready=$(host_dir "$host")/share/ready
+	until [[ -f $ready ]]; do
+		qemu_running "$host" || die "$host: QEMU exited during boot (see $(host_dir "$host")/console.log)"
+		((SECONDS - start < timeout)) ||
+			die "$host: agent not ready within ${timeout}s (see $(host_dir "$host")/console.log)"
+		if ((SECONDS - start >= next)); then
+			log "  still booting $host ($((SECONDS - start))s of ${timeout}s): $(tr -d '\r' <"$(host_dir "$host")/console.log" | tail -n1 | cut -c1-100)"
+			next=$((next + 30))
+		fi
+		wait_file "$ready" 5 || true
+	done
+}
 
 # ---------------------------------------------------------------------------------
 # The cluster
@@ -278,8 +296,7 @@ cluster_boot() {
 	boot_host host1
 	boot_host host2
 	for h in "${HOSTS[@]}"; do
-		wait_file "$(host_dir "$h")/share/ready" 400 ||
-			die "$h: agent not ready within 400s (see $(host_dir "$h")/console.log)"
+		wait_agent "$h" 400
 		log "$h: agent ready after $((SECONDS - t0)) s"
 	done
 	TIME_BOOT=$((SECONDS - t0))
@@ -317,7 +334,7 @@ cluster_storage() {
 	local ls_pid=$!
 	local script="set -e"
 	for lv in "${TEST_LVS[@]}"; do
-		script+=$'\n'"lvcreate -q -an -Zn -Wn -L 8m -n $lv $VG"
+		script+=$'\n'"lvcreate -qq -an -Zn -Wn -L 8m -n $lv $VG"
 	done
 	hsh host1 -t 300 "$script" >/dev/null || die "lvcreate of the test LVs failed"
 	log "host1: ${#TEST_LVS[@]} LVs created in $((SECONDS - t0)) s"
@@ -331,21 +348,31 @@ define_libvirt() {
 	local host=$1
 	hrun "$host" rm -rf /mnt/ctl/domains >/dev/null
 	cp -r "$HARNESS_DIR/domains" "$(host_dir "$host")/share/domains"
-	# The pool is started while vg0 holds no active LV: starting a logical pool runs
-	# 'vgchange -aly vg0', which would take an ex lock on every LV of the VG.
+	# The pool is only defined here: starting a logical pool runs 'vgchange -aly vg0',
+	# which takes an ex lock on every LV of the VG (see pool_start).
 	hsh "$host" -t 300 '
 		set -e
 		mkdir -p /var/lib/libvirt/images
 		truncate -s 1M /var/lib/libvirt/images/tmixed.iso
 		virsh -q pool-define /mnt/ctl/domains/vgpool.pool.xml >/dev/null
-		virsh -q pool-start vgpool >/dev/null
-		vgchange -an '"$VG"' >/dev/null
-		virsh -q pool-refresh vgpool >/dev/null
 		for f in /mnt/ctl/domains/*.xml; do
 			case $f in *.pool.xml) continue ;; esac
 			virsh -q define "$f" >/dev/null
 		done
 		virsh -q list --all --name | sort | tr "\n" " "; echo'
+}
+
+# pool_start HOST: make the logical pool vgpool active on HOST (libvirt translates a
+# <disk type='volume'> only through an active pool). libvirt's pool start runs
+# 'vgchange -aly vg0', activating EVERY LV of the shared VG ex on HOST, and its pool
+# check after a libvirtd restart marks the pool inactive when /dev/vg0 is absent. So:
+# only while no test LV is active anywhere, one host at a time, then 'vgchange -an'.
+pool_start() {
+	hsh "$1" -t 300 '
+		virsh -q pool-info vgpool | grep -q "^State: *running" && exit 0
+		virsh -q pool-start vgpool >/dev/null; rc=$?
+		vgchange -an '"$VG"' >/dev/null || rc=1
+		exit $rc'
 }
 
 # install_lvhook HOST: the operator's install of lvhook into a guest, kept in this one

@@ -273,6 +273,9 @@ scenario_optout() {
 }
 
 scenario_pool() {
+	pool_start host1 >/dev/null || fail "host1: pool-start vgpool failed"
+	pool_start host2 >/dev/null || fail "host2: pool-start vgpool failed"
+	expect "pool vgpool started on both hosts"
 	start_ok host1 tpool
 	expect "tpool started on host1" pool1@host1=ex
 	start_refused host2 tpool "lvhook: refusing to start"
