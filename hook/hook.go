@@ -45,21 +45,20 @@ func (h *Hook) Run(ctx context.Context, c Call, xmlData []byte) error {
 		log.Debug().Msg("nothing to do")
 		return nil
 	}
-	dom, err := ParseDomain(xmlData, h.Config.StoragePoolDir)
-	if err != nil {
-		if act == doVerify {
-			log.Error().Err(err).Msg("cannot read domain XML; nothing verified")
-			return nil
-		}
-		return err
-	}
-	if dom.Name != c.Domain {
-		err := fmt.Errorf("domain XML names %q, libvirt called the hook for %q", dom.Name, c.Domain)
+	// verify must never fail: libvirt kills the guest if reconnect fails.
+	fail := func(err error) error {
 		if act == doVerify {
 			log.Error().Err(err).Msg("nothing verified")
 			return nil
 		}
 		return err
+	}
+	dom, err := ParseDomain(xmlData, h.Config.StoragePoolDir)
+	if err != nil {
+		return fail(err)
+	}
+	if dom.Name != c.Domain {
+		return fail(fmt.Errorf("domain XML names %q, libvirt called the hook for %q", dom.Name, c.Domain))
 	}
 	log = log.With().Str("uuid", dom.UUID).Logger()
 	if dom.OptedOut {
@@ -72,11 +71,7 @@ func (h *Hook) Run(ctx context.Context, c Call, xmlData []byte) error {
 
 	unlock, err := h.State.Lock(ctx)
 	if err != nil {
-		if act == doVerify {
-			log.Error().Err(err).Msg("nothing verified")
-			return nil
-		}
-		return fmt.Errorf("%s: %w", dom.Name, err)
+		return fail(fmt.Errorf("%s: %w", dom.Name, err))
 	}
 	defer unlock()
 
@@ -234,6 +229,9 @@ func (r *run) activateIncoming(ctx context.Context, targets []lvmlock.Target, ac
 			ev = r.log.Warn().Err(handoverErr)
 		}
 		ev.Dur("took", time.Since(start)).Msg("source downgrade requested")
+		if errors.Is(handoverErr, ErrHandoverRefused) {
+			return handoverErr
+		}
 	}
 	retryable := func(err error) bool {
 		// Without a yes from the source, more -asy tries only cost time.
