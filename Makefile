@@ -28,3 +28,4 @@ clean:
 	rm -rf bin dist
 
 -include testdata/harness/harness.mk
+-include packaging/packaging.mk
