@@ -8,6 +8,7 @@
 #
 #   e2e.sh [SCENARIO...]    default: all scenarios, in order
 #   KEEP=1 e2e.sh           leave the cluster running at the end (cluster.sh down stops it)
+#   REUSE=1 e2e.sh          run on the cluster already up (cluster.sh up), leave it up
 #   CAPTURE=1 e2e.sh        also capture real outputs into testdata/real (capture.sh)
 set -euo pipefail
 
@@ -68,8 +69,19 @@ main() {
 		declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (known: ${ALL_SCENARIOS[*]})"
 	done
 	lvhook_available || die "no $LVHOOK_BIN: run 'make build' (or 'make e2e')"
+	if [[ ${REUSE:-0} != 1 ]] && { qemu_running host1 || qemu_running host2; }; then
+		die "the cluster is already up: stop it (cluster.sh down) or reuse it (REUSE=1)"
+	fi
 	trap finish EXIT
-	cluster_up
+	if [[ ${REUSE:-0} == 1 ]] && qemu_running host1 && qemu_running host2; then
+		log "REUSE=1: running the scenarios on the cluster already up (and leaving it up)"
+		KEEP=1
+		TIME_IMAGE=- TIME_BOOT=- TIME_VGCREATE=- TIME_LOCKSTART=- TIME_UP=-
+		on_both install_hooks >/dev/null || die "installing the hooks failed"
+	else
+		cluster_up
+	fi
+	rm -f "$RUN_DIR/timings"
 	for s in "${scenarios[@]}"; do
 		run_scenario "$s"
 	done
