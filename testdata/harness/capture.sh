@@ -54,7 +54,7 @@ capture_errors() {
 	lvm_error locked-by-other-host-sh host2 "lvchange -asy $VG/t1"
 	lvm_error ex-while-other-host-sh host1 "lvchange -aey $VG/share1"
 	lvm_error incompatible-mode host1 "lvextend -L +4m $VG/share1"
-	lvm_error lv-in-use host1 "exec 3<$(printf %q "/dev/$VG/t1"); lvchange -an $VG/t1"
+	lvm_error lv-in-use host1 "sleep 60 </dev/$VG/t1 & pid=\$!; sleep 1; lvchange -an $VG/t1; rc=\$?; kill \$pid; exit \$rc"
 	lvm_error lv-missing host1 "lvchange -aey $VG/nosuchlv"
 	lvm_error vg-missing host1 "lvchange -aey nosuchvg/nosuchlv"
 	lvm_error lv-missing-json host1 "lvchange --reportformat json -aey $VG/nosuchlv"

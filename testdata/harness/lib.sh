@@ -272,6 +272,8 @@ diagnostics() {
 				echo "---- journal (libvirtd, lvmlockd, sanlock, lvhook)"
 				journalctl -q --no-pager -n 60 -u libvirtd -u lvmlockd -u sanlock -t lvhook -t lvhook-trace
 				echo "---- lvmlockctl -i"; lvmlockctl -i
+				echo "---- lvmlockd: last lock requests (client[pid] op)"
+				lvmlockctl --dump | grep -E "^[0-9]+ (send|recv) " | tail -n 40
 				echo "---- lvs"; lvs -o lv_name,lv_active,lv_uuid '"$VG"'
 				echo "---- virsh list --all"; timeout 30 virsh list --all
 				echo "---- hook calls"; tail -n 30 /var/log/lvhook-trace.log 2>/dev/null' >&2 2>&1 || true
