@@ -52,10 +52,14 @@ type DaemonConfig struct {
 	Listen string `toml:"listen"`
 	// HostName names this host to peers and in messages; default: hostname.
 	HostName string `toml:"host_name"`
-	// TLS files; defaults are libvirt's PKI paths.
-	CACert string `toml:"ca_cert"`
-	Cert   string `toml:"cert"`
-	Key    string `toml:"key"`
+	// TLS files; defaults are libvirt's PKI paths. Cert and Key are the
+	// peer server's identity, ClientCert and ClientKey the identity the
+	// destination's hook presents when it asks a peer.
+	CACert     string `toml:"ca_cert"`
+	Cert       string `toml:"cert"`
+	Key        string `toml:"key"`
+	ClientCert string `toml:"client_cert"`
+	ClientKey  string `toml:"client_key"`
 	// PeerTimeout bounds one downgrade request to a peer.
 	PeerTimeout Duration `toml:"peer_timeout"`
 	// ReconcileInterval is the period of the full reconciliation pass.
@@ -94,6 +98,8 @@ func DefaultConfig() Config {
 			CACert:            "/etc/pki/CA/cacert.pem",
 			Cert:              "/etc/pki/libvirt/servercert.pem",
 			Key:               "/etc/pki/libvirt/private/serverkey.pem",
+			ClientCert:        "/etc/pki/libvirt/clientcert.pem",
+			ClientKey:         "/etc/pki/libvirt/private/clientkey.pem",
 			PeerTimeout:       Duration(10 * time.Second),
 			ReconcileInterval: Duration(30 * time.Second),
 			ExclusiveTimeout:  Duration(2 * time.Minute),

@@ -12,6 +12,7 @@ import (
 
 	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
+	"github.com/lvhook/lvhook/migration"
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 )
@@ -81,7 +82,7 @@ func runHook(argv []string, stdin io.Reader, stderr io.Writer, fromLibvirt bool)
 }
 
 func newHook(cfg hook.Config, log zerolog.Logger) *hook.Hook {
-	return &hook.Hook{
+	h := &hook.Hook{
 		Config: cfg,
 		LVM: &lvmlock.Client{
 			Runner:          lvmlock.ExecRunner{Timeout: cfg.LVMTimeout.D()},
@@ -93,6 +94,12 @@ func newHook(cfg hook.Config, log zerolog.Logger) *hook.Hook {
 		Log:      log,
 		HostName: hostNames(cfg),
 	}
+	if len(cfg.Daemon.Peers) > 0 {
+		// The destination of a live migration asks the source's lock
+		// helper to downgrade; certificates are read only then.
+		h.Handover = migration.NewHandover(cfg, log).Downgrade
+	}
+	return h
 }
 
 // hostNames maps sanlock host_ids to the peer names of the config.

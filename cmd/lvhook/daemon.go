@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/signal"
+	"syscall"
+
+	"github.com/rs/zerolog"
+	"github.com/urfave/cli/v2"
+
+	"github.com/lvhook/lvhook/hook"
+	"github.com/lvhook/lvhook/lvmlock"
+	"github.com/lvhook/lvhook/migration"
+)
+
+func init() {
+	commands = append(commands, func(e *env) *cli.Command {
+		return &cli.Command{
+			Name:  "daemon",
+			Usage: "run the lock helper: peer handover of live migrations and lock reconciliation (lvhook-daemon.service)",
+			Description: `Connects to the local libvirtd (daemon.libvirt_socket), follows domain
+lifecycle events, converts LVs back to exclusive after a live migration or a
+cancelled one, retries failed deactivations, and serves the peers' downgrade
+requests on daemon.listen (mutual TLS, only the hosts of [[daemon.peer]]).
+Notifies systemd (Type=notify) once the peer server listens and libvirtd was
+tried. Stops on SIGTERM or SIGINT.`,
+			Action: func(c *cli.Context) error {
+				if err := runDaemon(c.Context, e); err != nil {
+					e.code = exitFailure
+					return err
+				}
+				return nil
+			},
+		}
+	})
+}
+
+func runDaemon(parent context.Context, e *env) error {
+	cfgPath, mustExist := hook.ConfigPath()
+	cfg, err := hook.LoadConfig(cfgPath, mustExist)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.LogLevel, e.stderr, zerolog.InfoLevel)
+	host := migration.HostName(cfg)
+	lvm := &lvmlock.Client{
+		Runner:          lvmlock.ExecRunner{Timeout: cfg.LVMTimeout.D()},
+		DryRun:          cfg.DryRun,
+		RollbackTimeout: cfg.RollbackTimeout.D(),
+		Log:             log,
+	}
+	helper := migration.NewHelper(cfg, host, lvm, &hook.State{Dir: cfg.StateDir}, log)
+
+	ctx, stop := signal.NotifyContext(parent, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	serveErr := make(chan error, 1)
+	if cfg.Daemon.Listen != "" && len(cfg.Daemon.Peers) > 0 {
+		cr, err := migration.LoadCredentials(cfg.Daemon.CACert, cfg.Daemon.Cert, cfg.Daemon.Key)
+		if err != nil {
+			return fmt.Errorf("%w (set daemon.ca_cert, daemon.cert and daemon.key)", err)
+		}
+		ln, err := net.Listen("tcp", cfg.Daemon.Listen)
+		if err != nil {
+			return fmt.Errorf("peer server: %w", err)
+		}
+		srv := &migration.Server{Helper: helper, Peers: cfg.Daemon.Peers, MaxWait: cfg.Daemon.PeerTimeout.D(), Log: log}
+		go func() { serveErr <- srv.Serve(ctx, ln, migration.ServerTLS(cr, cfg.Daemon.Peers, log)) }()
+		log.Info().Str("listen", ln.Addr().String()).Str("host", host).Int("peers", len(cfg.Daemon.Peers)).Msg("peer server listening")
+	} else {
+		log.Warn().Msg("no daemon.listen or no [[daemon.peer]]: peer server off, live migrations cannot be handed over")
+	}
+
+	notify := func(state string) {
+		if err := migration.Notify(state); err != nil {
+			log.Warn().Err(err).Msg("cannot notify systemd")
+		}
+	}
+	runDone := make(chan struct{})
+	go func() {
+		defer close(runDone)
+		helper.Run(ctx, migration.DialLibvirt(cfg.Daemon.LibvirtSocket), notify)
+	}()
+	var serveFailed error
+	select {
+	case <-runDone:
+	case serveFailed = <-serveErr:
+		stop() // the peer server died: stop rather than run half a helper
+		<-runDone
+	}
+	notify("STOPPING=1")
+	log.Info().Msg("lock helper stopped")
+	if serveFailed != nil {
+		return fmt.Errorf("peer server: %w", serveFailed)
+	}
+	return nil
+}

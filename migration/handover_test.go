@@ -1,0 +1,115 @@
+package migration
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/rs/zerolog"
+
+	"github.com/lvhook/lvhook/hook"
+	"github.com/lvhook/lvhook/lvmlock"
+)
+
+// scriptedTransport answers each peer from a script: one entry per try,
+// the last one repeated.
+type scriptedTransport struct {
+	mu     sync.Mutex
+	script map[string][]scripted
+	asked  []string
+}
+
+type scripted struct {
+	ans Answer
+	err error
+}
+
+func (s *scriptedTransport) Ask(_ context.Context, p hook.Peer, req Request) (Answer, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.asked = append(s.asked, p.Name)
+	steps := s.script[p.Name]
+	r := steps[0]
+	if len(steps) > 1 {
+		s.script[p.Name] = steps[1:]
+	}
+	if req.TimeoutMS <= 0 {
+		return Answer{}, errors.New("request without deadline")
+	}
+	return r.ans, r.err
+}
+
+var (
+	yes     = scripted{ans: Answer{Granted: true}}
+	no      = scripted{ans: Answer{Reason: "no outgoing migration job"}}
+	refused = scripted{err: errors.New("connection refused")}
+)
+
+func TestHandover(t *testing.T) {
+	peers := []hook.Peer{{Name: "kvm1", HostID: 1}, {Name: "kvm2", HostID: 2}, {Name: "kvm3", HostID: 3}}
+	for _, tc := range []struct {
+		name   string
+		script map[string][]scripted
+		holder int
+		ok     bool
+		asked  []string // sorted
+		reason string
+	}{
+		{name: "the source says yes", script: map[string][]scripted{"kvm1": {yes}, "kvm3": {no}}, ok: true,
+			asked: []string{"kvm1", "kvm3"}},
+		{name: "every peer says no: refused at once", script: map[string][]scripted{"kvm1": {no}, "kvm3": {no}},
+			asked: []string{"kvm1", "kvm3"}, reason: "kvm1: no outgoing migration job; kvm3: no outgoing migration job"},
+		{name: "a lost answer is asked again", script: map[string][]scripted{"kvm1": {refused, refused, yes}, "kvm3": {no}}, ok: true,
+			asked: []string{"kvm1", "kvm1", "kvm1", "kvm3"}},
+		{name: "a peer down for good: refused within the bound", script: map[string][]scripted{"kvm1": {refused}, "kvm3": {no}},
+			reason: "kvm1: connection refused"},
+		{name: "the lease holder alone is asked", script: map[string][]scripted{"kvm1": {no}, "kvm3": {yes}}, holder: 3, ok: true,
+			asked: []string{"kvm3"}},
+		{name: "a holder that is no peer: everyone is asked", script: map[string][]scripted{"kvm1": {yes}, "kvm3": {no}}, holder: 9, ok: true,
+			asked: []string{"kvm1", "kvm3"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := &scriptedTransport{script: tc.script}
+			var slept time.Duration
+			ho := &Handover{Self: "kvm2", Peers: peers, Timeout: 10 * time.Second, Transport: tr, Log: zerolog.Nop(),
+				Sleep: func(_ context.Context, d time.Duration) error { slept += d; return nil }}
+			if tc.holder != 0 {
+				ho.HolderHostID = func(context.Context, []lvmlock.Ref) int { return tc.holder }
+			}
+			err := ho.Downgrade(context.Background(), &hook.Domain{Name: "vm1", UUID: uuid1}, []lvmlock.Ref{{VG: "vg0", LV: "a"}})
+			switch {
+			case tc.ok && err != nil:
+				t.Fatalf("Downgrade() = %v, want nil", err)
+			case !tc.ok && (!errors.Is(err, hook.ErrHandoverRefused) || !strings.Contains(err.Error(), tc.reason)):
+				t.Fatalf("Downgrade() = %v, want ErrHandoverRefused with %q", err, tc.reason)
+			}
+			if slept > ho.Timeout {
+				t.Errorf("paused %s between tries, more than the %s bound", slept, ho.Timeout)
+			}
+			slices.Sort(tr.asked)
+			if tc.asked != nil {
+				if diff := cmp.Diff(tc.asked, tr.asked); diff != "" {
+					t.Errorf("peers asked (-want +got):\n%s", diff)
+				}
+			}
+			if slices.Contains(tr.asked, "kvm2") {
+				t.Errorf("the host asked itself")
+			}
+		})
+	}
+}
+
+// TestHandoverWithoutPeers: a configuration that names only this host
+// refuses rather than trying -asy.
+func TestHandoverWithoutPeers(t *testing.T) {
+	ho := &Handover{Self: "kvm1", Peers: []hook.Peer{{Name: "KVM1"}}, Timeout: time.Second, Transport: &scriptedTransport{}, Log: zerolog.Nop()}
+	err := ho.Downgrade(context.Background(), &hook.Domain{Name: "vm1", UUID: uuid1}, nil)
+	if !errors.Is(err, hook.ErrHandoverRefused) {
+		t.Errorf("Downgrade() = %v, want ErrHandoverRefused", err)
+	}
+}

@@ -1,0 +1,302 @@
+package migration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/lvhook/lvhook/hook"
+	"github.com/lvhook/lvhook/lvmlock"
+)
+
+// Request asks a peer's lock helper to downgrade a domain's LVs to sh for
+// the live migration of that domain to the asking host.
+type Request struct {
+	Domain string  `json:"domain"`
+	UUID   string  `json:"uuid"`
+	LVs    []LVRef `json:"lvs"`
+	// TimeoutMS is how long the asking hook still waits, in milliseconds,
+	// when it sends the request. It is relative so that clock skew between
+	// hosts cannot stretch or expire it; the server bounds its work by it.
+	TimeoutMS int64 `json:"timeout_ms"`
+}
+
+// LVRef names an LV on the wire.
+type LVRef struct {
+	VG string `json:"vg"`
+	LV string `json:"lv"`
+}
+
+// Answer is a lock helper's decision.
+type Answer struct {
+	Host    string `json:"host"`
+	Granted bool   `json:"granted"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// Helper is the lock helper of one host: it answers peers' downgrade
+// requests and reconciles lock modes (reconcile.go).
+type Helper struct {
+	Config hook.Config
+	// Host is this host's name, as peers know it.
+	Host  string
+	LVM   *lvmlock.Client
+	State *hook.State
+	Log   zerolog.Logger
+	// Now is the clock; tests replace it.
+	Now func() time.Time
+	// ReconnectMin and ReconnectMax pace Run's reconnections to libvirtd
+	// (default 1 s doubling up to 30 s).
+	ReconnectMin, ReconnectMax time.Duration
+
+	mu sync.Mutex
+	lv Libvirt // nil while libvirtd is not connected
+	// downgrades counts the downgrades granted; downgradedAt maps a
+	// domain to the count at its last one. A reconciliation skips a
+	// domain downgraded after it read libvirt (its view is then stale).
+	downgrades   uint64
+	downgradedAt map[string]uint64
+	// grants remembers, per domain, to which peer and for which
+	// migration job (by its start) the LVs were handed over.
+	grants   map[string]grant
+	due      map[string]*dueDomain
+	lastPass time.Time
+	problems map[string][]Problem
+}
+
+type grant struct {
+	peer     string
+	jobStart time.Time
+}
+
+// sameJob tells whether two job starts, computed from libvirt's elapsed
+// time at different moments, are one job; an unknown start never is.
+func sameJob(a, b time.Time) bool {
+	if a.IsZero() || b.IsZero() {
+		return false
+	}
+	d := a.Sub(b)
+	return d < 2*time.Second && d > -2*time.Second
+}
+
+// NewHelper returns the lock helper of host.
+func NewHelper(cfg hook.Config, host string, lvm *lvmlock.Client, state *hook.State, log zerolog.Logger) *Helper {
+	return &Helper{Config: cfg, Host: host, LVM: lvm, State: state, Log: log}
+}
+
+func (h *Helper) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}
+
+func (h *Helper) libvirt() Libvirt {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lv
+}
+
+// Connected makes lv the helper's libvirt connection and reconciles every
+// domain: events may have been lost while it was away.
+func (h *Helper) Connected(ctx context.Context, lv Libvirt) {
+	h.mu.Lock()
+	h.lv = lv
+	h.mu.Unlock()
+	h.Log.Info().Msg("connected to libvirt")
+	h.ReconcileAll(ctx)
+}
+
+// Disconnected forgets the libvirt connection; until the next Connected,
+// every downgrade request is refused and nothing is reconciled.
+func (h *Helper) Disconnected() {
+	h.mu.Lock()
+	h.lv = nil
+	h.mu.Unlock()
+}
+
+// Downgrade answers peer's request: yes only when this host's libvirt shows
+// the domain running with an outgoing migration job and every LV asked is one
+// of the domain's disks; the LVs held ex here are then converted to sh. An LV
+// already sh counts as done, so a repeated request (a lost answer) gets yes.
+func (h *Helper) Downgrade(ctx context.Context, peer string, req Request) (ans Answer) {
+	start := h.now()
+	log := h.Log.With().Str("peer", peer).Str("domain", req.Domain).Str("uuid", req.UUID).Logger()
+	ans = Answer{Host: h.Host}
+	defer func() {
+		ev := log.Info()
+		if !ans.Granted {
+			ev = log.Warn()
+		}
+		ev.Bool("granted", ans.Granted).Str("reason", ans.Reason).Dur("took", h.now().Sub(start)).
+			Msg("downgrade request answered")
+	}()
+	refuse := func(format string, args ...any) Answer {
+		ans.Reason = fmt.Sprintf(format, args...)
+		return ans
+	}
+	if _, err := parseUUID(req.UUID); err != nil {
+		return refuse("malformed request: %v", err)
+	}
+	if len(req.LVs) == 0 || len(req.LVs) > 1024 {
+		return refuse("malformed request: %d LVs", len(req.LVs))
+	}
+	if ctx.Err() != nil {
+		return refuse("request expired before it was examined")
+	}
+	lv := h.libvirt()
+	if lv == nil {
+		return refuse("the lock helper on %s is not connected to libvirt", h.Host)
+	}
+	dom, job, err := h.outgoing(ctx, lv, req.UUID)
+	if err != nil {
+		return refuse("%v", err)
+	}
+	var jobStart time.Time
+	if job.Elapsed > 0 {
+		jobStart = h.now().Add(-job.Elapsed)
+	}
+	log = log.With().Str("domain", dom.Name).Logger()
+	var refs []lvmlock.Ref
+	needs := map[lvmlock.Ref]lvmlock.Mode{}
+	for _, r := range req.LVs {
+		ref := lvmlock.Ref{VG: r.VG, LV: r.LV}
+		i := slices.IndexFunc(dom.Disks, func(d hook.Disk) bool { return d.Ref == ref })
+		if i < 0 {
+			return refuse("%s is not a disk of %s on %s", ref, dom.Name, h.Host)
+		}
+		if !slices.Contains(refs, ref) {
+			refs = append(refs, ref)
+			needs[ref] = dom.Disks[i].Mode
+		}
+	}
+	h.mu.Lock()
+	g, granted := h.grants[req.UUID]
+	h.mu.Unlock()
+	thisJob := granted && sameJob(g.jobStart, jobStart)
+	if thisJob && g.peer != peer {
+		return refuse("%s was already handed over to %s for this migration", dom.Name, g.peer)
+	}
+
+	h.mu.Lock()
+	h.downgrades++
+	if h.downgradedAt == nil {
+		h.downgradedAt = map[string]uint64{}
+	}
+	h.downgradedAt[req.UUID] = h.downgrades
+	h.mu.Unlock()
+
+	unlock, err := h.State.Lock(ctx)
+	if err != nil {
+		return refuse("%v", err)
+	}
+	defer unlock()
+	lvm := *h.LVM
+	lvm.Log = log
+	st, err := lvm.State(ctx, true, vgsOf(refs)...)
+	if err != nil {
+		return refuse("cannot read the lock state on %s: %v", h.Host, err)
+	}
+	// An LV still sh from an earlier migration (cancelled, or the
+	// destination's deactivation failed) must first be ex again: that proves
+	// no other host holds it, so that this destination makes two sharers,
+	// not three.
+	var stale []lvmlock.Target
+	for _, ref := range refs {
+		if st.Mode(ref) == lvmlock.ModeSh && needs[ref] == lvmlock.ModeEx && !thisJob {
+			stale = append(stale, lvmlock.Target{Ref: ref, Mode: lvmlock.ModeEx})
+		}
+	}
+	if len(stale) > 0 {
+		if _, err := lvm.Convert(ctx, st, stale); err != nil {
+			return refuse("%s is still shared on %s from before this migration and another host holds it (%s); see lvhook check",
+				lvmlock.JoinRefs(refsOf(stale)), h.Host, explain(err))
+		}
+		if st, err = lvm.State(ctx, true, vgsOf(refs)...); err != nil {
+			return refuse("cannot read the lock state on %s: %v", h.Host, err)
+		}
+	}
+	var targets []lvmlock.Target
+	for _, ref := range refs {
+		info, ok := st.LVs[ref]
+		switch mode := st.Mode(ref); {
+		case !ok || !info.Shared():
+			// No lvmlockd lock here to hand over: a local VG's LV, or
+			// a path that only looks like one.
+			continue
+		case mode == lvmlock.ModeNone:
+			// Never activate: a source that does not hold the LV has
+			// nothing to hand over.
+			return refuse("%s is not active on %s", ref, h.Host)
+		case mode == lvmlock.ModeEx:
+			if why := info.SharedActivationProblem(); why != "" {
+				return refuse("%s is %s, which cannot be shared", ref, why)
+			}
+			targets = append(targets, lvmlock.Target{Ref: ref, Mode: lvmlock.ModeSh})
+		}
+	}
+	if _, err := lvm.Activate(ctx, st, targets); err != nil {
+		return refuse("converting to shared on %s failed: %v", h.Host, err)
+	}
+	h.mu.Lock()
+	if h.grants == nil {
+		h.grants = map[string]grant{}
+	}
+	h.grants[req.UUID] = grant{peer: peer, jobStart: jobStart}
+	h.mu.Unlock()
+	ans.Granted = true
+	return ans
+}
+
+// outgoing returns the domain uuid and its job when libvirt shows it active
+// here with an outgoing migration job, else an error saying why not.
+func (h *Helper) outgoing(ctx context.Context, lv Libvirt, uuid string) (*hook.Domain, Job, error) {
+	state, err := lv.DomainState(ctx, uuid)
+	switch {
+	case errors.Is(err, ErrNoDomain):
+		return nil, Job{}, fmt.Errorf("domain %s does not run on %s", uuid, h.Host)
+	case err != nil:
+		return nil, Job{}, fmt.Errorf("libvirt on %s: %w", h.Host, err)
+	case state != StateRunning && state != StatePaused:
+		return nil, Job{}, fmt.Errorf("domain %s is %s on %s", uuid, state, h.Host)
+	}
+	job, err := lv.DomainJob(ctx, uuid)
+	switch {
+	case errors.Is(err, ErrNoDomain):
+		return nil, Job{}, fmt.Errorf("domain %s does not run on %s", uuid, h.Host)
+	case err != nil:
+		return nil, Job{}, fmt.Errorf("libvirt on %s: %w", h.Host, err)
+	case job.Kind != JobMigrationOut:
+		return nil, Job{}, fmt.Errorf("domain %s has no outgoing migration job on %s (job: %s)", uuid, h.Host, job.Kind)
+	}
+	x, err := lv.DomainXML(ctx, uuid)
+	if err != nil {
+		return nil, Job{}, fmt.Errorf("libvirt on %s: %w", h.Host, err)
+	}
+	dom, err := hook.ParseDomain(x, h.Config.StoragePoolDir)
+	switch {
+	case err != nil:
+		return nil, Job{}, err
+	case dom.UUID != uuid:
+		return nil, Job{}, fmt.Errorf("libvirt on %s returned the XML of %s for %s", h.Host, dom.UUID, uuid)
+	case dom.OptedOut:
+		return nil, Job{}, fmt.Errorf("%s opted out of lvhook", dom.Name)
+	}
+	return dom, job, nil
+}
+
+func vgsOf(refs []lvmlock.Ref) []string {
+	var vgs []string
+	for _, r := range refs {
+		if !slices.Contains(vgs, r.VG) {
+			vgs = append(vgs, r.VG)
+		}
+	}
+	slices.Sort(vgs)
+	return vgs
+}

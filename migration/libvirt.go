@@ -1,0 +1,113 @@
+package migration
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Libvirt is what the lock helper asks of the local libvirtd. Domains are
+// named by UUID in lowercase 8-4-4-4-12 form. Implementations must be safe for
+// concurrent use: the peer server and the reconciler share one connection.
+type Libvirt interface {
+	// ActiveDomains lists the domains whose QEMU runs here (running or
+	// paused, including the paused destination of an incoming migration).
+	ActiveDomains(ctx context.Context) ([]Domain, error)
+	// DomainState is the state of an active domain; ErrNoDomain when the
+	// domain is not defined or not active here.
+	DomainState(ctx context.Context, uuid string) (DomainState, error)
+	// DomainJob is the domain's current job (virDomainGetJobStats).
+	DomainJob(ctx context.Context, uuid string) (Job, error)
+	// DomainXML is the live domain XML.
+	DomainXML(ctx context.Context, uuid string) ([]byte, error)
+	// LifecycleEvents streams lifecycle events until ctx ends or the
+	// connection is lost; the channel is then closed.
+	LifecycleEvents(ctx context.Context) (<-chan Event, error)
+	// Disconnected is closed when the connection to libvirtd is lost.
+	Disconnected() <-chan struct{}
+	// Close ends the connection.
+	Close() error
+}
+
+// Connector opens a connection to the local libvirtd.
+type Connector func(ctx context.Context) (Libvirt, error)
+
+// ErrNoDomain: libvirt has no such active domain.
+var ErrNoDomain = errors.New("no such active domain")
+
+// Domain names a libvirt domain.
+type Domain struct {
+	Name string
+	UUID string
+}
+
+// DomainState is a domain's libvirt state, reduced to what lvhook decides on.
+type DomainState int
+
+const (
+	StateOther DomainState = iota
+	StateRunning
+	StatePaused
+	StateShutoff
+)
+
+func (s DomainState) String() string {
+	return [...]string{"other", "running", "paused", "shut off"}[s]
+}
+
+// JobKind is the operation of a domain's current job.
+type JobKind int
+
+const (
+	// JobNone: no job.
+	JobNone JobKind = iota
+	// JobMigrationOut: an outgoing migration, from the source's Begin to
+	// its Confirm.
+	JobMigrationOut
+	// JobMigrationIn: an incoming migration (libvirt refuses job statistics
+	// on a migration's destination, which is how it shows).
+	JobMigrationIn
+	// JobOther: a job that is no migration (save, dump, snapshot, backup).
+	JobOther
+	// JobUnknown: a job whose operation libvirt did not say.
+	JobUnknown
+)
+
+func (k JobKind) String() string {
+	return [...]string{"none", "outgoing migration", "incoming migration", "other", "unknown"}[k]
+}
+
+// Job is a domain's current job.
+type Job struct {
+	Kind JobKind
+	// Elapsed is how long the job has run, when libvirt says.
+	Elapsed time.Duration
+}
+
+// EventKind is a lifecycle event, reduced to what the lock helper reacts to.
+type EventKind int
+
+const (
+	EventOther EventKind = iota
+	EventStarted
+	EventStartedMigrated
+	EventSuspended
+	EventResumed
+	// EventResumedMigrated: on the destination, the migration finished; on
+	// the source, it failed or was cancelled and the guest runs here again.
+	EventResumedMigrated
+	EventStopped
+	EventStoppedMigrated
+	EventStoppedFailed
+)
+
+func (k EventKind) String() string {
+	return [...]string{"other", "started", "started migrated", "suspended", "resumed",
+		"resumed migrated", "stopped", "stopped migrated", "stopped failed"}[k]
+}
+
+// Event is one lifecycle event of a domain.
+type Event struct {
+	Domain
+	Kind EventKind
+}

@@ -1,0 +1,554 @@
+package migration
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/lvhook/lvhook/hook"
+	"github.com/lvhook/lvhook/lvmlock"
+)
+
+// Pace of the sh->ex retries after a migration: the source's release end
+// usually drops its sh within seconds of the destination's resume.
+const (
+	retryMin = 250 * time.Millisecond
+	retryMax = 5 * time.Second
+)
+
+// dueDomain is a domain whose LVs should be ex here but are still sh.
+type dueDomain struct {
+	name  string
+	next  time.Time
+	delay time.Duration
+	// event is when RESUMED_MIGRATED arrived, since when the first try
+	// to go ex failed: the time to ex is measured from the earlier.
+	event, since time.Time
+	reported     bool
+}
+
+// domView is what libvirt says of one domain running here, with lvhook's
+// record of it as it was when libvirt was asked.
+type domView struct {
+	Domain
+	state    DomainState
+	job      Job
+	disks    []hook.Disk
+	rec      hook.Record
+	recorded bool
+}
+
+// ReconcileAll compares every domain running here with its LVs' lock modes
+// and repairs what is due, then retries the deactivations that failed.
+func (h *Helper) ReconcileAll(ctx context.Context) { h.reconcile(ctx, nil) }
+
+// HandleEvent reacts to a lifecycle event: the domain is reconciled at once.
+// RESUMED_MIGRATED starts the sh->ex retries (destination after a migration,
+// source after a cancelled one).
+func (h *Helper) HandleEvent(ctx context.Context, ev Event) {
+	h.Log.Info().Str("domain", ev.Name).Str("uuid", ev.UUID).Stringer("event", ev.Kind).Msg("lifecycle event")
+	if ev.Kind == EventResumedMigrated {
+		h.mu.Lock()
+		d := h.dueLocked(ev.UUID, ev.Name)
+		d.event, d.delay, d.since, d.reported = h.now(), 0, time.Time{}, false
+		h.mu.Unlock()
+	}
+	h.reconcile(ctx, []string{ev.UUID})
+}
+
+// Tick runs what is due now: the periodic full pass every
+// ReconcileInterval, and the retries of domains waiting for ex.
+func (h *Helper) Tick(ctx context.Context) {
+	now := h.now()
+	h.mu.Lock()
+	full := h.lastPass.IsZero() || now.Sub(h.lastPass) >= h.Config.Daemon.ReconcileInterval.D()
+	var uuids []string
+	for u, d := range h.due {
+		if !d.next.IsZero() && !d.next.After(now) {
+			uuids = append(uuids, u)
+		}
+	}
+	h.mu.Unlock()
+	switch {
+	case full:
+		h.reconcile(ctx, nil)
+	case len(uuids) > 0:
+		slices.Sort(uuids)
+		h.reconcile(ctx, uuids)
+	}
+}
+
+// NextWake is when Tick has something to do.
+func (h *Helper) NextWake() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	next := h.lastPass.Add(h.Config.Daemon.ReconcileInterval.D())
+	for _, d := range h.due {
+		if !d.next.IsZero() && d.next.Before(next) {
+			next = d.next
+		}
+	}
+	return next
+}
+
+// reconcile examines the domains in only (every domain when nil). libvirt is
+// asked first, without the host lock: libvirtd may be running a hook of the
+// same domain, and that hook waits for the lock.
+func (h *Helper) reconcile(ctx context.Context, only []string) {
+	full := only == nil
+	if full {
+		h.mu.Lock()
+		h.lastPass = h.now()
+		h.mu.Unlock()
+	}
+	lv := h.libvirt()
+	if lv == nil {
+		h.Log.Debug().Msg("not connected to libvirt: nothing reconciled")
+		return
+	}
+	h.mu.Lock()
+	seen := h.downgrades
+	h.mu.Unlock()
+	wanted := func(uuid string) bool { return full || slices.Contains(only, uuid) }
+
+	active, err := lv.ActiveDomains(ctx)
+	if err != nil {
+		h.Log.Warn().Err(err).Msg("cannot list domains: nothing reconciled")
+		return
+	}
+	slices.SortFunc(active, func(a, b Domain) int { return cmp.Compare(a.UUID, b.UUID) })
+	running := map[string]bool{}
+	var views []*domView
+	problems := map[string][]Problem{}
+	names := map[string]string{}
+	for _, d := range active {
+		if !wanted(d.UUID) {
+			running[d.UUID] = true
+			continue
+		}
+		v, err := h.view(ctx, lv, d)
+		switch {
+		case errors.Is(err, ErrNoDomain):
+			continue // gone since the list: its release deals with it
+		case err != nil:
+			running[d.UUID] = true
+			names[d.UUID] = d.Name
+			problems[d.UUID] = append(problems[d.UUID], Problem{What: fmt.Sprintf("cannot read from libvirt: %v", err)})
+			h.Log.Warn().Err(err).Str("domain", d.Name).Str("uuid", d.UUID).Msg("cannot read domain from libvirt")
+			continue
+		}
+		running[d.UUID] = true
+		names[d.UUID] = d.Name
+		views = append(views, v)
+	}
+	var pendings []hook.Record
+	recs, err := h.State.All(hook.PendingDir)
+	if err != nil {
+		h.Log.Warn().Err(err).Msg("unreadable pending deactivation")
+	}
+	for _, p := range recs {
+		if wanted(p.UUID) {
+			pendings = append(pendings, p)
+		}
+	}
+	h.mu.Lock()
+	for u := range h.grants {
+		if !running[u] && (full || slices.Contains(only, u)) {
+			delete(h.grants, u)
+		}
+	}
+	for _, v := range views {
+		if v.job.Kind != JobMigrationOut {
+			delete(h.grants, v.UUID)
+		}
+	}
+	h.mu.Unlock()
+	if !full {
+		// A domain examined and no longer running here needs no retry.
+		h.mu.Lock()
+		for _, u := range only {
+			if !running[u] {
+				delete(h.due, u)
+			}
+		}
+		h.mu.Unlock()
+	} else {
+		h.mu.Lock()
+		for u := range h.due {
+			if !running[u] {
+				delete(h.due, u)
+			}
+		}
+		h.mu.Unlock()
+	}
+
+	if len(views) > 0 || len(pendings) > 0 || full {
+		h.locked(ctx, views, pendings, running, seen, full, problems, names)
+	}
+	h.publish(only, problems, names)
+}
+
+// locked does the lvm part of a reconciliation under the host lock, so that
+// no hook changes a lock between the state read and the repair.
+func (h *Helper) locked(ctx context.Context, views []*domView, pendings []hook.Record, running map[string]bool,
+	seen uint64, full bool, problems map[string][]Problem, names map[string]string) {
+	ctx, cancel := context.WithTimeout(ctx, h.Config.HookTimeout.D())
+	defer cancel()
+	unlock, err := h.State.Lock(ctx)
+	if err != nil {
+		h.Log.Warn().Err(err).Msg("cannot take the host lock: nothing reconciled")
+		return
+	}
+	defer unlock()
+	records, err := h.State.All(hook.DomainsDir)
+	if err != nil {
+		h.Log.Warn().Err(err).Msg("unreadable domain record")
+	}
+	var vgs []string
+	for _, v := range views {
+		for _, d := range v.disks {
+			vgs = append(vgs, d.VG)
+		}
+	}
+	for _, p := range pendings {
+		for _, l := range p.LVs {
+			vgs = append(vgs, l.VG)
+		}
+	}
+	slices.Sort(vgs)
+	vgs = slices.Compact(vgs)
+	st := &lvmlock.State{LVs: map[lvmlock.Ref]lvmlock.LV{}, Locks: lvmlock.Locks{}}
+	if len(vgs) > 0 {
+		if st, err = h.LVM.State(ctx, true, vgs...); err != nil {
+			h.Log.Error().Err(err).Msg("cannot read the lock state: nothing reconciled")
+			return
+		}
+	}
+	for _, v := range views {
+		// The view is from before the lock: a hook may have stopped or
+		// restarted the domain since. lvhook's record, which hooks write
+		// under the lock, tells; a domain it did not start is not its to
+		// repair.
+		i := slices.IndexFunc(records, func(r hook.Record) bool { return r.UUID == v.UUID })
+		act := repair
+		switch {
+		case i < 0 && !v.recorded:
+			act = unrecorded
+		case i < 0 || !v.recorded || !records[i].Since.Equal(v.rec.Since):
+			act = changed
+		}
+		problems[v.UUID] = append(problems[v.UUID], h.repairRunning(ctx, st, v, seen, act)...)
+	}
+	// LVs that domains running or starting here use, from lvhook's records
+	// (libvirt's view may be stale by now).
+	used := map[lvmlock.Ref]string{}
+	for _, r := range records {
+		for _, l := range r.LVs {
+			used[l.Ref()] = r.Name
+		}
+	}
+	for _, p := range pendings {
+		if names[p.UUID] == "" {
+			names[p.UUID] = p.Name
+		}
+		problems[p.UUID] = append(problems[p.UUID], h.retryPending(ctx, st, p, used)...)
+	}
+	if !full {
+		return
+	}
+	// A record of a domain libvirt does not list: a start in progress (QEMU
+	// is listed once launched), or a stop no hook saw. Only report it.
+	for _, r := range records {
+		if running[r.UUID] || h.now().Sub(r.Since) < 2*h.Config.Daemon.ReconcileInterval.D() {
+			continue
+		}
+		names[r.UUID] = r.Name
+		problems[r.UUID] = append(problems[r.UUID], Problem{What: fmt.Sprintf(
+			"recorded as running here since %s, but libvirt does not list it; its LVs stay as they are", r.Since.Format(time.RFC3339))})
+	}
+}
+
+func (h *Helper) view(ctx context.Context, lv Libvirt, d Domain) (*domView, error) {
+	state, err := lv.DomainState(ctx, d.UUID)
+	if err != nil {
+		return nil, err
+	}
+	if state == StateShutoff {
+		return nil, ErrNoDomain
+	}
+	job, err := lv.DomainJob(ctx, d.UUID)
+	if err != nil {
+		return nil, err
+	}
+	x, err := lv.DomainXML(ctx, d.UUID)
+	if err != nil {
+		return nil, err
+	}
+	dom, err := hook.ParseDomain(x, h.Config.StoragePoolDir)
+	if err != nil {
+		return nil, err
+	}
+	if dom.UUID != d.UUID {
+		return nil, fmt.Errorf("libvirt returned the XML of %s for %s", dom.UUID, d.UUID)
+	}
+	v := &domView{Domain: Domain{Name: dom.Name, UUID: d.UUID}, state: state, job: job}
+	if !dom.OptedOut {
+		v.disks = dom.Disks
+	}
+	if v.rec, v.recorded, err = h.State.Load(hook.DomainsDir, d.UUID); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// What repairRunning may do with a domain.
+const (
+	repair     = iota
+	changed    // its record changed since libvirt was asked: look again soon
+	unrecorded // lvhook did not start it here: only report
+)
+
+// repairRunning converts the LVs of a domain running here from sh back to ex
+// when no migration needs them shared any more. It never activates an LV and
+// never downgrades one.
+func (h *Helper) repairRunning(ctx context.Context, st *lvmlock.State, v *domView, seen uint64, act int) []Problem {
+	log := h.Log.With().Str("domain", v.Name).Str("uuid", v.UUID).Logger()
+	var probs []Problem
+	var due []lvmlock.Target
+	for _, d := range v.disks {
+		info, ok := st.LVs[d.Ref]
+		switch {
+		case !ok && slices.Contains(st.MissingVGs, d.VG):
+			continue // not an LV, or a VG this host does not see: the hook judged it at start
+		case !ok:
+			probs = append(probs, Problem{VG: d.VG, LV: d.LV, What: "LV not found"})
+			continue
+		case !info.Shared():
+			continue
+		}
+		switch mode := st.Mode(d.Ref); {
+		case mode == lvmlock.ModeNone:
+			probs = append(probs, Problem{VG: d.VG, LV: d.LV, What: fmt.Sprintf(
+				"not active here although %s runs here; lvhook activates an LV only when libvirt starts or receives the domain", v.Name)})
+		case mode == lvmlock.ModeSh && d.Mode == lvmlock.ModeEx:
+			due = append(due, lvmlock.Target{Ref: d.Ref, Mode: lvmlock.ModeEx})
+		}
+	}
+	switch {
+	case act == changed:
+		log.Info().Msg("started or stopped while being reconciled: looked at again later")
+		h.schedule(v, false)
+		return nil
+	case act == unrecorded && len(due)+len(probs) > 0:
+		return append(probs, Problem{What: "lvhook has no record of this domain here (started before lvhook was installed?): its LVs are not repaired"})
+	case act == unrecorded:
+		return nil
+	case len(due) == 0:
+		h.mu.Lock()
+		delete(h.due, v.UUID)
+		h.mu.Unlock()
+		if v.job.Kind == JobNone || v.job.Kind == JobOther {
+			h.finishIncoming(log, v.UUID)
+		}
+		return probs
+	}
+	switch v.job.Kind {
+	case JobMigrationOut, JobUnknown:
+		// sh is right while the domain migrates away (or may).
+		h.mu.Lock()
+		delete(h.due, v.UUID)
+		h.mu.Unlock()
+		return probs
+	case JobMigrationIn:
+		// The incoming migration still runs; once the guest is resumed
+		// here only libvirt's Finish is left: look again soon.
+		if v.state == StateRunning {
+			h.schedule(v, false)
+		}
+		return probs
+	}
+	h.mu.Lock()
+	stale := h.downgradedAt[v.UUID] > seen
+	h.mu.Unlock()
+	if stale {
+		log.Info().Msg("downgraded for a migration while being reconciled: looked at again later")
+		h.schedule(v, false)
+		return probs
+	}
+	lvm := *h.LVM
+	lvm.Log = log
+	// Convert, not Activate: a partial failure keeps the LVs that became
+	// ex (rolling them back would drop ex to sh with no migration).
+	if _, err := lvm.Convert(ctx, st, due); err != nil {
+		return append(probs, h.notYetExclusive(log, v, due, err)...)
+	}
+	h.mu.Lock()
+	d := h.due[v.UUID]
+	delete(h.due, v.UUID)
+	h.mu.Unlock()
+	since := h.now()
+	if d != nil {
+		for _, t := range []time.Time{d.since, d.event} {
+			if !t.IsZero() && t.Before(since) {
+				since = t
+			}
+		}
+	}
+	log.Info().Str("lvs", lvmlock.JoinRefs(refsOf(due))).Str("from", "sh").Str("to", "ex").
+		Dur("took", h.now().Sub(since)).Msg("exclusive again")
+	h.finishIncoming(log, v.UUID)
+	return probs
+}
+
+// notYetExclusive schedules the next sh->ex try of a domain and, once
+// exclusive_timeout has passed, reports its LVs as stuck (once in the log, and
+// in the problems file for lvhook check).
+func (h *Helper) notYetExclusive(log zerolog.Logger, v *domView, due []lvmlock.Target, err error) []Problem {
+	d := h.schedule(v, true)
+	held := h.now().Sub(d.since)
+	if held < h.Config.Daemon.ExclusiveTimeout.D() {
+		log.Info().Err(err).Str("lvs", lvmlock.JoinRefs(refsOf(due))).Msg("exclusive lock not yet available; retrying")
+		return nil
+	}
+	var probs []Problem
+	for _, t := range due {
+		probs = append(probs, Problem{VG: t.VG, LV: t.LV, What: fmt.Sprintf(
+			"still shared since %s although no migration needs it (%v); another host still holds it shared",
+			d.since.UTC().Format(time.RFC3339), explain(err))})
+	}
+	h.mu.Lock()
+	report := !d.reported
+	d.reported = true
+	h.mu.Unlock()
+	if report {
+		log.Error().Err(err).Str("lvs", lvmlock.JoinRefs(refsOf(due))).Dur("took", held).
+			Msg("LVs still shared past exclusive_timeout")
+	}
+	return probs
+}
+
+// schedule plans the next look at v; counted retries (ex due, conversion
+// refused) start the exclusive_timeout clock.
+func (h *Helper) schedule(v *domView, counted bool) *dueDomain {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	d := h.dueLocked(v.UUID, v.Name)
+	now := h.now()
+	if counted && d.since.IsZero() {
+		d.since = now
+		if !d.event.IsZero() && d.event.Before(now) {
+			d.since = d.event
+		}
+	}
+	switch {
+	case counted && now.Sub(d.since) >= h.Config.Daemon.ExclusiveTimeout.D():
+		d.delay = h.Config.Daemon.ReconcileInterval.D()
+	case d.delay == 0:
+		d.delay = retryMin
+	default:
+		d.delay = min(2*d.delay, retryMax)
+	}
+	d.next = now.Add(d.delay)
+	return d
+}
+
+func (h *Helper) dueLocked(uuid, name string) *dueDomain {
+	if h.due == nil {
+		h.due = map[string]*dueDomain{}
+	}
+	d := h.due[uuid]
+	if d == nil {
+		d = &dueDomain{name: name}
+		h.due[uuid] = d
+	}
+	return d
+}
+
+// finishIncoming clears the Incoming flag of a domain's record once its LVs
+// are ex here (the hook sets it on a migration's destination).
+func (h *Helper) finishIncoming(log zerolog.Logger, uuid string) {
+	rec, ok, err := h.State.Load(hook.DomainsDir, uuid)
+	if err != nil || !ok || !rec.Incoming {
+		return
+	}
+	rec.Incoming = false
+	if err := h.State.Save(hook.DomainsDir, rec); err != nil {
+		log.Warn().Err(err).Msg("cannot update domain record")
+		return
+	}
+	log.Info().Msg("incoming migration complete")
+}
+
+// retryPending deactivates the LVs a failed release left active. An LV that
+// a domain running (or starting) here uses is dropped from the record: that
+// domain's own release deactivates it.
+func (h *Helper) retryPending(ctx context.Context, st *lvmlock.State, p hook.Record, used map[lvmlock.Ref]string) []Problem {
+	log := h.Log.With().Str("domain", p.Name).Str("uuid", p.UUID).Logger()
+	var off []lvmlock.Ref
+	for _, l := range p.LVs {
+		ref := l.Ref()
+		info, ok := st.LVs[ref]
+		switch {
+		case used[ref] != "":
+			log.Info().Str("vg", ref.VG).Str("lv", ref.LV).Str("used_by", used[ref]).Msg("used by a domain here: left to its release")
+		case !ok || !info.Shared() || st.Mode(ref) == lvmlock.ModeNone:
+		default:
+			off = append(off, ref)
+		}
+	}
+	lvm := *h.LVM
+	lvm.Log = log
+	done, err := lvm.Deactivate(ctx, st, off)
+	var left []hook.RecordLV
+	var probs []Problem
+	for _, ref := range off {
+		if !slices.ContainsFunc(done, func(c lvmlock.Change) bool { return c.Ref == ref }) {
+			left = append(left, hook.RecordLV{VG: ref.VG, LV: ref.LV})
+			probs = append(probs, Problem{VG: ref.VG, LV: ref.LV, What: fmt.Sprintf(
+				"left active after %s stopped here (%v); lvhook retries the deactivation", p.Name, explain(err))})
+		}
+	}
+	if len(left) == 0 {
+		if err := h.State.Remove(hook.PendingDir, p.UUID); err != nil {
+			log.Warn().Err(err).Msg("cannot remove pending record")
+		}
+		log.Info().Msg("pending deactivation done")
+		return nil
+	}
+	p.LVs = left
+	if err := h.State.Save(hook.PendingDir, p); err != nil {
+		log.Warn().Err(err).Msg("cannot save pending record")
+	}
+	log.Warn().Err(err).Str("lvs", lvmlock.JoinRefs(recordRefs(left))).Msg("deactivation failed again")
+	return probs
+}
+
+func refsOf(ts []lvmlock.Target) []lvmlock.Ref {
+	refs := make([]lvmlock.Ref, len(ts))
+	for i, t := range ts {
+		refs[i] = t.Ref
+	}
+	return refs
+}
+
+func recordRefs(lvs []hook.RecordLV) []lvmlock.Ref {
+	refs := make([]lvmlock.Ref, len(lvs))
+	for i, l := range lvs {
+		refs[i] = l.Ref()
+	}
+	return refs
+}
+
+// explain is the short reason of an lvm failure.
+func explain(err error) string {
+	var e *lvmlock.Error
+	if errors.As(err, &e) {
+		return e.Reason()
+	}
+	return err.Error()
+}

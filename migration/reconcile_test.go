@@ -1,0 +1,226 @@
+package migration
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/lvhook/lvhook/hook"
+	"github.com/lvhook/lvhook/lvmlock"
+	"github.com/lvhook/lvhook/lvmlock/lvmfake"
+)
+
+type lock = map[int]lvmlock.Mode
+
+func problemsOf(t *testing.T, h *testHost) map[string][]string {
+	t.Helper()
+	dps, err := ReadProblems(h.state.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]string{}
+	for _, dp := range dps {
+		for _, p := range dp.Problems {
+			out[dp.Name] = append(out[dp.Name], p.VG+"/"+p.LV+": "+p.What)
+		}
+	}
+	return out
+}
+
+// TestExclusiveAfterMigration: the destination, on RESUMED_MIGRATED, retries
+// sh -> ex until the source's release has dropped its sh, then clears the
+// record's Incoming flag.
+func TestExclusiveAfterMigration(t *testing.T) {
+	c := newTestCluster(t, 2)
+	dst := c.hosts[1]
+	dst.lv.run("vm1", uuid1, StateRunning, JobNone, "/dev/vg0/a", "/dev/vg0/b")
+	c.record(2, "vm1", uuid1, true, "a", "b")
+	for _, lv := range []string{"a", "b"} {
+		c.hold(1, lv, lvmlock.ModeSh)
+		c.hold(2, lv, lvmlock.ModeSh)
+	}
+	ctx := context.Background()
+	dst.helper.HandleEvent(ctx, Event{Domain: Domain{Name: "vm1", UUID: uuid1}, Kind: EventResumedMigrated})
+	if diff := cmp.Diff(map[string]map[int]lvmlock.Mode{"a": {1: "sh", 2: "sh"}, "b": {1: "sh", 2: "sh"}}, c.holders("a", "b")); diff != "" {
+		t.Fatalf("while the source holds sh (-want +got):\n%s", diff)
+	}
+	if got, want := dst.helper.NextWake(), c.clock().Add(retryMin); !got.Equal(want) {
+		t.Errorf("NextWake() = %v, want the first retry at %v", got, want)
+	}
+	// The source's release end: -an there.
+	c.hold(1, "a", lvmlock.ModeNone)
+	c.hold(1, "b", lvmlock.ModeNone)
+	c.advance(retryMin)
+	dst.helper.Tick(ctx)
+	if diff := cmp.Diff(map[string]map[int]lvmlock.Mode{"a": {2: "ex"}, "b": {2: "ex"}}, c.holders("a", "b")); diff != "" {
+		t.Errorf("after the source's release (-want +got):\n%s", diff)
+	}
+	rec, _, err := dst.state.Load(hook.DomainsDir, uuid1)
+	if err != nil || rec.Incoming {
+		t.Errorf("record after ex: %+v, %v; want Incoming cleared", rec, err)
+	}
+	if got := problemsOf(t, dst); len(got) != 0 {
+		t.Errorf("problems left: %v", got)
+	}
+}
+
+// TestReconcileModes: what a pass does to a domain running here, by job.
+func TestReconcileModes(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		state    DomainState
+		job      JobKind
+		recorded bool
+		before   map[int]lvmlock.Mode // lock table of vg0/a
+		after    map[int]lvmlock.Mode
+		problem  string
+	}{
+		{name: "cancelled migration, source alone: back to ex", state: StateRunning, job: JobNone, recorded: true,
+			before: lock{1: "sh"}, after: lock{1: "ex"}},
+		{name: "cancelled migration, destination not yet released: kept", state: StateRunning, job: JobNone, recorded: true,
+			before: lock{1: "sh", 2: "sh"}, after: lock{1: "sh", 2: "sh"}},
+		{name: "outgoing migration: sh kept", state: StateRunning, job: JobMigrationOut, recorded: true,
+			before: lock{1: "sh"}, after: lock{1: "sh"}},
+		{name: "incoming migration: sh kept", state: StatePaused, job: JobMigrationIn, recorded: true,
+			before: lock{1: "sh"}, after: lock{1: "sh"}},
+		{name: "save or dump job: ex due", state: StatePaused, job: JobOther, recorded: true,
+			before: lock{1: "sh"}, after: lock{1: "ex"}},
+		{name: "ex where ex is due: nothing", state: StateRunning, job: JobNone, recorded: true,
+			before: lock{1: "ex"}, after: lock{1: "ex"}},
+		{name: "inactive LV of a running domain: never activated, reported", state: StateRunning, job: JobNone, recorded: true,
+			before: lock{}, after: lock{}, problem: "not active here"},
+		{name: "domain lvhook did not start: not repaired, reported", state: StateRunning, job: JobNone,
+			before: lock{1: "sh"}, after: lock{1: "sh"}, problem: "no record"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newTestCluster(t, 2)
+			h := c.hosts[0]
+			h.lv.run("vm1", uuid1, tc.state, tc.job, "/dev/vg0/a")
+			if tc.recorded {
+				c.record(1, "vm1", uuid1, false, "a")
+			}
+			for host, m := range tc.before {
+				c.hold(host, "a", m)
+			}
+			h.helper.ReconcileAll(context.Background())
+			if diff := cmp.Diff(tc.after, c.lvm.Holders("vg0", "a")); diff != "" {
+				t.Errorf("vg0/a after a pass (-want +got):\n%s", diff)
+			}
+			got := strings.Join(problemsOf(t, h)["vm1"], "\n")
+			if tc.problem == "" && got != "" || !strings.Contains(got, tc.problem) {
+				t.Errorf("problems = %q, want one containing %q", got, tc.problem)
+			}
+		})
+	}
+}
+
+// TestStuckSharedReported: past exclusive_timeout an LV still sh is logged
+// and left in the problems file for lvhook check, which is cleared once ex.
+func TestStuckSharedReported(t *testing.T) {
+	c := newTestCluster(t, 2)
+	dst := c.hosts[1]
+	dst.lv.run("vm1", uuid1, StateRunning, JobNone, "/dev/vg0/a")
+	c.record(2, "vm1", uuid1, true, "a")
+	c.hold(1, "a", lvmlock.ModeSh)
+	c.hold(2, "a", lvmlock.ModeSh)
+	ctx := context.Background()
+	dst.helper.HandleEvent(ctx, Event{Domain: Domain{Name: "vm1", UUID: uuid1}, Kind: EventResumedMigrated})
+	timeout := dst.helper.Config.Daemon.ExclusiveTimeout.D()
+	for end := c.clock().Add(timeout); c.clock().Before(end); {
+		c.advance(dst.helper.NextWake().Sub(c.clock()))
+		dst.helper.Tick(ctx)
+	}
+	got := problemsOf(t, dst)["vm1"]
+	if len(got) != 1 || !strings.Contains(got[0], "vg0/a: still shared since") {
+		t.Fatalf("problems past exclusive_timeout = %q, want vg0/a still shared", got)
+	}
+	c.hold(1, "a", lvmlock.ModeNone)
+	c.advance(dst.helper.NextWake().Sub(c.clock()))
+	dst.helper.Tick(ctx)
+	if diff := cmp.Diff(lock{2: "ex"}, c.lvm.Holders("vg0", "a")); diff != "" {
+		t.Errorf("vg0/a once the other host let go (-want +got):\n%s", diff)
+	}
+	if got := problemsOf(t, dst); len(got) != 0 {
+		t.Errorf("problems once ex: %v", got)
+	}
+}
+
+// TestPendingDeactivation: a release whose -an failed leaves a pending
+// record; the helper retries it for a domain that no longer runs here, and
+// leaves the LVs of a domain that runs (or starts) here to its own release.
+func TestPendingDeactivation(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		runningHere bool
+		open        bool
+		after       map[int]lvmlock.Mode
+		pendingLeft bool
+		problem     string
+	}{
+		{name: "stopped: deactivated", after: lock{}},
+		{name: "still open: retried later, reported", open: true, after: lock{1: "ex"}, pendingLeft: true, problem: "left active after vm2 stopped"},
+		{name: "started here again: left to its release", runningHere: true, after: lock{1: "ex"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newTestCluster(t, 2)
+			h := c.hosts[0]
+			c.hold(1, "b", lvmlock.ModeEx)
+			if err := h.state.Save(hook.PendingDir, hook.Record{Name: "vm2", UUID: uuid2,
+				LVs: []hook.RecordLV{{VG: "vg0", LV: "b"}}}); err != nil {
+				t.Fatal(err)
+			}
+			if tc.runningHere {
+				h.lv.run("vm2", uuid2, StateRunning, JobNone, "/dev/vg0/b")
+				c.record(1, "vm2", uuid2, false, "b")
+			}
+			if tc.open {
+				c.lvm.Do(func(cl *lvmfake.Cluster) { cl.Open[1][lvmlock.Ref{VG: "vg0", LV: "b"}] = true })
+			}
+			h.helper.ReconcileAll(context.Background())
+			if diff := cmp.Diff(tc.after, c.lvm.Holders("vg0", "b")); diff != "" {
+				t.Errorf("vg0/b after a pass (-want +got):\n%s", diff)
+			}
+			_, pending, err := h.state.Load(hook.PendingDir, uuid2)
+			if err != nil || pending != tc.pendingLeft {
+				t.Errorf("pending record left = %v (%v), want %v", pending, err, tc.pendingLeft)
+			}
+			got := strings.Join(problemsOf(t, h)["vm2"], "\n")
+			if tc.problem == "" && got != "" || !strings.Contains(got, tc.problem) {
+				t.Errorf("problems = %q, want one containing %q", got, tc.problem)
+			}
+		})
+	}
+}
+
+// TestTickPacing: a full pass every reconcile_interval, retries in between
+// only for the domains due.
+func TestTickPacing(t *testing.T) {
+	c := newTestCluster(t, 1)
+	h := c.hosts[0]
+	ctx := context.Background()
+	interval := h.helper.Config.Daemon.ReconcileInterval.D()
+	if got, want := h.helper.NextWake(), c.clock().Add(interval); !got.Equal(want) {
+		t.Fatalf("NextWake() after connecting = %v, want %v", got, want)
+	}
+	h.lv.mu.Lock()
+	h.lv.calls = 0
+	h.lv.mu.Unlock()
+	c.advance(interval / 2)
+	h.helper.Tick(ctx)
+	h.lv.mu.Lock()
+	early := h.lv.calls
+	h.lv.mu.Unlock()
+	c.advance(interval / 2)
+	h.helper.Tick(ctx)
+	h.lv.mu.Lock()
+	due := h.lv.calls
+	h.lv.mu.Unlock()
+	if early != 0 || due == 0 {
+		t.Errorf("libvirt calls: %d before the interval (want 0), %d at it (want some)", early, due)
+	}
+	if got, want := h.helper.NextWake(), c.clock().Add(interval); !got.Equal(want) {
+		t.Errorf("NextWake() after a pass = %v, want %v", got, want)
+	}
+}

@@ -1,0 +1,156 @@
+package migration
+
+import (
+	"context"
+	"errors"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/lvhook/lvhook/lvmlock"
+)
+
+// TestNotify speaks sd_notify's protocol to a real datagram socket.
+func TestNotify(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", path)
+	if err := Notify("READY=1\nSTATUS=connected to libvirt"); err != nil {
+		t.Fatalf("Notify: %v", err)
+	}
+	buf := make([]byte, 256)
+	n, err := conn.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(buf[:n]), "READY=1\nSTATUS=connected to libvirt"; got != want {
+		t.Errorf("datagram = %q, want %q", got, want)
+	}
+	t.Setenv("NOTIFY_SOCKET", "")
+	if err := Notify("READY=1"); err != nil {
+		t.Errorf("Notify without NOTIFY_SOCKET = %v, want nil (nothing to do)", err)
+	}
+	t.Setenv("NOTIFY_SOCKET", "relative/path")
+	if err := Notify("READY=1"); err == nil {
+		t.Errorf("Notify to a relative path accepted")
+	}
+}
+
+// TestRunReconnects: Run waits for a libvirtd that is down (READY anyway),
+// connects, handles events, and reconnects when libvirtd restarts,
+// reconciling at each connection.
+func TestRunReconnects(t *testing.T) {
+	c := newTestCluster(t, 2)
+	h := c.hosts[1]
+	cmds := make(chan string, 64)
+	h.helper.LVM.Runner = &tellingRunner{inner: c.lvm.Host(2), cmds: cmds}
+	h.helper.Disconnected()
+	h.helper.Now = time.Now
+	h.helper.ReconnectMin, h.helper.ReconnectMax = time.Millisecond, 5*time.Millisecond
+
+	// libvirtd: down at first, then two lives.
+	lives := []*fakeLibvirt{newFakeLibvirt(), newFakeLibvirt()}
+	for _, lv := range lives {
+		lv.run("vm1", uuid1, StateRunning, JobNone, "/dev/vg0/a")
+	}
+	c.record(2, "vm1", uuid1, true, "a")
+	c.hold(1, "a", lvmlock.ModeSh)
+	c.hold(2, "a", lvmlock.ModeSh)
+	connects := make(chan int, 8)
+	var mu sync.Mutex
+	attempt := 0
+	connect := func(context.Context) (Libvirt, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		attempt++
+		connects <- attempt
+		if attempt == 1 {
+			return nil, errors.New("dial unix /var/run/libvirt/libvirt-sock: connection refused")
+		}
+		if attempt-2 < len(lives) {
+			return lives[attempt-2], nil
+		}
+		return nil, errors.New("connection refused")
+	}
+	notes := make(chan string, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.helper.Run(ctx, connect, func(s string) { notes <- s })
+	}()
+
+	if n := <-connects; n != 1 {
+		t.Fatalf("first connection attempt %d", n)
+	}
+	if note := <-notes; !strings.HasPrefix(note, "READY=1\nSTATUS=waiting for libvirt") {
+		t.Errorf("first notification %q, want READY while waiting for libvirt", note)
+	}
+	<-connects
+	if note := <-notes; note != "STATUS=connected to libvirt" {
+		t.Errorf("notification %q, want connected", note)
+	}
+	// The source's release drops its sh; the event makes the helper try.
+	c.hold(1, "a", lvmlock.ModeNone)
+	lives[0].events <- Event{Domain: Domain{Name: "vm1", UUID: uuid1}, Kind: EventResumedMigrated}
+	waitCmd(t, cmds, "lvchange -aey --select vg_shared=1 vg0/a: ok")
+	if diff := cmp.Diff(map[int]lvmlock.Mode{2: "ex"}, c.lvm.Holders("vg0", "a")); diff != "" {
+		t.Errorf("vg0/a after the event (-want +got):\n%s", diff)
+	}
+
+	// libvirtd restarts: the helper reconnects and reconciles again.
+	c.hold(2, "a", lvmlock.ModeSh)
+	close(lives[0].gone)
+	if note := <-notes; note != "STATUS=libvirt connection lost; reconnecting" {
+		t.Errorf("notification %q, want connection lost", note)
+	}
+	<-connects
+	waitCmd(t, cmds, "lvchange -aey --select vg_shared=1 vg0/a: ok")
+	cancel()
+	<-done
+	if diff := cmp.Diff(map[int]lvmlock.Mode{2: "ex"}, c.lvm.Holders("vg0", "a")); diff != "" {
+		t.Errorf("vg0/a (-want +got):\n%s", diff)
+	}
+}
+
+// tellingRunner passes each command on to inner and tells it, with its
+// outcome, on cmds.
+type tellingRunner struct {
+	inner lvmlock.Runner
+	cmds  chan<- string
+}
+
+func (r *tellingRunner) Run(ctx context.Context, name string, args ...string) ([]byte, []byte, error) {
+	out, errOut, err := r.inner.Run(ctx, name, args...)
+	result := ": ok"
+	if err != nil {
+		result = ": failed"
+	}
+	r.cmds <- strings.Join(append([]string{name}, args...), " ") + result
+	return out, errOut, err
+}
+
+// waitCmd waits until the helper has run the command want.
+func waitCmd(t *testing.T, cmds <-chan string, want string) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case cmd := <-cmds:
+			if cmd == want {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("the helper did not run %q within 10 s", want)
+		}
+	}
+}

@@ -1,0 +1,309 @@
+package migration
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	stdlog "log"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/lvhook/lvhook/hook"
+)
+
+// The peer channel: JSON over HTTPS, mutual TLS. A request is one POST of a
+// Request to DowngradePath; the answer is an Answer, with status 200 for a
+// decision (granted or not) and 4xx when the request itself is refused.
+const (
+	DowngradePath = "/v1/downgrade"
+	// DefaultPort is used for a peer address without a port.
+	DefaultPort = "16520"
+	maxBody     = 1 << 20
+)
+
+// Credentials are this host's TLS identity and the cluster's CA.
+type Credentials struct {
+	Cert tls.Certificate
+	CA   *x509.CertPool
+}
+
+// LoadCredentials reads a PEM CA bundle, certificate and key (libvirt's PKI
+// files by default, see hook.DefaultConfig).
+func LoadCredentials(caFile, certFile, keyFile string) (*Credentials, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("peer TLS: CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("peer TLS: %s holds no PEM certificate", caFile)
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("peer TLS: certificate %s and key %s: %w", certFile, keyFile, err)
+	}
+	return &Credentials{Cert: cert, CA: pool}, nil
+}
+
+// verifyChain checks a presented chain against the CA for one usage. Go's own
+// verification is replaced because libvirt's PKI recipes make certificates
+// that name the host in the Common Name only, which Go's hostname check
+// ignores; the name is checked by the caller with certNames.
+func verifyChain(certs []*x509.Certificate, ca *x509.CertPool, usage x509.ExtKeyUsage) (*x509.Certificate, error) {
+	if len(certs) == 0 {
+		return nil, errors.New("no certificate presented")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: ca, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+		return nil, err
+	}
+	return certs[0], nil
+}
+
+// certNames lists the names a certificate gives its holder: DNS and IP
+// subject alternative names, then the Common Name.
+func certNames(c *x509.Certificate) []string {
+	names := append([]string{}, c.DNSNames...)
+	for _, ip := range c.IPAddresses {
+		names = append(names, ip.String())
+	}
+	if c.Subject.CommonName != "" {
+		names = append(names, c.Subject.CommonName)
+	}
+	return names
+}
+
+// PeerName returns the configured peer a certificate names, if any.
+func PeerName(c *x509.Certificate, peers []hook.Peer) (string, bool) {
+	for _, n := range certNames(c) {
+		for _, p := range peers {
+			if strings.EqualFold(n, p.Name) {
+				return p.Name, true
+			}
+		}
+	}
+	return "", false
+}
+
+// ServerTLS is the peer server's TLS configuration: a client certificate is
+// required, signed by the CA for client use and naming a configured peer;
+// anything else fails the handshake.
+func ServerTLS(cr *Credentials, peers []hook.Peer, log zerolog.Logger) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cr.Cert},
+		ClientAuth:   tls.RequireAnyClientCert,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			c, err := verifyChain(cs.PeerCertificates, cr.CA, x509.ExtKeyUsageClientAuth)
+			if err != nil {
+				log.Warn().Err(err).Msg("peer certificate refused")
+				return err
+			}
+			if _, ok := PeerName(c, peers); !ok {
+				err := fmt.Errorf("certificate of %q is not a configured peer", strings.Join(certNames(c), ","))
+				log.Warn().Err(err).Msg("peer certificate refused")
+				return err
+			}
+			return nil
+		},
+	}
+}
+
+// clientTLS is the configuration to reach the peer named name: its server
+// certificate must be signed by the CA for server use and name it.
+func clientTLS(cr *Credentials, name string) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cr.Cert},
+		ServerName:   name,
+		// Verified in VerifyConnection, which also accepts CN-only names.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			c, err := verifyChain(cs.PeerCertificates, cr.CA, x509.ExtKeyUsageServerAuth)
+			if err != nil {
+				return err
+			}
+			for _, n := range certNames(c) {
+				if strings.EqualFold(n, name) {
+					return nil
+				}
+			}
+			return fmt.Errorf("server certificate names %q, not %s", strings.Join(certNames(c), ","), name)
+		},
+	}
+}
+
+// HTTPSTransport asks peers over the HTTPS peer channel.
+type HTTPSTransport struct {
+	// Credentials loads the client identity; the hook loads it only when
+	// a migration needs it, and once.
+	Credentials func() (*Credentials, error)
+}
+
+// LazyCredentials loads credentials on first use and keeps the result.
+func LazyCredentials(caFile, certFile, keyFile string) func() (*Credentials, error) {
+	return sync.OnceValues(func() (*Credentials, error) { return LoadCredentials(caFile, certFile, keyFile) })
+}
+
+// Ask implements Transport.
+func (t *HTTPSTransport) Ask(ctx context.Context, peer hook.Peer, req Request) (Answer, error) {
+	cr, err := t.Credentials()
+	if err != nil {
+		return Answer{}, err
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return Answer{}, err
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+peerAddr(peer.Address)+DowngradePath, bytes.NewReader(body))
+	if err != nil {
+		return Answer{}, err
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	client := &http.Client{Transport: &http.Transport{
+		TLSClientConfig:   clientTLS(cr, peer.Name),
+		DisableKeepAlives: true,
+		ForceAttemptHTTP2: false,
+	}}
+	resp, err := client.Do(hreq)
+	if err != nil {
+		return Answer{}, err
+	}
+	defer resp.Body.Close()
+	var ans Answer
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxBody)).Decode(&ans); err != nil {
+		return Answer{}, fmt.Errorf("answered HTTP %d without a decision: %w", resp.StatusCode, err)
+	}
+	if resp.StatusCode != http.StatusOK && ans.Reason == "" {
+		return Answer{}, fmt.Errorf("answered HTTP %d", resp.StatusCode)
+	}
+	return ans, nil
+}
+
+// peerAddr adds the default port to an address without one.
+func peerAddr(a string) string {
+	if _, _, err := net.SplitHostPort(a); err == nil {
+		return a
+	}
+	return net.JoinHostPort(strings.Trim(a, "[]"), DefaultPort)
+}
+
+// Downgrader decides downgrade requests; *Helper is one.
+type Downgrader interface {
+	Downgrade(ctx context.Context, peer string, req Request) Answer
+}
+
+// Server is the peer server: it authenticates the asking host by its client
+// certificate, bounds the request by its deadline, and logs request and
+// answer.
+type Server struct {
+	Helper Downgrader
+	Peers  []hook.Peer
+	// MaxWait bounds the work on one request whatever it asks.
+	MaxWait time.Duration
+	Log     zerolog.Logger
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	log := s.Log.With().Str("remote", r.RemoteAddr).Logger()
+	answer := func(code int, ans Answer) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(ans)
+	}
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		answer(http.StatusUnauthorized, Answer{Reason: "a client certificate is required"})
+		return
+	}
+	peer, ok := PeerName(r.TLS.PeerCertificates[0], s.Peers)
+	if !ok {
+		// The handshake already refuses these; kept for a Server used
+		// behind another TLS configuration.
+		log.Warn().Strs("names", certNames(r.TLS.PeerCertificates[0])).Msg("request refused: not a configured peer")
+		answer(http.StatusForbidden, Answer{Reason: "not a configured peer"})
+		return
+	}
+	log = log.With().Str("peer", peer).Logger()
+	if r.Method != http.MethodPost || r.URL.Path != DowngradePath {
+		log.Warn().Str("method", r.Method).Str("path", r.URL.Path).Msg("request refused: unknown request")
+		answer(http.StatusNotFound, Answer{Reason: "unknown request " + r.Method + " " + r.URL.Path})
+		return
+	}
+	var req Request
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		log.Warn().Err(err).Msg("request refused: malformed")
+		answer(http.StatusBadRequest, Answer{Reason: "malformed request: " + err.Error()})
+		return
+	}
+	lvs := make([]string, len(req.LVs))
+	for i, l := range req.LVs {
+		lvs[i] = l.VG + "/" + l.LV
+	}
+	log.Info().Str("domain", req.Domain).Str("uuid", req.UUID).Strs("lvs", lvs).Int64("timeout_ms", req.TimeoutMS).
+		Msg("downgrade request received")
+	if req.TimeoutMS <= 0 {
+		answer(http.StatusOK, Answer{Reason: "the request carries no deadline"})
+		return
+	}
+	wait := time.Duration(req.TimeoutMS) * time.Millisecond
+	if s.MaxWait > 0 {
+		wait = min(wait, s.MaxWait)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	ans := s.Helper.Downgrade(ctx, peer, req)
+	log.Info().Str("domain", req.Domain).Str("uuid", req.UUID).Bool("granted", ans.Granted).Str("reason", ans.Reason).
+		Dur("took", time.Since(start)).Msg("downgrade answer sent")
+	answer(http.StatusOK, ans)
+}
+
+// Serve serves the peer channel on ln until ctx ends.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, cfg *tls.Config) error {
+	srv := &http.Server{
+		Handler:           s,
+		TLSConfig:         cfg,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		ErrorLog:          stdlog.New(logWriter{s.Log}, "", 0),
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	err := srv.ServeTLS(ln, "", "")
+	if errors.Is(err, http.ErrServerClosed) {
+		<-done
+		return nil
+	}
+	return err
+}
+
+// logWriter sends net/http's own messages (TLS handshake failures among
+// them) to the log.
+type logWriter struct{ log zerolog.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.log.Warn().Str("error", strings.TrimSpace(string(p))).Msg("peer server")
+	return len(p), nil
+}

@@ -1,0 +1,274 @@
+package migration
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/rs/zerolog"
+
+	"github.com/lvhook/lvhook/hook"
+	"github.com/lvhook/lvhook/lvmlock"
+)
+
+// pki is a test CA that issues certificates into files, as libvirt's PKI
+// recipes lay them out.
+type pki struct {
+	t    *testing.T
+	dir  string
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	file string
+}
+
+func newPKI(t *testing.T, name string) *pki {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	p := &pki{t: t, dir: t.TempDir(), cert: cert, key: key}
+	p.file = p.write("cacert.pem", "CERTIFICATE", der)
+	return p
+}
+
+func (p *pki) write(name, typ string, der []byte) string {
+	path := filepath.Join(p.dir, name)
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		p.t.Fatal(err)
+	}
+	return path
+}
+
+var serial int64 = 10
+
+// issue makes a certificate for cn (with cn also as DNS name unless cnOnly)
+// for the given usage, and returns its credentials.
+func (p *pki) issue(cn string, usage x509.ExtKeyUsage, cnOnly bool) *Credentials {
+	p.t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	serial++
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+	}
+	if !cnOnly {
+		tmpl.DNSNames = []string{cn}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.cert, &key.PublicKey, p.key)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	kder, _ := x509.MarshalPKCS8PrivateKey(key)
+	certFile := p.write(cn+"-"+usageName(usage)+".pem", "CERTIFICATE", der)
+	keyFile := p.write(cn+"-"+usageName(usage)+"-key.pem", "PRIVATE KEY", kder)
+	cr, err := LoadCredentials(p.file, certFile, keyFile)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return cr
+}
+
+func (p *pki) pool() *x509.CertPool {
+	pool := x509.NewCertPool()
+	pool.AddCert(p.cert)
+	return pool
+}
+
+func usageName(u x509.ExtKeyUsage) string {
+	if u == x509.ExtKeyUsageServerAuth {
+		return "server"
+	}
+	return "client"
+}
+
+// syncBuffer collects log output written from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// serve runs the peer server of host h on loopback with server credentials
+// cr, and returns its address.
+func serve(t *testing.T, h *testHost, cr *Credentials, peers []hook.Peer, log zerolog.Logger) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	srv := &Server{Helper: h.helper, Peers: peers, MaxWait: 5 * time.Second, Log: log}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln, ServerTLS(cr, peers, log)) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return ln.Addr().String()
+}
+
+// TestPeerChannel runs the real TLS channel between two hosts: only a
+// configured peer with a certificate of the cluster's CA is heard, and the
+// asking host checks the server's name.
+func TestPeerChannel(t *testing.T) {
+	ca := newPKI(t, "cluster CA")
+	rogue := newPKI(t, "rogue CA")
+	peers := []hook.Peer{{Name: "kvm1", HostID: 1}, {Name: "kvm2", HostID: 2}}
+	for _, tc := range []struct {
+		name       string
+		server     *Credentials
+		client     *Credentials
+		migrating  bool
+		granted    bool
+		reason     string // in the answer
+		err        string // in Ask's error
+		loggedPeer bool
+	}{
+		{name: "configured peer, migrating domain: yes", server: ca.issue("kvm1", x509.ExtKeyUsageServerAuth, false),
+			client: ca.issue("kvm2", x509.ExtKeyUsageClientAuth, false), migrating: true, granted: true, loggedPeer: true},
+		{name: "libvirt's CN-only certificates work", server: ca.issue("kvm1", x509.ExtKeyUsageServerAuth, true),
+			client: ca.issue("kvm2", x509.ExtKeyUsageClientAuth, true), migrating: true, granted: true, loggedPeer: true},
+		{name: "forged request, domain not migrating: no", server: ca.issue("kvm1", x509.ExtKeyUsageServerAuth, false),
+			client: ca.issue("kvm2", x509.ExtKeyUsageClientAuth, false), reason: "no outgoing migration job", loggedPeer: true},
+		{name: "unknown CA: refused in the handshake", server: ca.issue("kvm1", x509.ExtKeyUsageServerAuth, false),
+			client:    &Credentials{Cert: rogue.issue("kvm2", x509.ExtKeyUsageClientAuth, false).Cert, CA: ca.pool()},
+			migrating: true, err: "remote error: tls"},
+		{name: "cluster certificate of a host that is no peer: refused", server: ca.issue("kvm1", x509.ExtKeyUsageServerAuth, false),
+			client: ca.issue("intruder", x509.ExtKeyUsageClientAuth, false), migrating: true, err: "remote error: tls"},
+		{name: "server certificate used as a client's: refused", server: ca.issue("kvm1", x509.ExtKeyUsageServerAuth, false),
+			client: ca.issue("kvm2", x509.ExtKeyUsageServerAuth, false), migrating: true, err: "remote error: tls"},
+		{name: "server certificate for client use only: not trusted", server: ca.issue("kvm1", x509.ExtKeyUsageClientAuth, false),
+			client: ca.issue("kvm2", x509.ExtKeyUsageClientAuth, false), migrating: true, err: "usage"},
+		{name: "server that is not the peer asked: not trusted", server: ca.issue("kvm3", x509.ExtKeyUsageServerAuth, false),
+			client: ca.issue("kvm2", x509.ExtKeyUsageClientAuth, false), migrating: true, err: "not kvm1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newTestCluster(t, 2)
+			job := JobNone
+			if tc.migrating {
+				job = JobMigrationOut
+			}
+			c.hosts[0].lv.run("vm1", uuid1, StateRunning, job, "/dev/vg0/a")
+			c.hold(1, "a", lvmlock.ModeEx)
+			logs := &syncBuffer{}
+			addr := serve(t, c.hosts[0], tc.server, peers, zerolog.New(logs))
+			tr := &HTTPSTransport{Credentials: func() (*Credentials, error) { return tc.client, nil }}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			ans, err := tr.Ask(ctx, hook.Peer{Name: "kvm1", Address: addr}, req(uuid1, "a"))
+			switch {
+			case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+				t.Fatalf("Ask() error = %v, want one containing %q", err, tc.err)
+			case tc.err == "" && err != nil:
+				t.Fatalf("Ask() error = %v", err)
+			case tc.err == "" && (ans.Granted != tc.granted || !strings.Contains(ans.Reason, tc.reason)):
+				t.Errorf("Ask() = %+v, want granted=%v, reason containing %q", ans, tc.granted, tc.reason)
+			}
+			want := lock{1: "ex"}
+			if tc.granted {
+				want = lock{1: "sh"}
+			}
+			if diff := cmp.Diff(want, c.lvm.Holders("vg0", "a")); diff != "" {
+				t.Errorf("vg0/a (-want +got):\n%s", diff)
+			}
+			logged := logs.String()
+			if tc.loggedPeer && (!strings.Contains(logged, `"message":"downgrade request received"`) ||
+				!strings.Contains(logged, `"message":"downgrade answer sent"`) || !strings.Contains(logged, `"peer":"kvm2"`)) {
+				t.Errorf("request and answer not logged with the peer:\n%s", logged)
+			}
+		})
+	}
+}
+
+// TestServerRefusesRequestsWithoutDeadline: a request must say how long its
+// sender waits.
+func TestServerRefusesRequestsWithoutDeadline(t *testing.T) {
+	ca := newPKI(t, "cluster CA")
+	c := newTestCluster(t, 2)
+	c.hosts[0].lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a")
+	c.hold(1, "a", lvmlock.ModeEx)
+	peers := []hook.Peer{{Name: "kvm1"}, {Name: "kvm2"}}
+	addr := serve(t, c.hosts[0], ca.issue("kvm1", x509.ExtKeyUsageServerAuth, false), peers, zerolog.Nop())
+	client := ca.issue("kvm2", x509.ExtKeyUsageClientAuth, false)
+	tr := &HTTPSTransport{Credentials: func() (*Credentials, error) { return client, nil }}
+	r := req(uuid1, "a")
+	r.TimeoutMS = 0
+	ans, err := tr.Ask(context.Background(), hook.Peer{Name: "kvm1", Address: addr}, r)
+	if err != nil || ans.Granted || !strings.Contains(ans.Reason, "no deadline") {
+		t.Errorf("Ask() = %+v, %v; want a refusal: no deadline", ans, err)
+	}
+}
+
+// TestHandoverOverTLS: the destination's hook asks both other hosts over
+// the real channel; only the source says yes and converts.
+func TestHandoverOverTLS(t *testing.T) {
+	ca := newPKI(t, "cluster CA")
+	c := newTestCluster(t, 3)
+	src, other := c.hosts[0], c.hosts[2]
+	src.lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a", "/dev/vg0/b")
+	c.hold(1, "a", lvmlock.ModeEx)
+	c.hold(1, "b", lvmlock.ModeEx)
+	peers := []hook.Peer{{Name: "kvm1", HostID: 1}, {Name: "kvm2", HostID: 2}, {Name: "kvm3", HostID: 3}}
+	peers[0].Address = serve(t, src, ca.issue("kvm1", x509.ExtKeyUsageServerAuth, false), peers, zerolog.Nop())
+	peers[2].Address = serve(t, other, ca.issue("kvm3", x509.ExtKeyUsageServerAuth, false), peers, zerolog.Nop())
+	client := ca.issue("kvm2", x509.ExtKeyUsageClientAuth, false)
+	ho := &Handover{Self: "kvm2", Peers: peers, Timeout: 5 * time.Second, Log: zerolog.Nop(),
+		Transport: &HTTPSTransport{Credentials: func() (*Credentials, error) { return client, nil }}}
+	dom := &hook.Domain{Name: "vm1", UUID: uuid1}
+	refs := []lvmlock.Ref{{VG: "vg0", LV: "a"}, {VG: "vg0", LV: "b"}}
+	if err := ho.Downgrade(context.Background(), dom, refs); err != nil {
+		t.Fatalf("Downgrade() = %v", err)
+	}
+	if diff := cmp.Diff(map[string]map[int]lvmlock.Mode{"a": {1: "sh"}, "b": {1: "sh"}}, c.holders("a", "b")); diff != "" {
+		t.Errorf("locks after the handover (-want +got):\n%s", diff)
+	}
+	// The migration is over; a second request (forged) is refused by all.
+	src.lv.setJob(uuid1, JobNone)
+	err := ho.Downgrade(context.Background(), &hook.Domain{Name: "vm1", UUID: uuid1}, refs)
+	if !errors.Is(err, hook.ErrHandoverRefused) || !strings.Contains(err.Error(), "kvm1: domain "+uuid1+" has no outgoing migration job") {
+		t.Errorf("Downgrade() without a job = %v, want ErrHandoverRefused naming kvm1's reason", err)
+	}
+}
