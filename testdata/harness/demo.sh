@@ -30,7 +30,7 @@ show_locks() {
 virsh_demo() {
 	local host=$1
 	shift
-	printf '    $ ssh %s virsh %s\n' "$host" "$*"
+	printf '    %s# virsh %s\n' "$host" "$*"
 	hrun "$host" -t 180 timeout 170 virsh "$@" 2>&1 | sed 's/^/      /'
 	return "${PIPESTATUS[0]}"
 }

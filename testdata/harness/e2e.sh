@@ -98,7 +98,25 @@ main() {
 	if [[ -f $RUN_DIR/timings ]]; then
 		sed 's/^/  /' "$RUN_DIR/timings"
 	fi
+	if [[ -f $RUN_DIR/timings ]]; then
+		awk '$1 ~ /^start-t1-on-host[12]-ms$/ { h += $2; nh++ } $1 ~ /^start-toptout-on-host[12]-ms$/ { o += $2; no++ }
+			END { if (nh && no) printf "  virsh start latency: %d ms with lvhook (t1, mean of %d) vs %d ms opted out with the LV activated by hand (toptout, mean of %d); the hook adds about %d ms\n", h/nh, nh, o/no, no, h/nh - o/no }' \
+			"$RUN_DIR/timings"
+	fi
 	echo "  total $((SECONDS - HARNESS_T0))"
+	echo "==== lvhook calls as journald saw them (op: count, mean and max self-time in ms)"
+	local h
+	for h in "${HOSTS[@]}"; do
+		hsh "$h" -t 60 'journalctl -q -o cat -t lvhook | grep "^hook done"' 2>/dev/null |
+			awk -v host="$h" '{ op = ""; took = 0
+				for (i = 1; i <= NF; i++) {
+					if ($i ~ /^op=/) { op = substr($i, 4) " " $(i + 1) }
+					if ($i ~ /^took=/) { took = substr($i, 6) + 0 }
+				}
+				n[op]++; sum[op] += took; if (took > max[op]) max[op] = took }
+				END { for (o in n) printf "  %s %-16s %3d calls, mean %5.0f ms, max %5.0f ms\n", host, o, n[o], sum[o] / n[o], max[o] }' |
+			sort || true
+	done
 	local passed=$((${#RESULTS[@]} - FAILED))
 	echo "e2e: $passed passed, $FAILED failed"
 	((FAILED == 0))

@@ -79,10 +79,12 @@ expect_dom() {
 
 # start_ok HOST DOMAIN: virsh start must succeed; records its latency.
 start_ok() {
-	local host=$1 dom=$2 t0=$SECONDS out
+	local host=$1 dom=$2 t0 ms out
+	t0=$(date +%s%N)
 	out=$(virsh_on "$host" start "$dom" 2>&1) || fail "virsh start $dom on $host failed: $out"
-	log "  $host: virsh start $dom: ok ($((SECONDS - t0)) s)"
-	record "start-$dom-on-$host" $((SECONDS - t0))
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	log "  $host: virsh start $dom: ok ($ms ms)"
+	record "start-$dom-on-$host-ms" "$ms"
 }
 
 # start_refused HOST DOMAIN PATTERN: virsh start must fail, and libvirt's error text
