@@ -76,7 +76,7 @@ func TestModel(t *testing.T) {
 	var mu sync.Mutex
 	var total simStats
 	var failed []modelResult
-	workers := runtime.GOMAXPROCS(0)
+	workers := 4 * runtime.GOMAXPROCS(0) // runs wait on file system calls more than on the CPU
 	seeds := make(chan int64)
 	var wg sync.WaitGroup
 	for range workers {

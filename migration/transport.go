@@ -202,16 +202,17 @@ func peerAddr(a string) string {
 	return net.JoinHostPort(strings.Trim(a, "[]"), DefaultPort)
 }
 
-// Downgrader decides downgrade requests; *Helper is one.
-type Downgrader interface {
+// PeerService answers the peers' requests; *Helper is one.
+type PeerService interface {
 	Downgrade(ctx context.Context, peer string, req Request) Answer
+	Holds(ctx context.Context, req HoldersRequest) HoldersAnswer
 }
 
 // Server is the peer server: it authenticates the asking host by its client
 // certificate, bounds the request by its deadline, and logs request and
 // answer.
 type Server struct {
-	Helper Downgrader
+	Helper PeerService
 	Peers  []hook.Peer
 	// MaxWait bounds the work on one request whatever it asks.
 	MaxWait time.Duration
@@ -239,6 +240,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log = log.With().Str("peer", peer).Logger()
+	if r.Method == http.MethodPost && r.URL.Path == HoldersPath {
+		s.holders(w, r, log)
+		return
+	}
 	if r.Method != http.MethodPost || r.URL.Path != DowngradePath {
 		log.Warn().Str("method", r.Method).Str("path", r.URL.Path).Msg("request refused: unknown request")
 		answer(http.StatusNotFound, Answer{Reason: "unknown request " + r.Method + " " + r.URL.Path})
@@ -272,6 +277,32 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	log.Info().Str("domain", req.Domain).Str("uuid", req.UUID).Bool("granted", ans.Granted).Str("reason", ans.Reason).
 		Dur("took", time.Since(start)).Msg("downgrade answer sent")
 	answer(http.StatusOK, ans)
+}
+
+// holders answers the read-only holders question of `lvhook check`.
+func (s *Server) holders(w http.ResponseWriter, r *http.Request, log zerolog.Logger) {
+	var req HoldersRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	w.Header().Set("Content-Type", "application/json")
+	if err := dec.Decode(&req); err != nil || len(req.LVs) > 4096 {
+		log.Warn().Err(err).Msg("holders request refused: malformed")
+		w.WriteHeader(http.StatusBadRequest)
+		_ = json.NewEncoder(w).Encode(HoldersAnswer{Error: "malformed request"})
+		return
+	}
+	wait := s.MaxWait
+	if wait <= 0 {
+		wait = 10 * time.Second
+	}
+	if req.TimeoutMS > 0 {
+		wait = min(wait, time.Duration(req.TimeoutMS)*time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	ans := s.Helper.Holds(ctx, req)
+	log.Debug().Int("lvs", len(req.LVs)).Int("held", len(ans.Holds)).Str("error", ans.Error).Msg("holders answered")
+	_ = json.NewEncoder(w).Encode(ans)
 }
 
 // Serve serves the peer channel on ln until ctx ends.

@@ -272,3 +272,35 @@ func TestHandoverOverTLS(t *testing.T) {
 		t.Errorf("Downgrade() without a job = %v, want ErrHandoverRefused naming kvm1's reason", err)
 	}
 }
+
+// TestPeerHoldersOverTLS: lvhook check learns from every peer which LVs it
+// holds; a peer that does not answer makes the answer unknown, not empty.
+func TestPeerHoldersOverTLS(t *testing.T) {
+	ca := newPKI(t, "cluster CA")
+	c := newTestCluster(t, 3)
+	c.hold(1, "a", lvmlock.ModeEx)
+	c.hold(1, "iso", lvmlock.ModeSh)
+	c.hold(3, "iso", lvmlock.ModeSh)
+	peers := []hook.Peer{{Name: "kvm1"}, {Name: "kvm2"}, {Name: "kvm3"}}
+	peers[0].Address = serve(t, c.hosts[0], ca.issue("kvm1", x509.ExtKeyUsageServerAuth, false), peers, zerolog.Nop())
+	peers[2].Address = serve(t, c.hosts[2], ca.issue("kvm3", x509.ExtKeyUsageServerAuth, false), peers, zerolog.Nop())
+	client := ca.issue("kvm2", x509.ExtKeyUsageClientAuth, false)
+	ph := &PeerHolders{Self: "kvm2", Peers: []hook.Peer{peers[0], peers[2]}, Timeout: 5 * time.Second,
+		Transport: &HTTPSTransport{Credentials: func() (*Credentials, error) { return client, nil }}}
+	ref := func(lv string) lvmlock.Ref { return lvmlock.Ref{VG: "vg0", LV: lv} }
+	got, err := ph.Holders(context.Background(), []lvmlock.Ref{ref("a"), ref("b"), ref("iso")})
+	if err != nil {
+		t.Fatalf("Holders() = %v", err)
+	}
+	want := map[lvmlock.Ref][]hook.Holder{
+		ref("a"):   {{Host: "kvm1", Mode: "ex"}},
+		ref("iso"): {{Host: "kvm1", Mode: "sh"}, {Host: "kvm3", Mode: "sh"}},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Holders() mismatch (-want +got):\n%s", diff)
+	}
+	ph.Peers = append(ph.Peers, hook.Peer{Name: "kvm4", Address: "127.0.0.1:1"})
+	if got, err := ph.Holders(context.Background(), []lvmlock.Ref{ref("a")}); err == nil || got != nil {
+		t.Errorf("Holders() with a peer down = %v, %v; want an error", got, err)
+	}
+}
