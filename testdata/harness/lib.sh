@@ -76,16 +76,21 @@ wait_until() {
 	done
 }
 
-# wait_file PATH TIMEOUT: wait until PATH exists, woken by inotify (host side), with
-# a periodic recheck so a missed event only costs a few seconds.
+# wait_file PATH TIMEOUT [DESC]: wait until PATH exists, woken by inotify (host side),
+# with a periodic recheck so a missed event only costs a few seconds. With DESC, says
+# every 20 s that it is still waiting.
 wait_file() {
-	local path=$1 timeout=$2 start=$SECONDS left
+	local path=$1 timeout=$2 desc=${3:-} start=$SECONDS left next=20
 	while [[ ! -e $path ]]; do
 		left=$((timeout - (SECONDS - start)))
 		((left > 0)) || return 1
 		((left > 5)) && left=5
 		inotifywait -qq -t "$left" -e moved_to -e create -e close_write "$(dirname "$path")" \
 			>/dev/null 2>&1 || true
+		if [[ -n $desc ]] && ((SECONDS - start >= next)); then
+			log "  ... $desc: $((SECONDS - start)) s"
+			next=$((next + 20))
+		fi
 	done
 }
 
@@ -138,7 +143,8 @@ hrun_script() {
 	mv -f "$req/$id.sh.tmp" "$req/$id.sh"
 	# O_RDWR open of the FIFO never blocks, even if QEMU is gone.
 	printf '%s %s\n' "$id" "$limit" 1<>"$dir/ctl.in"
-	if ! wait_file "$req/$id.rc" $((limit + 20)); then
+	local what=${script//$'\n'/; }
+	if ! wait_file "$req/$id.rc" $((limit + 20)) "$host: ${what:0:60}"; then
 		log "$host: no answer from the agent within $((limit + 20))s for: $script"
 		return 125
 	fi
@@ -245,7 +251,7 @@ wait_agent() {
 		((SECONDS - start < timeout)) ||
 			die "$host: agent not ready within ${timeout}s (see $(host_dir "$host")/console.log)"
 		if ((SECONDS - start >= next)); then
-			log "  still booting $host ($((SECONDS - start))s of ${timeout}s): $(tr -d '\r' <"$(host_dir "$host")/console.log" | tail -n1 | cut -c1-100)"
+			log "  still booting $host ($((SECONDS - start))s of ${timeout}s): $(tr -d '\r' <"$(host_dir "$host")/console.log" | tail -n1 | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-100)"
 			next=$((next + 30))
 		fi
 		wait_file "$ready" 5 || true
@@ -315,8 +321,9 @@ lockspace_started() {
 # lock_start HOST: join vg0's lockspace and verify it (vgchange may exit 0 on failure).
 lock_start() {
 	local host=$1
-	hrun "$host" -t 180 vgchange --lock-start "$VG" >/dev/null ||
-		die "$host: vgchange --lock-start $VG failed"
+	local out
+	out=$(hrun "$host" -t 180 vgchange --lock-start "$VG" 2>&1) ||
+		die "$host: vgchange --lock-start $VG failed: $out"
 	wait_until "$host: lockspace $VG in lvmlockctl -i" 120 lockspace_started "$host" ||
 		die "$host: lockspace $VG not started"
 }
