@@ -2,6 +2,7 @@ package migration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -147,7 +148,7 @@ func (h *Handover) ask(ctx context.Context, p hook.Peer, req Request) (Answer, e
 		if err == nil {
 			return ans, nil
 		}
-		if ctx.Err() != nil || slept+delay > h.Timeout {
+		if errors.Is(err, errLocal) || ctx.Err() != nil || slept+delay > h.Timeout {
 			return Answer{}, err
 		}
 		h.Log.Debug().Err(err).Str("peer", p.Name).Dur("delay", delay).Msg("asking again")

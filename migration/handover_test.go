@@ -113,3 +113,19 @@ func TestHandoverWithoutPeers(t *testing.T) {
 		t.Errorf("Downgrade() = %v, want ErrHandoverRefused", err)
 	}
 }
+
+// TestHandoverMissingCertificates: TLS files that cannot be read refuse at
+// once, with the file named, instead of retrying until the timeout.
+func TestHandoverMissingCertificates(t *testing.T) {
+	dir := t.TempDir()
+	ho := &Handover{Self: "kvm2", Peers: []hook.Peer{{Name: "kvm1", Address: "127.0.0.1:1"}}, Timeout: time.Hour, Log: zerolog.Nop(),
+		Transport: &HTTPSTransport{Credentials: LazyCredentials(dir+"/cacert.pem", dir+"/clientcert.pem", dir+"/clientkey.pem")},
+		Sleep: func(context.Context, time.Duration) error {
+			t.Error("asked again after a local failure")
+			return nil
+		}}
+	err := ho.Downgrade(context.Background(), &hook.Domain{Name: "vm1", UUID: uuid1}, []lvmlock.Ref{{VG: "vg0", LV: "a"}})
+	if !errors.Is(err, hook.ErrHandoverRefused) || !strings.Contains(err.Error(), dir+"/cacert.pem") {
+		t.Errorf("Downgrade() = %v, want ErrHandoverRefused naming the CA file", err)
+	}
+}

@@ -159,11 +159,15 @@ func LazyCredentials(caFile, certFile, keyFile string) func() (*Credentials, err
 	return sync.OnceValues(func() (*Credentials, error) { return LoadCredentials(caFile, certFile, keyFile) })
 }
 
+// errLocal marks a failure on this host (its TLS files): asking again
+// cannot help.
+var errLocal = errors.New("cannot ask")
+
 // Ask implements Transport.
 func (t *HTTPSTransport) Ask(ctx context.Context, peer hook.Peer, req Request) (Answer, error) {
 	cr, err := t.Credentials()
 	if err != nil {
-		return Answer{}, err
+		return Answer{}, fmt.Errorf("%w: %w", errLocal, err)
 	}
 	body, err := json.Marshal(req)
 	if err != nil {
