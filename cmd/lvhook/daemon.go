@@ -21,7 +21,7 @@ func init() {
 	commands = append(commands, func(e *env) *cli.Command {
 		return &cli.Command{
 			Name:  "daemon",
-			Usage: "run the lock helper: peer handover of live migrations and lock reconciliation (lvhook-daemon.service)",
+			Usage: "run the lock helper: peer handover of live migrations and lock reconciliation (lvhook.service)",
 			Description: `Connects to the local libvirtd (daemon.libvirt_socket), follows domain
 lifecycle events, converts LVs back to exclusive after a live migration or a
 cancelled one, retries failed deactivations, and serves the peers' downgrade
