@@ -29,10 +29,10 @@ lvm_error() {
 	local name=$1 host=$2 script=$3 dir=$OUT/lvm-errors rc=0 t0=$SECONDS
 	mkdir -p "$dir"
 	hsh "$host" -t 120 "$script" >"$dir/$name.stdout" 2>"$dir/$name.stderr" || rc=$?
-	printf '# %s, lvm2 2.03.16 (Debian 12), LC_ALL=C, took %ss\n%s\nexit status %s\n' \
-		"$host" $((SECONDS - t0)) "$script" "$rc" >"$dir/$name.cmd"
+	printf '# %s, lvm2 2.03.16 (Debian 12), LC_ALL=C\n%s\nexit status %s\n' \
+		"$host" "$script" "$rc" >"$dir/$name.cmd"
 	((rc != 0)) || log "WARNING: $name: the command succeeded (expected a failure)"
-	log "captured lvm error $name (exit $rc): $(head -c 200 "$dir/$name.stderr" | tr '\n' '|')"
+	log "captured lvm error $name (exit $rc, $((SECONDS - t0)) s): $(head -c 200 "$dir/$name.stderr" | tr '\n' '|')"
 }
 
 capture_reports() {

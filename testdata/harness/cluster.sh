@@ -38,6 +38,7 @@ main() {
 	case $cmd in
 	up)
 		trap on_failure EXIT
+		trap 'exit 130' INT TERM HUP
 		cluster_up
 		trap - EXIT
 		;;

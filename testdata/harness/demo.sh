@@ -54,6 +54,7 @@ main() {
 	echo "    The VM 't1' is defined on both hosts; its disk is the LV $VG/t1."
 	echo "    (first run: builds a Debian image, ~3 min; booting the hosts takes ~2 min; progress below)"
 	trap cleanup EXIT
+	trap 'exit 130' INT TERM HUP
 	cluster_up
 
 	say "Nothing runs yet: t1's disk is active on no host"

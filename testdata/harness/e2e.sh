@@ -73,6 +73,7 @@ main() {
 		die "the cluster is already up: stop it (cluster.sh down) or reuse it (REUSE=1)"
 	fi
 	trap finish EXIT
+	trap 'exit 130' INT TERM HUP
 	if [[ ${REUSE:-0} == 1 ]] && qemu_running host1 && qemu_running host2; then
 		log "REUSE=1: running the scenarios on the cluster already up (and leaving it up)"
 		KEEP=1

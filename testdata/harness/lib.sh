@@ -28,6 +28,10 @@ HOST_TOOLS=(debootstrap:debootstrap qemu-system-x86_64:qemu-system-x86 qemu-img:
 HARNESS_T0=${HARNESS_T0:-$SECONDS}
 
 log() { printf '[%4ds] %s\n' "$((SECONDS - HARNESS_T0))" "$*" >&2; }
+# Progress lines go to the stderr the script started with (fd 9), never into the
+# output of a command being captured.
+exec 9>&2
+progress() { printf '[%4ds] %s\n' "$((SECONDS - HARNESS_T0))" "$*" >&9; }
 die() {
 	printf '[%4ds] FATAL: %s\n' "$((SECONDS - HARNESS_T0))" "$*" >&2
 	exit 1
@@ -69,7 +73,7 @@ wait_until() {
 			return 1
 		fi
 		if ((SECONDS - start >= next)); then
-			log "  still waiting for $desc ($((SECONDS - start))s of ${timeout}s)"
+			progress "  still waiting for $desc ($((SECONDS - start))s of ${timeout}s)"
 			next=$((next + 20))
 		fi
 		sleep 1
@@ -88,7 +92,7 @@ wait_file() {
 		inotifywait -qq -t "$left" -e moved_to -e create -e close_write "$(dirname "$path")" \
 			>/dev/null 2>&1 || true
 		if [[ -n $desc ]] && ((SECONDS - start >= next)); then
-			log "  ... $desc: $((SECONDS - start)) s"
+			progress "  ... $desc: $((SECONDS - start)) s"
 			next=$((next + 20))
 		fi
 	done
@@ -251,7 +255,7 @@ wait_agent() {
 		((SECONDS - start < timeout)) ||
 			die "$host: agent not ready within ${timeout}s (see $(host_dir "$host")/console.log)"
 		if ((SECONDS - start >= next)); then
-			log "  still booting $host ($((SECONDS - start))s of ${timeout}s): $(tr -d '\r' <"$(host_dir "$host")/console.log" | tail -n1 | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-100)"
+			progress "  still booting $host ($((SECONDS - start))s of ${timeout}s): $(tr -d '\r' <"$(host_dir "$host")/console.log" | tail -n1 | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-100)"
 			next=$((next + 30))
 		fi
 		wait_file "$ready" 5 || true
@@ -371,17 +375,25 @@ define_libvirt() {
 		virsh -q list --all --name | sort | tr "\n" " "; echo'
 }
 
-# pool_start HOST: make the logical pool vgpool active on HOST (libvirt translates a
-# <disk type='volume'> only through an active pool). libvirt's pool start runs
-# 'vgchange -aly vg0', activating EVERY LV of the shared VG ex on HOST, and its pool
-# check after a libvirtd restart marks the pool inactive when /dev/vg0 is absent. So:
-# only while no test LV is active anywhere, one host at a time, then 'vgchange -an'.
+# pool_start HOST: make the logical pool vgpool active on HOST, listing pool1 (libvirt
+# translates a <disk type='volume'> only through an active pool that lists the volume).
+# libvirt 9.0 on a shared VG: 'virsh pool-start' runs 'vgchange -aly vg0', activating
+# EVERY LV of the VG ex on HOST; a pool refresh lists only the LVs active here at that
+# moment; after a libvirtd restart the pool is inactive unless /dev/vg0 exists. So:
+# only while no test LV is active anywhere, one host at a time, and 'vgchange -an'
+# right after the start (whose refresh saw every LV active).
 pool_start() {
 	hsh "$1" -t 300 '
-		virsh -q pool-info vgpool | grep -q "^State: *running" && exit 0
-		virsh -q pool-start vgpool >/dev/null; rc=$?
-		vgchange -an '"$VG"' >/dev/null || rc=1
-		exit $rc'
+		if ! virsh -q pool-info vgpool | grep -q "^State: *running"; then
+			virsh -q pool-start vgpool >/dev/null; rc=$?
+			vgchange -an '"$VG"' >/dev/null || rc=1
+			((rc == 0)) || exit $rc
+		fi
+		if ! virsh -q vol-info --pool vgpool pool1 >/dev/null; then
+			echo "pool vgpool is running but does not list the volume pool1:" >&2
+			virsh vol-list vgpool >&2
+			exit 1
+		fi'
 }
 
 # install_lvhook HOST: the operator's install of lvhook into a guest, kept in this one
@@ -396,8 +408,9 @@ install_lvhook() {
 		ln -sfn /usr/sbin/lvhook /etc/libvirt/hooks/qemu.d/lvhook'
 }
 
-# install_hooks HOST: the 00-trace hook (records hook calls), lvhook when built, then a
-# libvirtd restart: libvirtd caches the list of hooks it found at start.
+# install_hooks HOST: the 00-trace hook (records hook calls), lvhook when built, then
+# 'systemctl reload libvirtd': libvirtd caches which hook drivers it found, and looks
+# again on SIGHUP (the e2e scenarios fail if the new hook is not called).
 install_hooks() {
 	local host=$1
 	cp "$HARNESS_DIR/guest-hooks/00-trace" "$(host_dir "$host")/share/00-trace"
@@ -409,7 +422,7 @@ install_hooks() {
 	fi
 	hsh "$host" -t 180 '
 		set -e
-		systemctl restart libvirtd
+		systemctl reload libvirtd
 		timeout 120 virsh -q version >/dev/null
 		ls /etc/libvirt/hooks/qemu.d | tr "\n" " "; echo'
 }
