@@ -321,6 +321,7 @@ start_lock_daemons() {
 lockspace_started() {
 	hsh "$1" -t 30 "lvmlockctl -i | grep -q '^VG $VG lock_type=sanlock'"
 }
+lockspace_stopped() { hsh "$1" -t 30 "! lvmlockctl -i | grep -q '^VG $VG lock_type=sanlock'"; }
 
 # lock_start HOST: join vg0's lockspace and verify it (vgchange may exit 0 on failure).
 lock_start() {
@@ -377,16 +378,25 @@ define_libvirt() {
 
 # pool_start HOST: make the logical pool vgpool active on HOST, listing pool1 (libvirt
 # translates a <disk type='volume'> only through an active pool that lists the volume).
-# libvirt 9.0 on a shared VG: 'virsh pool-start' runs 'vgchange -aly vg0', activating
-# EVERY LV of the VG ex on HOST; a pool refresh lists only the LVs active here at that
-# moment; after a libvirtd restart the pool is inactive unless /dev/vg0 exists. So:
-# only while no test LV is active anywhere, one host at a time, and 'vgchange -an'
-# right after the start (whose refresh saw every LV active).
+# What libvirt 9.0 does with a logical pool over a shared VG:
+#  - 'virsh pool-start' runs 'vgchange -aly vg0': EVERY LV of the VG activated ex here;
+#  - a refresh (pool start, pool-refresh, libvirtd start or reload) lists only the LVs
+#    active on this host at that moment;
+#  - at libvirtd start/reload the pool is marked active or inactive by whether /dev/vg0
+#    exists, i.e. whether any LV of the VG is active here.
+# So: only while no test LV is active anywhere, one host at a time; 'vgchange -an'
+# right after a start; and a pool running with a stale list is refreshed while pool1
+# alone is active.
 pool_start() {
 	hsh "$1" -t 300 '
 		if ! virsh -q pool-info vgpool | grep -q "^State: *running"; then
 			virsh -q pool-start vgpool >/dev/null; rc=$?
 			vgchange -an '"$VG"' >/dev/null || rc=1
+			((rc == 0)) || exit $rc
+		fi
+		if ! virsh -q vol-info --pool vgpool pool1 >/dev/null 2>&1; then
+			lvchange -aey '"$VG"'/pool1 && virsh -q pool-refresh vgpool >/dev/null; rc=$?
+			lvchange -an '"$VG"'/pool1 || rc=1
 			((rc == 0)) || exit $rc
 		fi
 		if ! virsh -q vol-info --pool vgpool pool1 >/dev/null; then

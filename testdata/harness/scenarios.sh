@@ -245,7 +245,9 @@ scenario_multidisk_refuse() {
 scenario_lockspace_stopped() {
 	hrun host1 -t 120 vgchange --lock-stop "$VG" >/dev/null || fail "vgchange --lock-stop failed"
 	log "  host1: vgchange --lock-stop $VG (by hand)"
-	if lockspace_started host1; then fail "host1 still in lockspace $VG"; fi
+	# lvmlockd leaves the lockspace asynchronously.
+	wait_until "host1 out of lockspace $VG" 60 lockspace_stopped host1 ||
+		fail "host1 still in lockspace $VG 60 s after vgchange --lock-stop"
 	start_refused host1 t1 "vgchange --lock-start"
 	expect "t1 refused on host1 (lockspace stopped)"
 	local t0=$SECONDS
