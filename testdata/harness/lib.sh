@@ -202,6 +202,9 @@ boot_host() {
 	[[ -p $dir/ctl.out ]] || mkfifo "$dir/ctl.out"
 	qemu-img create -q -f qcow2 -b "$img/base.raw" -F raw "$dir/disk.qcow2"
 	if ((n == 1)); then
+		if command -v ss >/dev/null && ss -Hltn "sport = :$NET_PORT" | grep -q .; then
+			die "port 127.0.0.1:$NET_PORT (the guests' network) is in use, another cluster? Set LVHOOK_NET_PORT and LVHOOK_RUN_DIR to run a second one"
+		fi
 		net=listen=127.0.0.1:$NET_PORT
 	else
 		net=connect=127.0.0.1:$NET_PORT
@@ -411,6 +414,10 @@ pool_start() {
 # by install_hooks afterwards.
 install_lvhook() {
 	local host=$1
+	if lvhook_deb >/dev/null; then
+		install_lvhook_pkg "$host" # lib-lvhook.sh: the .deb, peers and TLS
+		return
+	fi
 	cp "$LVHOOK_BIN" "$(host_dir "$host")/share/lvhook"
 	hsh "$host" -t 60 '
 		set -e
@@ -452,7 +459,8 @@ cluster_up() {
 	log "defining pool vgpool and the test domains on both hosts"
 	on_both define_libvirt || die "defining the test domains failed"
 	if lvhook_available; then
-		log "installing lvhook ($LVHOOK_BIN) as /etc/libvirt/hooks/qemu.d/lvhook, and the 00-trace hook"
+		build_debs
+		log "installing lvhook (its .deb) as /etc/libvirt/hooks/qemu.d/lvhook, and the 00-trace hook"
 	else
 		log "no $LVHOOK_BIN: cluster up WITHOUT lvhook (only the 00-trace hook)"
 	fi
@@ -490,3 +498,6 @@ cluster_down() {
 	done
 	log "cluster down"
 }
+
+# shellcheck source=lib-lvhook.sh
+source "$HARNESS_DIR/lib-lvhook.sh"

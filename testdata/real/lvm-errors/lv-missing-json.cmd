@@ -1,3 +1,3 @@
-# host1, lvm2 2.03.16 (Debian 12), LC_ALL=C, took 2s
+# host1, lvm2 2.03.16 (Debian 12), LC_ALL=C
 lvchange --reportformat json -aey vg0/nosuchlv
 exit status 5

@@ -1,3 +1,3 @@
-# host2, lvm2 2.03.16 (Debian 12), LC_ALL=C, took 1s
+# host2, lvm2 2.03.16 (Debian 12), LC_ALL=C
 lvchange -aey vg0/t3a
 exit status 5
