@@ -8,6 +8,8 @@ set -euo pipefail
 HARNESS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$HARNESS_DIR/lib.sh"
+# shellcheck source=demo-migration.sh
+source "$HARNESS_DIR/demo-migration.sh"
 
 say() { printf '\n\033[1m>>> %s\033[0m\n' "$*"; }
 
@@ -80,7 +82,11 @@ main() {
 	say "Now host2 may start t1"
 	virsh_demo host2 start t1
 	show_locks
-	virsh_demo host2 destroy t1
+
+	demo_live_migration host2 host1
+
+	say "Stopping t1 on host1"
+	virsh_demo host1 destroy t1
 	show_locks
 
 	say "Demo done: one VM, two hosts, never running twice."

@@ -17,9 +17,14 @@ HARNESS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HARNESS_DIR/lib.sh"
 # shellcheck source=scenarios.sh
 source "$HARNESS_DIR/scenarios.sh"
+# shellcheck source=scenarios-migration.sh
+source "$HARNESS_DIR/scenarios-migration.sh"
 
 ALL_SCENARIOS=(start_refuse_stop save_restore managedsave libvirtd_restart multidisk_refuse
-	lockspace_stopped optout pool mixed shareable migrate_manual)
+	lockspace_stopped optout pool mixed shareable
+	migrate_live migrate_manual_locks migrate_abort migrate_dest_killed migrate_src_helper_down
+	migrate_dest_helper_down migrate_dest_libvirtd_restart migrate_offline forged_request check
+	package_upgrade)
 
 RESULTS=()
 FAILED=0
@@ -78,11 +83,12 @@ main() {
 		log "REUSE=1: running the scenarios on the cluster already up (and leaving it up)"
 		KEEP=1
 		TIME_IMAGE=- TIME_BOOT=- TIME_VGCREATE=- TIME_LOCKSTART=- TIME_UP=-
+		build_debs
 		on_both install_hooks >/dev/null || die "installing the hooks failed"
 	else
 		cluster_up
 	fi
-	rm -f "$RUN_DIR/timings"
+	rm -f "$RUN_DIR/timings" "$RUN_DIR/migrations" "$RUN_DIR/migrations-manual" "$RUN_DIR/hook-order" "$RUN_DIR/check-report"
 	for s in "${scenarios[@]}"; do
 		run_scenario "$s"
 	done
@@ -105,6 +111,7 @@ main() {
 			"$RUN_DIR/timings"
 	fi
 	echo "  total $((SECONDS - HARNESS_T0))"
+	migration_summary
 	echo "==== lvhook calls as journald saw them (op: count, mean and max self-time in ms)"
 	local h
 	for h in "${HOSTS[@]}"; do

@@ -51,7 +51,8 @@ install_deb() {
 	out=$(hsh "$host" -t 240 '
 		set -e
 		[ -L /etc/libvirt/hooks/qemu.d/lvhook ] && rm -f /etc/libvirt/hooks/qemu.d/lvhook
-		DEBIAN_FRONTEND=noninteractive dpkg -i --force-confold /mnt/ctl/lvhook.deb
+		DEBIAN_FRONTEND=noninteractive dpkg -i --force-confold /mnt/ctl/lvhook.deb >/root/dpkg.log 2>&1 ||
+			{ cat /root/dpkg.log >&2; exit 1; }
 		dpkg-query -W -f "\${Version}\n" lvhook' 2>&1) || {
 		printf '%s\n' "$out" >&2
 		return 1
@@ -88,7 +89,7 @@ make_pki() {
 		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout rogue-client.key \
 			-out rogue-client.pem -days 365 -subj "/CN=host2" \
 			-addext "subjectAltName=DNS:host2,IP:10.0.0.2" -addext "extendedKeyUsage=clientAuth" 2>/dev/null
-		touch done
+		touch ./done
 	) || die "openssl: making the harness PKI failed"
 }
 

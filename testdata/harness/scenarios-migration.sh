@@ -1,0 +1,495 @@
+# shellcheck shell=bash
+# lvhook e2e: live migration with plain `virsh migrate --live` (no manual step), its
+# failures, the packaged install and its upgrade, and `lvhook check`. Sourced by e2e.sh
+# after scenarios.sh, whose assertions (expect, expect_dom, ...) it uses.
+
+other_host() { [[ $1 == host1 ]] && echo host2 || echo host1; }
+
+# migrate_cmd SRC DST DOM [ARGS...]: the operator's plain live migration command.
+migrate_cmd() {
+	local src=$1 dst=$2 dom=$3 n
+	shift 3
+	n=$(host_num "$dst")
+	hrun "$src" -t 300 timeout 280 virsh migrate --live "$dom" "qemu+tcp://$dst/system" \
+		--migrateuri "tcp://10.0.0.$n" "$@"
+}
+
+# migrate SRC DST DOM [ARGS...]: must succeed; prints its wall time in ms on stdout.
+migrate() {
+	local src=$1 dst=$2 dom=$3 t0 ms out
+	t0=$(date +%s%N)
+	out=$(migrate_cmd "$@" 2>&1) || fail "virsh migrate --live $dom $src -> $dst failed: $out"
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	echo "$ms"
+}
+
+# lv_mode HOST LV: ex, sh or none.
+lv_mode() {
+	lvm_state "$1" | awk -v lv="$2" '$1 == lv { print ($2 == "yes" ? $3 : "none") }'
+}
+lv_mode_is() { [[ $(lv_mode "$1" "$2") == "$3" ]]; }
+
+# wait_modes TIMEOUT DESC HOST:LV:MODE...: wait until every LV has its mode.
+modes_are() {
+	local s
+	for s in "$@"; do
+		IFS=: read -r h lv m <<<"$s"
+		lv_mode_is "$h" "$lv" "$m" || return 1
+	done
+}
+wait_modes() {
+	local timeout=$1 desc=$2
+	shift 2
+	wait_until "$desc" "$timeout" modes_are "$@" || fail "$desc: not reached within ${timeout}s"
+}
+
+# journal_since HOST CURSORFILE: lvhook's journal lines (unix time, message) since the
+# cursor saved in CURSORFILE (kept in the guest), and moves the cursor.
+journal_mark() { hsh "$1" -t 30 'journalctl -q -n 0 --show-cursor -t lvhook | sed -n "s/^-- cursor: //p" >/root/journal.cursor'; }
+journal_since() {
+	hsh "$1" -t 60 'journalctl -q --no-pager -o short-unix -t lvhook --after-cursor "$(cat /root/journal.cursor)"'
+}
+
+# migration_figures SRC DST: from the journals of one migration: the shared window
+# on the source (downgrade granted -> release end done) and RESUMED_MIGRATED -> ex on
+# the destination (the lock helper's took=).
+migration_figures() {
+	local src=$1 dst=$2 sj dj win took
+	sj=$(journal_since "$src") || true
+	dj=$(journal_since "$dst") || true
+	win=$(awk '/downgrade request answered/ && /granted=true/ && !g { g = $1 }
+		/hook done/ && /op=release end/ && g && !r { r = $1 }
+		END { if (g && r) printf "%d", (r - g) * 1000 }' <<<"$sj")
+	took=$(awk '/exclusive again/ { for (i = 1; i <= NF; i++) if ($i ~ /^took=/) { t = substr($i, 6) + 0 } }
+		END { if (t != "") printf "%d", t }' <<<"$dj")
+	echo "${win:-?} ${took:-?}"
+}
+
+# lvhook_check HOST ARGS...: `lvhook check` in HOST; its output, then "rc=N" last.
+lvhook_check() {
+	local host=$1
+	shift
+	local q
+	printf -v q '%q ' "$@"
+	hsh "$host" -t 120 "timeout 100 lvhook check $q; echo rc=\$?" 2>&1
+}
+
+# ---------------------------------------------------------------------------------
+
+# (a) live migrations back and forth, plain virsh, no manual step.
+scenario_migrate_live() {
+	local count=${LVHOOK_MIGRATIONS:-20} i src=host1 dst=host2 ms fig
+	start_ok host1 t1
+	expect "t1 started on host1" t1@host1=ex
+	for ((i = 1; i <= count; i++)); do
+		journal_mark "$src"
+		journal_mark "$dst"
+		if ((i == 1)); then
+			clear_hook_calls host1
+			clear_hook_calls host2
+		fi
+		ms=$(migrate "$src" "$dst" t1)
+		expect_dom t1 "$([[ $dst == host1 ]] && echo running || echo "shut off")" \
+			"$([[ $dst == host2 ]] && echo running || echo "shut off")"
+		wait_modes 90 "t1 ex on $dst after migration $i" "$dst:t1:ex"
+		expect "migration $i: t1 $src -> $dst (${ms} ms), ex on $dst only" "t1@$dst=ex"
+		fig=$(migration_figures "$src" "$dst")
+		echo "t1 $i $src $dst $ms $fig" >>"$RUN_DIR/migrations"
+		record "migrate-t1-$i-ms" "$ms"
+		if ((i == 1)); then
+			log "  hook calls seen during migration 1 ($src -> $dst), both hosts by time:"
+			{
+				hook_calls host1
+				hook_calls host2
+			} | sort | tee "$RUN_DIR/hook-order" | sed 's/^/      | /' >&2
+		fi
+		src=$dst
+		dst=$(other_host "$src")
+	done
+	destroy "$src" t1
+	expect "t1 destroyed on $src"
+
+	# The three-disk domain, there and back.
+	start_ok host1 t3
+	expect "t3 started on host1" t3a@host1=ex t3b@host1=ex t3c@host1=ex
+	src=host1 dst=host2
+	for i in 1 2; do
+		journal_mark "$src"
+		journal_mark "$dst"
+		ms=$(migrate "$src" "$dst" t3)
+		wait_modes 90 "t3 ex on $dst" "$dst:t3a:ex" "$dst:t3b:ex" "$dst:t3c:ex"
+		expect "t3 migrated $src -> $dst (${ms} ms)" "t3a@$dst=ex" "t3b@$dst=ex" "t3c@$dst=ex"
+		fig=$(migration_figures "$src" "$dst")
+		echo "t3 $i $src $dst $ms $fig" >>"$RUN_DIR/migrations"
+		src=$dst
+		dst=$(other_host "$src")
+	done
+	destroy "$src" t3
+	expect "t3 destroyed"
+}
+
+# The same migration with the locks set by hand (toptout opts out of lvhook): the wall
+# time without lvhook's handover.
+scenario_migrate_manual_locks() {
+	local i ms src=host1 dst=host2
+	lvchange_on host1 -aey "$VG/optout1"
+	start_ok host1 toptout
+	expect "toptout running on host1 (LV ex by hand)" optout1@host1=ex
+	for i in 1 2 3 4; do
+		lvchange_on "$src" -asy "$VG/optout1"
+		lvchange_on "$dst" -asy "$VG/optout1"
+		ms=$(migrate "$src" "$dst" toptout)
+		lvchange_on "$src" -an "$VG/optout1"
+		lvchange_on "$dst" -aey "$VG/optout1"
+		expect "toptout migrated $src -> $dst with locks set by hand (${ms} ms)" "optout1@$dst=ex"
+		record "migrate-manual-locks-$i-ms" "$ms"
+		echo "$ms" >>"$RUN_DIR/migrations-manual"
+		src=$dst
+		dst=$(other_host "$src")
+	done
+	destroy "$src" toptout
+	lvchange_on "$src" -an "$VG/optout1"
+	expect "toptout destroyed, optout1 released by hand"
+}
+
+# ---------------------------------------------------------------------------------
+# A domain whose migration lasts: 256 MiB with 160 MiB of random bytes placed in its RAM
+# by QEMU's generic loader (a no-OS guest's RAM is otherwise zero pages, which migrate
+# in no time), migrated at 1 MiB/s. It uses t1's LV (t1 and tslow never run together).
+
+TSLOW_UUID=6c76686b-0000-4000-8000-0000000000aa
+
+tslow_xml() {
+	cat <<EOF2
+<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+  <name>tslow</name>
+  <uuid>$TSLOW_UUID</uuid>
+  <memory unit='MiB'>256</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <disk type='block' device='disk'>
+      <driver name='qemu' type='raw' cache='none' io='native'/>
+      <source dev='/dev/$VG/t1'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <memballoon model='none'/>
+  </devices>
+  <qemu:commandline>
+    <qemu:arg value='-device'/>
+    <qemu:arg value='loader,file=/var/lib/libvirt/images/tslow.ram,addr=0x2000000,force-raw=on'/>
+  </qemu:commandline>
+</domain>
+EOF2
+}
+
+define_tslow() {
+	local h
+	for h in host1 host2; do
+		tslow_xml >"$(host_dir "$h")/share/tslow.xml"
+		hsh "$h" -t 120 '
+			set -e
+			f=/var/lib/libvirt/images/tslow.ram
+			[ "$(stat -c %s $f 2>/dev/null)" = 167772160 ] || { head -c 160M /dev/urandom >$f.tmp && chmod 0644 $f.tmp && mv $f.tmp $f; }
+			virsh -q define /mnt/ctl/tslow.xml >/dev/null' || fail "$h: defining tslow failed"
+	done
+}
+
+# start_slow_migration SRC DST: virsh migrate --live tslow at 1 MiB/s in the background
+# (output in $RUN_DIR/slow-migration.out, status in .rc), waits until the source shows
+# the outgoing job and the destination holds sh.
+start_slow_migration() {
+	local src=$1 dst=$2
+	rm -f "$RUN_DIR/slow-migration".*
+	(
+		set +e
+		migrate_cmd "$src" "$dst" tslow --bandwidth 1 >"$RUN_DIR/slow-migration.out" 2>&1
+		echo $? >"$RUN_DIR/slow-migration.rc"
+	) &
+	SLOW_PID=$!
+	wait_until "tslow's outgoing job on $src and sh on both hosts" 120 slow_migration_running "$src" "$dst" ||
+		fail "the migration of tslow did not get going: $(cat "$RUN_DIR/slow-migration.out" 2>/dev/null)"
+}
+slow_migration_running() {
+	hsh "$1" -t 30 'timeout 20 virsh domjobinfo tslow | grep -q "^Job type: *Unbounded" &&
+		timeout 20 virsh domjobinfo tslow | grep -q "^Memory processed: *[1-9]"' &&
+		modes_are "$1:t1:sh" "$2:t1:sh"
+}
+# finish_slow_migration: wait for the background virsh; prints its status and output.
+finish_slow_migration() {
+	local start=$SECONDS
+	while [[ ! -f $RUN_DIR/slow-migration.rc ]]; do
+		((SECONDS - start < 300)) || fail "virsh migrate of tslow still running after 300 s"
+		sleep 1
+	done
+	wait "$SLOW_PID" 2>/dev/null || true
+	echo "rc=$(cat "$RUN_DIR/slow-migration.rc") $(tr '\n' ' ' <"$RUN_DIR/slow-migration.out")"
+}
+
+# (b) virsh domjobabort during the migration: the source resumes and is ex again.
+scenario_migrate_abort() {
+	define_tslow
+	start_ok host1 tslow
+	expect "tslow started on host1" t1@host1=ex
+	start_slow_migration host1 host2
+	expect "during the migration: sh on both" t1@host1=sh t1@host2=sh
+	local out
+	out=$(virsh_on host1 domjobabort tslow 2>&1) || fail "virsh domjobabort failed: $out"
+	log "  host1: virsh domjobabort tslow"
+	local r
+	r=$(finish_slow_migration)
+	log "  virsh migrate after the abort: $r"
+	[[ $r != rc=0* ]] || fail "the migration succeeded despite domjobabort"
+	wait_modes 90 "t1 ex again on host1 after the abort" host1:t1:ex host2:t1:none
+	expect "abort: source ex again, destination nothing" t1@host1=ex
+	expect_dom tslow running "shut off"
+	destroy host1 tslow
+	expect "tslow destroyed"
+}
+
+# (c) the destination's QEMU killed mid-migration.
+scenario_migrate_dest_killed() {
+	define_tslow
+	start_ok host1 tslow
+	expect "tslow started on host1" t1@host1=ex
+	start_slow_migration host1 host2
+	hsh host2 -t 30 'pkill -KILL -f "^/usr/bin/qemu-system-x86_64 -name guest=tslow"' ||
+		fail "no QEMU of tslow on host2"
+	log "  host2: tslow's QEMU killed (SIGKILL) mid-migration"
+	local r
+	r=$(finish_slow_migration)
+	log "  virsh migrate: $r"
+	[[ $r != rc=0* ]] || fail "the migration succeeded although the destination QEMU was killed"
+	wait_modes 90 "t1 ex again on host1" host1:t1:ex host2:t1:none
+	expect "destination killed: source ex again, destination nothing" t1@host1=ex
+	expect_dom tslow running "shut off"
+	destroy host1 tslow
+	expect "tslow destroyed"
+}
+
+# (e) the lock helper stopped on the destination during the migration, then started:
+# it finds sh where ex is due and converts it. lvhook check shows sh-after-migration
+# meanwhile.
+scenario_migrate_dest_helper_down() {
+	define_tslow
+	start_ok host1 tslow
+	expect "tslow started on host1" t1@host1=ex
+	start_slow_migration host1 host2
+	hrun host2 systemctl stop lvhook.service || fail "stopping lvhook.service on host2 failed"
+	log "  host2: lock helper stopped during the migration"
+	virsh_on host1 migrate-setspeed tslow 8192 >/dev/null || fail "virsh migrate-setspeed failed"
+	local r
+	r=$(finish_slow_migration)
+	[[ $r == rc=0* ]] || fail "the migration failed: $r"
+	expect_dom tslow "shut off" running
+	expect "migrated with host2's lock helper down: sh on host2, nothing on host1" t1@host2=sh
+	check_case "sh after a migration (host2's lock helper down)" host2 1 sh-after-migration tslow
+	hrun host2 systemctl start lvhook.service || fail "starting lvhook.service on host2 failed"
+	log "  host2: lock helper started again"
+	wait_modes 90 "t1 ex on host2 after the lock helper came back" host2:t1:ex
+	expect "lock helper back: ex on host2" t1@host2=ex
+	destroy host2 tslow
+	expect "tslow destroyed"
+}
+
+# (d) the lock helper stopped on the source: the migration is refused, the VM runs on.
+scenario_migrate_src_helper_down() {
+	start_ok host1 t1
+	expect "t1 started on host1" t1@host1=ex
+	hrun host1 systemctl stop lvhook.service || fail "stopping lvhook.service on host1 failed"
+	log "  host1: lock helper stopped"
+	local out t0=$SECONDS
+	if out=$(migrate_cmd host1 host2 t1 2>&1); then
+		fail "the migration succeeded without the source's lock helper"
+	fi
+	log "  virsh migrate refused after $((SECONDS - t0)) s; libvirt says:"
+	printf '%s\n' "$out" | sed 's/^/      | /' >&2
+	[[ $out == *"lvhook: "* ]] || fail "the error does not carry lvhook's line"
+	expect "refused: t1 still ex on host1 only" t1@host1=ex
+	expect_dom t1 running "shut off"
+	hrun host1 systemctl start lvhook.service || fail "starting lvhook.service on host1 failed"
+	destroy host1 t1
+	expect "t1 destroyed"
+}
+
+# (f) libvirtd restarted on the destination right after a migration.
+scenario_migrate_dest_libvirtd_restart() {
+	start_ok host1 t1
+	expect "t1 started on host1" t1@host1=ex
+	local ms
+	ms=$(migrate host1 host2 t1)
+	hrun host2 -t 180 sh -c 'systemctl restart libvirtd && timeout 120 virsh -q version >/dev/null' ||
+		fail "libvirtd restart on host2 failed"
+	log "  t1 migrated to host2 (${ms} ms), libvirtd restarted there at once"
+	wait_modes 120 "t1 ex on host2 after the restart" host2:t1:ex
+	expect "libvirtd restarted on the destination: ex on host2" t1@host2=ex
+	expect_dom t1 "shut off" running
+	destroy host2 t1
+	expect "t1 destroyed"
+}
+
+# (g) offline migration of a stopped domain: nothing activated anywhere.
+scenario_migrate_offline() {
+	expect "t1 stopped everywhere"
+	local out
+	out=$(hrun host1 -t 200 timeout 180 virsh migrate --offline --persistent t1 qemu+tcp://host2/system 2>&1) ||
+		fail "virsh migrate --offline failed: $out"
+	log "  host1: virsh migrate --offline --persistent t1 -> host2"
+	expect "offline migration: nothing active anywhere"
+	expect_dom t1 "shut off" "shut off"
+}
+
+# (h) forged requests: a hook run by hand on host2 for t1, which runs on host1 with no
+# migration; and the same with a client certificate no CA of the cluster signed.
+scenario_forged_request() {
+	start_ok host1 t1
+	expect "t1 started on host1" t1@host1=ex
+	local out
+	out=$(hsh host2 -t 120 '
+		virsh dumpxml --inactive t1 >/root/t1.xml
+		lvhook hook t1 migrate begin - </root/t1.xml || exit 10
+		lvhook hook t1 prepare begin - </root/t1.xml; rc=$?
+		lvhook hook t1 release end - </root/t1.xml
+		exit $rc' 2>&1) && fail "the forged prepare on host2 was accepted: $out"
+	log "  host2: forged 'migrate begin' + 'prepare begin' of t1 refused:"
+	printf '%s\n' "$out" | sed 's/^/      | /' >&2
+	[[ $out == *"no outgoing migration job"* ]] || fail "host1 did not refuse for the missing migration job"
+	expect "forged request refused: t1 ex on host1 only" t1@host1=ex
+	hsh host1 -t 30 'journalctl -q -n 0 --show-cursor -t lvhook | sed -n "s/^-- cursor: //p" >/root/forged.cursor' >/dev/null
+	out=$(hsh host2 -t 120 '
+		sed -e "s|^\[daemon\]|&\nclient_cert = \"/root/rogue/clientcert.pem\"\nclient_key = \"/root/rogue/clientkey.pem\"\npeer_timeout = \"3s\"|" \
+			/etc/lvhook/lvhook.toml >/root/rogue/lvhook.toml
+		export LVHOOK_CONFIG=/root/rogue/lvhook.toml
+		lvhook hook t1 migrate begin - </root/t1.xml || exit 10
+		lvhook hook t1 prepare begin - </root/t1.xml; rc=$?
+		lvhook hook t1 release end - </root/t1.xml
+		exit $rc' 2>&1) && fail "the prepare with an unknown client certificate was accepted: $out"
+	log "  host2: 'prepare begin' with a self-signed client certificate refused:"
+	printf '%s\n' "$out" | sed 's/^/      | /' >&2
+	local j
+	j=$(hsh host1 -t 30 'journalctl -q --no-pager -o cat -t lvhook --after-cursor "$(cat /root/forged.cursor)" | grep -i -m3 "certificate\|handshake"') ||
+		fail "host1's journal does not show the refused certificate"
+	log "  host1's journal:"
+	printf '%s\n' "$j" | sed 's/^/      | /' >&2
+	expect "unknown certificate refused: t1 ex on host1 only" t1@host1=ex
+	destroy host1 t1
+	expect "t1 destroyed"
+}
+
+# ---------------------------------------------------------------------------------
+# lvhook check on the cluster (issue 5)
+
+# check_case DESC HOST WANT_RC CODE [DOMAIN]: `lvhook check --all` and `--all --json`
+# on HOST: exit status WANT_RC, and (unless CODE is -) a problem CODE (of DOMAIN). The
+# table and the JSON problems are printed and kept in $RUN_DIR/check-report.
+check_case() {
+	local desc=$1 host=$2 want=$3 code=$4 dom=${5:-} table json rc jrc
+	table=$(lvhook_check "$host" --all)
+	rc=${table##*rc=}
+	table=${table%rc=*}
+	json=$(lvhook_check "$host" --all --json)
+	jrc=${json##*rc=}
+	json=${json%rc=*}
+	{
+		echo "==== $desc: lvhook check --all on $host (exit $rc)"
+		printf '%s\n' "$table"
+		echo "==== $desc: lvhook check --all --json on $host (exit $jrc): summary and problems"
+		jq -c '{version, host, healthy, summary}' <<<"$json" 2>/dev/null || printf '%s\n' "$json"
+		jq -c '.problems[]' <<<"$json" 2>/dev/null
+	} | tee -a "$RUN_DIR/check-report" | sed 's/^/      | /' >&2
+	[[ $rc == "$want" && $jrc == "$want" ]] ||
+		fail "$desc: lvhook check on $host exited $rc (json $jrc), expected $want"
+	[[ $code == - ]] && return 0
+	jq -e --arg c "$code" --arg d "$dom" '[.problems[] | select(.code == $c and ($d == "" or .domain == $d))] | length > 0' \
+		<<<"$json" >/dev/null || fail "$desc: no problem '$code' ${dom:+of $dom }in lvhook check --json on $host"
+	log "  ok   $desc: lvhook check on $host exits $rc, reports $code"
+}
+
+TMISSING_UUID=6c76686b-0000-4000-8000-0000000000bb
+
+scenario_check() {
+	rm -f "$RUN_DIR/check-report"
+	start_ok host1 t1
+	expect "t1 running on host1" t1@host1=ex
+	check_case "healthy: t1 running on host1" host1 0 -
+	check_case "healthy: t1 running on host1" host2 0 -
+
+	lvchange_on host2 -aey "$VG/t3a"
+	expect "t3a activated by hand on host2, t3 stopped" t1@host1=ex t3a@host2=ex
+	check_case "stale activation (t3a active, t3 stopped)" host2 1 stale-activation t3
+	lvchange_on host2 -an "$VG/t3a"
+
+	local h
+	for h in host1 host2; do
+		sed -e "s/<name>t1</<name>tmissing</" -e "s/<uuid>[^<]*</<uuid>$TMISSING_UUID</" \
+			-e "s|/dev/$VG/t1|/dev/$VG/nosuch|" "$HARNESS_DIR/domains/t1.xml" >"$(host_dir "$h")/share/tmissing.xml"
+		hrun "$h" virsh -q define /mnt/ctl/tmissing.xml >/dev/null || fail "$h: define tmissing failed"
+	done
+	check_case "LV missing (tmissing names $VG/nosuch)" host1 1 lv-missing tmissing
+	for h in host1 host2; do hrun "$h" virsh -q undefine tmissing >/dev/null || true; done
+
+	destroy host1 t1
+	expect "t1 destroyed"
+	hrun host1 -t 120 vgchange --lock-stop "$VG" >/dev/null || fail "vgchange --lock-stop failed"
+	wait_until "host1 out of lockspace $VG" 60 lockspace_stopped host1 || fail "host1 still in the lockspace"
+	check_case "lockspace not started on host1" host1 1 lockspace-not-started
+	lock_start host1
+	check_case "healthy again" host1 0 -
+}
+
+# ---------------------------------------------------------------------------------
+# The package: upgraded over itself while a domain runs.
+
+scenario_package_upgrade() {
+	local deb=$DEB_DIR/lvhook-upgrade.deb v pid1 pid2 h
+	[[ -f $deb ]] || fail "no $deb (build_debs)"
+	start_ok host1 t1
+	expect "t1 started on host1" t1@host1=ex
+	pid1=$(hrun host1 pgrep -f 'qemu-system-x86_64 -name guest=t1') || fail "no QEMU for t1"
+	for h in host1 host2; do
+		v=$(install_deb "$h" "$deb") || fail "$h: upgrade to $(basename "$deb") failed"
+		log "  $h: lvhook upgraded to $v (dpkg -i)"
+		[[ $v == *+e2e ]] || fail "$h: lvhook version after the upgrade is '$v'"
+		hsh "$h" -t 60 'systemctl is-active -q lvhook.service && cmp -s /etc/lvhook/lvhook.toml /mnt/ctl/pki/lvhook.toml' ||
+			fail "$h: after the upgrade lvhook.service is not running or lvhook.toml was replaced"
+	done
+	pid2=$(hrun host1 pgrep -f 'qemu-system-x86_64 -name guest=t1') || fail "t1's QEMU is gone after the upgrade"
+	[[ $pid1 == "$pid2" ]] || fail "t1's QEMU changed across the upgrade ($pid1 -> $pid2)"
+	expect "upgraded on both hosts: t1 untouched, ex on host1" t1@host1=ex
+	start_refused host2 t1 "lvhook: refusing to start"
+	start_ok host2 t3
+	expect "the upgraded hook works: t3 started on host2" t1@host1=ex t3a@host2=ex t3b@host2=ex t3c@host2=ex
+	local ms
+	ms=$(migrate host1 host2 t1)
+	wait_modes 90 "t1 ex on host2" host2:t1:ex
+	expect "t1 migrated to host2 with the upgraded package (${ms} ms)" t1@host2=ex t3a@host2=ex t3b@host2=ex t3c@host2=ex
+	destroy host2 t1
+	destroy host2 t3
+	expect "all destroyed"
+}
+
+# migration_summary: the figures of the live migrations (not asserted).
+migration_summary() {
+	local f=$RUN_DIR/migrations
+	[[ -f $f ]] || return 0
+	echo "==== live migrations with plain virsh migrate --live (lvhook handover)"
+	stats() { sort -n | awk '{ v[NR] = $1 } END { if (NR) printf "min %d, median %d, max %d (n=%d)", v[1], v[int((NR + 1) / 2)], v[NR], NR; else printf "none" }'; }
+	echo "  migrations done: $(wc -l <"$f") ($(awk '$1 == "t1"' "$f" | wc -l) of t1, $(awk '$1 == "t3"' "$f" | wc -l) of t3)"
+	echo "  wall time ms: $(awk '{ print $5 }' "$f" | stats)"
+	echo "  shared window on the source (downgrade granted -> release end done) ms: $(awk '$6 != "?" { print $6 }' "$f" | stats)"
+	echo "  RESUMED_MIGRATED -> ex on the destination (lock helper took=) ms: $(awk '$7 != "?" { print $7 }' "$f" | stats)"
+	if [[ -f $RUN_DIR/migrations-manual ]]; then
+		echo "  wall time ms with locks set by hand (toptout, no lvhook): $(stats <"$RUN_DIR/migrations-manual")"
+	fi
+	echo "  per migration (domain n src dst wall_ms window_ms to_ex_ms):"
+	sed 's/^/    /' "$f"
+	if [[ -f $RUN_DIR/hook-order ]]; then
+		echo "  hook calls during the first live migration, both hosts by time:"
+		sed 's/^/    /' "$RUN_DIR/hook-order"
+	fi
+	if [[ -f $RUN_DIR/check-report ]]; then
+		echo "==== lvhook check on the cluster"
+		sed 's/^/  /' "$RUN_DIR/check-report"
+	fi
+}
