@@ -1,6 +1,7 @@
 package lvmlock
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -120,13 +121,37 @@ func (c *Client) LVs(ctx context.Context, vgs ...string) (lvs []LV, missing []st
 }
 
 // Locks returns this host's lvmlockd state (`lvmlockctl -i`).
+//
+// lvmlockctl receives lvmlockd's dump on a socket of one fixed name
+// (lvmlockctl.c, setup_dump_socket): while another `lvmlockctl -i` runs on the
+// host (the lock helper, a hook, lvhook check, an operator) it fails at once,
+// printing "socket error -98" (EADDRINUSE) on stdout, exit status 158. Seen on
+// the harness with lvm2 2.03.16. Such a failure is tried again, briefly.
 func (c *Client) Locks(ctx context.Context) (Locks, error) {
-	out, err := c.run(ctx, "lvmlockctl", "--info")
-	if err != nil {
-		return nil, err
+	delay := 20 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		out, err := c.run(ctx, "lvmlockctl", "--info")
+		if err == nil {
+			return ParseLockctl(out), nil
+		}
+		if attempt >= lockctlBusyRetries || !bytes.Contains(out, []byte("socket error")) {
+			return nil, err
+		}
+		c.Log.Debug().Err(err).Int("attempt", attempt+1).Msg("lvmlockctl busy; trying again")
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+		delay = min(2*delay, 500*time.Millisecond)
 	}
-	return ParseLockctl(out), nil
 }
+
+// lockctlBusyRetries bounds the tries of a `lvmlockctl -i` that found the dump
+// socket in use (about 3 s in all).
+const lockctlBusyRetries = 10
 
 // State queries the LVs of vgs and, when modes is set and one of them is
 // active here, lvmlockd's lock modes: one lvs call, plus one lvmlockctl call
