@@ -95,7 +95,7 @@ func (s *State) MarkIncoming(uuid string) error {
 	if err := validUUID(uuid); err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(s.Dir, "incoming", uuid), []byte(s.now().UTC().Format(time.RFC3339Nano)+"\n"))
+	return WriteFileAtomic(filepath.Join(s.Dir, "incoming", uuid), []byte(s.now().UTC().Format(time.RFC3339Nano)+"\n"))
 }
 
 // TakeIncoming consumes the marker of uuid and reports whether it was
@@ -148,7 +148,7 @@ func (s *State) Save(dir string, r Record) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(s.Dir, dir, r.UUID+".json"), append(data, '\n'))
+	return WriteFileAtomic(filepath.Join(s.Dir, dir, r.UUID+".json"), append(data, '\n'))
 }
 
 // Load reads the record of uuid in dir; ok is false when there is none.
@@ -216,7 +216,9 @@ const (
 	PendingDir = "pending"
 )
 
-func writeFileAtomic(path string, data []byte) error {
+// WriteFileAtomic writes data to path through a temporary file and a rename,
+// so that a reader sees the old content or the new one, never a part.
+func WriteFileAtomic(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/lvhook/lvhook/hook"
 )
 
 // ProblemsDir is the state directory's subdirectory where the lock helper
@@ -109,29 +111,10 @@ func (h *Helper) publish(only []string, found map[string][]Problem, names map[st
 				Msg("cannot repair")
 		}
 		data, _ := json.MarshalIndent(DomainProblems{Name: names[u], UUID: u, Host: h.Host, Checked: h.now().UTC(), Problems: probs}, "", "  ")
-		if err := writeFileAtomic(path, append(data, '\n')); err != nil {
+		if err := hook.WriteFileAtomic(path, append(data, '\n')); err != nil {
 			h.Log.Warn().Err(err).Msg("cannot write problems file")
 			continue
 		}
 		h.problems[u] = probs
 	}
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
