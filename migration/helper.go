@@ -248,6 +248,12 @@ func (h *Helper) Downgrade(ctx context.Context, peer string, req Request) (ans A
 		h.grants = map[string]grant{}
 	}
 	h.grants[req.UUID] = grant{peer: peer, jobStart: jobStart}
+	// Watch the job: a migration cancelled or failed before the guest was
+	// paused ends with no lifecycle event on this host (no
+	// RESUMED_MIGRATED), so only the job's end tells that the LVs must be
+	// ex again here.
+	d := h.dueLocked(req.UUID, dom.Name)
+	d.delay, d.next = retryMin, h.now().Add(retryMin)
 	h.mu.Unlock()
 	ans.Granted = true
 	return ans

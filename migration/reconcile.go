@@ -359,10 +359,18 @@ func (h *Helper) repairRunning(ctx context.Context, st *lvmlock.State, v *domVie
 	}
 	switch v.job.Kind {
 	case JobMigrationOut, JobUnknown:
-		// sh is right while the domain migrates away (or may).
+		// sh is right while the domain migrates away (or may). A domain
+		// handed over from here is looked at again until its job ends:
+		// a cancel before the guest was paused sends no event here.
 		h.mu.Lock()
-		delete(h.due, v.UUID)
+		_, watched := h.grants[v.UUID]
+		if !watched {
+			delete(h.due, v.UUID)
+		}
 		h.mu.Unlock()
+		if watched {
+			h.schedule(v, false)
+		}
 		return probs
 	case JobMigrationIn:
 		// The incoming migration still runs; once the guest is resumed

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -222,5 +223,51 @@ func TestTickPacing(t *testing.T) {
 	}
 	if got, want := h.helper.NextWake(), c.clock().Add(interval); !got.Equal(want) {
 		t.Errorf("NextWake() after a pass = %v, want %v", got, want)
+	}
+}
+
+// TestSourceExclusiveAfterSilentCancel: a migration cancelled (domjobabort) or
+// failed before the source guest was paused sends no lifecycle event to the
+// source (no RESUMED_MIGRATED): seen on the harness, where the source stayed
+// sh until the next periodic pass. After a downgrade the source watches the
+// job and converts back to ex once it is gone and the destination released.
+func TestSourceExclusiveAfterSilentCancel(t *testing.T) {
+	c := newTestCluster(t, 2)
+	src := c.hosts[0]
+	src.lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a")
+	c.record(1, "vm1", uuid1, false, "a")
+	c.hold(1, "a", lvmlock.ModeEx)
+	ctx := context.Background()
+	src.helper.ReconcileAll(ctx) // the periodic pass has just run
+	t0 := c.clock()
+	if ans := src.helper.Downgrade(ctx, "kvm2", req(uuid1, "a")); !ans.Granted {
+		t.Fatalf("downgrade refused: %s", ans.Reason)
+	}
+	c.hold(2, "a", lvmlock.ModeSh) // the destination's prepare
+	if got, max := src.helper.NextWake(), c.clock().Add(retryMax); got.After(max) {
+		t.Fatalf("NextWake() = %v after a downgrade, want by %v", got, max)
+	}
+	// While the job runs the source keeps sh and keeps watching.
+	c.advance(retryMin)
+	src.helper.Tick(ctx)
+	if diff := cmp.Diff(lock{1: "sh", 2: "sh"}, c.lvm.Holders("vg0", "a")); diff != "" {
+		t.Fatalf("during the migration (-want +got):\n%s", diff)
+	}
+	// Cancelled: the job ends, the destination's release drops its sh, and
+	// no event comes.
+	src.lv.setJob(uuid1, JobNone)
+	c.hold(2, "a", lvmlock.ModeNone)
+	for i := 0; i < 10 && src.helper.NextWake().Before(c.clock().Add(time.Minute)); i++ {
+		c.advance(src.helper.NextWake().Sub(c.clock()))
+		src.helper.Tick(ctx)
+		if c.lvm.Holders("vg0", "a")[1] == lvmlock.ModeEx {
+			break
+		}
+	}
+	if diff := cmp.Diff(lock{1: "ex"}, c.lvm.Holders("vg0", "a")); diff != "" {
+		t.Errorf("after the silent cancel (-want +got):\n%s", diff)
+	}
+	if elapsed := c.clock().Sub(t0); elapsed >= src.helper.Config.Daemon.ReconcileInterval.D() {
+		t.Errorf("ex again only after %v: the periodic pass did it, not the job watch", elapsed)
 	}
 }
