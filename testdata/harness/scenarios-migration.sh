@@ -208,6 +208,8 @@ start_slow_migration() {
 		echo $? >"$RUN_DIR/slow-migration.rc"
 	) &
 	SLOW_PID=$!
+	# Not a job of this shell: expect's bare `wait` must not wait for it.
+	disown "$SLOW_PID"
 	wait_until "tslow's outgoing job on $src and sh on both hosts" 120 slow_migration_running "$src" "$dst" ||
 		fail "the migration of tslow did not get going: $(cat "$RUN_DIR/slow-migration.out" 2>/dev/null)"
 }
@@ -223,7 +225,6 @@ finish_slow_migration() {
 		((SECONDS - start < 300)) || fail "virsh migrate of tslow still running after 300 s"
 		sleep 1
 	done
-	wait "$SLOW_PID" 2>/dev/null || true
 	echo "rc=$(cat "$RUN_DIR/slow-migration.rc") $(tr '\n' ' ' <"$RUN_DIR/slow-migration.out")"
 }
 
