@@ -30,10 +30,13 @@ expect() {
 	for s in "$@"; do wants[${s%%=*}]=${s#*=}; done
 	local tmp
 	tmp=$(mktemp -d)
+	local pids=()
 	for h in "${HOSTS[@]}"; do
 		lvm_state "$h" >"$tmp/$h" 2>"$tmp/$h.err" &
+		pids+=($!)
 	done
-	wait
+	# Only these reads: a scenario may have other jobs in the background.
+	wait "${pids[@]}" || true
 	local summary=()
 	for h in "${HOSTS[@]}"; do
 		[[ -s $tmp/$h ]] || {
