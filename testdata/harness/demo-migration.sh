@@ -36,7 +36,7 @@ demo_live_migration() {
 	wait_until "t1 exclusive on $dst" 90 demo_mode_is "$dst" ex || die "t1 did not become exclusive on $dst"
 	echo "    After:"
 	show_locks
-	hsh "$dst" -t 30 'journalctl -q -o cat -t lvhook | grep -m1 -F "exclusive again" | tail -n1' 2>/dev/null |
+	hsh "$dst" -t 30 'journalctl -q -o cat -t lvhook | grep -F "exclusive again" | tail -n1' 2>/dev/null |
 		sed 's/^/    lock helper on '"$dst"': /'
 }
 
