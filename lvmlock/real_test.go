@@ -68,11 +68,18 @@ func TestClassifyRealErrors(t *testing.T) {
 }
 
 func TestParseRealLockctl(t *testing.T) {
-	locks := ParseLockctl(readReal(t, "lvmlockctl-i-ex-sh.txt"))
-	want := map[string]Mode{
-		"kg1er0-oMd5-JEej-x0c2-2SS1-Tj4G-s7ii6F": ModeEx, // t1
-		"0SejM6-7ZGk-yMKR-c7aH-960B-s8zk-dC67Qq": ModeSh, // share1
+	// The LV UUIDs change with each capture (capture.sh): take them from
+	// the lvs report captured with the same cluster.
+	lvs, err := ParseLVs(readReal(t, "lvs-report.json"))
+	if err != nil {
+		t.Fatal(err)
 	}
+	uuid := map[string]string{}
+	for _, lv := range lvs {
+		uuid[lv.Name] = lv.UUID
+	}
+	locks := ParseLockctl(readReal(t, "lvmlockctl-i-ex-sh.txt"))
+	want := map[string]Mode{uuid["t1"]: ModeEx, uuid["share1"]: ModeSh}
 	if diff := cmp.Diff(want, locks["vg0"].LVs); diff != "" {
 		t.Errorf("host1 locks (-want +got):\n%s", diff)
 	}
@@ -80,7 +87,7 @@ func TestParseRealLockctl(t *testing.T) {
 		t.Errorf("lockspaces = %v, want vg0 (sanlock) only", locks)
 	}
 	host2 := ParseLockctl(readReal(t, "lvmlockctl-i-sh.txt"))
-	if m := host2.Mode("vg0", "0SejM6-7ZGk-yMKR-c7aH-960B-s8zk-dC67Qq"); m != ModeSh {
+	if m := host2.Mode("vg0", uuid["share1"]); m != ModeSh {
 		t.Errorf("host2 share1 = %q, want sh", m)
 	}
 }
