@@ -228,9 +228,10 @@ func TestTickPacing(t *testing.T) {
 
 // TestSourceExclusiveAfterSilentCancel: a migration cancelled (domjobabort) or
 // failed before the source guest was paused sends no lifecycle event to the
-// source (no RESUMED_MIGRATED): seen on the harness, where the source stayed
-// sh until the next periodic pass. After a downgrade the source watches the
-// job and converts back to ex once it is gone and the destination released.
+// source (no RESUMED_MIGRATED: libvirt resumes only a guest it paused), so the
+// source stayed sh until the next periodic pass. After a downgrade the source
+// watches the job and converts back to ex once it is gone and the destination
+// released.
 func TestSourceExclusiveAfterSilentCancel(t *testing.T) {
 	c := newTestCluster(t, 2)
 	src := c.hosts[0]
