@@ -163,6 +163,17 @@ func (r *run) activate(ctx context.Context) error {
 	}
 	if incoming {
 		err = r.activateIncoming(ctx, targets, activate)
+		if errors.Is(err, ErrHandoverRefused) {
+			// No host has this domain migrating out: an offline migration
+			// (which leaves the same marker) followed by a start, or a
+			// source without its lock helper. The domain's own modes, ex
+			// above all, are safe to ask: lvmlockd refuses them while any
+			// other host holds the LVs, as a live source does.
+			if r.activateAsStart(ctx, &targets, prior) == nil {
+				incoming = false
+				err = nil
+			}
+		}
 	} else {
 		err = r.retry(ctx, lvmlock.IsLockspaceStarting, activate)
 	}
@@ -180,6 +191,25 @@ func (r *run) activate(ctx context.Context) error {
 		// deactivates from the XML, so log and go on.
 		r.log.Error().Err(err).Msg("cannot save domain record")
 	}
+	return nil
+}
+
+// activateAsStart activates the domain's LVs in their own modes, as a start
+// does, after a refused handover. On failure it leaves targets as they were
+// and the caller reports the handover's refusal, the more useful line.
+func (r *run) activateAsStart(ctx context.Context, targets *[]lvmlock.Target, prior map[lvmlock.Ref]lvmlock.Mode) error {
+	own := make([]lvmlock.Target, 0, len(*targets))
+	for _, t := range *targets {
+		if d := r.diskOf(func(d Disk) bool { return d.Ref == t.Ref }); d != nil {
+			own = append(own, lvmlock.Target{Ref: t.Ref, Mode: d.Mode})
+		}
+	}
+	if _, err := r.lvm.Activate(ctx, lvmlock.Assume(prior), own); err != nil {
+		r.log.Info().Err(err).Msg("no peer downgraded and the LVs are held elsewhere: refused")
+		return err
+	}
+	r.log.Info().Msg("no host has the domain migrating out and no other host holds its LVs: activated as an ordinary start")
+	*targets = own
 	return nil
 }
 

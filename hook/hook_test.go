@@ -2,6 +2,7 @@ package hook
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -398,4 +399,42 @@ func TestSameLVTwoDomainsOneHostRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.wantModes("vm1 after its clone was refused", "vg0", held(1, lvmlock.ModeEx), vm1LVs...)
+}
+
+// An offline migration leaves migrate begin's marker; a start within
+// marker_ttl then finds no peer with the domain migrating out. With nobody
+// holding the LVs it is an ordinary start (ex); with the source holding them
+// it stays refused.
+func TestRefusedHandoverFallsBackToStart(t *testing.T) {
+	refused := func(context.Context, *Domain, []lvmlock.Ref) error {
+		return fmt.Errorf("%w (host1: domain is shut off on host1)", ErrHandoverRefused)
+	}
+	t.Run("offline migration then start", func(t *testing.T) {
+		c := newCluster(t)
+		c.hosts[2].Handover = refused
+		if err := c.call(2, "block-three.xml", "migrate", "begin"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.call(2, "block-three.xml", "prepare", "begin"); err != nil {
+			t.Fatalf("start after an offline migration: %v", err)
+		}
+		c.wantModes("start after an offline migration", "vg0", held(2, lvmlock.ModeEx), vm1LVs...)
+		rec, _, _ := c.hosts[2].State.Load(DomainsDir, "6f1c5b7e-2a1d-4c53-9a43-2b8f0d1e7c11")
+		if rec.Incoming {
+			t.Errorf("record marked incoming after an ordinary start")
+		}
+	})
+	t.Run("source still holds ex", func(t *testing.T) {
+		c := newCluster(t)
+		c.hosts[2].Handover = refused
+		if err := c.call(1, "block-three.xml", "prepare", "begin"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.call(2, "block-three.xml", "migrate", "begin"); err != nil {
+			t.Fatal(err)
+		}
+		err := c.call(2, "block-three.xml", "prepare", "begin")
+		wantErr(t, "migration with a silent source", err, "refusing to accept the incoming migration of vm1: no peer agreed to downgrade (host1: domain is shut off on host1)")
+		c.wantModes("source keeps ex", "vg0", held(1, lvmlock.ModeEx), vm1LVs...)
+	})
 }
