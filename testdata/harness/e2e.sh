@@ -32,6 +32,9 @@ ALL_SCENARIOS=(start_refuse_stop save_restore managedsave libvirtd_restart multi
 
 RESULTS=()
 FAILED=0
+# Where die() records why the run stopped, to print it again last (CI shows the tail).
+HARNESS_FATAL=$(mktemp)
+export HARNESS_FATAL
 
 finish() {
 	local rc=$?
@@ -44,6 +47,12 @@ finish() {
 	else
 		cluster_down || true
 	fi
+	if [[ -s $HARNESS_FATAL ]]; then
+		log "e2e stopped: $(paste -sd';' "$HARNESS_FATAL")"
+	elif ((FAILED != 0)); then
+		log "e2e FAILED: $(printf '%s\n' "${RESULTS[@]}" | grep '^FAIL' | paste -sd',')"
+	fi
+	rm -f "$HARNESS_FATAL"
 }
 
 # run_scenario NAME: run scenario_NAME in a subshell with errexit, time it, and put the

@@ -64,12 +64,15 @@ install_deb() {
 # (CN=hostN, SAN DNS:hostN,IP:10.0.0.N), as an operator makes them for libvirt's PKI.
 # Also a self-signed client certificate no peer trusts (DIR/rogue-*).
 make_pki() {
-	local dir=$1 n kind usage
+	local dir=$1 tmp n kind usage
 	[[ -f $dir/done ]] && return 0
-	rm -rf "$dir"
-	mkdir -p "$dir"
+	# Both hosts are configured in parallel (on_both): each makes the PKI in its own
+	# directory and renames it into place; the first rename wins, so both hosts get
+	# certificates of the same CA.
+	mkdir -p "$(dirname "$dir")"
+	tmp=$(mktemp -d "$dir.XXXXXX")
 	(
-		cd "$dir" || exit 1
+		cd "$tmp" || exit 1
 		set -e
 		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
 			-out cacert.pem -days 365 -subj "/CN=lvhook harness CA" 2>/dev/null
@@ -90,7 +93,10 @@ make_pki() {
 			-out rogue-client.pem -days 365 -subj "/CN=host2" \
 			-addext "subjectAltName=DNS:host2,IP:10.0.0.2" -addext "extendedKeyUsage=clientAuth" 2>/dev/null
 		touch ./done
-	) || die "openssl: making the harness PKI failed"
+	) || { rm -rf "$tmp"; die "openssl: making the harness PKI failed"; }
+	chmod 0755 "$tmp"
+	mv -T "$tmp" "$dir" 2>/dev/null || rm -rf "$tmp"
+	[[ -f $dir/done ]] || die "the harness PKI is missing from $dir"
 }
 
 # The lock helper's configuration on every host (the same file on both).

@@ -34,6 +34,8 @@ exec 9>&2
 progress() { printf '[%4ds] %s\n' "$((SECONDS - HARNESS_T0))" "$*" >&9; }
 die() {
 	printf '[%4ds] FATAL: %s\n' "$((SECONDS - HARNESS_T0))" "$*" >&2
+	# e2e.sh repeats it as its last line, after the diagnostics (dies in subshells too).
+	[[ -n ${HARNESS_FATAL:-} ]] && printf '%s\n' "$*" >>"$HARNESS_FATAL"
 	exit 1
 }
 need_root() { ((EUID == 0)) || die "must run as root (it boots QEMU guests and builds a root image)"; }
