@@ -63,6 +63,10 @@ type Libvirt interface {
 type Holder struct {
 	Host string       `json:"host"`
 	Mode lvmlock.Mode `json:"mode"`
+	// HostID and State are set when sanlock told: the holder's host_id, and
+	// whether it still renews its host lease (live, failing, dead).
+	HostID int               `json:"host_id,omitempty"`
+	State  lvmlock.HostState `json:"state,omitempty"`
 }
 
 // HolderSource tells which other hosts hold LV locks. The peers' lock
@@ -82,6 +86,12 @@ type Checker struct {
 	// Holders, when set, names the other hosts holding an LV; without it
 	// they are unknown unless this host holds the LV ex.
 	Holders HolderSource
+	// Sanlock, when set, is read for the hosts of each started lockspace
+	// (which one stopped renewing), and for the LV leases when Holders is
+	// unset or does not answer.
+	Sanlock *lvmlock.Sanlock
+	// HostIDs names sanlock host_ids (the configured peers).
+	HostIDs map[int]string
 	// Host names this host in the report.
 	Host string
 	// Now and PathExists default to the clock and os.Stat; tests set them.
@@ -127,6 +137,7 @@ type Problem struct {
 // Problem codes, in the order the report lists them (worst first).
 const (
 	ProblemHeldElsewhere       = "held-elsewhere"
+	ProblemHostNotRenewing     = "host-not-renewing"
 	ProblemActiveUnlocked      = "active-unlocked"
 	ProblemNotLocked           = "not-locked"
 	ProblemStaleActivation     = "stale-activation"
@@ -145,7 +156,7 @@ const (
 var problemRank = map[string]int{}
 
 func init() {
-	for i, c := range []string{ProblemHeldElsewhere, ProblemActiveUnlocked, ProblemNotLocked,
+	for i, c := range []string{ProblemHeldElsewhere, ProblemHostNotRenewing, ProblemActiveUnlocked, ProblemNotLocked,
 		ProblemStaleActivation, ProblemSharedAfterMigrate, ProblemLvmlockdNotRunning,
 		ProblemLockspaceNotStarted, ProblemLVMissing, ProblemVGMissing, ProblemDomainUnreadable,
 		ProblemPendingDeactivation, ProblemModeMismatch, ProblemSharedUnsupported, ProblemVGNotShared} {
@@ -169,6 +180,10 @@ type LockspaceReport struct {
 	Shared   bool   `json:"shared"`
 	LockType string `json:"lock_type,omitempty"`
 	State    string `json:"state"`
+	// Hosts are the hosts of its sanlock lockspace, when sanlock was read;
+	// HostsError says why they are missing when reading failed.
+	Hosts      []LockspaceHost `json:"hosts,omitempty"`
+	HostsError string          `json:"hosts_error,omitempty"`
 }
 
 // DomainReport is one domain.
@@ -211,7 +226,8 @@ type LVReport struct {
 // Others says whether other hosts hold the LV, and how that is known.
 type Others struct {
 	// Source: "exclusive-here" (an ex lock here excludes every other host),
-	// "peers" (the peers' lock helpers answered), or "unknown".
+	// "peers" (the peers' lock helpers answered), "sanlock" (the LV's lease
+	// as sanlock wrote it, when the peers did not answer), or "unknown".
 	Source  string   `json:"source"`
 	Holders []Holder `json:"holders"`
 }
@@ -220,6 +236,7 @@ type Others struct {
 const (
 	OthersExclusiveHere = "exclusive-here"
 	OthersPeers         = "peers"
+	OthersSanlock       = "sanlock"
 	OthersUnknown       = "unknown"
 )
 
@@ -282,16 +299,20 @@ func (c *Checker) Check(ctx context.Context, names []string) (*Report, error) {
 		return nil, err
 	}
 	ev := &evaluation{Checker: c, st: st, lockErr: lockErr, rep: rep,
-		hostNeed: hostNeeds(listed, inputs, records), records: records, vgs: map[string]lvmlock.LV{}}
+		hostNeed: hostNeeds(listed, inputs, records), records: records, vgs: map[string]lvmlock.LV{},
+		spaces: map[string]lvmlock.SanlockLockspace{}, hosts: map[string]map[int]lvmlock.SanlockHost{},
+		sanlockErr: map[string]string{}}
 	for r, lv := range st.LVs {
 		ev.vgs[r.VG] = lv
 	}
+	ev.readSanlock(ctx, vgsOfRefs(refs))
 	for _, in := range inputs {
 		ev.domain(in)
 	}
 	if err := ev.others(ctx); err != nil {
 		return nil, err
 	}
+	ev.hostProblems()
 	ev.pending(pending)
 	ev.lockspaces()
 	ev.finish()
@@ -476,6 +497,11 @@ type evaluation struct {
 	vgs map[string]lvmlock.LV
 	// lvs points at every LVReport, for filling in other holders.
 	lvs []lvPlace
+	// From sanlock, by VG: this host's lockspace, its hosts, or why they
+	// could not be read.
+	spaces     map[string]lvmlock.SanlockLockspace
+	hosts      map[string]map[int]lvmlock.SanlockHost
+	sanlockErr map[string]string
 }
 
 type lvPlace struct {
@@ -522,7 +548,8 @@ func (ev *evaluation) lockspaces() {
 	}
 	reportedLvmlockd := false
 	for _, vg := range vgsOfRefs(refs) {
-		ls := LockspaceReport{VG: vg, State: ev.lockspaceOf(vg), Shared: ev.vgShared(vg), LockType: ev.vgs[vg].LockType}
+		ls := LockspaceReport{VG: vg, State: ev.lockspaceOf(vg), Shared: ev.vgShared(vg), LockType: ev.vgs[vg].LockType,
+			Hosts: ev.lockspaceHosts(vg), HostsError: ev.sanlockErr[vg]}
 		ev.rep.Lockspaces = append(ev.rep.Lockspaces, ls)
 		switch ls.State {
 		case LockspaceNotStarted:
@@ -685,11 +712,9 @@ func (ev *evaluation) lv(in *domainInput, disk Disk) (LVReport, bool) {
 }
 
 // others fills in the other holders of every LV not held ex here, with one
-// question to the HolderSource, and reports conflicts.
+// question to the HolderSource, or when it is unset or does not answer, one
+// read of the LV leases per VG from sanlock; and reports conflicts.
 func (ev *evaluation) others(ctx context.Context) error {
-	if ev.Holders == nil {
-		return nil
-	}
 	var refs []lvmlock.Ref
 	for _, p := range ev.lvs {
 		lr := &ev.rep.Domains[p.dom].LVs[p.lv]
@@ -701,21 +726,34 @@ func (ev *evaluation) others(ctx context.Context) error {
 	if len(refs) == 0 {
 		return nil
 	}
-	holders, err := ev.Holders.Holders(ctx, refs)
-	if err != nil {
-		if ctx.Err() != nil {
+	source, holders, err := OthersPeers, map[lvmlock.Ref][]Holder(nil), error(nil)
+	if ev.Holders != nil {
+		holders, err = ev.Holders.Holders(ctx, refs)
+		if err != nil && ctx.Err() != nil {
 			return fmt.Errorf("ask peers: %w", err)
 		}
-		return nil // peers unreachable: the others stay unknown
+	}
+	if ev.Holders == nil || err != nil {
+		if len(ev.spaces) == 0 {
+			return nil // no peer answered and sanlock is not read: the others stay unknown
+		}
+		source = OthersSanlock
+		if holders, err = ev.leaseHolders(ctx, refs); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("read sanlock leases: %w", err)
+			}
+			return nil
+		}
 	}
 	for _, p := range ev.lvs {
 		dr := &ev.rep.Domains[p.dom]
 		lr := &dr.LVs[p.lv]
 		ref := lvmlock.Ref{VG: lr.VG, LV: lr.LV}
-		if lr.Others.Source != OthersUnknown || !slices.Contains(refs, ref) {
+		hs, known := holders[ref]
+		if lr.Others.Source != OthersUnknown || !slices.Contains(refs, ref) || source == OthersSanlock && !known {
 			continue
 		}
-		lr.Others = Others{Source: OthersPeers, Holders: slices.Clone(holders[ref])}
+		lr.Others = Others{Source: source, Holders: slices.Clone(hs)}
 		if lr.Others.Holders == nil {
 			lr.Others.Holders = []Holder{}
 		}
@@ -790,7 +828,11 @@ func activateFlag(m lvmlock.Mode) string {
 func holderList(hs []Holder) string {
 	s := make([]string, len(hs))
 	for i, h := range hs {
-		s[i] = h.Host + " (" + h.Mode.String() + ")"
+		s[i] = h.Host + " (" + h.Mode.String()
+		if h.State != "" && h.State != lvmlock.HostLive {
+			s[i] += ", " + string(h.State)
+		}
+		s[i] += ")"
 	}
 	return strings.Join(s, ", ")
 }

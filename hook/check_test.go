@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -97,6 +98,9 @@ type checkWorld struct {
 	lib     *fakeLibvirt
 	state   *State
 	holders HolderSource
+	// sanlock: check reads sanlock too; hostIDs names its host_ids.
+	sanlock bool
+	hostIDs map[int]string
 	devs    map[string]bool // device paths that exist although lvm does not know them
 	n       int
 }
@@ -164,10 +168,26 @@ func (w *checkWorld) checker() *Checker {
 		State:      w.state,
 		PoolDir:    poolDir,
 		Holders:    w.holders,
+		Sanlock:    sanlockOf(w),
+		HostIDs:    w.hostIDs,
 		Host:       "kvm1",
 		Now:        func() time.Time { return checkNow },
 		PathExists: func(p string) bool { return w.devs[p] },
 	}
+}
+
+func sanlockOf(w *checkWorld) *lvmlock.Sanlock {
+	if !w.sanlock {
+		return nil
+	}
+	return &lvmlock.Sanlock{Runner: w.lvm.Host(1)}
+}
+
+// peersDown is a HolderSource whose peers do not answer.
+type peersDown struct{}
+
+func (peersDown) Holders(context.Context, []lvmlock.Ref) (map[lvmlock.Ref][]Holder, error) {
+	return nil, errors.New("kvm2: dial tcp 10.0.0.2:16515: connect: no route to host")
 }
 
 // checkCase is one situation on kvm1 and what check must find.
@@ -196,6 +216,60 @@ func healthy(w *checkWorld) {
 
 var checkCases = []checkCase{
 	{name: "healthy", setup: healthy},
+	{
+		// No peers configured: the other holders come from sanlock's
+		// leases, named by sanlock's host names.
+		name: "healthy-sanlock",
+		setup: func(w *checkWorld) {
+			healthy(w)
+			w.sanlock = true
+		},
+	},
+	{
+		// The peers do not answer: sanlock's leases instead, named by the
+		// configured host_ids.
+		name: "peers-down-sanlock",
+		setup: func(w *checkWorld) {
+			healthy(w)
+			w.sanlock, w.holders, w.hostIDs = true, peersDown{}, map[int]string{1: "kvm1", 2: "kvm2.example.net"}
+		},
+	},
+	{
+		// kvm2 ran db and stopped renewing its host lease 95 s ago: its
+		// locks hold about 45 s more.
+		name: "host-not-renewing",
+		setup: func(w *checkWorld) {
+			healthy(w)
+			w.sanlock, w.holders = true, peersDown{}
+			w.lvm.Do(func(c *lvmfake.Cluster) { c.Silent[2] = 95 })
+		},
+		want: []string{"host-not-renewing  vg0/"},
+	},
+	{
+		name: "host-dead",
+		setup: func(w *checkWorld) {
+			w.domain("db", "shutoff", JobNone, "vg0/db-root", "vg0/db-data")
+			w.hold(2, "vg0", "db-root", lvmlock.ModeEx)
+			w.hold(2, "vg0", "db-data", lvmlock.ModeEx)
+			w.sanlock, w.holders = true, peersDown{}
+			w.lvm.Do(func(c *lvmfake.Cluster) { c.Silent[2] = 200 })
+		},
+		want: []string{"host-not-renewing db vg0/"},
+	},
+	{
+		// sanlock does not answer: the check goes on without it.
+		name: "sanlock-unreadable",
+		setup: func(w *checkWorld) {
+			healthy(w)
+			w.sanlock = true
+			w.lvm.Intercept = func(_ int, args []string) (string, string, error, bool) {
+				if args[0] == "sanlock" {
+					return "", "", &exec.Error{Name: "sanlock", Err: exec.ErrNotFound}, true
+				}
+				return "", "", nil, false
+			}
+		},
+	},
 	{
 		name: "healthy-peers",
 		setup: func(w *checkWorld) {

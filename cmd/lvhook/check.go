@@ -40,12 +40,20 @@ Expected lock: ex while the domain runs here (sh for <shareable/>,
 job operation migration-out or migration-in), none when it does not run here.
 Actual lock: from lvs (active here) and lvmlockctl -i (ex or sh). Other hosts:
 "none (ex here)" when this host holds ex, else what the peers' lock helpers
-report, else unknown. For --all the cost is one libvirt call for the list, one
-lvs and one lvmlockctl -i whatever the number of domains, plus one XML and one
-job query per domain.
+report, else (no peers configured, or one did not answer) the LV's lease as
+sanlock wrote it on the VG's lvmlock LV, naming a host_id by the peer
+configured with it (daemon.peer host_id), else by sanlock's host name; else
+unknown. The hosts of each started lockspace come from sanlock: one that
+stopped renewing its host lease (crashed, hung, cut off from the storage) is
+reported with how long until its locks may be taken. For --all the cost is one
+libvirt call for the list, one lvs and one lvmlockctl -i whatever the number
+of domains, plus one XML and one job query per domain; then one sanlock client
+status, one sanlock client host_status per started VG, and, when the peers do
+not answer, one sanlock direct dump per VG.
 
 Problems, worst first (codes are stable, texts may change):
   held-elsewhere         the domain runs here and another host holds its LV
+  host-not-renewing      another host stopped renewing its sanlock host lease
   active-unlocked        LV active here without an lvmlockd lock
   not-locked             the domain runs here, its LV is not active here
   stale-activation       LV active here, its domain runs nowhere here
@@ -69,14 +77,18 @@ lvmlockctl or the state directory unreadable, or an unknown domain).
    "summary": {"domains", "lvs", "problems"},
    "problems": [{"code", "domain", "uuid", "vg", "lv", "message", "advice"}],
    "lockspaces": [{"vg", "shared", "lock_type",
-                   "state": started|not-started|lvmlockd-not-running|local|missing}],
+                   "state": started|not-started|lvmlockd-not-running|local|missing,
+                   "hosts": [{"host_id", "name", "self",
+                              "state": live|failing|dead|free,
+                              "silent_seconds", "expires_in_seconds"}],
+                   "hosts_error"}],
    "domains": [{"name", "uuid", "state", "active",
                 "job": none|migration-out|migration-in|other,
                 "managed", "problems",
                 "lvs": [{"vg", "lv", "disk", "need": ex|sh, "expected": ex|sh|none,
                          "actual": ex|sh|none|unlocked|unknown, "segtype", "lockspace",
-                         "others": {"source": exclusive-here|peers|unknown,
-                                    "holders": [{"host", "mode"}]},
+                         "others": {"source": exclusive-here|peers|sanlock|unknown,
+                                    "holders": [{"host", "mode", "host_id", "state"}]},
                          "problems": [code...]}]}]}
 New fields may appear in version 1; removing or redefining one changes the
 version.`
@@ -154,6 +166,13 @@ func runCheck(c *cli.Context, e *env, names []string) (*hook.Report, error) {
 	}
 	if checkHolders != nil {
 		checker.Holders = checkHolders(cfg)
+	}
+	checker.Sanlock = &lvmlock.Sanlock{Runner: lvmlock.ExecRunner{Timeout: cfg.LVMTimeout.D()}}
+	checker.HostIDs = map[int]string{}
+	for _, p := range cfg.Daemon.Peers {
+		if p.HostID > 0 {
+			checker.HostIDs[p.HostID] = p.Name
+		}
 	}
 	return checker.Check(ctx, names)
 }

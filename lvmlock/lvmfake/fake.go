@@ -2,10 +2,13 @@
 // VGs, behind lvmlock.Runner: lvs, lvchange -aey/-asy/-an and lvmlockctl -i,
 // with lvmlockd's lock semantics and lvm 2.03.16's exact messages (lvmlockd.md
 // in the design notes: ex/sh conflicts, in-place conversion, lockspaces,
-// LV types that cannot be shared). Tests drive real lvhook code through it.
+// LV types that cannot be shared), and the sanlock reads of `lvhook check`
+// (client status, client host_status -D, direct dump of the LV leases; host
+// h is host_id h). Tests drive real lvhook code through it.
 package lvmfake
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -28,6 +31,8 @@ type LV struct {
 	UUID    string
 	Segtype string
 	Attr    string
+	// Offset is its lease's offset on the VG's lvmlock LV (lv_lockargs).
+	Offset int64
 	// Holders maps a host id to the mode it holds (active there).
 	Holders map[int]lvmlock.Mode
 }
@@ -51,13 +56,16 @@ type Cluster struct {
 	// Intercept, when set, may answer a command instead of the model
 	// (failure injection); handled=false lets the model answer.
 	Intercept func(host int, args []string) (stdout, stderr string, err error, handled bool)
-	nextID    int
+	// Silent[host]: seconds since that host last renewed its sanlock host
+	// lease (a crashed host keeps its leases until it is dead, 140 s).
+	Silent map[int]int
+	nextID int
 }
 
 // NewCluster returns a cluster of hosts 1..n with lvmlockd running and no VG.
 func NewCluster(n int) *Cluster {
 	c := &Cluster{VGs: map[string]*VG{}, Started: map[int]map[string]bool{}, Lvmlockd: map[int]bool{},
-		Open: map[int]map[lvmlock.Ref]bool{}, calls: map[int][]string{}}
+		Open: map[int]map[lvmlock.Ref]bool{}, calls: map[int][]string{}, Silent: map[int]int{}}
 	for h := 1; h <= n; h++ {
 		c.Started[h] = map[string]bool{}
 		c.Lvmlockd[h] = true
@@ -78,7 +86,7 @@ func (c *Cluster) AddVG(name string, shared bool, lvs ...string) {
 	for _, lv := range lvs {
 		c.nextID++
 		vg.LVs[lv] = &LV{UUID: fmt.Sprintf("uuid-%s-%s-%04d", name, lv, c.nextID), Segtype: "linear",
-			Attr: "-wi-------", Holders: map[int]lvmlock.Mode{}}
+			Attr: "-wi-------", Holders: map[int]lvmlock.Mode{}, Offset: firstLease + int64(len(vg.LVs))*leaseSize}
 	}
 }
 
@@ -161,6 +169,8 @@ func (h *Host) Run(ctx context.Context, name string, args ...string) ([]byte, []
 		failed = h.lvchange(args, &errOut)
 	case "lvmlockctl":
 		failed = h.lockctl(&out, &errOut)
+	case "sanlock":
+		failed = h.sanlock(args, &out, &errOut)
 	default:
 		return nil, nil, &exec.Error{Name: name, Err: exec.ErrNotFound}
 	}
@@ -211,7 +221,7 @@ func (h *Host) lvs(args []string, out, errOut *strings.Builder) bool {
 			}
 			rows = append(rows, map[string]string{"vg_name": name, "lv_name": n, "lv_uuid": lv.UUID,
 				"vg_lock_type": lockType, "segtype": lv.Segtype, "lv_attr": lv.Attr,
-				"lv_active_locally": active, "lv_lockargs": "1.0.0:70254592"})
+				"lv_active_locally": active, "lv_lockargs": lockArgs(vg, lv)})
 		}
 	}
 	report := map[string]any{"report": []any{map[string]any{"lv": rows}}}
@@ -340,4 +350,99 @@ func (h *Host) change(vg *VG, vgName, lvName string, lv *LV, want lvmlock.Mode) 
 	}
 	lv.Holders[h.id] = want
 	return ""
+}
+
+// Where lvmlockd puts LV leases on the lvmlock LV: the first at 67 MiB, one
+// per MiB (the offset of the first LV of a VG on the harness: 70254592).
+const (
+	firstLease = 70254592
+	leaseSize  = 1 << 20
+)
+
+func lockArgs(vg *VG, lv *LV) string {
+	if !vg.Shared {
+		return ""
+	}
+	return fmt.Sprintf("1.0.0:%d", lv.Offset)
+}
+
+// sanlock answers the three reads lvhook makes, in sanlock 3.8's formats.
+func (h *Host) sanlock(args []string, out, errOut *strings.Builder) bool {
+	c := h.c
+	cmd := strings.Join(args, " ")
+	switch {
+	case cmd == "client status":
+		fmt.Fprintf(out, "daemon 00000000-0000-0000-0000-00000000000%d.kvm%d\np -1 helper\np -1 listener\n", h.id%10, h.id)
+		for _, name := range sortedKeys(c.VGs) {
+			if c.Started[h.id][name] {
+				fmt.Fprintf(out, "s lvm_%s:%d:/dev/mapper/%s-lvmlock:0\n", name, h.id, strings.ReplaceAll(name, "-", "--"))
+			}
+		}
+	case len(args) == 5 && args[0] == "client" && args[1] == "host_status" && args[2] == "-s" && args[4] == "-D":
+		vg := strings.TrimPrefix(args[3], "lvm_")
+		if !c.Started[h.id][vg] {
+			errOut.WriteString("host_status error -2\n")
+			return true
+		}
+		const now = 5000
+		for _, id := range sortedKeys(c.Started) {
+			if !c.Started[id][vg] {
+				continue
+			}
+			fmt.Fprintf(out, "%d timestamp %d\n", id, 7000+id)
+			fmt.Fprintf(out, "    last_check=%d\n    last_live=%d\n    last_req=0\n    owner_id=%d\n", now, now-c.Silent[id], id)
+			fmt.Fprintf(out, "    owner_generation=3\n    timestamp=%d\n    io_timeout=10\n", 7000+id)
+			fmt.Fprintf(out, "    owner_name=00000000-0000-0000-0000-00000000000%d.kvm%d\n", id%10, id)
+		}
+	case len(args) == 3 && args[0] == "direct" && args[1] == "dump":
+		var path string
+		var off, size int64
+		if n, err := fmt.Sscanf(strings.ReplaceAll(args[2], ":", " "), "%s %d %d", &path, &off, &size); n != 3 || err != nil {
+			errOut.WriteString("Device " + args[2] + " not found.\n")
+			return true
+		}
+		fmt.Fprintf(out, "%8s %36s %48s %10s %4s %4s %s\n", "offset", "lockspace", "resource", "timestamp", "own", "gen", "lver")
+		for _, name := range sortedKeys(c.VGs) {
+			vg := c.VGs[name]
+			if path != "/dev/mapper/"+strings.ReplaceAll(name, "-", "--")+"-lvmlock" {
+				continue
+			}
+			lvs := make([]*LV, 0, len(vg.LVs))
+			for _, n := range sortedKeys(vg.LVs) {
+				lvs = append(lvs, vg.LVs[n])
+			}
+			slices.SortFunc(lvs, func(a, b *LV) int { return int(a.Offset - b.Offset) })
+			for _, lv := range lvs {
+				if lv.Offset < off || lv.Offset >= off+size {
+					continue
+				}
+				ts, own := 0, 0
+				for _, id := range sortedKeys(lv.Holders) {
+					own = id
+					if lv.Holders[id] == lvmlock.ModeEx {
+						ts = 9000 + id
+					}
+				}
+				fmt.Fprintf(out, "%08d %36s %48s %010d %04d %04d %d\n", lv.Offset, "lvm_"+name, lv.UUID, ts, own, 3, 12)
+				for _, id := range sortedKeys(lv.Holders) {
+					if lv.Holders[id] == lvmlock.ModeSh {
+						fmt.Fprintf(out, "%106s%04d %04d SH\n", "", id, 3)
+					}
+				}
+			}
+		}
+	default:
+		errOut.WriteString("unknown sanlock command: " + cmd + "\n")
+		return true
+	}
+	return false
+}
+
+func sortedKeys[K cmp.Ordered, V any](m map[K]V) []K {
+	keys := make([]K, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }

@@ -1,0 +1,223 @@
+package hook
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/lvhook/lvhook/lvmlock"
+)
+
+// What check reads from sanlock: the hosts of each started lockspace (who
+// stopped renewing its host lease: a crashed, hung or cut-off host), and,
+// when the peers' lock helpers do not answer, the LV leases themselves (which
+// host_id holds each LV).
+
+// LockspaceHost is one host of a VG's sanlock lockspace.
+type LockspaceHost struct {
+	HostID int    `json:"host_id"`
+	Name   string `json:"name,omitempty"`
+	Self   bool   `json:"self,omitempty"`
+	// State: live, failing (stopped renewing; its locks still hold), dead
+	// (other hosts may take its locks) or free (left the lockspace).
+	State lvmlock.HostState `json:"state"`
+	// SilentSeconds: how long it had not renewed when this host last looked.
+	SilentSeconds int `json:"silent_seconds"`
+	// ExpiresInSeconds: for a failing host, about how long until its locks
+	// may be taken.
+	ExpiresInSeconds int `json:"expires_in_seconds,omitempty"`
+}
+
+// readSanlock reads this host's sanlock lockspaces and the hosts of each one
+// of a started VG of the report: one `sanlock client status`, then one
+// `sanlock client host_status` per VG. A failure leaves them unknown (noted
+// on the lockspace), it does not stop the check.
+func (ev *evaluation) readSanlock(ctx context.Context, vgs []string) {
+	if ev.Sanlock == nil || ev.lockErr != nil {
+		return
+	}
+	var started []string
+	for _, vg := range vgs {
+		if ev.lockspaceOf(vg) == LockspaceStarted && ev.vgs[vg].LockType == "sanlock" {
+			started = append(started, vg)
+		}
+	}
+	if len(started) == 0 {
+		return
+	}
+	spaces, err := ev.Sanlock.Lockspaces(ctx)
+	if err != nil {
+		for _, vg := range started {
+			ev.sanlockErr[vg] = err.Error()
+		}
+		return
+	}
+	for _, vg := range started {
+		ls, ok := spaces[lvmlock.LockspaceName(vg)]
+		if !ok {
+			ev.sanlockErr[vg] = fmt.Sprintf("sanlock client status does not list lockspace %s", lvmlock.LockspaceName(vg))
+			continue
+		}
+		hosts, err := ev.Sanlock.Hosts(ctx, ls.Name)
+		if err != nil {
+			ev.sanlockErr[vg] = err.Error()
+			continue
+		}
+		ev.spaces[vg] = ls
+		ev.hosts[vg] = hosts
+	}
+}
+
+// hostName names a sanlock host_id: the configured peer with that host_id,
+// else the host name sanlock knows it by, else "host_id N".
+func (ev *evaluation) hostName(vg string, id int) string {
+	if n := ev.HostIDs[id]; n != "" {
+		return n
+	}
+	if n := ev.hosts[vg][id].HostName(); n != "" {
+		return n
+	}
+	return fmt.Sprintf("host_id %d", id)
+}
+
+// leaseHolders is the HolderSource of last resort: the LV leases as sanlock
+// wrote them on the lvmlock LV, one unsynchronised read per VG. A hold of a
+// host that left the lockspace, or from before its last join (an older
+// generation), is no hold.
+func (ev *evaluation) leaseHolders(ctx context.Context, refs []lvmlock.Ref) (map[lvmlock.Ref][]Holder, error) {
+	byVG := map[string][]lvmlock.Ref{}
+	for _, r := range refs {
+		if _, ok := ev.spaces[r.VG]; ok {
+			byVG[r.VG] = append(byVG[r.VG], r)
+		}
+	}
+	out := map[lvmlock.Ref][]Holder{}
+	for _, vg := range slices.Sorted(maps.Keys(byVG)) {
+		var offsets []int64
+		for _, r := range byVG[vg] {
+			if off, ok := lvmlock.LeaseOffset(ev.st.LVs[r].LockArgs); ok {
+				offsets = append(offsets, off)
+			}
+		}
+		if len(offsets) == 0 {
+			continue
+		}
+		ls := ev.spaces[vg]
+		leases, err := ev.Sanlock.Leases(ctx, ls, offsets)
+		if err != nil {
+			return nil, err
+		}
+		hosts := ev.hosts[vg]
+		for _, r := range byVG[vg] {
+			lv, ok := ev.st.LVs[r]
+			if !ok {
+				continue
+			}
+			holds, read := leases[lv.UUID]
+			if !read {
+				continue // not in the dump: unknown
+			}
+			hs := []Holder{}
+			for _, l := range holds {
+				h, known := hosts[l.HostID]
+				if l.HostID == ls.HostID || known && (h.State() == lvmlock.HostFree || h.Generation != 0 && l.Generation != h.Generation) {
+					continue
+				}
+				hs = append(hs, Holder{Host: ev.hostName(vg, l.HostID), Mode: l.Mode, HostID: l.HostID, State: h.State()})
+			}
+			out[r] = hs
+		}
+	}
+	return out, nil
+}
+
+// hostProblems reports every other host of a started lockspace that stopped
+// renewing its host lease, with the checked LVs it holds.
+func (ev *evaluation) hostProblems() {
+	for _, vg := range slices.Sorted(maps.Keys(ev.hosts)) {
+		self := ev.spaces[vg].HostID
+		for _, id := range slices.Sorted(maps.Keys(ev.hosts[vg])) {
+			h := ev.hosts[vg][id]
+			st := h.State()
+			if id == self || st != lvmlock.HostFailing && st != lvmlock.HostDead {
+				continue
+			}
+			name := ev.hostName(vg, id)
+			who := name
+			if !strings.HasPrefix(name, "host_id ") {
+				who = fmt.Sprintf("%s (host_id %d)", name, id)
+			}
+			held, doms := ev.heldBy(vg, id)
+			silent := int(h.Silent() / time.Second)
+			p := Problem{Code: ProblemHostNotRenewing, VG: vg}
+			if len(doms) == 1 {
+				p.Domain = doms[0]
+			}
+			for i := range ev.rep.Domains {
+				if slices.Contains(doms, ev.rep.Domains[i].Name) {
+					ev.rep.Domains[i].Problems++
+				}
+			}
+			holds := ""
+			if len(held) > 0 {
+				holds = "; it holds " + strings.Join(held, ", ")
+			}
+			if st == lvmlock.HostFailing {
+				left := int(h.ExpiresIn() / time.Second)
+				p.Message = fmt.Sprintf("%s has not renewed its lease in the lockspace of VG %s for %d s (crashed, hung or cut off from the storage)%s; its locks hold for about %d s more",
+					who, vg, silent, holds, left)
+				p.Advice = fmt.Sprintf("make sure %s is down (power it off if unsure); after about %d s its domains can start elsewhere: `virsh start DOMAIN` on one host", name, left)
+			} else {
+				p.Message = fmt.Sprintf("%s has not renewed its lease in the lockspace of VG %s for %d s: sanlock takes it for dead and other hosts may take its locks%s",
+					who, vg, silent, holds)
+				p.Advice = fmt.Sprintf("start its domains on one host (`virsh start DOMAIN`) if %s is really down; when it comes back, `lvhook check --all` there before it starts anything", name)
+			}
+			ev.add(p)
+		}
+	}
+}
+
+// heldBy lists the checked LVs of vg that host_id holds, and their domains.
+func (ev *evaluation) heldBy(vg string, id int) (lvs, doms []string) {
+	for _, d := range ev.rep.Domains {
+		for _, l := range d.LVs {
+			if l.VG != vg {
+				continue
+			}
+			for _, h := range l.Others.Holders {
+				if h.HostID == id {
+					lvs = append(lvs, fmt.Sprintf("%s/%s (%s, %s)", l.VG, l.LV, h.Mode, d.Name))
+					if !slices.Contains(doms, d.Name) {
+						doms = append(doms, d.Name)
+					}
+				}
+			}
+		}
+	}
+	return lvs, doms
+}
+
+// lockspaceHosts is the hosts part of a VG's LockspaceReport.
+func (ev *evaluation) lockspaceHosts(vg string) []LockspaceHost {
+	hosts, ok := ev.hosts[vg]
+	if !ok {
+		return nil
+	}
+	out := []LockspaceHost{}
+	for _, id := range slices.Sorted(maps.Keys(hosts)) {
+		h := hosts[id]
+		lh := LockspaceHost{HostID: id, Name: ev.hostName(vg, id), Self: id == ev.spaces[vg].HostID,
+			State: h.State(), SilentSeconds: int(h.Silent() / time.Second)}
+		if lh.State == lvmlock.HostFailing {
+			lh.ExpiresInSeconds = int(h.ExpiresIn() / time.Second)
+		}
+		if lh.Name == fmt.Sprintf("host_id %d", id) {
+			lh.Name = ""
+		}
+		out = append(out, lh)
+	}
+	return out
+}
