@@ -68,7 +68,7 @@ same "rpm config files" "/etc/libvirt/hooks/qemu.d/lvhook
 same "rpm version" "$version" "$(rpm -qp --qf '%{VERSION}' "$rpm" 2>/dev/null)"
 rpm_requires=$(rpm -qp --requires "$rpm" 2>/dev/null | grep -v '^rpmlib(' | sort)
 same "rpm requires" "bash
-libvirt-daemon >= 6.5
+libvirt-daemon-driver-qemu >= 6.5
 lvm2
 lvm2-lockd
 sanlock" "$(printf '%s\n' "$rpm_requires" | grep -v '^/bin/sh$')"
