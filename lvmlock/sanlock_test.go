@@ -2,6 +2,7 @@ package lvmlock
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -21,6 +22,72 @@ func TestParseSanlockStatusReal(t *testing.T) {
 	if diff := cmp.Diff(want, ParseSanlockStatus(out)); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
+}
+
+// On host1, t1 ex and share1 sh there, share1 also sh on host2 (capture.sh).
+func TestParseHostStatusReal(t *testing.T) {
+	out, err := os.ReadFile("../testdata/real/sanlock-host-status.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParseHostStatus(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []SanlockHost{
+		{HostID: 1, Generation: 2, Timestamp: 365, LastCheck: 386, LastLive: 386, IOTimeout: 10,
+			Name: "65015a03-0482-49b6-b583-cf7d09ec87e6.host1"},
+		{HostID: 2, Generation: 1, Timestamp: 368, LastCheck: 386, LastLive: 386, IOTimeout: 10,
+			Name: "1d487b16-cd7a-4538-aec0-3280e44cb1a8.host2"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	for _, h := range got {
+		if h.State() != HostLive || h.HostName() != fmt.Sprintf("host%d", h.HostID) {
+			t.Errorf("host_id %d: state %s, name %q", h.HostID, h.State(), h.HostName())
+		}
+	}
+}
+
+func TestParseLeaseDumpReal(t *testing.T) {
+	out, err := os.ReadFile("../testdata/real/sanlock-direct-dump.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uuids := lockArgsUUIDs(t)
+	got := ParseLeaseDump(out)
+	want := map[string][]Lease{
+		uuids["t1"]:     {{HostID: 1, Generation: 2, Mode: ModeEx}},
+		uuids["share1"]: {{HostID: 1, Generation: 2, Mode: ModeSh}, {HostID: 2, Generation: 1, Mode: ModeSh}},
+		// Released by host2 earlier: its owner stays, its timestamp is 0.
+		uuids["t3a"]: nil, uuids["t3b"]: nil, uuids["t3c"]: nil,
+		uuids["pool1"]: nil, uuids["mixed1"]: nil,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// lockArgsUUIDs maps LV names to UUIDs from the captured lvs, and checks
+// that LeaseOffset reads every lv_lockargs there.
+func lockArgsUUIDs(t *testing.T) map[string]string {
+	out, err := os.ReadFile("../testdata/real/lvs-lockargs.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			t.Fatalf("lvs line %q", line)
+		}
+		if _, ok := LeaseOffset(f[2]); !ok {
+			t.Errorf("LeaseOffset(%q) failed", f[2])
+		}
+		m[f[0]] = f[1]
+	}
+	return m
 }
 
 func TestParseSanlockStatusEscapedPath(t *testing.T) {
