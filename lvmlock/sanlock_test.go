@@ -191,3 +191,43 @@ func TestLeasesReadsOneSpan(t *testing.T) {
 		t.Errorf("ran %q, want %q", got, want)
 	}
 }
+
+// host2 crashed (the harness's host_crash): host1's view 82 s after host2's
+// last renewal, then past 140 s, and t1's lease, still owned by host2.
+func TestCrashedHostReal(t *testing.T) {
+	read := func(name string) []byte {
+		out, err := os.ReadFile("../testdata/real/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		file  string
+		state HostState
+	}{
+		{"sanlock-host-status-failing.txt", HostFailing},
+		{"sanlock-host-status-dead.txt", HostDead},
+	} {
+		hosts, err := ParseHostStatus(read(tc.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(hosts) != 2 || hosts[0].State() != HostLive || hosts[1].State() != tc.state {
+			t.Fatalf("%s: hosts %+v, want host_id 1 live and 2 %s", tc.file, hosts, tc.state)
+		}
+		h := hosts[1]
+		if want := h.DeadAfter() - h.Silent(); tc.state == HostFailing && (h.ExpiresIn() != want || want <= 0) {
+			t.Errorf("%s: ExpiresIn() = %v, want %v", tc.file, h.ExpiresIn(), want)
+		}
+		if tc.state == HostDead && h.ExpiresIn() != 0 {
+			t.Errorf("%s: ExpiresIn() = %v, want 0", tc.file, h.ExpiresIn())
+		}
+	}
+	leases := ParseLeaseDump(read("sanlock-direct-dump-crashed.txt"))
+	uuid := lockArgsUUIDs(t)["t1"]
+	want := map[string][]Lease{uuid: {{HostID: 2, Generation: 1, Mode: ModeEx}}}
+	if diff := cmp.Diff(want, leases); diff != "" {
+		t.Errorf("t1's lease (-want +got):\n%s", diff)
+	}
+}
