@@ -575,17 +575,31 @@ func TestCheckCouldNotCheck(t *testing.T) {
 
 // TestCheckCosts pins what a check costs whatever the number of domains:
 // one libvirt list, one lvs, one lvmlockctl; one XML per domain and one job
-// query per active domain.
+// query per active domain; with sanlock, one client status and one
+// host_status per VG, and one direct dump per VG when the peers are down.
 func TestCheckCosts(t *testing.T) {
 	for _, n := range []int{1, 10, 100} {
-		w := manyDomains(t, n)
-		if _, err := w.checker().Check(context.Background(), nil); err != nil {
-			t.Fatal(err)
-		}
-		got := checkCalls(w)
-		want := map[string]int{"list": 1, "xml": n, "job": (n + 1) / 2, "lvs": 1, "lvmlockctl": 1}
-		if diff := cmp.Diff(want, got); diff != "" {
-			t.Errorf("%d domains: calls (-want +got):\n%s", n, diff)
+		for _, mode := range []string{"no sanlock", "sanlock", "sanlock, peers down"} {
+			w := manyDomains(t, n)
+			want := map[string]int{"list": 1, "xml": n, "job": (n + 1) / 2, "lvs": 1, "lvmlockctl": 1}
+			switch mode {
+			case "sanlock":
+				w.sanlock = true
+				w.holders = &peersFromCluster{lvm: w.lvm, self: 1, names: map[int]string{2: "kvm2"}}
+				want["sanlock"] = 2
+			case "sanlock, peers down":
+				w.sanlock, w.holders = true, peersDown{}
+				want["sanlock"] = 2
+				if n > 1 {
+					want["sanlock"] = 3 // a domain not running here: its LVs' leases are read
+				}
+			}
+			if _, err := w.checker().Check(context.Background(), nil); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(want, checkCalls(w)); diff != "" {
+				t.Errorf("%d domains, %s: calls (-want +got):\n%s", n, mode, diff)
+			}
 		}
 	}
 }
@@ -625,9 +639,11 @@ func manyDomains(t testing.TB, n int) *checkWorld {
 }
 
 // BenchmarkCheckAll500 is `lvhook check --all` over 500 domains (1000 LVs)
-// on the fakes: lvhook's own time, without libvirt's or lvm's.
+// on the fakes: lvhook's own time, without libvirt's, lvm's or sanlock's.
+// The peers do not answer: the other holders come from sanlock's leases.
 func BenchmarkCheckAll500(b *testing.B) {
 	w := manyDomains(b, 500)
+	w.sanlock, w.holders = true, peersDown{}
 	c := w.checker()
 	w.lvm.ResetCalls()
 	for k := range w.lib.calls {
@@ -645,7 +661,7 @@ func BenchmarkCheckAll500(b *testing.B) {
 	}
 	b.StopTimer()
 	calls := checkCalls(w)
-	for _, k := range []string{"list", "lvs", "lvmlockctl", "xml", "job"} {
+	for _, k := range []string{"list", "lvs", "lvmlockctl", "sanlock", "xml", "job"} {
 		b.ReportMetric(float64(calls[k])/float64(b.N), k+"/op")
 	}
 }
