@@ -1,7 +1,7 @@
 #!/bin/bash
 # Capture real outputs from the running cluster into testdata/real/ for unit tests:
 # lvs/vgs JSON reports, `lvmlockctl -i` with ex and sh locks, the lvm error texts of
-# docs/lvmlockd.md provoked for real, the domain XML libvirt passes to hooks and
+# docs/lvmlockd.md provoked for real, sanlock's view of hosts and leases, the domain XML libvirt passes to hooks and
 # `virsh dumpxml` of each running test domain.
 #
 # Needs a cluster that is up (cluster.sh up); run by `make e2e CAPTURE=1`. Leaves the
@@ -46,6 +46,14 @@ capture_reports() {
 	grab lvmlockctl-i-ex-sh.txt host1 lvmlockctl -i
 	grab lvmlockctl-i-sh.txt host2 lvmlockctl -i
 	grab sanlock-client-status.txt host1 sanlock client status
+	# What lvhook check reads from sanlock: the hosts of the lockspace, and the LV leases
+	# (t1 ex on host1, share1 sh on both) from their offsets in lv_lockargs.
+	grab sanlock-host-status.txt host1 sanlock client host_status -s "lvm_$VG" -D
+	local span
+	span=$(hsh host1 -t 60 "lvs --noheadings -o lv_lockargs $VG/t1 $VG/share1" |
+		awk -F: '{ o = $2 + 0; if (!lo || o < lo) lo = o; if (o > hi) hi = o } END { printf "%d:%d", lo, hi - lo + 1048576 }')
+	grab sanlock-direct-dump.txt host1 sanlock direct dump "/dev/mapper/$VG-lvmlock:$span"
+	grab lvs-lockargs.txt host1 lvs --noheadings -o lv_name,lv_uuid,lv_lockargs "$VG"
 }
 
 capture_errors() {

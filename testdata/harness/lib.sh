@@ -185,7 +185,7 @@ qemu_pid() {
 	pid=$(cat "$dir/qemu.pid" 2>/dev/null) || return 1
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
 	# Only a QEMU started from this run directory counts (pids get reused).
-	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$dir/" || return 1
+	{ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF -- "$dir/" || return 1
 	echo "$pid"
 }
 
@@ -202,7 +202,10 @@ boot_host() {
 	rm -f "$dir/share/ready" "$dir/share/req/"* "$dir/qemu.pid"
 	[[ -p $dir/ctl.in ]] || mkfifo "$dir/ctl.in"
 	[[ -p $dir/ctl.out ]] || mkfifo "$dir/ctl.out"
-	qemu-img create -q -f qcow2 -b "$img/base.raw" -F raw "$dir/disk.qcow2"
+	# A fresh root disk, unless the host is restarted after a crash (restart_host).
+	if [[ ${BOOT_KEEP_DISK:-0} != 1 || ! -f $dir/disk.qcow2 ]]; then
+		qemu-img create -q -f qcow2 -b "$img/base.raw" -F raw "$dir/disk.qcow2"
+	fi
 	if ((n == 1)); then
 		if command -v ss >/dev/null && ss -Hltn "sport = :$NET_PORT" | grep -q .; then
 			die "port 127.0.0.1:$NET_PORT (the guests' network) is in use, another cluster? Set LVHOOK_NET_PORT and LVHOOK_RUN_DIR to run a second one"
@@ -319,12 +322,42 @@ cluster_boot() {
 	TIME_BOOT=$((SECONDS - t0))
 }
 
+# restart_host HOST: boot HOST again after a crash (kill_host), on its own root disk
+# (lvhook, libvirt's domains and the configuration stay), start its lock daemons and
+# rejoin the lockspace (it waits for the host's lease of before the crash to expire).
+restart_host() {
+	local host=$1 t0=$SECONDS
+	qemu_running "$host" && die "$host is running"
+	log "$host: booting again on its own root disk"
+	BOOT_KEEP_DISK=1 boot_host "$host"
+	wait_agent "$host" 400
+	start_lock_daemons "$host" || die "$host: sanlock/lvmlockd did not start"
+	# sanlock takes the host's host_id back only once its lease of before the crash
+	# has expired; a lock start may also fail meanwhile: try again, bounded.
+	wait_until "$host rejoins lockspace $VG" 420 rejoin "$host" ||
+		die "$host: lockspace $VG not started 420 s after the restart"
+	hsh "$host" -t 150 'for i in $(seq 120); do systemctl is-active -q libvirtd lvhook.service && exit 0; sleep 1; done; exit 1' ||
+		die "$host: libvirtd or lvhook.service not active after the restart"
+	log "$host: back in $((SECONDS - t0)) s (booted, lockspace $VG joined, libvirtd and lvhook.service active)"
+}
+
+# The first join of a crashed host's host_id takes about 160 s: sanlock watches the
+# old host lease for 140 s (host_dead_seconds) before it takes it over.
+rejoin() {
+	lockspace_started "$1" && return 0
+	hrun "$1" -t 330 vgchange --lock-start "$VG" >/dev/null 2>&1
+	lockspace_started "$1"
+}
+
 start_lock_daemons() {
 	hsh "$1" -t 60 'systemctl start sanlock lvmlockd && systemctl is-active sanlock lvmlockd >/dev/null'
 }
 
+# lvmlockctl -i lists the VG as soon as its lock start begins; sanlock client status
+# marks the lockspace ADD until the join is done (activations are refused until then).
 lockspace_started() {
-	hsh "$1" -t 30 "lvmlockctl -i | grep -q '^VG $VG lock_type=sanlock'"
+	hsh "$1" -t 30 "lvmlockctl -i | grep -q '^VG $VG lock_type=sanlock' &&
+		sanlock client status | grep -q '^s lvm_$VG:[0-9]*:[^ ]*\$'"
 }
 lockspace_stopped() { hsh "$1" -t 30 "! lvmlockctl -i | grep -q '^VG $VG lock_type=sanlock'"; }
 

@@ -228,46 +228,46 @@ finish_slow_migration() {
 	echo "rc=$(cat "$RUN_DIR/slow-migration.rc") $(tr '\n' ' ' <"$RUN_DIR/slow-migration.out")"
 }
 
-# (b) virsh domjobabort during the migration: the source resumes and is ex again.
-scenario_migrate_abort() {
+# interrupted_migration WHAT ACTION...: tslow runs on host1 and migrates to host2 at
+# 1 MiB/s; ACTION interrupts the migration. It must fail, host1 get ex back and run
+# tslow on, host2 hold nothing. (libvirt calls no hook on the source here: the lock
+# helper sees the job end and takes ex back.)
+interrupted_migration() {
+	local what=$1 r
+	shift
 	define_tslow
 	start_ok host1 tslow
 	expect "tslow started on host1" t1@host1=ex
 	start_slow_migration host1 host2
 	expect "during the migration: sh on both" t1@host1=sh t1@host2=sh
-	local out
-	out=$(virsh_on host1 domjobabort tslow 2>&1) || fail "virsh domjobabort failed: $out"
-	log "  host1: virsh domjobabort tslow"
-	local r
+	"$@"
 	r=$(finish_slow_migration)
-	log "  virsh migrate after the abort: $r"
-	[[ $r != rc=0* ]] || fail "the migration succeeded despite domjobabort"
-	wait_modes 90 "t1 ex again on host1 after the abort" host1:t1:ex host2:t1:none
-	expect "abort: source ex again, destination nothing" t1@host1=ex
+	log "  virsh migrate after $what: $r"
+	[[ $r != rc=0* ]] || fail "the migration succeeded despite $what"
+	wait_modes 90 "t1 ex again on host1 after $what" host1:t1:ex host2:t1:none
+	expect "$what: source ex again, destination nothing" t1@host1=ex
 	expect_dom tslow running "shut off"
 	destroy host1 tslow
 	expect "tslow destroyed"
 }
 
-# (c) the destination's QEMU killed mid-migration.
-scenario_migrate_dest_killed() {
-	define_tslow
-	start_ok host1 tslow
-	expect "tslow started on host1" t1@host1=ex
-	start_slow_migration host1 host2
+abort_job() {
+	local out
+	out=$(virsh_on host1 domjobabort tslow 2>&1) || fail "virsh domjobabort failed: $out"
+	log "  host1: virsh domjobabort tslow"
+}
+
+kill_destination_qemu() {
 	hsh host2 -t 30 'pkill -KILL -f "^/usr/bin/qemu-system-x86_64 -name guest=tslow"' ||
 		fail "no QEMU of tslow on host2"
 	log "  host2: tslow's QEMU killed (SIGKILL) mid-migration"
-	local r
-	r=$(finish_slow_migration)
-	log "  virsh migrate: $r"
-	[[ $r != rc=0* ]] || fail "the migration succeeded although the destination QEMU was killed"
-	wait_modes 90 "t1 ex again on host1" host1:t1:ex host2:t1:none
-	expect "destination killed: source ex again, destination nothing" t1@host1=ex
-	expect_dom tslow running "shut off"
-	destroy host1 tslow
-	expect "tslow destroyed"
 }
+
+# (b) virsh domjobabort during the migration.
+scenario_migrate_abort() { interrupted_migration "domjobabort" abort_job; }
+
+# (c) the destination's QEMU killed mid-migration.
+scenario_migrate_dest_killed() { interrupted_migration "the destination's QEMU killed" kill_destination_qemu; }
 
 # (e) the lock helper stopped on the destination during the migration, then started:
 # it finds sh where ex is due and converts it. lvhook check shows sh-after-migration
@@ -437,6 +437,64 @@ scenario_check() {
 	check_case "lockspace not started on host1" host1 1 lockspace-not-started
 	lock_start host1
 	check_case "healthy again" host1 0 -
+}
+
+# ---------------------------------------------------------------------------------
+# A host crashes while it runs a domain. Its lease keeps the domain's LV locked until
+# sanlock takes the host for dead (about 140 s after its last renewal): a start
+# elsewhere is refused until then. lvhook check on the survivor names the holder from
+# sanlock's leases (the crashed host's lock helper cannot answer) and says how long
+# the lock holds; once the host is dead the domain starts on the survivor. The crashed
+# host then boots again and rejoins.
+
+# check_json HOST DOMAIN JQ: lvhook check --json DOMAIN on HOST ran (exit 0 or 1) and its
+# report satisfies JQ (jq -e: some output, the last neither false nor null).
+check_json() {
+	local out rc json
+	out=$(lvhook_check "$1" --json "$2")
+	rc=${out##*rc=}
+	json=${out%rc=*}
+	[[ ($rc == 0 || $rc == 1) && $json == *'"version"'* ]] || return 1
+	[[ $(jq "$3" <<<"$json") =~ ^.+$ ]] || return 1
+	jq -e "$3" <<<"$json" >/dev/null
+}
+
+scenario_host_crash() {
+	start_ok host2 t1
+	expect "t1 running on host2" t1@host2=ex
+	check_case "before the crash: t1 on host2 (host1's view)" host1 0 -
+	kill -KILL "$(qemu_pid host2)" || fail "no QEMU for host2"
+	local t0=$SECONDS
+	log "  host2 crashed (its QEMU killed with SIGKILL) while running t1"
+	(
+		# shellcheck disable=SC2034 # expect reads it: host2 answers nothing now
+		HOSTS=(host1)
+		start_refused host1 t1 "lvhook: refusing to start"
+		expect "t1 refused on host1: host2's lease holds" t1@host1=none
+		wait_until "lvhook check on host1 reports host2 not renewing" 150 check_json host1 t1 \
+			'.problems[] | select(.code == "host-not-renewing" and .domain == "t1")' ||
+			fail "lvhook check never reported host2 as not renewing"
+		log "  host1: lvhook check reports host2 not renewing $((SECONDS - t0)) s after the crash"
+		# With --all the problem names no domain: tslow uses t1's LV too.
+		check_case "host2 crashed, t1's lease held by host2 (from sanlock)" host1 1 host-not-renewing
+		check_json host1 t1 '[.domains[0].lvs[0].others | select(.source == "sanlock") | .holders[] | select(.host == "host2" and .mode == "ex")] | length == 1' ||
+			fail "lvhook check does not name host2 as t1's holder from sanlock"
+		wait_until "host2 dead for sanlock (lvhook check)" 200 check_json host1 t1 \
+			'.lockspaces[0].hosts[] | select(.host_id == 2 and .state == "dead")' ||
+			fail "lvhook check never reported host2 dead"
+		log "  host1: lvhook check reports host2 dead $((SECONDS - t0)) s after the crash"
+		check_case "host2 dead for sanlock" host1 1 host-not-renewing
+		start_ok host1 t1
+		record "crash-to-start-elsewhere-s" $((SECONDS - t0))
+		log "  t1 started on host1 $((SECONDS - t0)) s after host2 crashed"
+		expect "t1 running on host1 after host2's crash" t1@host1=ex
+		destroy host1 t1
+		expect "t1 destroyed on host1"
+	) || fail "host2 crashed: see above"
+	restart_host host2
+	expect "host2 back: nothing active anywhere"
+	check_case "host2 back (host2's view)" host2 0 -
+	check_case "host2 back (host1's view)" host1 0 -
 }
 
 # ---------------------------------------------------------------------------------

@@ -127,6 +127,9 @@ reset_cluster() {
 	local h
 	log "resetting the cluster after the failure"
 	for h in "${HOSTS[@]}"; do
+		qemu_running "$h" || (restart_host "$h") || log "$h: restart failed"
+	done
+	for h in "${HOSTS[@]}"; do
 		hsh "$h" -t 200 '
 			for d in $(timeout 60 virsh -q list --name); do timeout 60 virsh -q destroy "$d"; done
 			for d in $(timeout 60 virsh -q list --all --name --with-managed-save); do
