@@ -32,6 +32,9 @@ type Hook struct {
 	Handover func(ctx context.Context, d *Domain, refs []lvmlock.Ref) error
 	// HostName names the host with a sanlock host_id, or returns "".
 	HostName func(hostID int) string
+	// Sanlock, when set, is read after a start refused because another host
+	// holds an LV, to name that host.
+	Sanlock *lvmlock.Sanlock
 }
 
 // Run performs the action the event table gives for c. An error is a refusal
@@ -178,7 +181,7 @@ func (r *run) activate(ctx context.Context) error {
 		err = r.retry(ctx, lvmlock.IsLockspaceStarting, activate)
 	}
 	if err != nil {
-		return r.refusal(verb, targets, err)
+		return r.refusal(ctx, verb, targets, err)
 	}
 	rec := Record{Name: r.dom.Name, UUID: r.dom.UUID, Incoming: incoming}
 	for _, d := range r.dom.Disks {

@@ -158,6 +158,26 @@ func TestHolderHostNamed(t *testing.T) {
 	wantErr(t, "refusal", err, "vg0/vm1-root is active on kvm2 (host_id 2)")
 }
 
+// lvm 2.03.16 does not name the holder: the hook reads it from sanlock's
+// lease, and says "another host" when sanlock cannot tell.
+func TestHolderNamedFromSanlock(t *testing.T) {
+	c := newCluster(t)
+	c.lvm.Do(func(l *lvmfake.Cluster) { l.VGs["vg0"].LVs["vm1-data"].Holders[2] = lvmlock.ModeEx })
+	c.hosts[1].Sanlock = &lvmlock.Sanlock{Runner: c.lvm.Host(1)}
+	err := c.call(1, "block-three.xml", "prepare", "begin")
+	wantErr(t, "refusal", err, "refusing to start vm1: vg0/vm1-data is active on kvm2 (host_id 2) (lvmlockd: LV locked by other host)")
+	c.wantModes("after refused start", "vg0", held(), "vm1-root", "vm1-swap")
+
+	c.lvm.Intercept = func(_ int, args []string) (string, string, error, bool) {
+		if args[0] == "sanlock" {
+			return "", "sanlock daemon is not running\n", lvmfake.ExitError{Code: 1}, true
+		}
+		return "", "", nil, false
+	}
+	err = c.call(1, "block-three.xml", "prepare", "begin")
+	wantErr(t, "refusal without sanlock", err, "refusing to start vm1: vg0/vm1-data is active on another host (lvmlockd: LV locked by other host)")
+}
+
 func TestRefusalLines(t *testing.T) {
 	tests := []struct {
 		name    string

@@ -1,16 +1,19 @@
 package hook
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/lvhook/lvhook/lvmlock"
 )
 
 // refusal turns a failed activation into the one line libvirt shows the
 // operator: which domain, which LVs and VG, what happened, what to do.
-func (r *run) refusal(verb string, targets []lvmlock.Target, err error) error {
+func (r *run) refusal(ctx context.Context, verb string, targets []lvmlock.Target, err error) error {
 	head := fmt.Sprintf("refusing to %s %s: ", verb, r.dom.Name)
 	var e *lvmlock.Error
 	if !errors.As(err, &e) {
@@ -30,7 +33,11 @@ func (r *run) refusal(verb string, targets []lvmlock.Target, err error) error {
 			held = failed
 		}
 		where := "another host"
-		if id := e.Holder(held[0].VG, held[0].LV); id != 0 {
+		id := e.Holder(held[0].VG, held[0].LV)
+		if id == 0 {
+			id = r.leaseHolder(ctx, held[0])
+		}
+		if id != 0 {
 			where = r.hostLabel(id)
 		}
 		if verb == "start" {
@@ -89,6 +96,62 @@ func (r *run) diskOf(match func(Disk) bool) *Disk {
 		}
 	}
 	return nil
+}
+
+// holderLookupTimeout bounds the sanlock reads of leaseHolder.
+const holderLookupTimeout = 5 * time.Second
+
+// leaseHolder returns the sanlock host_id of another host holding ref, ex
+// before sh, from the LV's lease (lvm 2.03.16 does not name the holder), or
+// 0 when it cannot tell. Only a refusal pays for it: one lvs of the VG, one
+// sanlock client status and one read of the lease, bounded together.
+func (r *run) leaseHolder(ctx context.Context, ref lvmlock.Ref) int {
+	if r.Sanlock == nil {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), holderLookupTimeout)
+	defer cancel()
+	id, err := func() (int, error) {
+		lvs, _, err := r.lvm.LVs(ctx, ref.VG)
+		if err != nil {
+			return 0, err
+		}
+		i := slices.IndexFunc(lvs, func(lv lvmlock.LV) bool { return lv.Name == ref.LV })
+		if i < 0 {
+			return 0, fmt.Errorf("lvs does not list %s", ref)
+		}
+		off, ok := lvmlock.LeaseOffset(lvs[i].LockArgs)
+		if !ok {
+			return 0, fmt.Errorf("%s: no lease offset in lv_lockargs %q", ref, lvs[i].LockArgs)
+		}
+		spaces, err := r.Sanlock.Lockspaces(ctx)
+		if err != nil {
+			return 0, err
+		}
+		ls, ok := spaces[lvmlock.LockspaceName(ref.VG)]
+		if !ok {
+			return 0, fmt.Errorf("sanlock has no lockspace %s", lvmlock.LockspaceName(ref.VG))
+		}
+		leases, err := r.Sanlock.Leases(ctx, ls, []int64{off})
+		if err != nil {
+			return 0, err
+		}
+		sh := 0
+		for _, l := range leases[lvs[i].UUID] {
+			switch {
+			case l.HostID == ls.HostID:
+			case l.Mode == lvmlock.ModeEx:
+				return l.HostID, nil
+			case sh == 0:
+				sh = l.HostID
+			}
+		}
+		return sh, nil
+	}()
+	if err != nil {
+		r.log.Debug().Err(err).Str("lv", ref.String()).Msg("holder not found in sanlock")
+	}
+	return id
 }
 
 // hostLabel names a sanlock host_id: "host_id 2 (kvm2)" or "host_id 2".

@@ -93,6 +93,7 @@ func newHook(cfg hook.Config, log zerolog.Logger) *hook.Hook {
 		State:    &hook.State{Dir: cfg.StateDir},
 		Log:      log,
 		HostName: hostNames(cfg),
+		Sanlock:  &lvmlock.Sanlock{Runner: lvmlock.ExecRunner{Timeout: cfg.LVMTimeout.D()}},
 	}
 	if len(cfg.Daemon.Peers) > 0 {
 		// The destination of a live migration asks the source's lock
