@@ -230,6 +230,8 @@ type Others struct {
 	// as sanlock wrote it, when the peers did not answer), or "unknown".
 	Source  string   `json:"source"`
 	Holders []Holder `json:"holders"`
+	// Error says why they are unknown when a source failed.
+	Error string `json:"error,omitempty"`
 }
 
 // Others sources.
@@ -309,9 +311,7 @@ func (c *Checker) Check(ctx context.Context, names []string) (*Report, error) {
 	for _, in := range inputs {
 		ev.domain(in)
 	}
-	if err := ev.others(ctx); err != nil {
-		return nil, err
-	}
+	ev.others(ctx)
 	ev.hostProblems()
 	ev.pending(pending)
 	ev.lockspaces()
@@ -713,8 +713,9 @@ func (ev *evaluation) lv(in *domainInput, disk Disk) (LVReport, bool) {
 
 // others fills in the other holders of every LV not held ex here, with one
 // question to the HolderSource, or when it is unset or does not answer, one
-// read of the LV leases per VG from sanlock; and reports conflicts.
-func (ev *evaluation) others(ctx context.Context) error {
+// read of the LV leases per VG from sanlock; and reports conflicts. What
+// cannot be read (a peer down, the check's time up) stays unknown, with why.
+func (ev *evaluation) others(ctx context.Context) {
 	var refs []lvmlock.Ref
 	for _, p := range ev.lvs {
 		lr := &ev.rep.Domains[p.dom].LVs[p.lv]
@@ -724,33 +725,38 @@ func (ev *evaluation) others(ctx context.Context) error {
 		}
 	}
 	if len(refs) == 0 {
-		return nil
+		return
 	}
+	// Why the others stay unknown, when they do: by VG, or for all.
+	why, whyVG := "", map[string]string{}
 	source, holders, err := OthersPeers, map[lvmlock.Ref][]Holder(nil), error(nil)
 	if ev.Holders != nil {
-		holders, err = ev.Holders.Holders(ctx, refs)
-		if err != nil && ctx.Err() != nil {
-			return fmt.Errorf("ask peers: %w", err)
+		if holders, err = ev.Holders.Holders(ctx, refs); err != nil {
+			why = "peers: " + oneLine(err.Error())
 		}
 	}
-	if ev.Holders == nil || err != nil {
-		if len(ev.spaces) == 0 {
-			return nil // no peer answered and sanlock is not read: the others stay unknown
-		}
+	if (ev.Holders == nil || err != nil) && len(ev.spaces) > 0 {
 		source = OthersSanlock
-		if holders, err = ev.leaseHolders(ctx, refs); err != nil {
-			if ctx.Err() != nil {
-				return fmt.Errorf("read sanlock leases: %w", err)
-			}
-			return nil
-		}
+		holders, whyVG = ev.leaseHolders(ctx, refs)
+	} else if err != nil {
+		holders = nil
 	}
 	for _, p := range ev.lvs {
 		dr := &ev.rep.Domains[p.dom]
 		lr := &dr.LVs[p.lv]
 		ref := lvmlock.Ref{VG: lr.VG, LV: lr.LV}
 		hs, known := holders[ref]
-		if lr.Others.Source != OthersUnknown || !slices.Contains(refs, ref) || source == OthersSanlock && !known {
+		if lr.Others.Source != OthersUnknown || !slices.Contains(refs, ref) {
+			continue
+		}
+		if holders == nil || source == OthersSanlock && !known {
+			var reasons []string
+			for _, r := range []string{why, cmp.Or(whyVG[ref.VG], ev.sanlockErr[ref.VG])} {
+				if r != "" {
+					reasons = append(reasons, r)
+				}
+			}
+			lr.Others.Error = strings.Join(reasons, "; ")
 			continue
 		}
 		lr.Others = Others{Source: source, Holders: slices.Clone(hs)}
@@ -772,7 +778,6 @@ func (ev *evaluation) others(ctx context.Context) error {
 				Advice:  fmt.Sprintf("run `lvhook check %s` on %s: if %s is not running there, `lvchange -an %s` there; if it is, one copy must be stopped", dr.Name, lr.Others.Holders[0].Host, dr.Name, ref)})
 		}
 	}
-	return nil
 }
 
 // pending reports the deactivations the hook could not finish and that

@@ -78,6 +78,16 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if err := tw.Flush(); err != nil {
 			return err
 		}
+		// Why other hosts are unknown, once per reason.
+		var seen []string
+		for _, d := range r.Domains {
+			for _, l := range d.LVs {
+				if e := l.Others.Error; e != "" && !slices.Contains(seen, e) {
+					seen = append(seen, e)
+					fmt.Fprintf(&b, "\nother hosts unknown: %s\n", e)
+				}
+			}
+		}
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

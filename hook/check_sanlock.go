@@ -86,15 +86,16 @@ func (ev *evaluation) hostName(vg string, id int) string {
 // leaseHolders is the HolderSource of last resort: the LV leases as sanlock
 // wrote them on the lvmlock LV, one unsynchronised read per VG. A hold of a
 // host that left the lockspace, or from before its last join (an older
-// generation), is no hold.
-func (ev *evaluation) leaseHolders(ctx context.Context, refs []lvmlock.Ref) (map[lvmlock.Ref][]Holder, error) {
+// generation), is no hold. A VG whose leases cannot be read is left out,
+// with the reason in errs.
+func (ev *evaluation) leaseHolders(ctx context.Context, refs []lvmlock.Ref) (out map[lvmlock.Ref][]Holder, errs map[string]string) {
 	byVG := map[string][]lvmlock.Ref{}
 	for _, r := range refs {
 		if _, ok := ev.spaces[r.VG]; ok {
 			byVG[r.VG] = append(byVG[r.VG], r)
 		}
 	}
-	out := map[lvmlock.Ref][]Holder{}
+	out, errs = map[lvmlock.Ref][]Holder{}, map[string]string{}
 	for _, vg := range slices.Sorted(maps.Keys(byVG)) {
 		var offsets []int64
 		for _, r := range byVG[vg] {
@@ -108,7 +109,8 @@ func (ev *evaluation) leaseHolders(ctx context.Context, refs []lvmlock.Ref) (map
 		ls := ev.spaces[vg]
 		leases, err := ev.Sanlock.Leases(ctx, ls, offsets)
 		if err != nil {
-			return nil, err
+			errs[vg] = err.Error()
+			continue
 		}
 		hosts := ev.hosts[vg]
 		for _, r := range byVG[vg] {
@@ -126,12 +128,16 @@ func (ev *evaluation) leaseHolders(ctx context.Context, refs []lvmlock.Ref) (map
 				if l.HostID == ls.HostID || known && (h.State() == lvmlock.HostFree || h.Generation != 0 && l.Generation != h.Generation) {
 					continue
 				}
-				hs = append(hs, Holder{Host: ev.hostName(vg, l.HostID), Mode: l.Mode, HostID: l.HostID, State: h.State()})
+				holder := Holder{Host: ev.hostName(vg, l.HostID), Mode: l.Mode, HostID: l.HostID}
+				if known {
+					holder.State = h.State()
+				}
+				hs = append(hs, holder)
 			}
 			out[r] = hs
 		}
 	}
-	return out, nil
+	return out, errs
 }
 
 // hostProblems reports every other host of a started lockspace that stopped
@@ -142,7 +148,14 @@ func (ev *evaluation) hostProblems() {
 		for _, id := range slices.Sorted(maps.Keys(ev.hosts[vg])) {
 			h := ev.hosts[vg][id]
 			st := h.State()
-			if id == self || st != lvmlock.HostFailing && st != lvmlock.HostDead {
+			if st != lvmlock.HostFailing && st != lvmlock.HostDead {
+				continue
+			}
+			silent := int(h.Silent() / time.Second)
+			if id == self {
+				ev.add(Problem{Code: ProblemHostNotRenewing, VG: vg,
+					Message: fmt.Sprintf("this host (host_id %d) has not renewed its own lease in the lockspace of VG %s for %d s: it is losing the shared storage; sanlock drops its locks 80 s after the last renewal and the watchdog then resets the host", id, vg, silent),
+					Advice:  "check the path to the shared storage now (`multipath -ll`, `dmesg`, `sanlock client log_dump`); the domains running here are at risk"})
 				continue
 			}
 			name := ev.hostName(vg, id)
@@ -151,7 +164,6 @@ func (ev *evaluation) hostProblems() {
 				who = fmt.Sprintf("%s (host_id %d)", name, id)
 			}
 			held, doms := ev.heldBy(vg, id)
-			silent := int(h.Silent() / time.Second)
 			p := Problem{Code: ProblemHostNotRenewing, VG: vg}
 			if len(doms) == 1 {
 				p.Domain = doms[0]
@@ -173,7 +185,7 @@ func (ev *evaluation) hostProblems() {
 			} else {
 				p.Message = fmt.Sprintf("%s has not renewed its lease in the lockspace of VG %s for %d s: sanlock takes it for dead and other hosts may take its locks%s",
 					who, vg, silent, holds)
-				p.Advice = fmt.Sprintf("start its domains on one host (`virsh start DOMAIN`) if %s is really down; when it comes back, `lvhook check --all` there before it starts anything", name)
+				p.Advice = fmt.Sprintf("start its domains on one host (`virsh start DOMAIN`) if %s is really down; this is reported until %s rejoins the lockspace (`vgchange --lock-start %s` there; run `lvhook check --all` there before it starts anything)", name, name, vg)
 			}
 			ev.add(p)
 		}
@@ -188,7 +200,8 @@ func (ev *evaluation) heldBy(vg string, id int) (lvs, doms []string) {
 				continue
 			}
 			for _, h := range l.Others.Holders {
-				if h.HostID == id {
+				// Peers' answers carry no host_id: match them by name.
+				if h.HostID == id || h.HostID == 0 && h.Host == ev.hostName(vg, id) {
 					lvs = append(lvs, fmt.Sprintf("%s/%s (%s, %s)", l.VG, l.LV, h.Mode, d.Name))
 					if !slices.Contains(doms, d.Name) {
 						doms = append(doms, d.Name)

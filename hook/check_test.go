@@ -180,7 +180,8 @@ func sanlockOf(w *checkWorld) *lvmlock.Sanlock {
 	if !w.sanlock {
 		return nil
 	}
-	return &lvmlock.Sanlock{Runner: w.lvm.Host(1)}
+	// The fake's sanlock read its leases at 5000 s of its clock.
+	return &lvmlock.Sanlock{Runner: w.lvm.Host(1), Now: func() uint64 { return 5000 }}
 }
 
 // peersDown is a HolderSource whose peers do not answer.
@@ -255,6 +256,51 @@ var checkCases = []checkCase{
 			w.lvm.Do(func(c *lvmfake.Cluster) { c.Silent[2] = 200 })
 		},
 		want: []string{"host-not-renewing db vg0/"},
+	},
+	{
+		// host2's holds were written before it joined again (older
+		// generation): no hold.
+		name: "sanlock-stale-holds",
+		setup: func(w *checkWorld) {
+			healthy(w)
+			w.sanlock, w.holders = true, peersDown{}
+			w.lvm.Do(func(c *lvmfake.Cluster) { c.Generation[2] = 4 })
+		},
+	},
+	{
+		// host2 left the lockspace: what its leases still show is no hold.
+		name: "sanlock-host-left",
+		setup: func(w *checkWorld) {
+			healthy(w)
+			w.sanlock, w.holders = true, peersDown{}
+			w.lvm.Do(func(c *lvmfake.Cluster) { c.Left[2] = true })
+		},
+	},
+	{
+		// This host's own renewals stopped (its storage path is failing).
+		name: "self-not-renewing",
+		setup: func(w *checkWorld) {
+			healthy(w)
+			w.sanlock = true
+			w.holders = &peersFromCluster{lvm: w.lvm, self: 1, names: map[int]string{2: "kvm2"}}
+			w.lvm.Do(func(c *lvmfake.Cluster) { c.Silent[1] = 70 })
+		},
+		want: []string{"host-not-renewing  vg0/"},
+	},
+	{
+		// The peers are down and the lease read fails: unknown, with both
+		// reasons.
+		name: "peers-and-leases-unreadable",
+		setup: func(w *checkWorld) {
+			healthy(w)
+			w.sanlock, w.holders = true, peersDown{}
+			w.lvm.Intercept = func(_ int, args []string) (string, string, error, bool) {
+				if len(args) > 1 && args[0] == "sanlock" && args[1] == "direct" {
+					return "", "Device /dev/mapper/vg0-lvmlock not found.\n", lvmfake.ExitError{Code: 1}, true
+				}
+				return "", "", nil, false
+			}
+		},
 	},
 	{
 		// sanlock does not answer: the check goes on without it.

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // sanlock shows what lvm cannot: which host_id holds an LV lease, and how
@@ -35,11 +37,13 @@ func ParseSanlockStatus(out []byte) map[string]SanlockLockspace {
 	spaces := map[string]SanlockLockspace{}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "s ") {
+		fields := strings.Fields(sc.Text())
+		// A lockspace still joining or leaving has a suffix (ADD, REM):
+		// not joined.
+		if len(fields) != 2 || fields[0] != "s" {
 			continue
 		}
-		f := splitEscaped(strings.Fields(line)[1], ':')
+		f := splitEscaped(fields[1], ':')
 		if len(f) != 4 {
 			continue
 		}
@@ -87,6 +91,9 @@ type SanlockHost struct {
 	IOTimeout           int
 	// Name is sanlock's name of the host, "<uuid>.<hostname>" by default.
 	Name string
+	// Now is this host's monotonic clock, in seconds, when the status was
+	// read (sanlock's clock: CLOCK_MONOTONIC); 0 when unknown.
+	Now uint64
 }
 
 // HostState is what a host's lease renewals say about it.
@@ -113,14 +120,19 @@ func (h SanlockHost) DeadAfter() time.Duration {
 	return time.Duration(8*io+watchdogFireTimeout) * time.Second
 }
 
-// Silent is how long the host had not renewed its lease when this host last
-// read it. sanlock reads the other hosts' leases at each of its own renewals
-// (every 2 io_timeouts), so it lags by up to 20 s.
+// Silent is how long the host has not been seen renewing its lease: since
+// LastLive, by this host's clock when the status was read (else by its last
+// read of the leases, which lags by up to 2 io_timeouts and stops when this
+// host's own renewals fail).
 func (h SanlockHost) Silent() time.Duration {
-	if h.LastCheck <= h.LastLive {
+	now := h.Now
+	if now == 0 {
+		now = h.LastCheck
+	}
+	if now <= h.LastLive {
 		return 0
 	}
-	return time.Duration(h.LastCheck-h.LastLive) * time.Second
+	return time.Duration(now-h.LastLive) * time.Second
 }
 
 // State classifies the host: failing after 6 io_timeouts without a renewal
@@ -147,14 +159,18 @@ func (h SanlockHost) State() HostState {
 func (h SanlockHost) ExpiresIn() time.Duration { return max(h.DeadAfter()-h.Silent(), 0) }
 
 // HostName returns the host name part of sanlock's "<uuid>.<hostname>", or
-// "" when the name has another form.
+// "" when the name has another form or may have been cut (sanlock keeps 48
+// bytes: 11 of them for the host name).
 func (h SanlockHost) HostName() string {
 	uuid, name, ok := strings.Cut(h.Name, ".")
-	if !ok || len(uuid) != 36 || strings.Count(uuid, "-") != 4 {
+	if !ok || len(uuid) != 36 || strings.Count(uuid, "-") != 4 || len(h.Name) >= maxSanlockName {
 		return ""
 	}
 	return name
 }
+
+// maxSanlockName is the length of sanlock's host names (NAME_ID_SIZE).
+const maxSanlockName = 48
 
 // ParseHostStatus reads `sanlock client host_status -s LOCKSPACE -D`: a line
 // "<host_id> timestamp <n>" per host, then its fields, one "key=value" per
@@ -256,7 +272,23 @@ func isDigits(s string) bool {
 }
 
 // Sanlock reads sanlock's state through a Runner.
-type Sanlock struct{ Runner Runner }
+type Sanlock struct {
+	Runner Runner
+	// Now returns the monotonic clock in seconds, sanlock's clock; nil:
+	// CLOCK_MONOTONIC (tests set it).
+	Now func() uint64
+}
+
+func (s Sanlock) now() uint64 {
+	if s.Now != nil {
+		return s.Now()
+	}
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) != nil {
+		return 0
+	}
+	return uint64(ts.Sec)
+}
 
 func (s Sanlock) run(ctx context.Context, args ...string) ([]byte, error) {
 	out, errOut, err := s.Runner.Run(ctx, "sanlock", args...)
@@ -294,8 +326,10 @@ func (s Sanlock) Hosts(ctx context.Context, lockspace string) (map[int]SanlockHo
 	if err != nil {
 		return nil, err
 	}
+	now := s.now()
 	hosts := make(map[int]SanlockHost, len(list))
 	for _, h := range list {
+		h.Now = now
 		hosts[h.HostID] = h
 	}
 	return hosts, nil

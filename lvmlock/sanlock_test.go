@@ -102,7 +102,8 @@ func lockArgsUUIDs(t *testing.T) map[string]string {
 }
 
 func TestParseSanlockStatusEscapedPath(t *testing.T) {
-	out := "daemon x.h\ns lvm_a:7:/dev/disk/by-path/ip-10.0.0.1\\:3260-lun-0:1048576\ns broken\ns lvm_b:x:/p:0\n"
+	out := "daemon x.h\ns lvm_a:7:/dev/disk/by-path/ip-10.0.0.1\\:3260-lun-0:1048576\ns broken\ns lvm_b:x:/p:0\n" +
+		"s \ns\ns lvm_c:3:/dev/mapper/c-lvmlock:0 ADD\n"
 	want := map[string]SanlockLockspace{
 		"lvm_a": {Name: "lvm_a", HostID: 7, Path: "/dev/disk/by-path/ip-10.0.0.1:3260-lun-0", Offset: 1048576},
 	}
@@ -148,8 +149,10 @@ func TestParseHostStatusRejectsGarbage(t *testing.T) {
 
 func TestHostName(t *testing.T) {
 	for name, want := range map[string]string{
-		"29ce2af0-89d8-4fb7-ac90-437648b1b4e2.host1":       "host1",
-		"29ce2af0-89d8-4fb7-ac90-437648b1b4e2.kvm1.lan.io": "kvm1.lan.io",
+		"29ce2af0-89d8-4fb7-ac90-437648b1b4e2.host1":    "host1",
+		"29ce2af0-89d8-4fb7-ac90-437648b1b4e2.kvm1.lan": "kvm1.lan",
+		// 48 bytes, all sanlock keeps: the host name may have been cut.
+		"29ce2af0-89d8-4fb7-ac90-437648b1b4e2.hypervisor-": "",
 		"kvm7": "",
 		"a.b":  "",
 		"":     "",

@@ -88,7 +88,8 @@ lvmlockctl or the state directory unreadable, or an unknown domain).
                 "lvs": [{"vg", "lv", "disk", "need": ex|sh, "expected": ex|sh|none,
                          "actual": ex|sh|none|unlocked|unknown, "segtype", "lockspace",
                          "others": {"source": exclusive-here|peers|sanlock|unknown,
-                                    "holders": [{"host", "mode", "host_id", "state"}]},
+                                    "holders": [{"host", "mode", "host_id", "state"}],
+                                    "error": why they are unknown},
                          "problems": [code...]}]}]}
 New fields may appear in version 1; removing or redefining one changes the
 version.`

@@ -59,13 +59,20 @@ type Cluster struct {
 	// Silent[host]: seconds since that host last renewed its sanlock host
 	// lease (a crashed host keeps its leases until it is dead, 140 s).
 	Silent map[int]int
-	nextID int
+	// Generation[host]: its host lease's generation (default 3, the
+	// generation of every lease hold the fake writes); higher means it
+	// joined again since. Left[host]: it left the lockspace (timestamp 0)
+	// while its holds stay written.
+	Generation map[int]uint64
+	Left       map[int]bool
+	nextID     int
 }
 
 // NewCluster returns a cluster of hosts 1..n with lvmlockd running and no VG.
 func NewCluster(n int) *Cluster {
 	c := &Cluster{VGs: map[string]*VG{}, Started: map[int]map[string]bool{}, Lvmlockd: map[int]bool{},
-		Open: map[int]map[lvmlock.Ref]bool{}, calls: map[int][]string{}, Silent: map[int]int{}}
+		Open: map[int]map[lvmlock.Ref]bool{}, calls: map[int][]string{}, Silent: map[int]int{},
+		Generation: map[int]uint64{}, Left: map[int]bool{}}
 	for h := 1; h <= n; h++ {
 		c.Started[h] = map[string]bool{}
 		c.Lvmlockd[h] = true
@@ -389,9 +396,13 @@ func (h *Host) sanlock(args []string, out, errOut *strings.Builder) bool {
 			if !c.Started[id][vg] {
 				continue
 			}
-			fmt.Fprintf(out, "%d timestamp %d\n", id, 7000+id)
+			ts, gen := 7000+id, cmp.Or(c.Generation[id], 3)
+			if c.Left[id] {
+				ts = 0
+			}
+			fmt.Fprintf(out, "%d timestamp %d\n", id, ts)
 			fmt.Fprintf(out, "    last_check=%d\n    last_live=%d\n    last_req=0\n    owner_id=%d\n", now, now-c.Silent[id], id)
-			fmt.Fprintf(out, "    owner_generation=3\n    timestamp=%d\n    io_timeout=10\n", 7000+id)
+			fmt.Fprintf(out, "    owner_generation=%d\n    timestamp=%d\n    io_timeout=10\n", gen, ts)
 			fmt.Fprintf(out, "    owner_name=00000000-0000-0000-0000-00000000000%d.kvm%d\n", id%10, id)
 		}
 	case len(args) == 3 && args[0] == "direct" && args[1] == "dump":
