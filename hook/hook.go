@@ -178,7 +178,7 @@ func (r *run) activate(ctx context.Context) error {
 			}
 		}
 	} else {
-		err = r.retry(ctx, lvmlock.IsLockspaceStarting, activate)
+		err = r.retry(ctx, startRetryable, activate)
 	}
 	if err != nil {
 		return r.refusal(ctx, verb, targets, err)
@@ -268,7 +268,7 @@ func (r *run) activateIncoming(ctx context.Context, targets []lvmlock.Target, ac
 	}
 	retryable := func(err error) bool {
 		// Without a yes from the source, more -asy tries only cost time.
-		return handoverErr == nil && lvmlock.Transient(err) || lvmlock.IsLockspaceStarting(err)
+		return handoverErr == nil && lvmlock.Transient(err) || startRetryable(err)
 	}
 	err := r.retry(ctx, retryable, activate)
 	if err != nil && handoverErr != nil {
@@ -279,6 +279,13 @@ func (r *run) activateIncoming(ctx context.Context, targets []lvmlock.Target, ac
 
 // retry runs f until it succeeds, fails with an error retryable rejects, or
 // SharedRetries more tries are spent, doubling RetryDelay between tries.
+// startRetryable: a start is tried again while the lockspace is still
+// starting, and after a lock manager error (sanlock failed a VG lock: seen
+// once under load on the harness), never when another host holds an LV.
+func startRetryable(err error) bool {
+	return lvmlock.IsLockspaceStarting(err) || lvmlock.IsLockManagerError(err)
+}
+
 func (r *run) retry(ctx context.Context, retryable func(error) bool, f func() error) error {
 	delay := r.Config.RetryDelay.D()
 	for attempt := 0; ; attempt++ {

@@ -158,6 +158,33 @@ func TestHolderHostNamed(t *testing.T) {
 	wantErr(t, "refusal", err, "vg0/vm1-root is active on kvm2 (host_id 2)")
 }
 
+// A VG lock failed by the lock manager (ELMERR, seen once on the harness)
+// is tried again; if it keeps failing the start is refused with that cause,
+// not as a lockspace that is not started.
+func TestLockManagerErrorRetried(t *testing.T) {
+	c := newCluster(t)
+	fails := 1
+	c.lvm.Intercept = func(_ int, args []string) (string, string, error, bool) {
+		if args[0] == "lvchange" && args[1] == "-aey" && fails > 0 {
+			fails--
+			return "", "  VG vg0 lock skipped: error -221\n  Cannot access VG vg0 due to failed lock.\n", lvmfake.ExitError{Code: 5}, true
+		}
+		return "", "", nil, false
+	}
+	if err := c.call(1, "block-three.xml", "prepare", "begin"); err != nil {
+		t.Fatalf("start after one lock manager error: %v", err)
+	}
+	c.wantModes("started on the second try", "vg0", held(1, lvmlock.ModeEx), vm1LVs...)
+	if err := c.call(1, "block-three.xml", "release", "end"); err != nil {
+		t.Fatal(err)
+	}
+
+	fails = 100
+	err := c.call(1, "block-three.xml", "prepare", "begin")
+	wantErr(t, "persistent lock manager error", err, "refusing to start vm1: lvmlockd could not lock VG vg0, even when asked again (lvmlockd: VG vg0 lock skipped: error -221)")
+	c.wantModes("after the refusal", "vg0", held(), vm1LVs...)
+}
+
 // lvm 2.03.16 does not name the holder: the hook reads it from sanlock's
 // lease, and says "another host" when sanlock cannot tell.
 func TestHolderNamedFromSanlock(t *testing.T) {

@@ -51,6 +51,8 @@ func (r *run) refusal(ctx context.Context, verb string, targets []lvmlock.Target
 		msg = fmt.Sprintf("%s is active shared on this host and another host still holds it shared (a live migration not finished?); see lvhook check %s", what, r.dom.Name)
 	case lvmlock.KindLockspaceNotStarted:
 		msg = fmt.Sprintf("the lockspace of VG %s is not started on this host; run `vgchange --lock-start %s` (lvmlockd: %s)", vg, vg, e.Reason())
+	case lvmlock.KindLockManagerError:
+		msg = fmt.Sprintf("lvmlockd could not lock VG %s, even when asked again (lvmlockd: %s); check the shared storage and `sanlock client log_dump`, then retry", vg, e.Reason())
 	case lvmlock.KindLockspaceStarting:
 		msg = fmt.Sprintf("the lockspace of VG %s is still starting on this host; retry in a minute (lvmlockctl -i shows it)", vg)
 	case lvmlock.KindLvmlockdNotRunning:

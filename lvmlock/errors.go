@@ -40,6 +40,10 @@ const (
 	KindTimeout
 	// KindNotInstalled: the command is not in PATH.
 	KindNotInstalled
+	// KindLockManagerError: lvmlockd's lock manager failed a VG lock with an
+	// error code ("VG vg lock skipped: error -221", ELMERR): sanlock under
+	// I/O pressure, for one; retrying may succeed.
+	KindLockManagerError
 )
 
 var kindNames = map[Kind]string{
@@ -56,6 +60,7 @@ var kindNames = map[Kind]string{
 	KindSharedNotSupported:  "shared activation not supported for this LV type",
 	KindTimeout:             "timed out",
 	KindNotInstalled:        "command not found",
+	KindLockManagerError:    "lock manager error",
 }
 
 func (k Kind) String() string { return kindNames[k] }
@@ -147,6 +152,7 @@ func IsLockedByOtherHost(err error) bool   { return KindOf(err) == KindLockedByO
 func IsIncompatibleMode(err error) bool    { return KindOf(err) == KindIncompatibleMode }
 func IsLockspaceNotStarted(err error) bool { return KindOf(err) == KindLockspaceNotStarted }
 func IsLockspaceStarting(err error) bool   { return KindOf(err) == KindLockspaceStarting }
+func IsLockManagerError(err error) bool    { return KindOf(err) == KindLockManagerError }
 func IsLvmlockdNotRunning(err error) bool  { return KindOf(err) == KindLvmlockdNotRunning }
 func IsVGNotFound(err error) bool          { return KindOf(err) == KindVGNotFound }
 func IsLVNotFound(err error) bool          { return KindOf(err) == KindLVNotFound }
@@ -159,7 +165,7 @@ func IsTimeout(err error) bool             { return KindOf(err) == KindTimeout }
 // Transient reports whether retrying the same command may succeed.
 func Transient(err error) bool {
 	switch KindOf(err) {
-	case KindLockspaceStarting, KindLockedByOtherHost, KindIncompatibleMode:
+	case KindLockspaceStarting, KindLockedByOtherHost, KindIncompatibleMode, KindLockManagerError:
 		return true
 	}
 	return false
@@ -177,6 +183,14 @@ var patterns = []struct {
 	{KindSharedNotSupported, regexp.MustCompile(`Shared activation not compatible with LV type \S* of ([^/\s]+)/(\S+)$`)},
 	{KindLvmlockdNotRunning, regexp.MustCompile(`lvmlockd process is not running|Cannot connect to lvmlockd|lvmlockd connection is required|lock failed: lvmlockd is required`)},
 	{KindLockspaceStarting, regexp.MustCompile(`VG (\S+) lock (?:skipped|failed): lock start in progress`)},
+	// lvmlockd's own codes (lvmlockd-client.h): ENOLS 210 not started,
+	// ESTARTING 211, EVGKILLED 217 / ELOCKIO 218 / EDEVOPEN 220 lease
+	// storage, ELMERR 221 and the rest lock manager errors. Before the
+	// generic "Cannot access VG ... due to failed lock" that follows them.
+	{KindLockspaceNotStarted, regexp.MustCompile(`VG (\S+) lock (?:skipped|failed): error -?210$`)},
+	{KindLockspaceStarting, regexp.MustCompile(`VG (\S+) lock (?:skipped|failed): error -?211$`)},
+	{KindStorageFailed, regexp.MustCompile(`VG (\S+) lock (?:skipped|failed): error -?(?:217|218|220)$`)},
+	{KindLockManagerError, regexp.MustCompile(`VG (\S+) lock (?:skipped|failed): error -?\d+$`)},
 	{KindStorageFailed, regexp.MustCompile(`(?:LV ([^/\s]+)/(\S+) lock failed: (?:storage \S+ for sanlock leases|io timeout))|storage failed for sanlock leases`)},
 	{KindLockspaceNotStarted, regexp.MustCompile(`Cannot access VG (\S+) due to failed lock|LV ([^/\s]+)/(\S+) lock failed: lockspace is inactive`)},
 	{KindLVNotFound, regexp.MustCompile(`Failed to find logical volume "([^/"]+)/([^"]+)"`)},
@@ -203,13 +217,19 @@ func classify(stderr string) (Kind, []Failure) {
 			switch p.kind {
 			case KindVGNotFound:
 				f.VG = m[1]
-			case KindLockspaceStarting:
+			case KindLockspaceStarting, KindLockManagerError:
 				f.VG = m[1]
 			case KindLockspaceNotStarted:
-				f.VG, f.LV = first(m[1], m[2]), m[3]
+				f.VG = m[1]
+				if len(m) > 3 {
+					f.VG, f.LV = first(m[1], m[2]), m[3]
+				}
 			case KindLvmlockdNotRunning:
 			default:
-				if len(m) > 2 {
+				switch {
+				case len(m) == 2: // a VG lock: "VG vg lock skipped: error -N"
+					f.VG = m[1]
+				case len(m) > 2:
 					f.VG, f.LV = m[1], m[2]
 				}
 				if len(m) > 3 && m[3] != "" && p.kind == KindLockedByOtherHost {

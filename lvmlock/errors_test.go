@@ -61,6 +61,18 @@ func TestClassify(t *testing.T) {
 			KindIncompatibleMode, []Failure{{Kind: KindIncompatibleMode, VG: "vg0", LV: "d"}}, IsIncompatibleMode},
 		{"shared not compatible", "  Shared activation not compatible with LV type thin of vg0/t\n",
 			KindSharedNotSupported, []Failure{{Kind: KindSharedNotSupported, VG: "vg0", LV: "t"}}, IsSharedNotSupported},
+		// Seen on the harness (lvm 2.03.16): a VG lock failed by sanlock
+		// right after a busy migration scenario; lvm adds the generic line.
+		{"lock manager error (ELMERR)",
+			"  VG vg0 lock skipped: error -221\n  Cannot access VG vg0 due to failed lock.\n",
+			KindLockManagerError, []Failure{{Kind: KindLockManagerError, VG: "vg0"}, {Kind: KindLockspaceNotStarted, VG: "vg0"}},
+			func(err error) bool { return KindOf(err) == KindLockManagerError && Transient(err) }},
+		{"lockspace not found (ENOLS)",
+			"  VG vg0 lock skipped: error -210\n  Cannot access VG vg0 due to failed lock.\n",
+			KindLockspaceNotStarted, []Failure{{Kind: KindLockspaceNotStarted, VG: "vg0"}, {Kind: KindLockspaceNotStarted, VG: "vg0"}}, IsLockspaceNotStarted},
+		{"lease I/O error (ELOCKIO)",
+			"  VG vg0 lock failed: error -218\n",
+			KindStorageFailed, []Failure{{Kind: KindStorageFailed, VG: "vg0"}}, IsStorageFailed},
 		{"unknown", "  Something new happened.\n", KindOther, nil, func(err error) bool { return KindOf(err) == KindOther }},
 	}
 	for _, tt := range tests {
