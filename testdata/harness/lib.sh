@@ -214,13 +214,17 @@ boot_host() {
 	else
 		net=connect=127.0.0.1:$NET_PORT
 	fi
+	# The shared disk goes through the host's page cache (cache=writeback): one copy
+	# of the file for both QEMU processes. With cache=none (O_DIRECT) a full run once
+	# saw host1's sanlock read back an older copy of its own host lease ("delta_renew
+	# reread mismatch", then the lockspace was killed); the cause was not found.
 	qemu-system-x86_64 -name "lvhook-$host" \
 		-machine pc -accel tcg,thread=multi -cpu max -smp "$GUEST_CPUS" -m "$GUEST_MEM" \
 		-kernel "$img/vmlinuz" -initrd "$img/initrd.img" \
 		-append "root=LABEL=lvhook-root rw console=ttyS0 net.ifnames=0 apparmor=0 panic=-1 lvhook.host=$n" \
 		-drive "file=$dir/disk.qcow2,format=qcow2,if=none,id=root,cache=unsafe" \
 		-device virtio-blk-pci,drive=root,addr=0x4 \
-		-drive "file=$RUN_DIR/shared.raw,format=raw,if=none,id=sd,cache=none,file.locking=off" \
+		-drive "file=$RUN_DIR/shared.raw,format=raw,if=none,id=sd,cache=writeback,file.locking=off" \
 		-device virtio-blk-pci,drive=sd,share-rw=on,serial=shared0,addr=0x5 \
 		-netdev "socket,id=n0,$net" -device "virtio-net-pci,netdev=n0,mac=52:54:00:4c:56:0$n" \
 		-virtfs "local,path=$dir/share,mount_tag=ctl,security_model=none,id=ctl" \
