@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os/exec"
 	"slices"
 	"strings"
@@ -380,7 +381,7 @@ func (h *Host) sanlock(args []string, out, errOut *strings.Builder) bool {
 	switch {
 	case cmd == "client status":
 		fmt.Fprintf(out, "daemon 00000000-0000-0000-0000-00000000000%d.kvm%d\np -1 helper\np -1 listener\n", h.id%10, h.id)
-		for _, name := range sortedKeys(c.VGs) {
+		for _, name := range slices.Sorted(maps.Keys(c.VGs)) {
 			if c.Started[h.id][name] {
 				fmt.Fprintf(out, "s lvm_%s:%d:/dev/mapper/%s-lvmlock:0\n", name, h.id, strings.ReplaceAll(name, "-", "--"))
 			}
@@ -392,7 +393,7 @@ func (h *Host) sanlock(args []string, out, errOut *strings.Builder) bool {
 			return true
 		}
 		const now = 5000
-		for _, id := range sortedKeys(c.Started) {
+		for _, id := range slices.Sorted(maps.Keys(c.Started)) {
 			if !c.Started[id][vg] {
 				continue
 			}
@@ -413,13 +414,13 @@ func (h *Host) sanlock(args []string, out, errOut *strings.Builder) bool {
 			return true
 		}
 		fmt.Fprintf(out, "%8s %36s %48s %10s %4s %4s %s\n", "offset", "lockspace", "resource", "timestamp", "own", "gen", "lver")
-		for _, name := range sortedKeys(c.VGs) {
+		for _, name := range slices.Sorted(maps.Keys(c.VGs)) {
 			vg := c.VGs[name]
 			if path != "/dev/mapper/"+strings.ReplaceAll(name, "-", "--")+"-lvmlock" {
 				continue
 			}
 			lvs := make([]*LV, 0, len(vg.LVs))
-			for _, n := range sortedKeys(vg.LVs) {
+			for _, n := range slices.Sorted(maps.Keys(vg.LVs)) {
 				lvs = append(lvs, vg.LVs[n])
 			}
 			slices.SortFunc(lvs, func(a, b *LV) int { return int(a.Offset - b.Offset) })
@@ -428,14 +429,14 @@ func (h *Host) sanlock(args []string, out, errOut *strings.Builder) bool {
 					continue
 				}
 				ts, own := 0, 0
-				for _, id := range sortedKeys(lv.Holders) {
+				for _, id := range slices.Sorted(maps.Keys(lv.Holders)) {
 					own = id
 					if lv.Holders[id] == lvmlock.ModeEx {
 						ts = 9000 + id
 					}
 				}
 				fmt.Fprintf(out, "%08d %36s %48s %010d %04d %04d %d\n", lv.Offset, "lvm_"+name, lv.UUID, ts, own, 3, 12)
-				for _, id := range sortedKeys(lv.Holders) {
+				for _, id := range slices.Sorted(maps.Keys(lv.Holders)) {
 					if lv.Holders[id] == lvmlock.ModeSh {
 						fmt.Fprintf(out, "%106s%04d %04d SH\n", "", id, 3)
 					}
@@ -447,13 +448,4 @@ func (h *Host) sanlock(args []string, out, errOut *strings.Builder) bool {
 		return true
 	}
 	return false
-}
-
-func sortedKeys[K cmp.Ordered, V any](m map[K]V) []K {
-	keys := make([]K, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
