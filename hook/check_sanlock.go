@@ -1,6 +1,7 @@
 package hook
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -71,16 +72,15 @@ func (ev *evaluation) readSanlock(ctx context.Context, vgs []string) {
 	}
 }
 
-// hostName names a sanlock host_id: the configured peer with that host_id,
-// else the host name sanlock knows it by, else "host_id N".
+// knownName names a sanlock host_id: the configured peer with that host_id,
+// else the host name sanlock knows it by, else "".
+func (ev *evaluation) knownName(vg string, id int) string {
+	return cmp.Or(ev.HostIDs[id], ev.hosts[vg][id].HostName())
+}
+
+// hostName is knownName, else "host_id N".
 func (ev *evaluation) hostName(vg string, id int) string {
-	if n := ev.HostIDs[id]; n != "" {
-		return n
-	}
-	if n := ev.hosts[vg][id].HostName(); n != "" {
-		return n
-	}
-	return fmt.Sprintf("host_id %d", id)
+	return cmp.Or(ev.knownName(vg, id), fmt.Sprintf("host_id %d", id))
 }
 
 // leaseHolders is the HolderSource of last resort: the LV leases as sanlock
@@ -158,11 +158,7 @@ func (ev *evaluation) hostProblems() {
 					Advice:  "check the path to the shared storage now (`multipath -ll`, `dmesg`, `sanlock client log_dump`); the domains running here are at risk"})
 				continue
 			}
-			name := ev.hostName(vg, id)
-			who := name
-			if !strings.HasPrefix(name, "host_id ") {
-				who = fmt.Sprintf("%s (host_id %d)", name, id)
-			}
+			name, who := ev.hostName(vg, id), hostLabel(ev.knownName(vg, id), id)
 			held, doms := ev.heldBy(vg, id)
 			p := Problem{Code: ProblemHostNotRenewing, VG: vg}
 			if len(doms) == 1 {
@@ -222,13 +218,10 @@ func (ev *evaluation) lockspaceHosts(vg string) []LockspaceHost {
 	out := []LockspaceHost{}
 	for _, id := range slices.Sorted(maps.Keys(hosts)) {
 		h := hosts[id]
-		lh := LockspaceHost{HostID: id, Name: ev.hostName(vg, id), Self: id == ev.spaces[vg].HostID,
+		lh := LockspaceHost{HostID: id, Name: ev.knownName(vg, id), Self: id == ev.spaces[vg].HostID,
 			State: h.State(), SilentSeconds: int(h.Silent() / time.Second)}
 		if lh.State == lvmlock.HostFailing {
 			lh.ExpiresInSeconds = int(h.ExpiresIn() / time.Second)
-		}
-		if lh.Name == fmt.Sprintf("host_id %d", id) {
-			lh.Name = ""
 		}
 		out = append(out, lh)
 	}

@@ -38,7 +38,11 @@ func (r *run) refusal(ctx context.Context, verb string, targets []lvmlock.Target
 			id = r.leaseHolder(ctx, held[0])
 		}
 		if id != 0 {
-			where = r.hostLabel(id)
+			name := ""
+			if r.HostName != nil {
+				name = r.HostName(id)
+			}
+			where = hostLabel(name, id)
 		}
 		if verb == "start" {
 			msg = fmt.Sprintf("%s is active on %s (lvmlockd: LV locked by other host); is %s running elsewhere?",
@@ -156,14 +160,13 @@ func (r *run) leaseHolder(ctx context.Context, ref lvmlock.Ref) int {
 	return id
 }
 
-// hostLabel names a sanlock host_id: "host_id 2 (kvm2)" or "host_id 2".
-func (r *run) hostLabel(id int) string {
-	if r.HostName != nil {
-		if name := r.HostName(id); name != "" {
-			return fmt.Sprintf("%s (host_id %d)", name, id)
-		}
+// hostLabel names a sanlock host_id for the operator: "kvm2 (host_id 2)",
+// or "host_id 2" without a name.
+func hostLabel(name string, id int) string {
+	if name == "" {
+		return fmt.Sprintf("host_id %d", id)
 	}
-	return fmt.Sprintf("host_id %d", id)
+	return fmt.Sprintf("%s (host_id %d)", name, id)
 }
 
 // failedRefs lists the LVs the error names, of the given kind (KindOther: any).
