@@ -97,17 +97,14 @@ func (ev *evaluation) leaseHolders(ctx context.Context, refs []lvmlock.Ref) (out
 	}
 	out, errs = map[lvmlock.Ref][]Holder{}, map[string]string{}
 	for _, vg := range slices.Sorted(maps.Keys(byVG)) {
-		var offsets []int64
+		var lvs []lvmlock.LV
 		for _, r := range byVG[vg] {
-			if off, ok := lvmlock.LeaseOffset(ev.st.LVs[r].LockArgs); ok {
-				offsets = append(offsets, off)
+			if lv, ok := ev.st.LVs[r]; ok {
+				lvs = append(lvs, lv)
 			}
 		}
-		if len(offsets) == 0 {
-			continue
-		}
 		ls := ev.spaces[vg]
-		leases, err := ev.Sanlock.Leases(ctx, ls, offsets)
+		leases, err := ev.Sanlock.Leases(ctx, ls, lvs)
 		if err != nil {
 			errs[vg] = err.Error()
 			continue
@@ -125,7 +122,7 @@ func (ev *evaluation) leaseHolders(ctx context.Context, refs []lvmlock.Ref) (out
 			hs := []Holder{}
 			for _, l := range holds {
 				h, known := hosts[l.HostID]
-				if l.HostID == ls.HostID || known && (h.State() == lvmlock.HostFree || h.Generation != 0 && l.Generation != h.Generation) {
+				if known && (h.State() == lvmlock.HostFree || h.Generation != 0 && l.Generation != h.Generation) {
 					continue
 				}
 				holder := Holder{Host: ev.hostName(vg, l.HostID), Mode: l.Mode, HostID: l.HostID}

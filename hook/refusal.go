@@ -126,10 +126,6 @@ func (r *run) leaseHolder(ctx context.Context, ref lvmlock.Ref) int {
 		if i < 0 {
 			return 0, fmt.Errorf("lvs does not list %s", ref)
 		}
-		off, ok := lvmlock.LeaseOffset(lvs[i].LockArgs)
-		if !ok {
-			return 0, fmt.Errorf("%s: no lease offset in lv_lockargs %q", ref, lvs[i].LockArgs)
-		}
 		spaces, err := r.Sanlock.Lockspaces(ctx)
 		if err != nil {
 			return 0, err
@@ -138,14 +134,16 @@ func (r *run) leaseHolder(ctx context.Context, ref lvmlock.Ref) int {
 		if !ok {
 			return 0, fmt.Errorf("sanlock has no lockspace %s", lvmlock.LockspaceName(ref.VG))
 		}
-		leases, err := r.Sanlock.Leases(ctx, ls, []int64{off})
+		leases, err := r.Sanlock.Leases(ctx, ls, lvs[i:i+1])
 		if err != nil {
 			return 0, err
+		}
+		if _, read := leases[lvs[i].UUID]; !read {
+			return 0, fmt.Errorf("%s: no lease read (lv_lockargs %q)", ref, lvs[i].LockArgs)
 		}
 		sh := 0
 		for _, l := range leases[lvs[i].UUID] {
 			switch {
-			case l.HostID == ls.HostID:
 			case l.Mode == lvmlock.ModeEx:
 				return l.HostID, nil
 			case sh == 0:

@@ -340,10 +340,17 @@ func (s Sanlock) Hosts(ctx context.Context, lockspace string) (map[int]SanlockHo
 // one read of an lvmlock LV area covers them as well.
 const leaseAlign = 1 << 20
 
-// Leases reads, in one unsynchronised read of the lease device, the holds
-// on the leases at the given offsets (from the LVs' lv_lockargs), by
-// resource name. A lease the read does not show has no entry.
-func (s Sanlock) Leases(ctx context.Context, ls SanlockLockspace, offsets []int64) (map[string][]Lease, error) {
+// Leases reads, in one unsynchronised read of the lease device, the other
+// hosts' holds on the leases of lvs (offsets from their lv_lockargs), by LV
+// UUID; this host's own holds (ls.HostID) are left out. An LV without a
+// lease offset, or whose lease the read does not show, has no entry.
+func (s Sanlock) Leases(ctx context.Context, ls SanlockLockspace, lvs []LV) (map[string][]Lease, error) {
+	var offsets []int64
+	for _, lv := range lvs {
+		if off, ok := LeaseOffset(lv.LockArgs); ok {
+			offsets = append(offsets, off)
+		}
+	}
 	if len(offsets) == 0 {
 		return map[string][]Lease{}, nil
 	}
@@ -353,7 +360,11 @@ func (s Sanlock) Leases(ctx context.Context, ls SanlockLockspace, offsets []int6
 	if err != nil {
 		return nil, err
 	}
-	return ParseLeaseDump(out), nil
+	leases := ParseLeaseDump(out)
+	for uuid, holds := range leases {
+		leases[uuid] = slices.DeleteFunc(holds, func(l Lease) bool { return l.HostID == ls.HostID })
+	}
+	return leases, nil
 }
 
 // LeaseOffset returns the offset of an LV's lease on its VG's lvmlock LV,

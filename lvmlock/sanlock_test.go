@@ -186,7 +186,8 @@ func (s *scripted) Run(_ context.Context, name string, args ...string) ([]byte, 
 func TestLeasesReadsOneSpan(t *testing.T) {
 	r := &scripted{}
 	ls := SanlockLockspace{Name: "lvm_vg0", HostID: 1, Path: "/dev/mapper/vg0-lvmlock"}
-	if _, err := (Sanlock{Runner: r}).Leases(context.Background(), ls, []int64{72351744, 70254592, 71303168}); err != nil {
+	lvs := []LV{{LockArgs: "1.0.0:72351744"}, {LockArgs: "1.0.0:70254592"}, {LockArgs: ""}, {LockArgs: "1.0.0:71303168"}}
+	if _, err := (Sanlock{Runner: r}).Leases(context.Background(), ls, lvs); err != nil {
 		t.Fatal(err)
 	}
 	want := "sanlock direct dump /dev/mapper/vg0-lvmlock:70254592:3145728"
