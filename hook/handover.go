@@ -1,11 +1,33 @@
 package hook
 
-import "errors"
+import (
+	"context"
+	"errors"
 
-// ErrHandoverRefused is what a Hook.Handover returns (wrapped) when no peer
-// said yes within its bound. The prepare is then refused without trying
-// -asy: lvmlockd grants sh to any number of hosts, so an -asy without the
-// source's yes could join LVs that some host still holds shared from an
-// earlier migration (three sharers), and a source that did not answer keeps,
-// or takes back, its ex lock once its migration job ends.
+	"github.com/lvhook/lvhook/lvmlock"
+)
+
+// Handover is the destination's side of a live migration's lock handover,
+// done by the peers' lock helpers (package migration). libvirt's order makes
+// it two steps: the destination's migrate begin runs while the source
+// already has its outgoing migration job, so it reserves the handover of
+// that job for this host; the prepare that follows then asks that one source
+// to downgrade. A source accepts one reservation per outgoing job and grants
+// the downgrade only to the host that made it, during that job: a marker
+// left by an offline migration or an older job reserves nothing.
+type Handover interface {
+	// Reserve asks the peers which one has d migrating out now and
+	// reserves that job's handover for this host; it returns that peer.
+	// Without a reservation the error wraps ErrHandoverRefused.
+	Reserve(ctx context.Context, d *Domain) (source string, err error)
+	// Downgrade asks source, which reserved the handover, to convert the
+	// LVs to sh. Without its yes the error wraps ErrHandoverRefused.
+	Downgrade(ctx context.Context, source string, d *Domain, refs []lvmlock.Ref) error
+}
+
+// ErrHandoverRefused is what a Handover returns (wrapped) when no peer said
+// yes within its bound. The prepare is then an ordinary start (the domain's
+// own modes, ex): lvmlockd grants sh to any number of hosts, so an -asy
+// without the source's yes could join LVs that some host still holds
+// shared, while ex is refused as long as any other host holds them.
 var ErrHandoverRefused = errors.New("no peer agreed to downgrade")

@@ -1,6 +1,7 @@
 package hook
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,9 +28,10 @@ type Hook struct {
 	Log    zerolog.Logger
 	// Sleep pauses between retries; tests replace it to run without waiting.
 	Sleep func(ctx context.Context, d time.Duration) error
-	// Handover asks the peers' lock helpers to downgrade an outgoing
-	// migration's LVs to sh on the source. Nil when no peers are configured.
-	Handover func(ctx context.Context, d *Domain, refs []lvmlock.Ref) error
+	// Handover reserves, then takes, the source's lock handover of an
+	// incoming live migration through the peers' lock helpers. Nil when no
+	// peers are configured: every prepare is then an ordinary start.
+	Handover Handover
 	// HostName names the host with a sanlock host_id, or returns "".
 	HostName func(hostID int) string
 	// Sanlock, when set, is read after a start refused because another host
@@ -80,7 +82,7 @@ func (h *Hook) Run(ctx context.Context, c Call, xmlData []byte) error {
 
 	switch act {
 	case doMarkIncoming:
-		err = r.markIncoming()
+		err = r.markIncoming(ctx)
 	case doActivate:
 		err = r.activate(ctx)
 	case doDeactivate:
@@ -102,13 +104,42 @@ type run struct {
 	lvm *lvmlock.Client
 	log zerolog.Logger
 	dom *Domain
+	// noHandover says why an incoming migration got no lock handover; a
+	// refusal of the ordinary start that follows repeats it.
+	noHandover string
 }
 
-func (r *run) markIncoming() error {
-	if err := r.State.MarkIncoming(r.dom.UUID); err != nil {
+// markIncoming is migrate begin on the destination. It activates nothing (an
+// offline migration gets only this call). The source's libvirt already has
+// its outgoing migration job, so this is when the source can tell which host
+// the job goes to: the handover is reserved here, for this host and that
+// job, and the marker tells the prepare that follows which peer to ask.
+func (r *run) markIncoming(ctx context.Context) error {
+	var m Incoming
+	switch {
+	case len(r.dom.Disks) == 0:
+		r.log.Debug().Msg("incoming migration: no LV disks, no handover needed")
+		return nil
+	case r.Handover == nil:
+		// No peer can hand its locks over: the prepare that follows is
+		// an ordinary start, refused while the source holds the LVs.
+		m.Refused = "no [[daemon.peer]] configured"
+		r.log.Info().Msg("incoming migration: no [[daemon.peer]] configured, so no lock handover; a live migration is refused while the source holds the LVs")
+	default:
+		start := time.Now()
+		src, err := r.Handover.Reserve(ctx, r.dom)
+		if err != nil {
+			m.Refused = err.Error()
+			r.log.Info().Err(err).Dur("took", time.Since(start)).
+				Msg("incoming migration: no peer has the domain migrating out (an offline migration, or the source's lock helper is down); a following prepare is an ordinary start")
+		} else {
+			m.Source = src
+			r.log.Info().Str("peer", src).Dur("took", time.Since(start)).Msg("incoming migration: lock handover reserved on the source, nothing activated")
+		}
+	}
+	if err := r.State.MarkIncoming(r.dom.UUID, m); err != nil {
 		return fmt.Errorf("refusing incoming migration of %s: cannot record it: %w", r.dom.Name, err)
 	}
-	r.log.Info().Msg("incoming migration: marker set, nothing activated")
 	return nil
 }
 
@@ -118,9 +149,15 @@ func (r *run) markIncoming() error {
 // lvhook's records give to other domains; lvchange itself skips LVs of
 // local VGs and names missing LVs and VGs.
 func (r *run) activate(ctx context.Context) error {
-	incoming, err := r.State.TakeIncoming(r.dom.UUID, r.Config.MarkerTTL.D())
+	marker, fresh, err := r.State.TakeIncoming(r.dom.UUID, r.Config.MarkerTTL.D())
 	if err != nil {
 		return fmt.Errorf("refusing to start %s: %w", r.dom.Name, err)
+	}
+	// Only a handover reserved on the source by this host's migrate begin
+	// makes an incoming migration; a marker alone is an ordinary start.
+	incoming := fresh && marker.Source != "" && r.Handover != nil
+	if fresh && !incoming {
+		r.noHandover = cmp.Or(marker.Refused, "no [[daemon.peer]] configured")
 	}
 	verb := "start"
 	if incoming {
@@ -165,13 +202,13 @@ func (r *run) activate(ctx context.Context) error {
 		return err
 	}
 	if incoming {
-		err = r.activateIncoming(ctx, targets, activate)
+		err = r.activateIncoming(ctx, marker.Source, targets, activate)
 		if errors.Is(err, ErrHandoverRefused) {
-			// No host has this domain migrating out: an offline migration
-			// (which leaves the same marker) followed by a start, or a
-			// source without its lock helper. The domain's own modes, ex
-			// above all, are safe to ask: lvmlockd refuses them while any
-			// other host holds the LVs, as a live source does.
+			// The source that reserved the handover no longer grants
+			// it: its migration job ended (cancelled), or its lock helper
+			// restarted. The domain's own modes, ex above all, are safe
+			// to ask: lvmlockd refuses them while any other host holds
+			// the LVs, as a live source does.
 			if r.activateAsStart(ctx, &targets, prior) == nil {
 				incoming = false
 				err = nil
@@ -248,23 +285,21 @@ func (r *run) dropNonLVM(err error, targets []lvmlock.Target) ([]lvmlock.Target,
 // activateIncoming takes sh for an incoming live migration: first the
 // source's downgrade through the peers' lock helpers (a refused -asy costs
 // several seconds of sanlock retries), then -asy with bounded retries.
-func (r *run) activateIncoming(ctx context.Context, targets []lvmlock.Target, activate func() error) error {
-	var handoverErr error
-	if r.Handover != nil {
-		refs := make([]lvmlock.Ref, len(targets))
-		for i, t := range targets {
-			refs[i] = t.Ref
-		}
-		start := time.Now()
-		handoverErr = r.Handover(ctx, r.dom, refs)
-		ev := r.log.Info()
-		if handoverErr != nil {
-			ev = r.log.Warn().Err(handoverErr)
-		}
-		ev.Dur("took", time.Since(start)).Msg("source downgrade requested")
-		if errors.Is(handoverErr, ErrHandoverRefused) {
-			return handoverErr
-		}
+func (r *run) activateIncoming(ctx context.Context, source string, targets []lvmlock.Target, activate func() error) error {
+	refs := make([]lvmlock.Ref, len(targets))
+	for i, t := range targets {
+		refs[i] = t.Ref
+	}
+	start := time.Now()
+	handoverErr := r.Handover.Downgrade(ctx, source, r.dom, refs)
+	ev := r.log.Info()
+	if handoverErr != nil {
+		ev = r.log.Warn().Err(handoverErr)
+	}
+	ev.Str("peer", source).Dur("took", time.Since(start)).Msg("source downgrade requested")
+	if errors.Is(handoverErr, ErrHandoverRefused) {
+		r.noHandover = handoverErr.Error()
+		return handoverErr
 	}
 	retryable := func(err error) bool {
 		// Without a yes from the source, more -asy tries only cost time.

@@ -259,8 +259,9 @@ func TestLiveMigrationDestination(t *testing.T) {
 		}
 		c.wantModes("after migrate begin", "vg0", held(1, ex), vm1LVs...)
 		err := c.call(2, "block-three.xml", "prepare", "begin")
-		wantErr(t, "prepare of incoming migration", err,
-			"refusing to accept the incoming migration of vm1: vg0/vm1-root, vg0/vm1-data, vg0/vm1-swap is held exclusively by another host")
+		wantErr(t, "prepare of incoming migration without peers", err,
+			"refusing to start vm1: vg0/vm1-root, vg0/vm1-data, vg0/vm1-swap is active on another host (lvmlockd: LV locked by other host); is vm1 running elsewhere?",
+			"(an incoming live migration got no lock handover: no [[daemon.peer]] configured)")
 		c.wantModes("after refused migration", "vg0", held(1, ex), vm1LVs...)
 	})
 	t.Run("source downgraded: sh on both, then ex on destination", func(t *testing.T) {
@@ -269,14 +270,17 @@ func TestLiveMigrationDestination(t *testing.T) {
 			t.Fatal(err)
 		}
 		handover := 0
-		c.hosts[2].Handover = func(ctx context.Context, d *Domain, refs []lvmlock.Ref) error {
+		c.hosts[2].Handover = &fakeHandover{source: "kvm1", downgrade: func(ctx context.Context, source string, d *Domain, refs []lvmlock.Ref) error {
 			handover++
+			if source != "kvm1" {
+				t.Errorf("downgrade asked of %q, want kvm1 (the peer that reserved)", source)
+			}
 			// What the source's lock helper does: ex -> sh there.
 			_, err := (&lvmlock.Client{Runner: c.lvm.Host(1), Log: zerolog.Nop()}).Activate(ctx,
 				&lvmlock.State{LVs: map[lvmlock.Ref]lvmlock.LV{}}, []lvmlock.Target{
 					{Ref: refs[0], Mode: sh}, {Ref: refs[1], Mode: sh}, {Ref: refs[2], Mode: sh}})
 			return err
-		}
+		}}
 		if err := c.call(2, "block-three.xml", "migrate", "begin"); err != nil {
 			t.Fatal(err)
 		}
@@ -452,10 +456,29 @@ func TestSameLVTwoDomainsOneHostRefused(t *testing.T) {
 // marker_ttl then finds no peer with the domain migrating out. With nobody
 // holding the LVs it is an ordinary start (ex); with the source holding them
 // it stays refused.
-func TestRefusedHandoverFallsBackToStart(t *testing.T) {
-	refused := func(context.Context, *Domain, []lvmlock.Ref) error {
-		return fmt.Errorf("%w (host1: domain is shut off on host1)", ErrHandoverRefused)
+// fakeHandover is a Handover whose source is source (none when empty) and
+// whose downgrade is downgrade (a refusal when nil).
+type fakeHandover struct {
+	source    string
+	downgrade func(ctx context.Context, source string, d *Domain, refs []lvmlock.Ref) error
+}
+
+func (f *fakeHandover) Reserve(context.Context, *Domain) (string, error) {
+	if f.source == "" {
+		return "", fmt.Errorf("%w (kvm1: domain is shut off on kvm1)", ErrHandoverRefused)
 	}
+	return f.source, nil
+}
+
+func (f *fakeHandover) Downgrade(ctx context.Context, source string, d *Domain, refs []lvmlock.Ref) error {
+	if f.downgrade == nil {
+		return fmt.Errorf("%w (%s: no handover reserved for this migration job)", ErrHandoverRefused, source)
+	}
+	return f.downgrade(ctx, source, d, refs)
+}
+
+func TestRefusedHandoverFallsBackToStart(t *testing.T) {
+	refused := &fakeHandover{}
 	t.Run("offline migration then start", func(t *testing.T) {
 		c := newCluster(t)
 		c.hosts[2].Handover = refused
@@ -481,7 +504,8 @@ func TestRefusedHandoverFallsBackToStart(t *testing.T) {
 			t.Fatal(err)
 		}
 		err := c.call(2, "block-three.xml", "prepare", "begin")
-		wantErr(t, "migration with a silent source", err, "refusing to accept the incoming migration of vm1: no peer agreed to downgrade (host1: domain is shut off on host1)")
+		wantErr(t, "migration with a silent source", err, "refusing to start vm1: vg0/vm1-root, vg0/vm1-data, vg0/vm1-swap is active on another host (lvmlockd: LV locked by other host); is vm1 running elsewhere?",
+			"(an incoming live migration got no lock handover: no peer agreed to downgrade (kvm1: domain is shut off on kvm1))")
 		c.wantModes("source keeps ex", "vg0", held(1, lvmlock.ModeEx), vm1LVs...)
 	})
 }

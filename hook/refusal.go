@@ -15,9 +15,13 @@ import (
 // operator: which domain, which LVs and VG, what happened, what to do.
 func (r *run) refusal(ctx context.Context, verb string, targets []lvmlock.Target, err error) error {
 	head := fmt.Sprintf("refusing to %s %s: ", verb, r.dom.Name)
+	tail := ""
+	if r.noHandover != "" && verb == "start" {
+		tail = " (an incoming live migration got no lock handover: " + r.noHandover + ")"
+	}
 	var e *lvmlock.Error
 	if !errors.As(err, &e) {
-		return fmt.Errorf("%s%w", head, err)
+		return fmt.Errorf("%s%w%s", head, err, tail)
 	}
 	failed := failedRefs(e, lvmlock.KindOther)
 	what := lvmlock.JoinRefs(failed)
@@ -82,7 +86,7 @@ func (r *run) refusal(ctx context.Context, verb string, targets []lvmlock.Target
 	default:
 		msg = fmt.Sprintf("`%s` failed: %s", strings.Join(e.Args, " "), e.Reason())
 	}
-	return &Refusal{Line: head + msg, Err: err}
+	return &Refusal{Line: head + msg + tail, Err: err}
 }
 
 // Refusal is a refused start or migration, with the line for the operator.

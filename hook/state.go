@@ -18,7 +18,8 @@ import (
 // State is lvhook's directory of per-host runtime state (default /run/lvhook):
 //
 //	lock              flock serialising hooks (and the lock helper) on this host
-//	incoming/UUID     one-shot marker left by migrate begin, consumed by prepare
+//	incoming/UUID     one-shot marker left by migrate begin (the peer that
+//	                  reserved the handover), consumed by prepare
 //	domains/UUID.json the LVs lvhook activated for a running domain, and how
 //	pending/UUID.json LVs whose deactivation failed, for the lock helper
 type State struct {
@@ -90,38 +91,57 @@ func (s *State) Lock(ctx context.Context) (unlock func(), err error) {
 	}
 }
 
+// Incoming is the marker migrate begin leaves for the prepare that follows
+// it in the same libvirt Prepare call: which peer reserved the lock handover
+// of this live migration, or why none did.
+type Incoming struct {
+	At time.Time `json:"at"`
+	// Source is the peer whose libvirt had the domain migrating out and
+	// which reserved the handover for this host: the only peer prepare may
+	// ask to downgrade. Empty when no peer reserved it.
+	Source string `json:"source,omitempty"`
+	// Refused says why no peer reserved the handover.
+	Refused string `json:"refused,omitempty"`
+}
+
 // MarkIncoming records that a migration of uuid into this host has begun.
-func (s *State) MarkIncoming(uuid string) error {
+func (s *State) MarkIncoming(uuid string, m Incoming) error {
 	if err := validUUID(uuid); err != nil {
 		return err
 	}
-	return WriteFileAtomic(filepath.Join(s.Dir, "incoming", uuid), []byte(s.now().UTC().Format(time.RFC3339Nano)+"\n"))
+	if m.At.IsZero() {
+		m.At = s.now().UTC()
+	}
+	data, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(filepath.Join(s.Dir, "incoming", uuid), append(data, '\n'))
 }
 
-// TakeIncoming consumes the marker of uuid and reports whether it was
-// younger than ttl. An expired marker (an offline migration gets only migrate
-// begin) is removed and ignored.
-func (s *State) TakeIncoming(uuid string, ttl time.Duration) (bool, error) {
+// TakeIncoming consumes the marker of uuid and returns it when it is younger
+// than ttl. An expired marker (an offline migration gets only migrate begin)
+// is removed and ignored, as is one lvhook did not write.
+func (s *State) TakeIncoming(uuid string, ttl time.Duration) (m Incoming, fresh bool, err error) {
 	if err := validUUID(uuid); err != nil {
-		return false, err
+		return m, false, err
 	}
 	path := filepath.Join(s.Dir, "incoming", uuid)
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
+		return m, false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("incoming-migration marker: %w", err)
+		return m, false, fmt.Errorf("incoming-migration marker: %w", err)
 	}
 	if err := os.Remove(path); err != nil {
-		return false, fmt.Errorf("incoming-migration marker: %w", err)
+		return m, false, fmt.Errorf("incoming-migration marker: %w", err)
 	}
-	at, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(string(data)))
-	if err != nil {
-		return false, nil // a marker lvhook did not write is not trusted
+	if json.Unmarshal(data, &m) != nil || m.At.IsZero() {
+		return Incoming{}, false, nil
 	}
-	age := s.now().Sub(at)
-	return age >= 0 && age <= ttl, nil
+	age := s.now().Sub(m.At)
+	return m, age >= 0 && age <= ttl, nil
 }
 
 // ClearIncoming removes uuid's marker, if any.

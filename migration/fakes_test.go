@@ -2,6 +2,7 @@ package migration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -28,10 +29,11 @@ type fakeLibvirt struct {
 }
 
 type fakeDom struct {
-	name  string
-	state DomainState
-	job   Job
-	xml   string
+	name    string
+	state   DomainState
+	job     Job
+	xml     string
+	offline bool // its migration job is an offline one
 }
 
 func newFakeLibvirt() *fakeLibvirt {
@@ -50,6 +52,24 @@ func (f *fakeLibvirt) stop(uuid string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.doms, uuid)
+}
+
+// jobFlags is what libvirt's status file tells of a domain's job.
+func (f *fakeLibvirt) jobFlags(name string) (JobFlags, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, d := range f.doms {
+		switch {
+		case d.name != name:
+		case d.job.Kind != JobMigrationOut:
+			return JobFlags{Async: "none"}, nil
+		case d.offline:
+			return JobFlags{Async: asyncMigrationOut, Flags: migrateOffline | 0x8}, nil // offline|persist_dest
+		default:
+			return JobFlags{Async: asyncMigrationOut, Flags: 0x1 | 0x2}, nil // live|peer2peer
+		}
+	}
+	return JobFlags{}, errors.New("libvirt's status file: no such file or directory")
 }
 
 func (f *fakeLibvirt) setJob(uuid string, job JobKind) {
@@ -158,6 +178,7 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 		h.state = &hook.State{Dir: cfg.StateDir, Now: c.clock}
 		h.helper = NewHelper(cfg, h.name, &lvmlock.Client{Runner: c.lvm.Host(id), Log: zerolog.Nop()}, h.state, zerolog.Nop())
 		h.helper.Now = c.clock
+		h.helper.JobFlags = h.lv.jobFlags
 		h.helper.Connected(context.Background(), h.lv)
 		c.hosts = append(c.hosts, h)
 	}

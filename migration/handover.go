@@ -15,14 +15,16 @@ import (
 	"github.com/lvhook/lvhook/lvmlock"
 )
 
-// Transport carries a downgrade request to one peer's lock helper.
+// Transport carries a request (a reservation or a downgrade, by its path)
+// to one peer's lock helper.
 type Transport interface {
-	Ask(ctx context.Context, peer hook.Peer, req Request) (Answer, error)
+	Ask(ctx context.Context, peer hook.Peer, path string, req Request) (Answer, error)
 }
 
-// Handover is the destination's side of a live migration: from the prepare
-// hook it asks the peers' lock helpers to downgrade the domain's LVs on the
-// source. Its Downgrade method is hook.Hook's Handover.
+// Handover is the destination's side of a live migration, a hook.Handover:
+// at migrate begin it finds the source among the peers and reserves the
+// handover there; at prepare it asks that source to downgrade the domain's
+// LVs to sh.
 type Handover struct {
 	// Self is this host's name; the peer of that name is not asked.
 	Self    string
@@ -30,9 +32,6 @@ type Handover struct {
 	Timeout time.Duration
 	// Transport carries the requests (HTTPSTransport in production).
 	Transport Transport
-	// HolderHostID, when set, returns the sanlock host_id that holds the
-	// LVs (0: unknown); only the peer with that host_id is then asked.
-	HolderHostID func(ctx context.Context, refs []lvmlock.Ref) int
 	// Sleep pauses between tries to a peer that did not answer; tests
 	// replace it.
 	Sleep func(ctx context.Context, d time.Duration) error
@@ -65,19 +64,47 @@ func HostName(cfg hook.Config) string {
 	return name
 }
 
-// Downgrade asks the peers concurrently and returns nil at the first yes.
-// A peer that does not answer (down, unreachable, answer lost) is asked again,
-// with backoff, within Timeout: the request is idempotent, and the source
-// says yes again to the same destination for the same migration job.
+// Reserve asks every peer but this host, concurrently, to reserve the
+// handover of d's outgoing migration for this host, and returns the first
+// that says yes: only the host where libvirt shows d migrating out can.
 // Without a yes the error wraps hook.ErrHandoverRefused and names every
-// peer's reason: the prepare is then refused without trying -asy. It returns
-// only when every request has ended, so that nothing it started outlives the
-// hook's decision.
-func (h *Handover) Downgrade(ctx context.Context, d *hook.Domain, refs []lvmlock.Ref) error {
-	peers := h.candidates(ctx, refs)
-	if len(peers) == 0 {
-		return fmt.Errorf("%w: [[daemon.peer]] names no other host", hook.ErrHandoverRefused)
+// peer's reason.
+func (h *Handover) Reserve(ctx context.Context, d *hook.Domain) (string, error) {
+	var peers []hook.Peer
+	for _, p := range h.Peers {
+		if !strings.EqualFold(p.Name, h.Self) {
+			peers = append(peers, p)
+		}
 	}
+	if len(peers) == 0 {
+		return "", fmt.Errorf("%w: [[daemon.peer]] names no other host", hook.ErrHandoverRefused)
+	}
+	return h.askFirst(ctx, peers, ReservePath, Request{Domain: d.Name, UUID: d.UUID})
+}
+
+// Downgrade asks source, the peer that reserved the handover at migrate
+// begin, to convert refs to sh. Without its yes the error wraps
+// hook.ErrHandoverRefused.
+func (h *Handover) Downgrade(ctx context.Context, source string, d *hook.Domain, refs []lvmlock.Ref) error {
+	i := slices.IndexFunc(h.Peers, func(p hook.Peer) bool { return p.Name == source })
+	if i < 0 || strings.EqualFold(source, h.Self) {
+		return fmt.Errorf("%w: %q, which reserved the handover, is not a configured peer", hook.ErrHandoverRefused, source)
+	}
+	req := Request{Domain: d.Name, UUID: d.UUID}
+	for _, r := range refs {
+		req.LVs = append(req.LVs, LVRef{VG: r.VG, LV: r.LV})
+	}
+	_, err := h.askFirst(ctx, h.Peers[i:i+1], DowngradePath, req)
+	return err
+}
+
+// askFirst sends req to the peers concurrently and returns the first that
+// says yes. A peer that does not answer (down, unreachable, answer lost) is
+// asked again, with backoff, within Timeout: both requests are idempotent
+// for the same asking host and migration job. It returns only when every
+// request has ended, so that nothing it started outlives the hook's
+// decision.
+func (h *Handover) askFirst(ctx context.Context, peers []hook.Peer, path string, req Request) (string, error) {
 	if h.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, h.Timeout)
@@ -85,10 +112,6 @@ func (h *Handover) Downgrade(ctx context.Context, d *hook.Domain, refs []lvmlock
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	req := Request{Domain: d.Name, UUID: d.UUID}
-	for _, r := range refs {
-		req.LVs = append(req.LVs, LVRef{VG: r.VG, LV: r.LV})
-	}
 	type result struct {
 		peer string
 		ans  Answer
@@ -99,7 +122,7 @@ func (h *Handover) Downgrade(ctx context.Context, d *hook.Domain, refs []lvmlock
 	for _, p := range peers {
 		go func() {
 			start := time.Now()
-			ans, err := h.ask(ctx, p, req)
+			ans, err := h.ask(ctx, p, path, req)
 			results <- result{peer: p.Name, ans: ans, err: err, took: time.Since(start)}
 		}()
 	}
@@ -107,7 +130,7 @@ func (h *Handover) Downgrade(ctx context.Context, d *hook.Domain, refs []lvmlock
 	var reasons []string
 	for range peers {
 		r := <-results
-		log := h.Log.With().Str("peer", r.peer).Str("domain", d.Name).Str("uuid", d.UUID).Dur("took", r.took).Logger()
+		log := h.Log.With().Str("peer", r.peer).Str("request", path).Str("domain", req.Domain).Str("uuid", req.UUID).Dur("took", r.took).Logger()
 		switch {
 		case r.err != nil && granted != "":
 			// Cancelled after another peer's yes.
@@ -115,7 +138,7 @@ func (h *Handover) Downgrade(ctx context.Context, d *hook.Domain, refs []lvmlock
 			log.Warn().Err(r.err).Msg("peer did not answer")
 			reasons = append(reasons, fmt.Sprintf("%s: %v", r.peer, r.err))
 		case r.ans.Granted:
-			log.Info().Msg("peer downgraded the source")
+			log.Info().Msg("peer said yes")
 			if granted == "" {
 				granted = r.peer
 				cancel()
@@ -126,15 +149,15 @@ func (h *Handover) Downgrade(ctx context.Context, d *hook.Domain, refs []lvmlock
 		}
 	}
 	if granted != "" {
-		return nil
+		return granted, nil
 	}
 	slices.Sort(reasons) // by peer, whatever the order of the answers
-	return fmt.Errorf("%w (%s)", hook.ErrHandoverRefused, strings.Join(reasons, "; "))
+	return "", fmt.Errorf("%w (%s)", hook.ErrHandoverRefused, strings.Join(reasons, "; "))
 }
 
 // ask sends req to one peer until it answers, ctx ends, or the pauses
 // between tries add up to Timeout.
-func (h *Handover) ask(ctx context.Context, p hook.Peer, req Request) (Answer, error) {
+func (h *Handover) ask(ctx context.Context, p hook.Peer, path string, req Request) (Answer, error) {
 	sleep := h.Sleep
 	if sleep == nil {
 		sleep = sleepErr
@@ -144,7 +167,7 @@ func (h *Handover) ask(ctx context.Context, p hook.Peer, req Request) (Answer, e
 		if dl, ok := ctx.Deadline(); ok {
 			req.TimeoutMS = max(time.Until(dl).Milliseconds(), 1)
 		}
-		ans, err := h.Transport.Ask(ctx, p, req)
+		ans, err := h.Transport.Ask(ctx, p, path, req)
 		if err == nil {
 			return ans, nil
 		}
@@ -165,26 +188,4 @@ func sleepErr(ctx context.Context, d time.Duration) error {
 		return ctx.Err()
 	}
 	return nil
-}
-
-// candidates are the peers to ask: the lease holder's when it is known,
-// else every peer but this host.
-func (h *Handover) candidates(ctx context.Context, refs []lvmlock.Ref) []hook.Peer {
-	var out []hook.Peer
-	for _, p := range h.Peers {
-		if !strings.EqualFold(p.Name, h.Self) {
-			out = append(out, p)
-		}
-	}
-	if h.HolderHostID == nil {
-		return out
-	}
-	if id := h.HolderHostID(ctx, refs); id != 0 {
-		for _, p := range out {
-			if p.HostID == id {
-				return []hook.Peer{p}
-			}
-		}
-	}
-	return out
 }

@@ -22,6 +22,7 @@ type scriptedTransport struct {
 	mu     sync.Mutex
 	script map[string][]scripted
 	asked  []string
+	paths  []string
 }
 
 type scripted struct {
@@ -29,10 +30,11 @@ type scripted struct {
 	err error
 }
 
-func (s *scriptedTransport) Ask(_ context.Context, p hook.Peer, req Request) (Answer, error) {
+func (s *scriptedTransport) Ask(_ context.Context, p hook.Peer, path string, req Request) (Answer, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.asked = append(s.asked, p.Name)
+	s.paths = append(s.paths, path)
 	steps := s.script[p.Name]
 	r := steps[0]
 	if len(steps) > 1 {
@@ -50,57 +52,82 @@ var (
 	refused = scripted{err: errors.New("connection refused")}
 )
 
-func TestHandover(t *testing.T) {
+// TestHandoverReserve: migrate begin asks every other peer; the one with
+// the domain migrating out reserves the handover and is returned.
+func TestHandoverReserve(t *testing.T) {
 	peers := []hook.Peer{{Name: "kvm1", HostID: 1}, {Name: "kvm2", HostID: 2}, {Name: "kvm3", HostID: 3}}
 	for _, tc := range []struct {
 		name   string
 		script map[string][]scripted
-		holder int
-		ok     bool
+		source string
 		asked  []string // sorted
 		reason string
 	}{
-		{name: "the source says yes", script: map[string][]scripted{"kvm1": {yes}, "kvm3": {no}}, ok: true,
+		{name: "the source says yes", script: map[string][]scripted{"kvm1": {yes}, "kvm3": {no}}, source: "kvm1",
 			asked: []string{"kvm1", "kvm3"}},
 		{name: "every peer says no: refused at once", script: map[string][]scripted{"kvm1": {no}, "kvm3": {no}},
 			asked: []string{"kvm1", "kvm3"}, reason: "kvm1: no outgoing migration job; kvm3: no outgoing migration job"},
-		{name: "a lost answer is asked again", script: map[string][]scripted{"kvm1": {refused, refused, yes}, "kvm3": {no}}, ok: true,
+		{name: "a lost answer is asked again", script: map[string][]scripted{"kvm1": {refused, refused, yes}, "kvm3": {no}}, source: "kvm1",
 			asked: []string{"kvm1", "kvm1", "kvm1", "kvm3"}},
 		{name: "a peer down for good: refused within the bound", script: map[string][]scripted{"kvm1": {refused}, "kvm3": {no}},
 			reason: "kvm1: connection refused"},
-		{name: "the lease holder alone is asked", script: map[string][]scripted{"kvm1": {no}, "kvm3": {yes}}, holder: 3, ok: true,
-			asked: []string{"kvm3"}},
-		{name: "a holder that is no peer: everyone is asked", script: map[string][]scripted{"kvm1": {yes}, "kvm3": {no}}, holder: 9, ok: true,
-			asked: []string{"kvm1", "kvm3"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tr := &scriptedTransport{script: tc.script}
 			var slept time.Duration
 			ho := &Handover{Self: "kvm2", Peers: peers, Timeout: 10 * time.Second, Transport: tr, Log: zerolog.Nop(),
 				Sleep: func(_ context.Context, d time.Duration) error { slept += d; return nil }}
-			if tc.holder != 0 {
-				ho.HolderHostID = func(context.Context, []lvmlock.Ref) int { return tc.holder }
-			}
-			err := ho.Downgrade(context.Background(), &hook.Domain{Name: "vm1", UUID: uuid1}, []lvmlock.Ref{{VG: "vg0", LV: "a"}})
+			source, err := ho.Reserve(context.Background(), &hook.Domain{Name: "vm1", UUID: uuid1})
 			switch {
-			case tc.ok && err != nil:
-				t.Fatalf("Downgrade() = %v, want nil", err)
-			case !tc.ok && (!errors.Is(err, hook.ErrHandoverRefused) || !strings.Contains(err.Error(), tc.reason)):
-				t.Fatalf("Downgrade() = %v, want ErrHandoverRefused with %q", err, tc.reason)
+			case tc.source != "" && (err != nil || source != tc.source):
+				t.Fatalf("Reserve() = %q, %v; want %q", source, err, tc.source)
+			case tc.source == "" && (!errors.Is(err, hook.ErrHandoverRefused) || !strings.Contains(err.Error(), tc.reason)):
+				t.Fatalf("Reserve() = %q, %v; want ErrHandoverRefused with %q", source, err, tc.reason)
 			}
 			if slept > ho.Timeout {
 				t.Errorf("paused %s between tries, more than the %s bound", slept, ho.Timeout)
 			}
 			slices.Sort(tr.asked)
-			if tc.asked != nil {
-				if diff := cmp.Diff(tc.asked, tr.asked); diff != "" {
-					t.Errorf("peers asked (-want +got):\n%s", diff)
-				}
+			if diff := cmp.Diff(tc.asked, tr.asked); tc.asked != nil && diff != "" {
+				t.Errorf("peers asked (-want +got):\n%s", diff)
 			}
 			if slices.Contains(tr.asked, "kvm2") {
 				t.Errorf("the host asked itself")
 			}
+			for _, p := range tr.paths {
+				if p != ReservePath {
+					t.Errorf("Reserve sent %s", p)
+				}
+			}
 		})
+	}
+}
+
+// TestHandoverDowngradeAsksTheSourceAlone: prepare asks only the peer that
+// reserved the handover, and a source that is not a configured peer (a
+// marker lvhook did not write) is refused without asking anyone.
+func TestHandoverDowngradeAsksTheSourceAlone(t *testing.T) {
+	peers := []hook.Peer{{Name: "kvm1"}, {Name: "kvm2"}, {Name: "kvm3"}}
+	refs := []lvmlock.Ref{{VG: "vg0", LV: "a"}}
+	dom := &hook.Domain{Name: "vm1", UUID: uuid1}
+	tr := &scriptedTransport{script: map[string][]scripted{"kvm1": {yes}, "kvm3": {yes}}}
+	ho := &Handover{Self: "kvm2", Peers: peers, Timeout: time.Second, Transport: tr, Log: zerolog.Nop()}
+	if err := ho.Downgrade(context.Background(), "kvm1", dom, refs); err != nil {
+		t.Fatalf("Downgrade(kvm1) = %v", err)
+	}
+	if diff := cmp.Diff([]string{"kvm1"}, tr.asked); diff != "" {
+		t.Errorf("peers asked (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{DowngradePath}, tr.paths); diff != "" {
+		t.Errorf("paths (-want +got):\n%s", diff)
+	}
+	for _, src := range []string{"kvm9", "kvm2", ""} {
+		if err := ho.Downgrade(context.Background(), src, dom, refs); !errors.Is(err, hook.ErrHandoverRefused) {
+			t.Errorf("Downgrade(%q) = %v, want ErrHandoverRefused", src, err)
+		}
+	}
+	if len(tr.asked) != 1 {
+		t.Errorf("asked %v, want kvm1 alone", tr.asked)
 	}
 }
 
@@ -108,9 +135,9 @@ func TestHandover(t *testing.T) {
 // refuses rather than trying -asy.
 func TestHandoverWithoutPeers(t *testing.T) {
 	ho := &Handover{Self: "kvm1", Peers: []hook.Peer{{Name: "KVM1"}}, Timeout: time.Second, Transport: &scriptedTransport{}, Log: zerolog.Nop()}
-	err := ho.Downgrade(context.Background(), &hook.Domain{Name: "vm1", UUID: uuid1}, nil)
+	_, err := ho.Reserve(context.Background(), &hook.Domain{Name: "vm1", UUID: uuid1})
 	if !errors.Is(err, hook.ErrHandoverRefused) {
-		t.Errorf("Downgrade() = %v, want ErrHandoverRefused", err)
+		t.Errorf("Reserve() = %v, want ErrHandoverRefused", err)
 	}
 }
 
@@ -124,7 +151,7 @@ func TestHandoverMissingCertificates(t *testing.T) {
 			t.Error("asked again after a local failure")
 			return nil
 		}}
-	err := ho.Downgrade(context.Background(), &hook.Domain{Name: "vm1", UUID: uuid1}, []lvmlock.Ref{{VG: "vg0", LV: "a"}})
+	err := ho.Downgrade(context.Background(), "kvm1", &hook.Domain{Name: "vm1", UUID: uuid1}, []lvmlock.Ref{{VG: "vg0", LV: "a"}})
 	if !errors.Is(err, hook.ErrHandoverRefused) || !strings.Contains(err.Error(), dir+"/cacert.pem") {
 		t.Errorf("Downgrade() = %v, want ErrHandoverRefused naming the CA file", err)
 	}

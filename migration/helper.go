@@ -50,6 +50,9 @@ type Helper struct {
 	Log   zerolog.Logger
 	// Now is the clock; tests replace it.
 	Now func() time.Time
+	// JobFlags reads the flags of a running domain's current job (an
+	// offline migration is no handover); nil reads libvirt's status file.
+	JobFlags func(name string) (JobFlags, error)
 	// ReconnectMin and ReconnectMax pace Run's reconnections to libvirtd
 	// (default 1 s doubling up to 30 s).
 	ReconnectMin, ReconnectMax time.Duration
@@ -61,12 +64,14 @@ type Helper struct {
 	// domain downgraded after it read libvirt (its view is then stale).
 	downgrades   uint64
 	downgradedAt map[string]uint64
-	// grants remembers, per domain, to which peer and for which
-	// migration job (by its start) the LVs were handed over.
-	grants   map[string]grant
-	due      map[string]*dueDomain
-	lastPass time.Time
-	problems map[string][]Problem
+	// reservations: per domain, the destination that reserved the
+	// handover of its outgoing migration job (reserve.go); grants: to
+	// which peer and for which job the LVs were then handed over.
+	reservations map[string]reservation
+	grants       map[string]grant
+	due          map[string]*dueDomain
+	lastPass     time.Time
+	problems     map[string][]Problem
 }
 
 type grant struct {
@@ -121,7 +126,8 @@ func (h *Helper) Disconnected() {
 }
 
 // Downgrade answers peer's request: yes only when this host's libvirt shows
-// the domain running with an outgoing migration job and every LV asked is one
+// the domain running with an outgoing migration job, peer reserved that
+// job's handover (Reserve, at its migrate begin), and every LV asked is one
 // of the domain's disks; the LVs held ex here are then converted to sh. An LV
 // already sh counts as done, so a repeated request (a lost answer) gets yes.
 func (h *Helper) Downgrade(ctx context.Context, peer string, req Request) (ans Answer) {
@@ -175,13 +181,14 @@ func (h *Helper) Downgrade(ctx context.Context, peer string, req Request) (ans A
 			needs[ref] = dom.Disks[i].Mode
 		}
 	}
+	if ok, why := h.reservedFor(req.UUID, dom.Name, peer, jobStart); !ok {
+		return refuse("%s", why)
+	}
 	h.mu.Lock()
 	g, granted := h.grants[req.UUID]
 	h.mu.Unlock()
+	// Handed over already in this job: to peer, the one that reserved it.
 	thisJob := granted && sameJob(g.jobStart, jobStart)
-	if thisJob && g.peer != peer {
-		return refuse("%s was already handed over to %s for this migration", dom.Name, g.peer)
-	}
 
 	h.mu.Lock()
 	h.downgrades++

@@ -118,6 +118,8 @@ func TestDowngrade(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newTestCluster(t, 3)
 			tc.setup(c)
+			// The destination's migrate begin reserved the handover.
+			c.hosts[0].helper.Reserve(context.Background(), tc.peer, Request{Domain: "vm1", UUID: tc.req.UUID, TimeoutMS: 10000})
 			ans := c.hosts[0].helper.Downgrade(context.Background(), tc.peer, tc.req)
 			if ans.Granted != tc.granted || !strings.Contains(ans.Reason, tc.reason) || ans.Host != "kvm1" {
 				t.Errorf("Downgrade() = %+v, want granted=%v with reason containing %q", ans, tc.granted, tc.reason)
@@ -142,6 +144,7 @@ func TestDowngradeIsIdempotentPerDestination(t *testing.T) {
 	c.hold(1, "a", lvmlock.ModeEx)
 	h := c.hosts[0].helper
 	ctx := context.Background()
+	h.Reserve(ctx, "kvm2", Request{Domain: "vm1", UUID: uuid1, TimeoutMS: 10000})
 	var got []bool
 	for _, peer := range []string{"kvm2", "kvm2", "kvm3"} {
 		got = append(got, h.Downgrade(ctx, peer, req(uuid1, "a")).Granted)

@@ -110,6 +110,7 @@ func TestModel(t *testing.T) {
 		"refused starts": total.startsRefused, "handovers granted": total.handoverYes,
 		"forged requests granted": total.forgedGranted, "refused deactivations": total.anFailures,
 		"libvirtd restarts": total.libvirtdRestarts, "lock helper restarts": total.daemonRestarts,
+		"offline migrations": total.offline, "stale markers": total.staleMarkers, "hosts without peers": total.noPeerHosts,
 	} {
 		if n == 0 && runs >= 100 {
 			t.Errorf("the model never produced %s", what)
@@ -119,9 +120,10 @@ func TestModel(t *testing.T) {
 
 func describeStats(s simStats) string {
 	return fmt.Sprintf("starts %d (refused %d), stops %d, migrations %d (done %d, cancelled %d, prepare refused %d), "+
-		"handovers granted %d, forged requests %d (granted %d), libvirtd restarts %d, lock helper restarts %d, refused -an %d",
+		"handovers granted %d, forged requests %d (granted %d), offline migrations %d, stale markers %d, hosts without peers %d, "+
+		"libvirtd restarts %d, lock helper restarts %d, refused -an %d",
 		s.starts, s.startsRefused, s.stops, s.migrations, s.migrationsDone, s.migrationsCancelled, s.prepareFailed,
-		s.handoverYes, s.forged, s.forgedGranted, s.libvirtdRestarts, s.daemonRestarts, s.anFailures)
+		s.handoverYes, s.forged, s.forgedGranted, s.offline, s.staleMarkers, s.noPeerHosts, s.libvirtdRestarts, s.daemonRestarts, s.anFailures)
 }
 
 // TestModelDeterministic: a seed replays exactly, which is what makes a

@@ -241,6 +241,9 @@ func TestSourceExclusiveAfterSilentCancel(t *testing.T) {
 	ctx := context.Background()
 	src.helper.ReconcileAll(ctx) // the periodic pass has just run
 	t0 := c.clock()
+	if ans := src.helper.Reserve(ctx, "kvm2", Request{Domain: "vm1", UUID: uuid1, TimeoutMS: 10000}); !ans.Granted {
+		t.Fatalf("reservation refused: %s", ans.Reason)
+	}
 	if ans := src.helper.Downgrade(ctx, "kvm2", req(uuid1, "a")); !ans.Granted {
 		t.Fatalf("downgrade refused: %s", ans.Reason)
 	}

@@ -44,6 +44,7 @@ type simStats struct {
 	migrations, migrationsDone         int
 	migrationsCancelled, prepareFailed int
 	handoverYes, forged, forgedGranted int
+	offline, staleMarkers, noPeerHosts int
 	libvirtdRestarts, daemonRestarts   int
 	anFailures                         int
 }
@@ -61,6 +62,9 @@ func (a *simStats) add(b simStats) {
 	a.handoverYes += b.handoverYes
 	a.forged += b.forged
 	a.forgedGranted += b.forgedGranted
+	a.offline += b.offline
+	a.staleMarkers += b.staleMarkers
+	a.noPeerHosts += b.noPeerHosts
 	a.libvirtdRestarts += b.libvirtdRestarts
 	a.daemonRestarts += b.daemonRestarts
 	a.anFailures += b.anFailures
@@ -70,7 +74,8 @@ type simDom struct {
 	name, uuid string
 	disks      []hook.Disk // LVs of shared VGs, with the mode they need
 	xml        []byte
-	busy       bool // a start, stop or migration is under way
+	busy       int  // starts, stops or migrations under way
+	offline    bool // an offline migration is under way
 }
 
 // vm is a domain's presence on a host as libvirt has it: from the first hook
@@ -81,6 +86,7 @@ type vm struct {
 	incoming  bool // destination waiting for the migration's Finish
 	job       JobKind
 	jobStart  time.Time
+	offline   bool // job is an offline migration's (virsh migrate --offline)
 	inPrepare bool // the prepare hook is running
 }
 
@@ -91,10 +97,13 @@ type simHost struct {
 	hook      *hook.Hook
 	helper    *Helper // nil while the lock helper is down
 	libvirtUp bool
-	connGen   int
-	events    []Event
-	vms       map[string]*vm
-	failAn    map[lvmlock.Ref]int // -an refused ("in use") this many more times
+	// noPeers: this host's config names no [[daemon.peer]] (the shipped
+	// default): its hook has no handover, every prepare is a start.
+	noPeers bool
+	connGen int
+	events  []Event
+	vms     map[string]*vm
+	failAn  map[lvmlock.Ref]int // -an refused ("in use") this many more times
 	// rollbackOK: LVs a failed -aey may have converted; lvmlock's rollback
 	// returns them to sh, which is no downgrade.
 	rollbackOK map[lvmlock.Ref]bool
@@ -179,6 +188,10 @@ func newSim(seed int64, dir string, log zerolog.Logger) *sim {
 		h.state = &hook.State{Dir: filepath.Join(dir, h.name), Now: s.now}
 		s.hosts = append(s.hosts, h)
 	}
+	if s.rng.Intn(4) == 0 {
+		s.hosts[s.rng.Intn(s.n)].noPeers = true
+		s.stats.noPeerHosts++
+	}
 	for _, h := range s.hosts {
 		h.hook = s.newHook(h)
 	}
@@ -233,7 +246,9 @@ func (s *sim) config(h *simHost) hook.Config {
 	cfg.StoragePoolDir = filepath.Join(s.dir, "pools")
 	cfg.Daemon.HostName = h.name
 	for _, p := range s.hosts {
-		cfg.Daemon.Peers = append(cfg.Daemon.Peers, hook.Peer{Name: p.name, Address: p.name, HostID: p.id})
+		if !h.noPeers {
+			cfg.Daemon.Peers = append(cfg.Daemon.Peers, hook.Peer{Name: p.name, Address: p.name, HostID: p.id})
+		}
 	}
 	return cfg
 }
@@ -244,7 +259,7 @@ func (s *sim) newHook(h *simHost) *hook.Hook {
 	ho := &Handover{Self: h.name, Peers: cfg.Daemon.Peers, Timeout: cfg.Daemon.PeerTimeout.D(),
 		Transport: &memTransport{s: s, from: h}, Log: log,
 		Sleep: func(context.Context, time.Duration) error { return nil }}
-	return &hook.Hook{
+	hk := &hook.Hook{
 		Config: cfg,
 		LVM:    &lvmlock.Client{Runner: &checkRunner{s: s, h: h}, RollbackTimeout: cfg.RollbackTimeout.D(), Log: log},
 		State:  h.state,
@@ -254,15 +269,34 @@ func (s *sim) newHook(h *simHost) *hook.Hook {
 			s.nest(h.id, false)
 			return nil
 		},
-		Handover: func(ctx context.Context, d *hook.Domain, refs []lvmlock.Ref) error {
-			err := ho.Downgrade(ctx, d, refs)
-			if err == nil {
-				s.stats.handoverYes++
-			}
-			s.nest(h.id, false)
-			return err
-		},
 	}
+	if !h.noPeers {
+		hk.Handover = &simHandover{s: s, h: h, ho: ho}
+	}
+	return hk
+}
+
+// simHandover is the real Handover, with the model's bookkeeping and its
+// nested steps where the hook waits for the peers.
+type simHandover struct {
+	s  *sim
+	h  *simHost
+	ho *Handover
+}
+
+func (w *simHandover) Reserve(ctx context.Context, d *hook.Domain) (string, error) {
+	src, err := w.ho.Reserve(ctx, d)
+	w.s.nest(w.h.id, false)
+	return src, err
+}
+
+func (w *simHandover) Downgrade(ctx context.Context, source string, d *hook.Domain, refs []lvmlock.Ref) error {
+	err := w.ho.Downgrade(ctx, source, d, refs)
+	if err == nil {
+		w.s.stats.handoverYes++
+	}
+	w.s.nest(w.h.id, false)
+	return err
 }
 
 func (s *sim) startHelper(h *simHost) {
@@ -271,6 +305,22 @@ func (s *sim) startHelper(h *simHost) {
 	h.helper = NewHelper(cfg, h.name, &lvmlock.Client{Runner: &checkRunner{s: s, h: h}, RollbackTimeout: cfg.RollbackTimeout.D(), Log: log},
 		h.state, log)
 	h.helper.Now = s.now
+	h.helper.JobFlags = func(name string) (JobFlags, error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, d := range s.doms {
+			if v := h.vms[d.uuid]; d.name == name && v != nil && v.qemu {
+				switch {
+				case v.job != JobMigrationOut:
+					return JobFlags{Async: "none"}, nil
+				case v.offline:
+					return JobFlags{Async: asyncMigrationOut, Flags: migrateOffline}, nil
+				}
+				return JobFlags{Async: asyncMigrationOut, Flags: 0x1}, nil
+			}
+		}
+		return JobFlags{}, errors.New("no status file: the domain does not run")
+	}
 	h.events = nil
 	if h.libvirtUp {
 		h.helper.Connected(s.daemonCtx(h), &simConn{s: s, h: h, gen: h.connGen})
@@ -430,12 +480,16 @@ func (s *sim) options(newWork bool) []option {
 		return opts
 	}
 	for _, d := range s.doms {
-		if d.busy {
-			continue
-		}
 		src := s.runningOn(d)
 		for _, h := range s.hosts {
-			if !h.libvirtUp || s.vmOf(h, d) != nil {
+			if !h.libvirtUp || s.vmOf(h, d) != nil || s.involvedWith(h, d) {
+				continue
+			}
+			if d.busy > 0 {
+				// Another host starts the domain while it migrates,
+				// starts or stops elsewhere: at most one may run it.
+				opts = append(opts, option{name: fmt.Sprintf("%s: virsh start %s (busy elsewhere)", h.name, d.name), weight: 1, host: h.id,
+					run: func() { s.begin(&startAct{d: d, h: h}) }})
 				continue
 			}
 			w := 4
@@ -448,11 +502,18 @@ func (s *sim) options(newWork bool) []option {
 				opts = append(opts, option{name: fmt.Sprintf("virsh migrate --live %s %s -> %s", d.name, src.name, h.name),
 					weight: 8, host: src.id, run: func() { s.begin(&migAct{d: d, s: src, t: h}) }})
 			}
+			if !d.offline && (src == nil || src != h && src.libvirtUp) {
+				opts = append(opts, option{name: fmt.Sprintf("virsh migrate --offline %s -> %s", d.name, h.name),
+					weight: 2, host: h.id, run: func() { s.begin(&offAct{d: d, s: src, t: h}) }})
+			}
 		}
-		if src != nil && src.libvirtUp {
+		if d.busy == 0 && src != nil && src.libvirtUp {
 			opts = append(opts, option{name: fmt.Sprintf("%s: virsh destroy %s", src.name, d.name), weight: 2, host: src.id,
 				run: func() { s.begin(&stopAct{d: d, h: src}) }})
 		}
+	}
+	if s.faults {
+		opts = append(opts, option{name: "a stale incoming-migration marker", weight: 1, bg: true, breaks: true, run: s.staleMarker})
 	}
 	if !s.faults {
 		return opts
@@ -479,6 +540,37 @@ func (s *sim) options(newWork bool) []option {
 	return opts
 }
 
+// involvedWith tells whether an activity of d involves h.
+func (s *sim) involvedWith(h *simHost, d *simDom) bool {
+	for _, a := range s.acts {
+		if inv, ok := a.(interface {
+			involves(*simHost) bool
+			dom() *simDom
+		}); ok && inv.dom() == d && inv.involves(h) {
+			return true
+		}
+	}
+	return false
+}
+
+// staleMarker leaves an incoming-migration marker naming a source on a host
+// where the domain is not: left over from an older migration, or written by
+// something else. It must never be enough for sh.
+func (s *sim) staleMarker() {
+	h := s.hosts[s.rng.Intn(s.n)]
+	src := s.hosts[s.rng.Intn(s.n)]
+	d := s.doms[s.rng.Intn(len(s.doms))]
+	if s.vmOf(h, d) != nil || h == src {
+		return
+	}
+	age := time.Duration(s.rng.Int63n(int64(50 * time.Second)))
+	if err := h.state.MarkIncoming(d.uuid, hook.Incoming{At: s.now().Add(-age).UTC(), Source: src.name}); err != nil {
+		s.violate("writing a marker: %v", err)
+	}
+	s.stats.staleMarkers++
+	s.tracef("stale marker on %s for %s naming %s, %s old", h.name, d.name, src.name, age)
+}
+
 func (s *sim) presentAnywhere(d *simDom) bool {
 	for _, h := range s.hosts {
 		if s.vmOf(h, d) != nil {
@@ -491,14 +583,17 @@ func (s *sim) presentAnywhere(d *simDom) bool {
 func (s *sim) begin(a activity) {
 	switch a := a.(type) {
 	case *startAct:
-		a.d.busy = true
+		a.d.busy++
 		s.stats.starts++
 	case *stopAct:
-		a.d.busy = true
+		a.d.busy++
 		s.stats.stops++
 	case *migAct:
-		a.d.busy = true
+		a.d.busy++
 		s.stats.migrations++
+	case *offAct:
+		a.d.offline = true
+		s.stats.offline++
 	}
 	s.acts = append(s.acts, a)
 }
@@ -548,6 +643,12 @@ func (s *sim) forge() {
 		req.LVs = append(req.LVs, LVRef{VG: other.disks[0].VG, LV: other.disks[0].LV})
 	}
 	s.stats.forged++
+	if s.rng.Intn(2) == 0 {
+		// A peer that lies: it reserves a handover it is no
+		// destination of, as its migrate begin would.
+		r := to.helper.Reserve(context.Background(), from.name, Request{Domain: d.name, UUID: d.uuid, TimeoutMS: 10000})
+		s.tracef("forged reservation %s -> %s for %s: granted=%v %s", from.name, to.name, d.name, r.Granted, r.Reason)
+	}
 	ans := to.helper.Downgrade(context.Background(), from.name, req)
 	if ans.Granted {
 		s.stats.forgedGranted++
@@ -565,11 +666,13 @@ func (s *sim) do(o option) {
 		if a.done() {
 			switch a := a.(type) {
 			case *startAct:
-				a.d.busy = false
+				a.d.busy--
 			case *stopAct:
-				a.d.busy = false
+				a.d.busy--
 			case *migAct:
-				a.d.busy = false
+				a.d.busy--
+			case *offAct:
+				a.d.offline = false
 			}
 			return true
 		}
@@ -646,6 +749,7 @@ type startAct struct {
 }
 
 func (a *startAct) involves(h *simHost) bool { return h == a.h }
+func (a *startAct) dom() *simDom             { return a.d }
 func (a *startAct) done() bool               { return a.finished || a.td.finished }
 
 func (a *startAct) options(s *sim) []option {
@@ -746,6 +850,7 @@ type stopAct struct {
 }
 
 func (a *stopAct) involves(h *simHost) bool { return h == a.h }
+func (a *stopAct) dom() *simDom             { return a.d }
 func (a *stopAct) done() bool               { return a.td.finished }
 
 func (a *stopAct) options(s *sim) []option {
@@ -773,6 +878,7 @@ type migAct struct {
 }
 
 func (a *migAct) involves(h *simHost) bool { return h == a.s || h == a.t }
+func (a *migAct) dom() *simDom             { return a.d }
 func (a *migAct) done() bool {
 	return a.finished || a.failed && a.srcDone && (a.destDone || a.td.finished)
 }
@@ -921,6 +1027,62 @@ func (a *migAct) options(s *sim) []option {
 	return opts
 }
 
+// offAct is virsh migrate --offline: on the source, Begin takes an outgoing
+// migration job when the domain runs there (it keeps running); the
+// destination gets migrate begin and nothing else; the source's Confirm
+// ends the job. Nothing stops a start on the destination between its Finish
+// and the source's Confirm.
+type offAct struct {
+	d        *simDom
+	s, t     *simHost // s is nil when the domain runs nowhere
+	phase    int
+	hadJob   bool
+	finished bool
+}
+
+func (a *offAct) involves(h *simHost) bool { return h == a.s || h == a.t }
+func (a *offAct) dom() *simDom             { return a.d }
+func (a *offAct) done() bool               { return a.finished }
+
+func (a *offAct) options(s *sim) []option {
+	src, dst, d := a.s, a.t, a.d
+	name := func(what string) string { return fmt.Sprintf("migrate --offline %s ->%s: %s", d.name, dst.name, what) }
+	switch a.phase {
+	case 0:
+		return []option{{name: name("Begin"), weight: 10, bg: true, run: func() {
+			if src != nil {
+				v := s.vmOf(src, d)
+				if v == nil || !v.qemu || v.paused || v.job != JobNone {
+					// libvirt refuses a second job (or the domain
+					// stopped meanwhile: nothing left to model).
+					s.tracef("offline migration of %s refused at Begin on %s", d.name, src.name)
+					a.finished = true
+					return
+				}
+				s.edit(func() { v.job, v.jobStart, v.offline = JobMigrationOut, s.clock, true })
+				a.hadJob = true
+			}
+			a.phase++
+		}}}
+	case 1:
+		if !dst.libvirtUp {
+			return nil
+		}
+		return []option{{name: name("destination migrate begin, Prepare and Finish"), weight: 10, host: dst.id, run: func() {
+			_ = s.callHook(dst, d, "migrate", "begin")
+			a.phase++
+		}}}
+	}
+	return []option{{name: name("source Confirm: the job ends"), weight: 10, bg: true, run: func() {
+		if a.hadJob {
+			if v := s.vmOf(src, d); v != nil {
+				s.edit(func() { v.job, v.offline = JobNone, false })
+			}
+		}
+		a.finished = true
+	}}}
+}
+
 // recovery: the destination's teardown (stopped end, release end) and the
 // source's recovery (resume, RESUMED_MIGRATED, job ends), in any order.
 func (a *migAct) recovery(s *sim, name func(string) string) []option {
@@ -987,7 +1149,7 @@ type memTransport struct {
 	from *simHost
 }
 
-func (t *memTransport) Ask(ctx context.Context, peer hook.Peer, req Request) (Answer, error) {
+func (t *memTransport) Ask(ctx context.Context, peer hook.Peer, path string, req Request) (Answer, error) {
 	s := t.s
 	to := s.host(peer.Name)
 	s.mu.Lock()
@@ -1003,7 +1165,11 @@ func (t *memTransport) Ask(ctx context.Context, peer hook.Peer, req Request) (An
 	if what == dropped {
 		return Answer{}, context.DeadlineExceeded
 	}
-	ans := to.helper.Downgrade(ctx, t.from.name, req)
+	decide := to.helper.Downgrade
+	if path == ReservePath {
+		decide = to.helper.Reserve
+	}
+	ans := decide(ctx, t.from.name, req)
 	if what == answerLost {
 		return Answer{}, errors.New("connection reset before the answer")
 	}

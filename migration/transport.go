@@ -22,10 +22,13 @@ import (
 	"github.com/lvhook/lvhook/hook"
 )
 
-// The peer channel: JSON over HTTPS, mutual TLS. A request is one POST of a
-// Request to DowngradePath; the answer is an Answer, with status 200 for a
-// decision (granted or not) and 4xx when the request itself is refused.
+// The peer channel: JSON over HTTPS, mutual TLS. A live migration's
+// handover is one POST of a Request to ReservePath (the destination's migrate
+// begin), then one to DowngradePath (its prepare); the answer is an Answer,
+// with status 200 for a decision (granted or not) and 4xx when the request
+// itself is refused. HoldersPath is check's read-only question.
 const (
+	ReservePath   = "/v1/reserve"
 	DowngradePath = "/v1/downgrade"
 	// DefaultPort is used for a peer address without a port.
 	DefaultPort = "16520"
@@ -164,7 +167,7 @@ func LazyCredentials(caFile, certFile, keyFile string) func() (*Credentials, err
 var errLocal = errors.New("cannot ask")
 
 // Ask implements Transport.
-func (t *HTTPSTransport) Ask(ctx context.Context, peer hook.Peer, req Request) (Answer, error) {
+func (t *HTTPSTransport) Ask(ctx context.Context, peer hook.Peer, path string, req Request) (Answer, error) {
 	cr, err := t.Credentials()
 	if err != nil {
 		return Answer{}, fmt.Errorf("%w: %w", errLocal, err)
@@ -173,7 +176,7 @@ func (t *HTTPSTransport) Ask(ctx context.Context, peer hook.Peer, req Request) (
 	if err != nil {
 		return Answer{}, err
 	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+peerAddr(peer.Address)+DowngradePath, bytes.NewReader(body))
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+peerAddr(peer.Address)+path, bytes.NewReader(body))
 	if err != nil {
 		return Answer{}, err
 	}
@@ -208,6 +211,7 @@ func peerAddr(a string) string {
 
 // PeerService answers the peers' requests; *Helper is one.
 type PeerService interface {
+	Reserve(ctx context.Context, peer string, req Request) Answer
 	Downgrade(ctx context.Context, peer string, req Request) Answer
 	Holds(ctx context.Context, req HoldersRequest) HoldersAnswer
 }
@@ -248,7 +252,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.holders(w, r, log)
 		return
 	}
-	if r.Method != http.MethodPost || r.URL.Path != DowngradePath {
+	decide := map[string]func(context.Context, string, Request) Answer{
+		ReservePath: s.Helper.Reserve, DowngradePath: s.Helper.Downgrade}[r.URL.Path]
+	if r.Method != http.MethodPost || decide == nil {
 		log.Warn().Str("method", r.Method).Str("path", r.URL.Path).Msg("request refused: unknown request")
 		answer(http.StatusNotFound, Answer{Reason: "unknown request " + r.Method + " " + r.URL.Path})
 		return
@@ -265,8 +271,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for i, l := range req.LVs {
 		lvs[i] = l.VG + "/" + l.LV
 	}
+	log = log.With().Str("request", r.URL.Path).Logger()
 	log.Info().Str("domain", req.Domain).Str("uuid", req.UUID).Strs("lvs", lvs).Int64("timeout_ms", req.TimeoutMS).
-		Msg("downgrade request received")
+		Msg("request received")
 	if req.TimeoutMS <= 0 {
 		answer(http.StatusOK, Answer{Reason: "the request carries no deadline"})
 		return
@@ -277,9 +284,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
-	ans := s.Helper.Downgrade(ctx, peer, req)
+	ans := decide(ctx, peer, req)
 	log.Info().Str("domain", req.Domain).Str("uuid", req.UUID).Bool("granted", ans.Granted).Str("reason", ans.Reason).
-		Dur("took", time.Since(start)).Msg("downgrade answer sent")
+		Dur("took", time.Since(start)).Msg("answer sent")
 	answer(http.StatusOK, ans)
 }
 

@@ -198,7 +198,12 @@ func TestPeerChannel(t *testing.T) {
 			tr := &HTTPSTransport{Credentials: func() (*Credentials, error) { return tc.client, nil }}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			ans, err := tr.Ask(ctx, hook.Peer{Name: "kvm1", Address: addr}, req(uuid1, "a"))
+			peer := hook.Peer{Name: "kvm1", Address: addr}
+			reserve := Request{Domain: "vm1", UUID: uuid1, TimeoutMS: 5000}
+			if ans, err := tr.Ask(ctx, peer, ReservePath, reserve); tc.err == "" && (err != nil || ans.Granted != tc.granted) {
+				t.Fatalf("Ask(%s) = %+v, %v; want granted=%v", ReservePath, ans, err, tc.granted)
+			}
+			ans, err := tr.Ask(ctx, peer, DowngradePath, req(uuid1, "a"))
 			switch {
 			case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
 				t.Fatalf("Ask() error = %v, want one containing %q", err, tc.err)
@@ -215,8 +220,8 @@ func TestPeerChannel(t *testing.T) {
 				t.Errorf("vg0/a (-want +got):\n%s", diff)
 			}
 			logged := logs.String()
-			if tc.loggedPeer && (!strings.Contains(logged, `"message":"downgrade request received"`) ||
-				!strings.Contains(logged, `"message":"downgrade answer sent"`) || !strings.Contains(logged, `"peer":"kvm2"`)) {
+			if tc.loggedPeer && (!strings.Contains(logged, `"request":"/v1/downgrade"`) || !strings.Contains(logged, `"request":"/v1/reserve"`) ||
+				!strings.Contains(logged, `"message":"answer sent"`) || !strings.Contains(logged, `"peer":"kvm2"`)) {
 				t.Errorf("request and answer not logged with the peer:\n%s", logged)
 			}
 		})
@@ -236,14 +241,15 @@ func TestServerRefusesRequestsWithoutDeadline(t *testing.T) {
 	tr := &HTTPSTransport{Credentials: func() (*Credentials, error) { return client, nil }}
 	r := req(uuid1, "a")
 	r.TimeoutMS = 0
-	ans, err := tr.Ask(context.Background(), hook.Peer{Name: "kvm1", Address: addr}, r)
+	ans, err := tr.Ask(context.Background(), hook.Peer{Name: "kvm1", Address: addr}, DowngradePath, r)
 	if err != nil || ans.Granted || !strings.Contains(ans.Reason, "no deadline") {
 		t.Errorf("Ask() = %+v, %v; want a refusal: no deadline", ans, err)
 	}
 }
 
-// TestHandoverOverTLS: the destination's hook asks both other hosts over
-// the real channel; only the source says yes and converts.
+// TestHandoverOverTLS: the destination's migrate begin asks both other
+// hosts over the real channel; only the source reserves; prepare asks it
+// alone, and it converts.
 func TestHandoverOverTLS(t *testing.T) {
 	ca := newPKI(t, "cluster CA")
 	c := newTestCluster(t, 3)
@@ -259,7 +265,11 @@ func TestHandoverOverTLS(t *testing.T) {
 		Transport: &HTTPSTransport{Credentials: func() (*Credentials, error) { return client, nil }}}
 	dom := &hook.Domain{Name: "vm1", UUID: uuid1}
 	refs := []lvmlock.Ref{{VG: "vg0", LV: "a"}, {VG: "vg0", LV: "b"}}
-	if err := ho.Downgrade(context.Background(), dom, refs); err != nil {
+	source, err := ho.Reserve(context.Background(), dom)
+	if err != nil || source != "kvm1" {
+		t.Fatalf("Reserve() = %q, %v; want kvm1", source, err)
+	}
+	if err := ho.Downgrade(context.Background(), source, dom, refs); err != nil {
 		t.Fatalf("Downgrade() = %v", err)
 	}
 	if diff := cmp.Diff(map[string]map[int]lvmlock.Mode{"a": {1: "sh"}, "b": {1: "sh"}}, c.holders("a", "b")); diff != "" {
@@ -267,7 +277,7 @@ func TestHandoverOverTLS(t *testing.T) {
 	}
 	// The migration is over; a second request (forged) is refused by all.
 	src.lv.setJob(uuid1, JobNone)
-	err := ho.Downgrade(context.Background(), &hook.Domain{Name: "vm1", UUID: uuid1}, refs)
+	err = ho.Downgrade(context.Background(), "kvm1", &hook.Domain{Name: "vm1", UUID: uuid1}, refs)
 	if !errors.Is(err, hook.ErrHandoverRefused) || !strings.Contains(err.Error(), "kvm1: domain "+uuid1+" has no outgoing migration job") {
 		t.Errorf("Downgrade() without a job = %v, want ErrHandoverRefused naming kvm1's reason", err)
 	}

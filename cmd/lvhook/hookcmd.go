@@ -98,7 +98,7 @@ func newHook(cfg hook.Config, log zerolog.Logger) *hook.Hook {
 	if len(cfg.Daemon.Peers) > 0 {
 		// The destination of a live migration asks the source's lock
 		// helper to downgrade; certificates are read only then.
-		h.Handover = migration.NewHandover(cfg, log).Downgrade
+		h.Handover = migration.NewHandover(cfg, log)
 	}
 	return h
 }

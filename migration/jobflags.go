@@ -1,0 +1,68 @@
+package migration
+
+import (
+	"encoding/xml"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// LibvirtStatusDir is where libvirt's qemu driver keeps the status file of
+// each running domain (libvirtd and virqemud alike).
+const LibvirtStatusDir = "/run/libvirt/qemu"
+
+// migrateOffline is VIR_MIGRATE_OFFLINE of libvirt's virDomainMigrateFlags.
+const migrateOffline = 0x400
+
+// asyncMigrationOut is how the status file names the source's migration job.
+const asyncMigrationOut = "migration out"
+
+// JobFlags are the async job and the API flags of a running domain's
+// current job, as libvirt records them.
+type JobFlags struct {
+	Async string
+	Flags uint64
+}
+
+// Offline tells a migration job started with --offline: the source's guest
+// keeps running and nothing is handed over.
+func (j JobFlags) Offline() bool { return j.Flags&migrateOffline != 0 }
+
+// readJobFlags reads the job of domain name from libvirt's status file,
+// DIR/NAME.xml: <domstatus> ... <job async='migration out' flags='0x...'>
+// (libvirt 9.0 and 11.3, qemuDomainObjPrivateXMLFormatJob, written when a
+// job starts or changes phase). It is the only place where libvirt tells an
+// offline migration from a live one: virDomainGetJobStats reports both as an
+// outgoing migration, and an offline migration of a running domain holds
+// that job on the source while the destination's migrate begin runs.
+func readJobFlags(dir, name string) (JobFlags, error) {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return JobFlags{}, fmt.Errorf("domain name %q cannot name a status file", name)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, name+".xml"))
+	if err != nil {
+		return JobFlags{}, fmt.Errorf("libvirt's status file: %w", err)
+	}
+	var st struct {
+		XMLName xml.Name `xml:"domstatus"`
+		Jobs    []struct {
+			Async string `xml:"async,attr"`
+			Flags string `xml:"flags,attr"`
+		} `xml:"job"`
+	}
+	if err := xml.Unmarshal(data, &st); err != nil {
+		return JobFlags{}, fmt.Errorf("libvirt's status file %s: %w", filepath.Join(dir, name+".xml"), err)
+	}
+	if len(st.Jobs) == 0 {
+		return JobFlags{Async: "none"}, nil
+	}
+	j := JobFlags{Async: st.Jobs[0].Async}
+	if f := st.Jobs[0].Flags; f != "" {
+		if j.Flags, err = strconv.ParseUint(f, 0, 64); err != nil {
+			return JobFlags{}, fmt.Errorf("libvirt's status file %s: job flags %q: %w", filepath.Join(dir, name+".xml"), f, err)
+		}
+	}
+	return j, nil
+}

@@ -1,0 +1,114 @@
+package migration
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// reservation binds the handover of one outgoing migration job (by its
+// start) to the one peer that is its destination.
+type reservation struct {
+	peer     string
+	jobStart time.Time
+	// contested: another peer asked to reserve the same job. Only one host
+	// can be its destination and the source cannot tell which, so
+	// neither gets the handover and the migration is refused.
+	contested bool
+}
+
+// Reserve answers a destination's migrate begin: yes when this host's
+// libvirt shows the domain with an outgoing migration job and no other peer
+// reserved that job's handover. libvirt runs the destination's migrate begin
+// after the source's job began and before anything is copied, so the first
+// peer to reserve during the job is the host libvirt migrates to; a host
+// that merely holds an old marker runs no migrate begin and cannot. It
+// changes no lock: Downgrade, later in the same migration, does.
+func (h *Helper) Reserve(ctx context.Context, peer string, req Request) (ans Answer) {
+	start := h.now()
+	log := h.Log.With().Str("peer", peer).Str("domain", req.Domain).Str("uuid", req.UUID).Logger()
+	ans = Answer{Host: h.Host}
+	defer func() {
+		ev := log.Info()
+		if !ans.Granted {
+			ev = log.Warn()
+		}
+		ev.Bool("granted", ans.Granted).Str("reason", ans.Reason).Dur("took", h.now().Sub(start)).
+			Msg("handover reservation answered")
+	}()
+	refuse := func(format string, args ...any) Answer {
+		ans.Reason = fmt.Sprintf(format, args...)
+		return ans
+	}
+	if _, err := parseUUID(req.UUID); err != nil {
+		return refuse("malformed request: %v", err)
+	}
+	if len(req.LVs) != 0 {
+		return refuse("malformed request: a reservation names no LVs")
+	}
+	if peer == h.Host {
+		return refuse("%s cannot migrate a domain to itself", h.Host)
+	}
+	if ctx.Err() != nil {
+		return refuse("request expired before it was examined")
+	}
+	lv := h.libvirt()
+	if lv == nil {
+		return refuse("the lock helper on %s is not connected to libvirt", h.Host)
+	}
+	dom, job, err := h.outgoing(ctx, lv, req.UUID)
+	if err != nil {
+		return refuse("%v", err)
+	}
+	flags, err := h.jobFlags(dom.Name)
+	switch {
+	case err != nil:
+		return refuse("cannot tell whether the migration of %s on %s is live: %v", dom.Name, h.Host, err)
+	case flags.Async != asyncMigrationOut:
+		return refuse("libvirt on %s records no outgoing migration job of %s (job: %s)", h.Host, dom.Name, flags.Async)
+	case flags.Offline():
+		return refuse("the migration of %s from %s is offline (--offline): the domain keeps running on %s, nothing to hand over", dom.Name, h.Host, h.Host)
+	}
+	if job.Elapsed <= 0 {
+		// Without its start the job cannot be told from the next one.
+		return refuse("libvirt on %s does not say when the migration job of %s began", h.Host, dom.Name)
+	}
+	jobStart := h.now().Add(-job.Elapsed)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if r, ok := h.reservations[req.UUID]; ok && sameJob(r.jobStart, jobStart) && (r.contested || r.peer != peer) {
+		r.contested = true
+		h.reservations[req.UUID] = r
+		return refuse("%s and %s both asked for the handover of %s's migration job: neither gets it", r.peer, peer, dom.Name)
+	}
+	if h.reservations == nil {
+		h.reservations = map[string]reservation{}
+	}
+	h.reservations[req.UUID] = reservation{peer: peer, jobStart: jobStart}
+	ans.Granted = true
+	return ans
+}
+
+func (h *Helper) jobFlags(name string) (JobFlags, error) {
+	if h.JobFlags != nil {
+		return h.JobFlags(name)
+	}
+	return readJobFlags(LibvirtStatusDir, name)
+}
+
+// reservedFor tells whether peer reserved the handover of uuid for the job
+// that began at jobStart, and if not, why.
+func (h *Helper) reservedFor(uuid, name, peer string, jobStart time.Time) (ok bool, why string) {
+	h.mu.Lock()
+	r, found := h.reservations[uuid]
+	h.mu.Unlock()
+	switch {
+	case !found || !sameJob(r.jobStart, jobStart):
+		return false, fmt.Sprintf("no handover of %s is reserved for its current migration job (the destination's migrate begin reserves it; a start after an offline or an older migration has none)", name)
+	case r.contested:
+		return false, fmt.Sprintf("two hosts asked for the handover of %s's migration job: neither gets it", name)
+	case r.peer != peer:
+		return false, fmt.Sprintf("the handover of %s is reserved for %s, the destination of this migration", name, r.peer)
+	}
+	return true, ""
+}
