@@ -296,3 +296,17 @@ type durationError struct{ text string }
 const durationHint = ` is not a duration (e.g. "30s")`
 
 func (e durationError) Error() string { return fmt.Sprintf("%q", e.text) + durationHint }
+
+// MayFail tells whether the hook call op subop may exit non-zero when
+// something goes wrong before its work starts (a config file lvhook cannot
+// use, an unreadable XML): only where lvhook has work whose failure libvirt
+// survives, prepare, migrate and release. Reconnect, attach and unknown ops
+// only verify, and libvirt kills a running guest when reconnect fails; at
+// the other ops lvhook has nothing to do.
+func MayFail(op, subop string) bool {
+	switch actionFor(op, subop) {
+	case doActivate, doMarkIncoming, doDeactivate:
+		return true
+	}
+	return false
+}

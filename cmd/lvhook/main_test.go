@@ -172,7 +172,7 @@ func TestHookBadInput(t *testing.T) {
 		{"malformed XML", []byte("<domain><name>vm1"), []string{"vm1", "prepare", "begin", "-"}, "lvhook: malformed domain XML"},
 		{"wrong domain", domainXML(t), []string{"vm2", "prepare", "begin", "-"}, `lvhook: domain XML names "vm1", libvirt called the hook for "vm2"`},
 		{"too few args", nil, []string{"vm1"}, "lvhook: hook needs DOMAIN OP SUBOP [EXTRA], got 1 argument(s)"},
-		{"oversized XML", bytes.Repeat([]byte(" "), 16<<20+1), []string{"vm1", "prepare", "begin", "-"}, "lvhook: domain XML on stdin is larger than 16 MiB"},
+		{"oversized XML", bytes.Repeat([]byte(" "), 16<<20+1), []string{"vm1", "prepare", "begin", "-"}, "lvhook: refusing to start vm1: domain XML on stdin is larger than 16 MiB"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
