@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -121,6 +122,55 @@ func TestHookBrokenInputExitCodes(t *testing.T) {
 					t.Errorf("exit %d, stderr\n%q\nwant exit 1 and\n%q", code, stderr, want)
 				}
 			})
+		}
+	}
+}
+
+// TestHookDomainNamedLikeAFlag: libvirt passes the domain name first; a
+// domain named -h, --help, --version, - or -- is a domain, whether lvhook runs
+// from qemu.d or as `lvhook hook [--] DOMAIN OP SUBOP EXTRA`.
+func TestHookDomainNamedLikeAFlag(t *testing.T) {
+	for _, name := range []string{"-h", "--help", "--version", "-v", "-", "--", "help"} {
+		xml := bytes.Replace(domainXML(t), []byte("<name>vm1</name>"), []byte("<name>"+name+"</name>"), 1)
+		shapes := map[string][]string{
+			"qemu.d":       {"HOOK", name, "prepare", "begin", "-"},
+			"hook --":      {"BIN", "hook", "--", name, "prepare", "begin", "-"},
+			"hook":         {"BIN", "hook", name, "prepare", "begin", "-"},
+			"hook 3 args":  {"BIN", "hook", name, "prepare", "begin"},
+			"hook -- 3":    {"BIN", "hook", "--", name, "prepare", "begin"},
+			"qemu.d 3":     {"HOOK", name, "prepare", "begin"},
+			"qemu.d op -h": {"HOOK", name, "prepare", "begin", "--help"},
+		}
+		if name == "--" {
+			// `lvhook hook -- prepare begin -` is the separator then a
+			// domain named prepare: the separator is needed here.
+			delete(shapes, "hook")
+			delete(shapes, "hook 3 args")
+		}
+		for shape, argv := range shapes {
+			t.Run(name+"/"+shape, func(t *testing.T) {
+				e := newHookEnv(t)
+				prog := map[string]string{"HOOK": e.hook, "BIN": binary}[argv[0]]
+				stdout, stderr, code := e.run(prog, xml, nil, argv[1:]...)
+				if code != 0 || stdout != "" || stderr != "" {
+					t.Fatalf("%q: exit %d, stdout %q, stderr %q", argv, code, stdout, stderr)
+				}
+				want := "lvchange -aey --select vg_shared=1 vg0/vm1-root vg0/vm1-data vg0/vm1-swap"
+				if calls := e.calls(); !slices.Contains(calls, want) {
+					t.Errorf("%q: lvm calls %q, want %q", argv, calls, want)
+				}
+			})
+		}
+	}
+}
+
+// TestHookHelp: `lvhook hook --help` alone still shows the command's help.
+func TestHookHelp(t *testing.T) {
+	e := newHookEnv(t)
+	for _, flag := range []string{"-h", "--help"} {
+		stdout, stderr, code := e.run(binary, nil, nil, "hook", flag)
+		if code != 0 || !strings.Contains(stdout, "lvhook hook - run as libvirt's qemu hook") || stderr != "" {
+			t.Errorf("lvhook hook %s: exit %d, stdout %q, stderr %q", flag, code, stdout, stderr)
 		}
 	}
 }
