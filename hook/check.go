@@ -136,6 +136,7 @@ type Problem struct {
 
 // Problem codes, in the order the report lists them (worst first).
 const (
+	ProblemConfigInvalid       = "config-invalid"
 	ProblemHeldElsewhere       = "held-elsewhere"
 	ProblemHostNotRenewing     = "host-not-renewing"
 	ProblemActiveUnlocked      = "active-unlocked"
@@ -156,7 +157,7 @@ const (
 var problemRank = map[string]int{}
 
 func init() {
-	for i, c := range []string{ProblemHeldElsewhere, ProblemHostNotRenewing, ProblemActiveUnlocked, ProblemNotLocked,
+	for i, c := range []string{ProblemConfigInvalid, ProblemHeldElsewhere, ProblemHostNotRenewing, ProblemActiveUnlocked, ProblemNotLocked,
 		ProblemStaleActivation, ProblemSharedAfterMigrate, ProblemLvmlockdNotRunning,
 		ProblemLockspaceNotStarted, ProblemLVMissing, ProblemVGMissing, ProblemDomainUnreadable,
 		ProblemPendingDeactivation, ProblemModeMismatch, ProblemSharedUnsupported, ProblemVGNotShared} {
@@ -806,6 +807,18 @@ func (ev *evaluation) pending(recs []Record) {
 			}
 		}
 	}
+}
+
+// ConfigInvalidReport is the report of a check that could not start: the
+// config file cannot be used (err, a *ConfigError, names the file and the
+// key).
+func ConfigInvalidReport(host string, now time.Time, err error) *Report {
+	ev := &evaluation{rep: &Report{Version: CheckVersion, Host: host, CheckedAt: now.UTC(),
+		Problems: []Problem{}, Lockspaces: []LockspaceReport{}, Domains: []DomainReport{}}}
+	ev.add(Problem{Code: ProblemConfigInvalid, Message: oneLine(err.Error()) + "; nothing else was checked",
+		Advice: "fix it (lvhook(8) and the package's commented /etc/lvhook/lvhook.toml describe every key); until then lvhook refuses every start and incoming migration here, leaves LVs active at stop, and the lock helper does not run"})
+	ev.finish()
+	return ev.rep
 }
 
 // finish sorts the problems worst first and fills in the summary.

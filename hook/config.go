@@ -3,8 +3,12 @@ package hook
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
+	"regexp"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -107,21 +111,107 @@ func DefaultConfig() Config {
 	}
 }
 
+// MaxConfigSize bounds the configuration file: the hook reads it at every
+// call and must not hang or fill memory on a wrong path.
+const MaxConfigSize = 1 << 20
+
+// ConfigError is a configuration file lvhook refuses to use. It names the
+// file and the key at fault, or the line when the file does not parse.
+type ConfigError struct {
+	Path string
+	Key  string // as written in the file: "hook_timeout", "daemon.peer.address"
+	Line int    // when Key is not known
+	Msg  string
+}
+
+func (e *ConfigError) Error() string {
+	switch {
+	case e.Key != "":
+		return fmt.Sprintf("%s: %s: %s", e.Path, e.Key, e.Msg)
+	case e.Line > 0:
+		return fmt.Sprintf("%s: line %d: %s", e.Path, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", e.Path, e.Msg)
+}
+
 // LoadConfig reads path over the defaults. A missing file is not an error
-// unless mustExist; an unknown key is, so that a typo does not go unnoticed.
+// unless mustExist. Anything else that is wrong is a *ConfigError, and the
+// returned Config must then not be used: an unknown key (so that a typo does
+// not go unnoticed), a value of the wrong type, a value out of range, a path
+// that is not a regular file or is larger than MaxConfigSize.
 func LoadConfig(path string, mustExist bool) (Config, error) {
 	cfg := DefaultConfig()
-	md, err := toml.DecodeFile(path, &cfg)
+	data, err := readConfigFile(path)
+	var pe *fs.PathError
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && !mustExist:
 		return cfg, nil
+	case errors.As(err, &pe):
+		return cfg, &ConfigError{Path: path, Msg: pe.Err.Error()}
 	case err != nil:
-		return cfg, fmt.Errorf("config %s: %w", path, err)
+		return cfg, &ConfigError{Path: path, Msg: err.Error()}
+	}
+	md, err := toml.Decode(string(data), &cfg)
+	if err != nil {
+		return cfg, decodeError(path, err)
 	}
 	if undec := md.Undecoded(); len(undec) > 0 {
-		return cfg, fmt.Errorf("config %s: unknown key %q", path, undec[0].String())
+		return cfg, &ConfigError{Path: path, Key: undec[0].String(), Msg: "unknown key"}
 	}
-	return cfg, cfg.validate()
+	if err := cfg.validate(); err != nil {
+		err.Path = path
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// readConfigFile reads a regular file of at most MaxConfigSize bytes. It
+// opens without blocking, so that a FIFO named as the config cannot hang
+// the hook.
+func readConfigFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	switch {
+	case err != nil:
+		return nil, err
+	case st.IsDir():
+		return nil, errors.New("is a directory")
+	case !st.Mode().IsRegular():
+		return nil, errors.New("not a regular file")
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxConfigSize {
+		return nil, errors.New("larger than 1 MiB")
+	}
+	return data, nil
+}
+
+// typeError is the toml package's message for a value of the wrong type,
+// which it gives as text only.
+var typeError = regexp.MustCompile(`^toml: (?:line (\d+) )?\(last key "([^"]*)"\): (.*)$`)
+
+func decodeError(path string, err error) error {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		ce := &ConfigError{Path: path, Line: pe.Position.Line, Msg: pe.Message}
+		// A value lvhook cannot take (a Duration's UnmarshalText) is
+		// named by its key; a syntax error by its line.
+		if strings.HasSuffix(pe.Message, durationHint) {
+			ce.Key = pe.LastKey
+		}
+		return ce
+	}
+	if m := typeError.FindStringSubmatch(err.Error()); m != nil {
+		return &ConfigError{Path: path, Key: m[2], Msg: m[3]}
+	}
+	return &ConfigError{Path: path, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
 }
 
 // ConfigPath returns LVHOOK_CONFIG or the default path, and whether the file
@@ -133,20 +223,51 @@ func ConfigPath() (string, bool) {
 	return DefaultConfigPath, false
 }
 
-func (c Config) validate() error {
-	switch {
-	case c.HookTimeout <= 0 || c.LVMTimeout <= 0 || c.RollbackTimeout <= 0:
-		return errors.New("config: hook_timeout, lvm_timeout and rollback_timeout must be positive")
-	case c.LVMTimeout > c.HookTimeout:
-		return errors.New("config: lvm_timeout must not exceed hook_timeout")
-	case c.SharedRetries < 0 || c.SharedRetries > 20:
-		return errors.New("config: shared_retries must be between 0 and 20")
-	case c.StateDir == "":
-		return errors.New("config: state_dir must not be empty")
+// minReconcileInterval keeps the lock helper's full pass (one lvs, one
+// lvmlockctl, one libvirt query per domain) from running in a loop.
+const minReconcileInterval = time.Second
+
+// validate refuses values lvhook cannot work with; the error names the key.
+func (c Config) validate() *ConfigError {
+	bad := func(key, format string, a ...any) *ConfigError {
+		return &ConfigError{Key: key, Msg: fmt.Sprintf(format, a...)}
 	}
-	for _, p := range c.Daemon.Peers {
-		if p.Name == "" || p.Address == "" {
-			return errors.New("config: every [[daemon.peer]] needs a name and an address")
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{
+		{"hook_timeout", c.HookTimeout},
+		{"lvm_timeout", c.LVMTimeout},
+		{"rollback_timeout", c.RollbackTimeout},
+		{"retry_delay", c.RetryDelay},
+		{"marker_ttl", c.MarkerTTL},
+		{"daemon.peer_timeout", c.Daemon.PeerTimeout},
+		{"daemon.exclusive_timeout", c.Daemon.ExclusiveTimeout},
+	} {
+		if d.v <= 0 {
+			return bad(d.key, "must be positive, got %q", d.v.D())
+		}
+	}
+	switch {
+	case c.LVMTimeout > c.HookTimeout:
+		return bad("lvm_timeout", "%q exceeds hook_timeout (%q)", c.LVMTimeout.D(), c.HookTimeout.D())
+	case c.Daemon.ReconcileInterval.D() < minReconcileInterval:
+		return bad("daemon.reconcile_interval", "must be at least %s, got %q", minReconcileInterval, c.Daemon.ReconcileInterval.D())
+	case c.SharedRetries < 0 || c.SharedRetries > 20:
+		return bad("shared_retries", "must be between 0 and 20, got %d", c.SharedRetries)
+	case c.StateDir == "":
+		return bad("state_dir", "must not be empty")
+	}
+	for i, p := range c.Daemon.Peers {
+		which := fmt.Sprintf("[[daemon.peer]] #%d", i+1)
+		if p.Name != "" {
+			which += fmt.Sprintf(" (%q)", p.Name)
+		}
+		switch {
+		case p.Name == "":
+			return bad("daemon.peer.name", "missing in %s; every peer needs a name and an address", which)
+		case p.Address == "":
+			return bad("daemon.peer.address", "missing in %s; every peer needs a name and an address", which)
 		}
 	}
 	return nil
@@ -158,7 +279,7 @@ type Duration time.Duration
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
 	if err != nil {
-		return err
+		return durationError{string(b)}
 	}
 	*d = Duration(v)
 	return nil
@@ -168,3 +289,24 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d)
 
 // D returns d as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// durationError is a config value that is not a Go duration.
+type durationError struct{ text string }
+
+const durationHint = ` is not a duration (e.g. "30s")`
+
+func (e durationError) Error() string { return fmt.Sprintf("%q", e.text) + durationHint }
+
+// MayFail tells whether the hook call op subop may exit non-zero when
+// something goes wrong before its work starts (a config file lvhook cannot
+// use, an unreadable XML): only where lvhook has work whose failure libvirt
+// survives, prepare, migrate and release. Reconnect, attach and unknown ops
+// only verify, and libvirt kills a running guest when reconnect fails; at
+// the other ops lvhook has nothing to do.
+func MayFail(op, subop string) bool {
+	switch actionFor(op, subop) {
+	case doActivate, doMarkIncoming, doDeactivate:
+		return true
+	}
+	return false
+}

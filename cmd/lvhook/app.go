@@ -33,8 +33,8 @@ var commands []func(e *env) *cli.Command
 
 // run is the whole program: argv, stdin, stderr in; exit status out.
 func run(args []string, stdin io.Reader, stderr io.Writer) int {
-	if isHookPath(args[0]) {
-		return runHook(args[1:], stdin, stderr, true)
+	if argv, fromLibvirt, ok := hookInvocation(args); ok {
+		return runHook(argv, stdin, stderr, fromLibvirt)
 	}
 	e := &env{stdin: stdin, stderr: stderr}
 	app := newApp(e)
@@ -62,6 +62,30 @@ func newApp(e *env) *cli.App {
 		app.Commands = append(app.Commands, c(e))
 	}
 	return app
+}
+
+// hookInvocation returns the hook's arguments, DOMAIN OP SUBOP [EXTRA], when
+// args is a hook call: argv[0] is libvirt's hook (fromLibvirt), or the
+// command is `lvhook hook [--] DOMAIN OP SUBOP [EXTRA]`. The command line
+// parser never sees these: a domain may be named -h, --help, help or
+// --version. Only `lvhook hook -h` or `--help` alone is left to it, for help.
+func hookInvocation(args []string) (argv []string, fromLibvirt, ok bool) {
+	switch {
+	case len(args) == 0:
+		return nil, false, false
+	case isHookPath(args[0]):
+		return args[1:], true, true
+	case len(args) < 2 || args[1] != "hook":
+		return nil, false, false
+	}
+	rest := args[2:]
+	switch {
+	case len(rest) > 0 && rest[0] == "--":
+		return rest[1:], false, true
+	case len(rest) == 1 && (rest[0] == "-h" || rest[0] == "--help"):
+		return nil, false, false
+	}
+	return rest, false, true
 }
 
 // isHookPath tells whether argv[0] is libvirt's hook: /etc/libvirt/hooks/qemu

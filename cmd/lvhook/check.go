@@ -52,6 +52,8 @@ status, one sanlock client host_status per started VG, and, when the peers do
 not answer, one sanlock direct dump per VG.
 
 Problems, worst first (codes are stable, texts may change):
+  config-invalid         the config file cannot be used (file and key named);
+                         nothing else is checked, exit status 2
   held-elsewhere         the domain runs here and another host holds its LV
   host-not-renewing      another host stopped renewing its sanlock host lease
   active-unlocked        LV active here without an lvmlockd lock
@@ -70,7 +72,9 @@ Problems, worst first (codes are stable, texts may change):
 Each comes with one line of advice.
 
 Exit status: 0 healthy, 1 problems found, 2 could not check (libvirtd, lvs,
-lvmlockctl or the state directory unreadable, or an unknown domain).
+lvmlockctl or the state directory unreadable, or an unknown domain: one line
+on stderr, no report; or a config file lvhook cannot use: a report with the
+one problem config-invalid).
 
 --json writes one document, version 1:
   {"version": 1, "host", "checked_at", "healthy",
@@ -114,7 +118,13 @@ func init() {
 					return errors.New("check: name the domains to check, or give --all")
 				}
 				rep, err := runCheck(c, e, names)
-				if err != nil {
+				var cfgErr *hook.ConfigError
+				switch {
+				case errors.As(err, &cfgErr):
+					// Reported as a problem; nothing else was checked.
+					host, _ := os.Hostname()
+					rep = hook.ConfigInvalidReport(host, time.Now(), cfgErr)
+				case err != nil:
 					return fmt.Errorf("could not check: %w", err)
 				}
 				if c.Bool("json") {
@@ -125,9 +135,13 @@ func init() {
 				if err != nil {
 					return fmt.Errorf("write report: %w", err)
 				}
-				e.code = exitOK
-				if !rep.Healthy {
+				switch {
+				case cfgErr != nil:
+					e.code = exitCannotCheck
+				case !rep.Healthy:
 					e.code = exitFailure
+				default:
+					e.code = exitOK
 				}
 				return nil
 			},

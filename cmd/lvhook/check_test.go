@@ -39,11 +39,23 @@ func (l *cmdLibvirt) Close() error { l.closed = true; return nil }
 // stdout, stderr and the exit status.
 func runCheckCmd(t *testing.T, lib *cmdLibvirt, args ...string) (string, string, int) {
 	t.Helper()
+	return runCheckCmdConfig(t, lib, "", args...)
+}
+
+// runCheckCmdConfig is runCheckCmd with config (when not "") as the text of
+// the config file.
+func runCheckCmdConfig(t *testing.T, lib *cmdLibvirt, config string, args ...string) (string, string, int) {
+	t.Helper()
 	e := newHookEnv(t)
 	for _, kv := range e.env {
 		k, v, _ := strings.Cut(kv, "=")
 		if k == "PATH" || k == "LVHOOK_CONFIG" || k == "FAKE_LOG" {
 			t.Setenv(k, v)
+		}
+		if k == "LVHOOK_CONFIG" && config != "" {
+			if err := os.WriteFile(v, []byte(config), 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	orig := dialLibvirt
@@ -129,5 +141,35 @@ func TestCheckCommandJSONDecodes(t *testing.T) {
 	}
 	if rep.Version != hook.CheckVersion || rep.Summary.Problems != 3 || len(rep.Domains) != 1 {
 		t.Errorf("decoded report: version %d, %d problems, %d domains", rep.Version, rep.Summary.Problems, len(rep.Domains))
+	}
+}
+
+// TestCheckCommandBrokenConfig: a config file lvhook cannot use is the
+// problem config-invalid, naming the file and the key; nothing else can be
+// checked without it, so check exits 2 (could not check) after the report.
+func TestCheckCommandBrokenConfig(t *testing.T) {
+	for _, args := range [][]string{{"--all"}, {"vm1"}, {"--json", "--all"}} {
+		stdout, stderr, code := runCheckCmdConfig(t, &cmdLibvirt{state: "running"}, "hook_timeout = \"30\"\n", args...)
+		if code != exitCannotCheck || stderr != "" {
+			t.Errorf("check %q: exit %d, stderr %q; want exit 2 and no stderr", args, code, stderr)
+		}
+		want := []string{"[config-invalid]", `lvhook.toml: hook_timeout: \"30\" is not a duration`}
+		if args[0] == "--json" {
+			var rep hook.Report
+			if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+				t.Fatalf("check %q: not one JSON document: %v\n%s", args, err, stdout)
+			}
+			if rep.Healthy || len(rep.Problems) != 1 || rep.Problems[0].Code != "config-invalid" ||
+				!strings.Contains(rep.Problems[0].Message, `lvhook.toml: hook_timeout: "30" is not a duration`) {
+				t.Errorf("check %q: report %+v", args, rep)
+			}
+			continue
+		}
+		want[1] = strings.ReplaceAll(want[1], `\"`, `"`)
+		for _, w := range want {
+			if !strings.Contains(stdout, w) {
+				t.Errorf("check %q: stdout does not contain %q:\n%s", args, w, stdout)
+			}
+		}
 	}
 }

@@ -43,7 +43,8 @@ func runDaemon(parent context.Context, e *env) error {
 	cfgPath, mustExist := hook.ConfigPath()
 	cfg, err := hook.LoadConfig(cfgPath, mustExist)
 	if err != nil {
-		return err
+		// Not a half-read config: refuse, in the one line systemd shows.
+		return fmt.Errorf("refusing to start the lock helper: %w", err)
 	}
 	log := newLogger(cfg.LogLevel, e.stderr, zerolog.InfoLevel)
 	host := migration.HostName(cfg)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func writeConfig(t *testing.T, text string) {
@@ -75,5 +76,37 @@ address = "10.0.0.2"
 	err := runDaemon(context.Background(), &env{stderr: &bytes.Buffer{}})
 	if err == nil || !strings.Contains(err.Error(), "missing-ca.pem") || !strings.Contains(err.Error(), "daemon.ca_cert") {
 		t.Errorf("runDaemon() = %v, want an error naming the CA file and daemon.ca_cert", err)
+	}
+}
+
+// TestDaemonRefusesBrokenConfig: the lock helper does not run with a config
+// it cannot fully use; it says why in one line (what systemctl status shows)
+// and never tells systemd it is ready.
+func TestDaemonRefusesBrokenConfig(t *testing.T) {
+	dir := t.TempDir()
+	for _, text := range []string{
+		"[daemon]\nreconcile_interval = \"0s\"\n",
+		"[daemon]\npeer_timeout = \"10\"\n",
+		"[[daemon.peer]]\nname = \"kvm2\"\n",
+	} {
+		writeConfig(t, `state_dir = "`+dir+`/state"`+"\n"+text)
+		sock := filepath.Join(t.TempDir(), "notify")
+		conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("NOTIFY_SOCKET", sock)
+		var stderr bytes.Buffer
+		code := run([]string{"lvhook", "daemon"}, nil, &stderr)
+		path := os.Getenv("LVHOOK_CONFIG")
+		want := "lvhook: refusing to start the lock helper: " + path + ": "
+		if code != exitFailure || !strings.HasPrefix(stderr.String(), want) || strings.Count(stderr.String(), "\n") != 1 {
+			t.Errorf("daemon with %q: exit %d, stderr %q; want exit 1 and one line starting %q", text, code, stderr.String(), want)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+		if n, err := conn.Read(make([]byte, 64)); err == nil {
+			t.Errorf("daemon with %q notified systemd (%d bytes)", text, n)
+		}
+		conn.Close()
 	}
 }

@@ -34,7 +34,7 @@ func init() {
 // runHook is one libvirt hook call. Nothing is ever written to stdout: for
 // migrate and restore libvirt would take it as a replacement domain XML.
 // Failures print one line on stderr, which libvirt shows the operator.
-func runHook(argv []string, stdin io.Reader, stderr io.Writer, fromLibvirt bool) int {
+func runHook(argv []string, stdin io.Reader, stderr io.Writer, fromLibvirt bool) (code int) {
 	if fromLibvirt {
 		// Give libvirt its EOF on stdout now, and make sure nothing below
 		// (a library, a panic handler) can ever write there.
@@ -43,7 +43,23 @@ func runHook(argv []string, stdin io.Reader, stderr io.Writer, fromLibvirt bool)
 			devnull.Close()
 		}
 	}
+	// Only prepare, migrate and release may fail (hookfail.go): a failed
+	// reconnect makes libvirt kill the running guest.
+	mayFail := hookMayFail(argv)
+	defer func() {
+		if p := recover(); p != nil {
+			if mayFail {
+				panic(p)
+			}
+			logNotFailed(stderr, argv, fmt.Errorf("panic: %v", p))
+			code = exitOK
+		}
+	}()
 	fail := func(err error) int {
+		if !mayFail {
+			logNotFailed(stderr, argv, err)
+			return exitOK
+		}
 		fmt.Fprintf(stderr, "lvhook: %s\n", oneLine(err.Error()))
 		return exitFailure
 	}
@@ -54,7 +70,9 @@ func runHook(argv []string, stdin io.Reader, stderr io.Writer, fromLibvirt bool)
 	cfgPath, mustExist := hook.ConfigPath()
 	cfg, err := hook.LoadConfig(cfgPath, mustExist)
 	if err != nil {
-		return fail(err)
+		// Nothing is done with a config lvhook cannot fully use, not
+		// even a verification with the defaults: another state_dir.
+		return fail(refusal(call, err))
 	}
 	log := newLogger(cfg.LogLevel, stderr, zerolog.Disabled)
 
@@ -64,7 +82,7 @@ func runHook(argv []string, stdin io.Reader, stderr io.Writer, fromLibvirt bool)
 	timer := time.AfterFunc(hard, func() {
 		fmt.Fprintf(stderr, "lvhook: %s %s %s: no answer within %s; giving up (see journalctl -t lvhook)\n",
 			call.Op, call.SubOp, call.Domain, hard)
-		os.Exit(exitFailure)
+		os.Exit(hookFailCode(mayFail))
 	})
 	defer timer.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.HookTimeout.D())
@@ -72,7 +90,7 @@ func runHook(argv []string, stdin io.Reader, stderr io.Writer, fromLibvirt bool)
 
 	xmlData, err := hook.ReadXML(stdin)
 	if err != nil {
-		return fail(err)
+		return fail(refusal(call, err))
 	}
 	h := newHook(cfg, log)
 	if err := h.Run(ctx, call, xmlData); err != nil {

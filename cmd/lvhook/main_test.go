@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -172,7 +173,7 @@ func TestHookBadInput(t *testing.T) {
 		{"malformed XML", []byte("<domain><name>vm1"), []string{"vm1", "prepare", "begin", "-"}, "lvhook: malformed domain XML"},
 		{"wrong domain", domainXML(t), []string{"vm2", "prepare", "begin", "-"}, `lvhook: domain XML names "vm1", libvirt called the hook for "vm2"`},
 		{"too few args", nil, []string{"vm1"}, "lvhook: hook needs DOMAIN OP SUBOP [EXTRA], got 1 argument(s)"},
-		{"oversized XML", bytes.Repeat([]byte(" "), 16<<20+1), []string{"vm1", "prepare", "begin", "-"}, "lvhook: domain XML on stdin is larger than 16 MiB"},
+		{"oversized XML", bytes.Repeat([]byte(" "), 16<<20+1), []string{"vm1", "prepare", "begin", "-"}, "lvhook: refusing to start vm1: domain XML on stdin is larger than 16 MiB"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -208,7 +209,25 @@ func FuzzHookArgs(f *testing.F) {
 	f.Add("vm1", "prepare", "begin", "-")
 	f.Add("", "release", "end", "destroyed")
 	f.Add("a\nb", "x", "", "")
+	for _, name := range []string{"-h", "--help", "help", "--version", "-", "--"} {
+		f.Add(name, "reconnect", "begin", "-")
+	}
 	f.Fuzz(func(t *testing.T, a, b, c, d string) {
+		// However a domain is named, it reaches the hook as a domain.
+		for _, args := range [][]string{
+			{"/etc/libvirt/hooks/qemu.d/lvhook", a, b, c, d},
+			{"/etc/libvirt/hooks/qemu", a, b, c, d},
+			{"/usr/sbin/lvhook", "hook", "--", a, b, c, d},
+			{"lvhook", "hook", a, b, c, d},
+		} {
+			argv, _, ok := hookInvocation(args)
+			if args[2] == "--" && args[0] == "lvhook" {
+				continue // the separator, then a domain named b
+			}
+			if !ok || !slices.Equal(argv, []string{a, b, c, d}) {
+				t.Errorf("hookInvocation(%q) = %q, %v", args, argv, ok)
+			}
+		}
 		for n := 0; n <= 4; n++ {
 			argv := []string{a, b, c, d}[:n]
 			call, err := parseHookArgs(argv)

@@ -91,7 +91,7 @@ LVHOOK_CONFIG
 
 # EXIT STATUS
 
-0 on success; 1 when the hook refuses or fails (libvirt shows its one line of stderr), or when check finds problems; 2 on a usage error, or when check could not check.
+0 on success; 1 when the hook refuses or fails (libvirt shows its one line of stderr), or when check finds problems; 2 on a usage error, or when check could not check. The hook exits 0 at reconnect, attach and unknown ops whatever goes wrong (libvirt kills a running guest when reconnect fails), and refuses prepare, migrate and release when its configuration file cannot be used.
 
 # SEE ALSO
 

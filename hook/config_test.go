@@ -1,0 +1,136 @@
+package hook
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestDefaultConfigIsValid(t *testing.T) {
+	if err := DefaultConfig().validate(); err != nil {
+		t.Errorf("DefaultConfig().validate() = %v", err)
+	}
+	cfg, err := LoadConfig(filepath.Join(t.TempDir(), "none.toml"), false)
+	if err != nil {
+		t.Errorf("LoadConfig of a missing optional file = %v", err)
+	}
+	if !reflect.DeepEqual(cfg, DefaultConfig()) {
+		t.Errorf("LoadConfig of a missing optional file: %+v, want the defaults", cfg)
+	}
+}
+
+// TestLoadConfigRefuses: every unusable value is refused with one line that
+// names the file and the key (or the line when the file does not parse).
+func TestLoadConfigRefuses(t *testing.T) {
+	tests := []struct{ name, text, want string }{
+		{"duration without unit", `hook_timeout = "30"`, `hook_timeout: "30" is not a duration (e.g. "30s")`},
+		{"duration as a number", `lvm_timeout = 30`, `lvm_timeout: "30" is not a duration (e.g. "30s")`},
+		{"duration in a table", "[daemon]\npeer_timeout = \"soon\"", `daemon.peer_timeout: "soon" is not a duration (e.g. "30s")`},
+		{"unknown key", `hook_timout = "30s"`, `hook_timout: unknown key`},
+		{"unknown key in a peer", "[[daemon.peer]]\nname = \"kvm2\"\naddress = \"kvm2:16520\"\nadress = \"x\"", `daemon.peer.adress: unknown key`},
+		{"wrong type", `shared_retries = "2"`, `shared_retries: incompatible types: TOML value has type string; destination has type integer`},
+		{"peer without address", "[[daemon.peer]]\nname = \"kvm2\"", `daemon.peer.address: missing in [[daemon.peer]] #1 ("kvm2"); every peer needs a name and an address`},
+		{"peer without name", "[[daemon.peer]]\nname = \"kvm2\"\naddress = \"kvm2:16520\"\n[[daemon.peer]]\naddress = \"kvm3:16520\"", `daemon.peer.name: missing in [[daemon.peer]] #2; every peer needs a name and an address`},
+		{"lvm_timeout over hook_timeout", "hook_timeout = \"10s\"\nlvm_timeout = \"20s\"", `lvm_timeout: "20s" exceeds hook_timeout ("10s")`},
+		{"zero hook_timeout", `hook_timeout = "0s"`, `hook_timeout: must be positive, got "0s"`},
+		{"negative hook_timeout", `hook_timeout = "-30s"`, `hook_timeout: must be positive, got "-30s"`},
+		{"zero lvm_timeout", `lvm_timeout = "0s"`, `lvm_timeout: must be positive, got "0s"`},
+		{"negative lvm_timeout", `lvm_timeout = "-1s"`, `lvm_timeout: must be positive, got "-1s"`},
+		{"zero rollback_timeout", `rollback_timeout = "0s"`, `rollback_timeout: must be positive, got "0s"`},
+		{"negative rollback_timeout", `rollback_timeout = "-5s"`, `rollback_timeout: must be positive, got "-5s"`},
+		{"zero retry_delay", `retry_delay = "0s"`, `retry_delay: must be positive, got "0s"`},
+		{"negative retry_delay", `retry_delay = "-1ms"`, `retry_delay: must be positive, got "-1ms"`},
+		{"zero marker_ttl", `marker_ttl = "0s"`, `marker_ttl: must be positive, got "0s"`},
+		{"negative marker_ttl", `marker_ttl = "-1m"`, `marker_ttl: must be positive, got "-1m0s"`},
+		{"negative shared_retries", `shared_retries = -1`, `shared_retries: must be between 0 and 20, got -1`},
+		{"too many shared_retries", `shared_retries = 21`, `shared_retries: must be between 0 and 20, got 21`},
+		{"zero reconcile_interval", "[daemon]\nreconcile_interval = \"0s\"", `daemon.reconcile_interval: must be at least 1s, got "0s"`},
+		{"tiny reconcile_interval", "[daemon]\nreconcile_interval = \"10ms\"", `daemon.reconcile_interval: must be at least 1s, got "10ms"`},
+		{"zero peer_timeout", "[daemon]\npeer_timeout = \"0s\"", `daemon.peer_timeout: must be positive, got "0s"`},
+		{"negative peer_timeout", "[daemon]\npeer_timeout = \"-1s\"", `daemon.peer_timeout: must be positive, got "-1s"`},
+		{"zero exclusive_timeout", "[daemon]\nexclusive_timeout = \"0s\"", `daemon.exclusive_timeout: must be positive, got "0s"`},
+		{"empty state_dir", `state_dir = ""`, `state_dir: must not be empty`},
+		{"syntax error", "hook_timeout = \"30s\"\nlvm_timeout = ", `line 2: unexpected EOF; expected value`},
+		{"binary file", "\x7fELF\x02\x01\x01\x00\x00\x00", `line 1: TOML files cannot contain control characters: '0x7f'`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "lvhook.toml")
+			if err := os.WriteFile(path, []byte(tt.text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := LoadConfig(path, false)
+			want := path + ": " + tt.want
+			if err == nil || err.Error() != want {
+				t.Fatalf("LoadConfig(%q)\n = %v\nwant %s", tt.text, err, want)
+			}
+			var ce *ConfigError
+			if !errors.As(err, &ce) || ce.Path != path {
+				t.Errorf("error %T is not a *ConfigError for %s", err, path)
+			}
+		})
+	}
+}
+
+// TestLoadConfigNotAFile: a directory, a device or a FIFO named as the config
+// is refused at once (a FIFO without a writer must not block the hook).
+func TestLoadConfigNotAFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		dir:         dir + ": is a directory",
+		fifo:        fifo + ": not a regular file",
+		"/dev/zero": "/dev/zero: not a regular file",
+	} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := LoadConfig(path, false)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil || err.Error() != want {
+				t.Errorf("LoadConfig(%s) = %v, want %s", path, err, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("LoadConfig(%s) blocks", path)
+		}
+	}
+	missing := filepath.Join(dir, "missing.toml")
+	if _, err := LoadConfig(missing, true); err == nil || !strings.HasPrefix(err.Error(), missing+": ") {
+		t.Errorf("LoadConfig of a missing required file = %v, want an error naming it", err)
+	}
+}
+
+func TestLoadConfigTooLarge(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lvhook.toml")
+	if err := os.WriteFile(path, []byte("#"+strings.Repeat("x", 1<<20)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadConfig(path, false); err == nil || err.Error() != path+": larger than 1 MiB" {
+		t.Errorf("LoadConfig of a 1 MiB file = %v", err)
+	}
+}
+
+func TestLoadConfigValid(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lvhook.toml")
+	text := "hook_timeout = \"40s\"\nshared_retries = 0\n[daemon]\nreconcile_interval = \"1s\"\n[[daemon.peer]]\nname = \"kvm2\"\naddress = \"kvm2:16520\"\nhost_id = 2\n"
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HookTimeout.D() != 40*time.Second || cfg.SharedRetries != 0 || cfg.Daemon.ReconcileInterval.D() != time.Second || len(cfg.Daemon.Peers) != 1 {
+		t.Errorf("LoadConfig = %+v", cfg)
+	}
+}
