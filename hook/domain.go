@@ -8,7 +8,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/lvhook/lvhook/lvmlock"
 )
@@ -104,7 +106,7 @@ func ParseDomain(data []byte, poolDir string) (*Domain, error) {
 			d.OptedOut = true
 		case "", "yes", "true", "on", "1":
 		default:
-			return nil, fmt.Errorf("domain %s: lvhook metadata: manage=%q is not yes or no", d.Name, m.Manage)
+			return nil, fmt.Errorf("domain %s: lvhook metadata: manage=%q is not yes or no", show(d.Name), m.Manage)
 		}
 	}
 	seen := map[lvmlock.Ref]int{}
@@ -115,11 +117,11 @@ func ParseDomain(data []byte, poolDir string) (*Domain, error) {
 		// read by QEMU, so they are shared.
 		for layer, depth := disk, 0; layer != nil; layer, depth = layer.BackingStore, depth+1 {
 			if depth > 64 {
-				return nil, fmt.Errorf("domain %s: disk %s: backing chain deeper than 64", d.Name, disk.Target.Dev)
+				return nil, fmt.Errorf("domain %s: disk %s: backing chain deeper than 64", show(d.Name), show(disk.Target.Dev))
 			}
 			ref, path, err := layer.lv(poolDir)
 			if err != nil {
-				return nil, fmt.Errorf("domain %s: disk %s: %w", d.Name, disk.Target.Dev, err)
+				return nil, fmt.Errorf("domain %s: disk %s: %w", show(d.Name), show(disk.Target.Dev), err)
 			}
 			if ref == nil {
 				continue
@@ -166,6 +168,20 @@ func (x *diskXML) lv(poolDir string) (*lvmlock.Ref, string, error) {
 		return ref, "pool " + x.Source.Pool + " volume " + x.Source.Volume, nil
 	}
 	return nil, "", nil // file, network, nvme, vhostuser...
+}
+
+// show returns s as is when it is printable and unquoted, else quoted, so
+// that a string from the XML cannot break the one-line error libvirt shows.
+func show(s string) string {
+	for _, r := range s {
+		if !unicode.IsPrint(r) || r == ' ' || r == '"' {
+			return strconv.Quote(s)
+		}
+	}
+	if s == "" {
+		return `""`
+	}
+	return s
 }
 
 // Directories of /dev that hold devices other than LVs: a two-level path

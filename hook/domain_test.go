@@ -93,6 +93,17 @@ func TestParseDomainErrors(t *testing.T) {
 	}
 }
 
+// Names and targets from the XML may hold any character: an error naming
+// them stays one line.
+func TestParseDomainErrorOneLine(t *testing.T) {
+	xml := "<domain><name>a&#10;b</name><uuid>1</uuid><devices><disk type='volume'><source pool='nopool' volume='v'/><target dev='vd&#13;a'/></disk></devices></domain>"
+	_, err := ParseDomain([]byte(xml), poolDir)
+	want := `domain "a\nb": disk "vd\ra": storage pool nopool`
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("ParseDomain error = %q, want it to start with %q", err, want)
+	}
+}
+
 func TestParseDevPath(t *testing.T) {
 	tests := []struct {
 		path string
