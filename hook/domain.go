@@ -59,7 +59,8 @@ type domainXML struct {
 	Disks []diskXML `xml:"devices>disk"`
 }
 
-// storageXML is one image: a disk's own source or a <backingStore> layer.
+// storageXML is one image: a disk's own source, a <backingStore> layer, a
+// <mirror> (block copy destination) or a <dataStore> (qcow2 data file).
 type storageXML struct {
 	Type         string      `xml:"type,attr"`
 	Source       *sourceXML  `xml:"source"`
@@ -68,12 +69,20 @@ type storageXML struct {
 
 type diskXML struct {
 	storageXML
-	Device    string    `xml:"device,attr"`
-	Shareable *struct{} `xml:"shareable"`
-	ReadOnly  *struct{} `xml:"readonly"`
+	Device    string     `xml:"device,attr"`
+	Mirror    *mirrorXML `xml:"mirror"`
+	Shareable *struct{}  `xml:"shareable"`
+	ReadOnly  *struct{}  `xml:"readonly"`
 	Target    struct {
 		Dev string `xml:"dev,attr"`
 	} `xml:"target"`
+}
+
+// mirrorXML is a block job's destination. Without a type attribute libvirt
+// reads the destination from the file attribute alone (its older format).
+type mirrorXML struct {
+	storageXML
+	File string `xml:"file,attr"`
 }
 
 type sourceXML struct {
@@ -81,6 +90,8 @@ type sourceXML struct {
 	File   string `xml:"file,attr"`
 	Pool   string `xml:"pool,attr"`
 	Volume string `xml:"volume,attr"`
+	// DataStore is a qcow2 image's external data file, written with it.
+	DataStore *storageXML `xml:"dataStore"`
 }
 
 // ReadXML reads at most MaxXMLSize bytes of domain XML.
@@ -125,8 +136,8 @@ func ParseDomain(data []byte, poolDir string) (*Domain, error) {
 	return (&Parser{PoolDir: poolDir}).ParseDomain(data)
 }
 
-// ParseDomain finds the LVs of a domain XML: every disk's source and
-// backing chain. A source that may be
+// ParseDomain finds the LVs of a domain XML: every disk's source, backing
+// chain, qcow2 data files and block copy destination. A source that may be
 // an LV lvhook cannot name is an error of one line naming the disk.
 func (p *Parser) ParseDomain(data []byte) (*Domain, error) {
 	var x domainXML
@@ -157,9 +168,18 @@ func (p *Parser) ParseDomain(data []byte) (*Domain, error) {
 		if disk.Shareable != nil || disk.ReadOnly != nil {
 			top = lvmlock.ModeSh
 		}
+		// The disk's chain, then its block copy destination's, which QEMU
+		// writes as it writes the disk.
 		chains := []*storageXML{&disk.storageXML}
+		if m := disk.Mirror; m != nil {
+			if m.Type == "" {
+				m.storageXML = storageXML{Type: "file", Source: &sourceXML{File: m.File}}
+			}
+			chains = append(chains, &m.storageXML)
+		}
 		for _, chain := range chains {
-			// Backing images are only read by QEMU, so they are shared.
+			// Backing images are only read by QEMU, so they are shared; a
+			// data file is written as its image is.
 			for layer, depth := chain, 0; layer != nil; layer, depth = layer.BackingStore, depth+1 {
 				if depth > 64 {
 					return fail(errors.New("backing chain deeper than 64"))
@@ -169,6 +189,9 @@ func (p *Parser) ParseDomain(data []byte) (*Domain, error) {
 					mode = lvmlock.ModeSh
 				}
 				images := []*storageXML{layer}
+				if layer.Source != nil && layer.Source.DataStore != nil {
+					images = append(images, layer.Source.DataStore)
+				}
 				for _, img := range images {
 					ref, path, err := p.lv(img)
 					if err == nil && ref != nil {

@@ -175,7 +175,7 @@ func FuzzParseDomain(f *testing.F) {
 		f.Add([]byte(wrapDevices(tt.devices)))
 	}
 	for _, dev := range []string{"/dev/dm-3", "/dev/block/253:4", "/dev/block/8:0", "/dev/dm-10", "/dev/dm-15", "/dev/dm-14", "/dev/disk/by-id/dm-name-luks-x", "/dev/disk/by-id/dm-uuid-LVM-" + testVGUUID + testLVUUID, "/dev/disk/by-id/dm-uuid-LVM-" + testVGUUID + testBadLVUUID} {
-		f.Add([]byte(wrapDevices(`<disk type='block'><source dev='` + dev + `'/><backingStore type='file'><source file='` + dev + `'/></backingStore><target dev='vda'/></disk>`)))
+		f.Add([]byte(wrapDevices(`<disk type='block'><source dev='` + dev + `'/><mirror type='file' file='` + dev + `'><source file='` + dev + `'/></mirror><target dev='vda'/></disk>`)))
 	}
 	p := testParser()
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -280,7 +280,8 @@ func testParser() *Parser {
 	}
 }
 
-// Device-mapper paths and file sources naming LVs, also in backing chains.
+// Device-mapper paths, file sources naming LVs, block copy destinations,
+// qcow2 data files and the same through backing chains.
 func TestParseDomainDeviceMapper(t *testing.T) {
 	ex, sh := lvmlock.ModeEx, lvmlock.ModeSh
 	tests := []struct {
@@ -308,6 +309,21 @@ func TestParseDomainDeviceMapper(t *testing.T) {
 			disk("vg0", "file-root", ex, "vda", "/dev/vg0/file-root"),
 			disk("vg0", "file-data", sh, "vdb", "/dev/mapper/vg0-file--data"),
 			disk("vg0", "kernel-dm", ex, "vdc", "/dev/dm-3"),
+		}}},
+		{"mirror.xml", &Domain{Name: "vm-mirror", UUID: "d1000000-0000-4000-8000-000000000006", Disks: []Disk{
+			disk("vg0", "mirror-src", ex, "vda", "/dev/vg0/mirror-src"),
+			disk("vg0", "mirror-dst", ex, "vda", "/dev/vg0/mirror-dst"),
+			disk("vg0", "mirror-legacy", ex, "vdb", "/dev/mapper/vg0-mirror--legacy"),
+			disk("vg0", "kernel-dm", ex, "vdc", "/dev/dm-3"),
+			disk("vg0", "mirror-base", sh, "vdc", "/dev/vg0/mirror-base"),
+			disk("vg0", "mirror-shared", sh, "vdd", "/dev/vg0/mirror-shared"),
+			disk("vg0", "mirror-shared-dst", sh, "vdd", "/dev/vg0/mirror-shared-dst"),
+		}}},
+		{"datastore.xml", &Domain{Name: "vm-datastore", UUID: "d1000000-0000-4000-8000-000000000007", Disks: []Disk{
+			disk("vg0", "ds-data", ex, "vda", "/dev/vg0/ds-data"),
+			disk("vg0", "ds-base", sh, "vda", "/dev/mapper/vg0-ds--base"),
+			disk("vg0", "ds-net", ex, "vdb", "/dev/disk/by-id/dm-name-vg0-ds--net"),
+			disk("vg0", "ds-lvq", ex, "vdc", "/dev/vg0/ds-lvq"),
 		}}},
 		{"backing-dm.xml", &Domain{Name: "vm-backingdm", UUID: "d1000000-0000-4000-8000-000000000008", Disks: []Disk{
 			disk("vg0", "bdm-overlay", ex, "vda", "/dev/vg0/bdm-overlay"),
@@ -383,8 +399,18 @@ var refusals = []struct {
 		[]string{"disk vdb: /dev/disk/by-id/dm-uuid-LVM-", `"-rf" is not a valid logical volume name`}},
 	{"file dm-N missing", `<disk type='file' device='disk'><source file='/dev/dm-9'/><target dev='vdb'/></disk>`,
 		[]string{"disk vdb: /dev/dm-9 is a device-mapper device lvhook cannot map to an LV"}},
+	{"mirror dm-N missing", `<disk type='block'><source dev='/dev/vg0/x'/><mirror type='block' job='copy'><source dev='/dev/dm-9'/></mirror><target dev='vdb'/></disk>`,
+		[]string{"disk vdb: /dev/dm-9 is a device-mapper device lvhook cannot map to an LV"}},
+	{"legacy mirror dm-N missing", `<disk type='file'><source file='/var/lib/libvirt/images/a.img'/><mirror file='/dev/dm-9' format='raw' job='copy'/><target dev='vdb'/></disk>`,
+		[]string{"disk vdb: /dev/dm-9 is a device-mapper device lvhook cannot map to an LV"}},
+	{"mirror backing dm-N missing", `<disk type='block'><source dev='/dev/vg0/x'/><mirror type='file' job='copy'><source file='/var/lib/libvirt/images/c.qcow2'/><backingStore type='block'><source dev='/dev/dm-9'/></backingStore></mirror><target dev='vdb'/></disk>`,
+		[]string{"disk vdb: /dev/dm-9 is a device-mapper device lvhook cannot map to an LV"}},
+	{"dataStore dm-N missing", `<disk type='file'><source file='/var/lib/libvirt/images/a.qcow2'><dataStore type='block'><format type='raw'/><source dev='/dev/dm-9'/></dataStore></source><target dev='vdb'/></disk>`,
+		[]string{"disk vdb: /dev/dm-9 is a device-mapper device lvhook cannot map to an LV"}},
 	{"backing dm-N missing", `<disk type='block'><source dev='/dev/vg0/x'/><backingStore type='block'><source dev='/dev/block/253:99'/></backingStore><target dev='vdb'/></disk>`,
 		[]string{"disk vdb: /dev/block/253:99"}},
+	{"backing dataStore dm-N missing", `<disk type='file'><source file='/var/lib/libvirt/images/a.qcow2'/><backingStore type='file'><source file='/var/lib/libvirt/images/b.qcow2'><dataStore type='block'><source dev='/dev/dm-9'/></dataStore></source></backingStore><target dev='vdb'/></disk>`,
+		[]string{"disk vdb: /dev/dm-9 is a device-mapper device lvhook cannot map to an LV"}},
 }
 
 func TestParseDomainRefusesUnmappedDM(t *testing.T) {
