@@ -237,7 +237,8 @@ func (p *Parser) lv(x *storageXML) (*lvmlock.Ref, string, error) {
 	return nil, "", nil // network, nvme, vhostuser, dir...
 }
 
-// volumeLV maps a storage pool volume: an LV of a logical pool.
+// volumeLV maps a storage pool volume: an LV of a logical pool, or the file
+// of a directory pool, which is an LV when the directory is /dev/VG.
 func (p *Parser) volumeLV(pool, volume string) (*lvmlock.Ref, string, error) {
 	if pool == "" || volume == "" {
 		return nil, "", nil
@@ -257,8 +258,19 @@ func (p *Parser) volumeLV(pool, volume string) (*lvmlock.Ref, string, error) {
 			return nil, "", err
 		}
 		return ref, "pool " + pool + " volume " + volume, nil
+	case "dir", "fs", "netfs":
+		// The volume is the file named like it in the pool's directory.
+		if strings.ContainsAny(volume, "/\x00") || volume == "." || volume == ".." {
+			return nil, "", fmt.Errorf("storage pool %s: volume name %q is not a file name", pool, volume)
+		}
+		if !filepath.IsAbs(def.Target.Path) {
+			return nil, "", nil
+		}
+		path := filepath.Join(def.Target.Path, volume)
+		ref, err := p.pathLV(path)
+		return ref, path, err
 	}
-	return nil, "", nil
+	return nil, "", nil // disk, iscsi, mpath, rbd...: not LVs
 }
 
 // pathLV maps a source path to an LV: by name for /dev/VG/LV,
@@ -590,6 +602,9 @@ type poolXML struct {
 	Source struct {
 		Name string `xml:"name"`
 	} `xml:"source"`
+	Target struct {
+		Path string `xml:"path"`
+	} `xml:"target"`
 }
 
 // readPool reads POOL.xml. A pool lvhook cannot read is an error: its

@@ -281,7 +281,7 @@ func testParser() *Parser {
 }
 
 // Device-mapper paths, file sources naming LVs, block copy destinations,
-// qcow2 data files and the same through backing chains.
+// qcow2 data files and the same through backing chains and pool volumes.
 func TestParseDomainDeviceMapper(t *testing.T) {
 	ex, sh := lvmlock.ModeEx, lvmlock.ModeSh
 	tests := []struct {
@@ -329,6 +329,12 @@ func TestParseDomainDeviceMapper(t *testing.T) {
 			disk("vg0", "bdm-overlay", ex, "vda", "/dev/vg0/bdm-overlay"),
 			disk("vg0", "kernel-dm", sh, "vda", "/dev/dm-3"),
 			disk("vg1", "golden-2", sh, "vda", "/dev/disk/by-id/dm-name-vg1-golden--2"),
+			disk("vg0", "bdm-base", sh, "vda", "/dev/vg0/bdm-base"),
+		}}},
+		{"volume-dir.xml", &Domain{Name: "vm-voldir", UUID: "d1000000-0000-4000-8000-000000000009", Disks: []Disk{
+			disk("vg0", "dirvol", ex, "vda", "/dev/vg0/dirvol"),
+			disk("vg1", "wwn-lv", ex, "vdb", "/dev/disk/by-id/wwn-0x600a0b8000aa0001"),
+			// vdc: a file of the images pool; vdd: multipath
 		}}},
 		// The forms lvhook read before, through the fakes: unchanged.
 		{"mixed.xml", &Domain{Name: "vm-mixed", UUID: "a3d9e2f1-5b6c-4d7e-8f90-1a2b3c4d5e6f", Disks: []Disk{
@@ -410,6 +416,12 @@ var refusals = []struct {
 	{"backing dm-N missing", `<disk type='block'><source dev='/dev/vg0/x'/><backingStore type='block'><source dev='/dev/block/253:99'/></backingStore><target dev='vdb'/></disk>`,
 		[]string{"disk vdb: /dev/block/253:99"}},
 	{"backing dataStore dm-N missing", `<disk type='file'><source file='/var/lib/libvirt/images/a.qcow2'/><backingStore type='file'><source file='/var/lib/libvirt/images/b.qcow2'><dataStore type='block'><source dev='/dev/dm-9'/></dataStore></source></backingStore><target dev='vdb'/></disk>`,
+		[]string{"disk vdb: /dev/dm-9 is a device-mapper device lvhook cannot map to an LV"}},
+	{"dir pool volume dm-N missing", `<disk type='volume'><source pool='devroot' volume='dm-9'/><target dev='vdb'/></disk>`,
+		[]string{"disk vdb: /dev/dm-9 is a device-mapper device lvhook cannot map to an LV"}},
+	{"dir pool volume escape", `<disk type='volume'><source pool='devvg' volume='../sda'/><target dev='vdb'/></disk>`,
+		[]string{"disk vdb:", `"../sda" is not a file name`}},
+	{"backing volume dir pool dm-N missing", `<disk type='block'><source dev='/dev/vg0/x'/><backingStore type='volume'><source pool='devroot' volume='dm-9'/></backingStore><target dev='vdb'/></disk>`,
 		[]string{"disk vdb: /dev/dm-9 is a device-mapper device lvhook cannot map to an LV"}},
 }
 
