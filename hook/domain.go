@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/lvhook/lvhook/lvmlock"
 )
@@ -56,22 +59,39 @@ type domainXML struct {
 	Disks []diskXML `xml:"devices>disk"`
 }
 
+// storageXML is one image: a disk's own source, a <backingStore> layer, a
+// <mirror> (block copy destination) or a <dataStore> (qcow2 data file).
+type storageXML struct {
+	Type         string      `xml:"type,attr"`
+	Source       *sourceXML  `xml:"source"`
+	BackingStore *storageXML `xml:"backingStore"`
+}
+
 type diskXML struct {
-	Type         string     `xml:"type,attr"`
-	Device       string     `xml:"device,attr"`
-	Source       *sourceXML `xml:"source"`
-	BackingStore *diskXML   `xml:"backingStore"`
-	Shareable    *struct{}  `xml:"shareable"`
-	ReadOnly     *struct{}  `xml:"readonly"`
-	Target       struct {
+	storageXML
+	Device    string     `xml:"device,attr"`
+	Mirror    *mirrorXML `xml:"mirror"`
+	Shareable *struct{}  `xml:"shareable"`
+	ReadOnly  *struct{}  `xml:"readonly"`
+	Target    struct {
 		Dev string `xml:"dev,attr"`
 	} `xml:"target"`
 }
 
+// mirrorXML is a block job's destination. Without a type attribute libvirt
+// reads the destination from the file attribute alone (its older format).
+type mirrorXML struct {
+	storageXML
+	File string `xml:"file,attr"`
+}
+
 type sourceXML struct {
 	Dev    string `xml:"dev,attr"`
+	File   string `xml:"file,attr"`
 	Pool   string `xml:"pool,attr"`
 	Volume string `xml:"volume,attr"`
+	// DataStore is a qcow2 image's external data file, written with it.
+	DataStore *storageXML `xml:"dataStore"`
 }
 
 // ReadXML reads at most MaxXMLSize bytes of domain XML.
@@ -86,9 +106,40 @@ func ReadXML(r io.Reader) ([]byte, error) {
 	return data, nil
 }
 
-// ParseDomain finds the LVs of a domain XML. poolDir holds libvirt's storage
-// pool definitions (POOL.xml), read for type='volume' disks.
+// Parser finds the LVs of domain XMLs. A disk may name an LV through a path
+// that is only a device-mapper device (/dev/dm-N, /dev/block/MAJ:MIN, a
+// /dev/disk/by-* link): the parser asks sysfs which device that is, and
+// refuses the disk when it cannot tell, rather than leave an LV unlocked.
+// Nil functions use this host's /dev and /sys; lvhook never asks libvirtd.
+type Parser struct {
+	// PoolDir holds libvirt's storage pool definitions (POOL.xml), read for
+	// type='volume' disks.
+	PoolDir string
+	// EvalSymlinks resolves a path under /dev to the device node it names
+	// (filepath.EvalSymlinks when nil). Paths outside /dev are never read:
+	// a hung network file system must not hang the hook.
+	EvalSymlinks func(path string) (string, error)
+	// ReadDM reads the device-mapper name and UUID of the block device
+	// whose sysfs directory is sysDir (/sys/block/dm-N or
+	// /sys/dev/block/MAJ:MIN); ReadSysDM when nil.
+	ReadDM func(sysDir string) (DMDevice, error)
+	// LVByUUID names the LV with lvm's VG and LV UUIDs (32 characters each,
+	// without dashes, as in /dev/disk/by-id/dm-uuid-LVM-VGUUIDLVUUID). Nil:
+	// such a disk is refused unless its LV is active here (then sysfs names
+	// it).
+	LVByUUID func(vgUUID, lvUUID string) (lvmlock.Ref, error)
+}
+
+// ParseDomain finds the LVs of a domain XML with this host's /dev and sysfs
+// and no UUID lookup. poolDir holds libvirt's storage pool definitions.
 func ParseDomain(data []byte, poolDir string) (*Domain, error) {
+	return (&Parser{PoolDir: poolDir}).ParseDomain(data)
+}
+
+// ParseDomain finds the LVs of a domain XML: every disk's source, backing
+// chain, qcow2 data files and block copy destination. A source that may be
+// an LV lvhook cannot name is an error of one line naming the disk.
+func (p *Parser) ParseDomain(data []byte) (*Domain, error) {
 	var x domainXML
 	dec := xml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&x); err != nil {
@@ -104,68 +155,346 @@ func ParseDomain(data []byte, poolDir string) (*Domain, error) {
 			d.OptedOut = true
 		case "", "yes", "true", "on", "1":
 		default:
-			return nil, fmt.Errorf("domain %s: lvhook metadata: manage=%q is not yes or no", d.Name, m.Manage)
+			return nil, fmt.Errorf("domain %s: lvhook metadata: manage=%q is not yes or no", show(d.Name), m.Manage)
 		}
 	}
 	seen := map[lvmlock.Ref]int{}
 	for i := range x.Disks {
 		disk := &x.Disks[i]
-		shared := disk.Shareable != nil || disk.ReadOnly != nil
-		// The disk itself, then its backing chain; backing images are only
-		// read by QEMU, so they are shared.
-		for layer, depth := disk, 0; layer != nil; layer, depth = layer.BackingStore, depth+1 {
-			if depth > 64 {
-				return nil, fmt.Errorf("domain %s: disk %s: backing chain deeper than 64", d.Name, disk.Target.Dev)
+		fail := func(err error) (*Domain, error) {
+			return nil, fmt.Errorf("domain %s: disk %s: %w", show(d.Name), show(disk.Target.Dev), err)
+		}
+		top := lvmlock.ModeEx
+		if disk.Shareable != nil || disk.ReadOnly != nil {
+			top = lvmlock.ModeSh
+		}
+		// The disk's chain, then its block copy destination's, which QEMU
+		// writes as it writes the disk.
+		chains := []*storageXML{&disk.storageXML}
+		if m := disk.Mirror; m != nil {
+			if m.Type == "" {
+				m.storageXML = storageXML{Type: "file", Source: &sourceXML{File: m.File}}
 			}
-			ref, path, err := layer.lv(poolDir)
-			if err != nil {
-				return nil, fmt.Errorf("domain %s: disk %s: %w", d.Name, disk.Target.Dev, err)
-			}
-			if ref == nil {
-				continue
-			}
-			mode := lvmlock.ModeEx
-			if shared || depth > 0 {
-				mode = lvmlock.ModeSh
-			}
-			if j, dup := seen[*ref]; dup {
-				// The same LV twice: the stronger mode protects both uses.
-				if mode == lvmlock.ModeEx {
-					d.Disks[j].Mode = lvmlock.ModeEx
+			chains = append(chains, &m.storageXML)
+		}
+		for _, chain := range chains {
+			// Backing images are only read by QEMU, so they are shared; a
+			// data file is written as its image is.
+			for layer, depth := chain, 0; layer != nil; layer, depth = layer.BackingStore, depth+1 {
+				if depth > 64 {
+					return fail(errors.New("backing chain deeper than 64"))
 				}
-				continue
+				mode := top
+				if depth > 0 {
+					mode = lvmlock.ModeSh
+				}
+				images := []*storageXML{layer}
+				if layer.Source != nil && layer.Source.DataStore != nil {
+					images = append(images, layer.Source.DataStore)
+				}
+				for _, img := range images {
+					ref, path, err := p.lv(img)
+					if err == nil && ref != nil {
+						err = checkNames(*ref) // whatever found it, nothing else reaches lvm
+					}
+					if err != nil {
+						return fail(err)
+					}
+					if ref == nil {
+						continue
+					}
+					if j, dup := seen[*ref]; dup {
+						// The same LV twice: the stronger mode protects both uses.
+						if mode == lvmlock.ModeEx {
+							d.Disks[j].Mode = lvmlock.ModeEx
+						}
+						continue
+					}
+					seen[*ref] = len(d.Disks)
+					d.Disks = append(d.Disks, Disk{Ref: *ref, Mode: mode, Target: disk.Target.Dev, Path: path})
+				}
 			}
-			seen[*ref] = len(d.Disks)
-			d.Disks = append(d.Disks, Disk{Ref: *ref, Mode: mode, Target: disk.Target.Dev, Path: path})
 		}
 	}
 	return d, nil
 }
 
-// lv returns the LV a disk layer names, or nil for a non-LVM source.
-func (x *diskXML) lv(poolDir string) (*lvmlock.Ref, string, error) {
+// lv returns the LV an image names, or nil for a non-LVM source.
+func (p *Parser) lv(x *storageXML) (*lvmlock.Ref, string, error) {
 	if x.Source == nil {
 		return nil, "", nil // empty CD-ROM, or a source lvhook does not read
 	}
 	switch x.Type {
 	case "block":
-		ref, err := ParseDevPath(x.Source.Dev)
+		ref, err := p.pathLV(x.Source.Dev)
 		return ref, x.Source.Dev, err
+	case "file", "": // libvirt's default type is file
+		ref, err := p.pathLV(x.Source.File)
+		return ref, x.Source.File, err
 	case "volume":
-		if x.Source.Pool == "" || x.Source.Volume == "" {
-			return nil, "", nil
+		return p.volumeLV(x.Source.Pool, x.Source.Volume)
+	}
+	return nil, "", nil // network, nvme, vhostuser, dir...
+}
+
+// volumeLV maps a storage pool volume: an LV of a logical pool, or the file
+// of a directory pool, which is an LV when the directory is /dev/VG.
+func (p *Parser) volumeLV(pool, volume string) (*lvmlock.Ref, string, error) {
+	if pool == "" || volume == "" {
+		return nil, "", nil
+	}
+	def, err := readPool(p.PoolDir, pool)
+	if err != nil {
+		return nil, "", err
+	}
+	switch def.Type {
+	case "logical":
+		vg := def.Source.Name
+		if vg == "" {
+			vg = def.Name // libvirt's default: the VG is named like the pool
 		}
-		vg, err := logicalPoolVG(poolDir, x.Source.Pool)
-		if err != nil || vg == "" {
-			return nil, "", err
-		}
-		ref := &lvmlock.Ref{VG: vg, LV: x.Source.Volume}
+		ref := &lvmlock.Ref{VG: vg, LV: volume}
 		if err := checkNames(*ref); err != nil {
 			return nil, "", err
 		}
-		return ref, "pool " + x.Source.Pool + " volume " + x.Source.Volume, nil
+		return ref, "pool " + pool + " volume " + volume, nil
+	case "dir", "fs", "netfs":
+		// The volume is the file named like it in the pool's directory.
+		if strings.ContainsAny(volume, "/\x00") || volume == "." || volume == ".." {
+			return nil, "", fmt.Errorf("storage pool %s: volume name %q is not a file name", pool, volume)
+		}
+		if !filepath.IsAbs(def.Target.Path) {
+			return nil, "", nil
+		}
+		path := filepath.Join(def.Target.Path, volume)
+		ref, err := p.pathLV(path)
+		return ref, path, err
 	}
-	return nil, "", nil // file, network, nvme, vhostuser...
+	return nil, "", nil // disk, iscsi, mpath, rbd...: not LVs
+}
+
+// pathLV maps a source path to an LV: by name for /dev/VG/LV,
+// /dev/mapper/VG-LV and /dev/disk/by-id/dm-name-VG-LV (the LV need not be
+// active), by UUID for /dev/disk/by-id/dm-uuid-LVM-..., through sysfs for
+// /dev/dm-N, /dev/block/MAJ:MIN and any link under /dev to a dm device. It
+// returns nil for a path that is not device-mapper, and an error for a
+// device-mapper device it cannot map to an LV.
+func (p *Parser) pathLV(path string) (*lvmlock.Ref, error) {
+	ref, err := ParseDevPath(path)
+	if ref != nil || err != nil || !strings.HasPrefix(path, "/dev/") {
+		return ref, err
+	}
+	if ids, ok := strings.CutPrefix(path, "/dev/disk/by-id/dm-uuid-LVM-"); ok {
+		return p.uuidLV(path, ids)
+	}
+	if sys, ok, err := kernelDevice(path); ok || err != nil {
+		if err != nil {
+			return nil, err
+		}
+		return p.dmLV(path, sys)
+	}
+	// A link (by-id, by-path, by-uuid, /dev/mapper/NAME under udev) to a
+	// dm device is that device. A missing path is left alone as before:
+	// libvirt and QEMU cannot open it either.
+	real, err := p.evalSymlinks(path)
+	if err != nil || real == path {
+		return nil, nil
+	}
+	if sys, ok, _ := kernelDevice(real); ok {
+		return p.dmLV(path, sys)
+	}
+	if ref, err := ParseDevPath(real); err == nil && ref != nil {
+		return ref, nil // a static /dev/VG/LV node (no udev)
+	}
+	return nil, nil
+}
+
+// kernelDevice maps /dev/dm-N and /dev/block/MAJ:MIN to the device's sysfs
+// directory. ok is false for other paths; a malformed /dev/block path is
+// an error.
+func kernelDevice(path string) (sysDir string, ok bool, err error) {
+	if n, found := strings.CutPrefix(path, "/dev/dm-"); found && digits(n) {
+		return "/sys/block/dm-" + n, true, nil
+	}
+	if mm, found := strings.CutPrefix(path, "/dev/block/"); found {
+		maj, minor, _ := strings.Cut(mm, ":")
+		if !digits(maj) || !digits(minor) {
+			return "", false, fmt.Errorf("%s is not a device number path (/dev/block/MAJ:MIN), so lvhook cannot tell whether it is an LV; use /dev/VG/LV in the domain XML", show(path))
+		}
+		return "/sys/dev/block/" + mm, true, nil
+	}
+	return "", false, nil
+}
+
+func digits(s string) bool {
+	if s == "" || len(s) > 10 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// dmLV maps the block device of sysfs directory sys, named path in the XML.
+func (p *Parser) dmLV(path, sys string) (*lvmlock.Ref, error) {
+	dev, err := p.readDM(sys)
+	switch {
+	case errors.Is(err, ErrNotDM):
+		return nil, nil // sda, nvme0n1, md0...: not device-mapper
+	case errors.Is(err, fs.ErrNotExist) && strings.HasPrefix(sys, "/sys/dev/block/"):
+		return nil, fmt.Errorf("%s is no device on this host, so lvhook cannot tell whether it is an LV; use /dev/VG/LV in the domain XML", show(path))
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, unmapped(path, "no such device on this host")
+	case err != nil:
+		return nil, unmapped(path, err.Error())
+	}
+	return dmDeviceLV(path, dev)
+}
+
+// dmDeviceLV maps a device-mapper device to its LV. lvm names every LV's
+// device VG-LV with the UUID LVM-<VG UUID><LV UUID>; internal layers
+// (snapshot origins' -real, thin pools' -tpool, raid images...) carry a
+// suffix after the UUIDs, and kpartx partitions a partN- prefix.
+func dmDeviceLV(path string, dev DMDevice) (*lvmlock.Ref, error) {
+	rest, isLVM := strings.CutPrefix(dev.UUID, "LVM-")
+	if !isLVM {
+		if part, _, ok := strings.Cut(dev.UUID, "-LVM-"); ok && strings.HasPrefix(part, "part") {
+			return nil, fmt.Errorf("%s is %q, a partition of an LV; lvhook locks whole LVs: use /dev/VG/LV in the domain XML", show(path), dev.Name)
+		}
+		return nil, nil // multipath, dm-crypt...: not an LV
+	}
+	ids, layer, _ := strings.Cut(rest, "-")
+	if layer != "" {
+		return nil, internalLayer(path, dev.Name, layer)
+	}
+	if !lvmUUIDs(ids) {
+		return nil, unmapped(path, fmt.Sprintf("device-mapper UUID %q", dev.UUID))
+	}
+	vg, lv, ok := splitDMName(dev.Name)
+	if !ok {
+		return nil, unmapped(path, fmt.Sprintf("device-mapper name %q is not VG-LV", dev.Name))
+	}
+	ref := &lvmlock.Ref{VG: vg, LV: lv}
+	if err := checkNames(*ref); err != nil {
+		return nil, unmapped(path, err.Error())
+	}
+	return ref, nil
+}
+
+// uuidLV maps /dev/disk/by-id/dm-uuid-LVM-<ids>: through sysfs when the LV
+// is active here (the link exists), else through LVByUUID.
+func (p *Parser) uuidLV(path, ids string) (*lvmlock.Ref, error) {
+	ids, layer, _ := strings.Cut(ids, "-")
+	if layer != "" {
+		return nil, internalLayer(path, "", layer)
+	}
+	if !lvmUUIDs(ids) {
+		return nil, unmapped(path, "not lvm's VG and LV UUIDs")
+	}
+	if real, err := p.evalSymlinks(path); err == nil {
+		if sys, ok, _ := kernelDevice(real); ok {
+			if dev, err := p.readDM(sys); err == nil && dev.UUID == "LVM-"+ids {
+				return dmDeviceLV(path, dev)
+			}
+		}
+	}
+	if p.LVByUUID == nil {
+		return nil, fmt.Errorf("%s names an LV by its UUID and the LV is not active here; lvhook cannot map a UUID to a name without lvm: use /dev/VG/LV in the domain XML", show(path))
+	}
+	ref, err := p.LVByUUID(ids[:32], ids[32:])
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v; use /dev/VG/LV in the domain XML", show(path), err)
+	}
+	if err := checkNames(ref); err != nil {
+		return nil, fmt.Errorf("%s: lvm names %w", show(path), err)
+	}
+	return &ref, nil
+}
+
+// lvmUUIDs reports whether s is a VG UUID and an LV UUID as lvm writes them
+// in device-mapper UUIDs: 32 + 32 letters and digits.
+func lvmUUIDs(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+func unmapped(path, why string) error {
+	return fmt.Errorf("%s is a device-mapper device lvhook cannot map to an LV (%s); use /dev/VG/LV in the domain XML", show(path), why)
+}
+
+func internalLayer(path, name, layer string) error {
+	what := "an internal device-mapper layer of an LV"
+	if name != "" {
+		what = fmt.Sprintf("%q, %s", name, what)
+	}
+	return fmt.Errorf("%s is %s (UUID suffix %q), not an LV lvhook can lock; use /dev/VG/LV in the domain XML", show(path), what, "-"+layer)
+}
+
+// show returns s as is when it is printable and unquoted, else quoted, so
+// that a string from the XML cannot break the one-line error libvirt shows.
+func show(s string) string {
+	for _, r := range s {
+		if !unicode.IsPrint(r) || r == ' ' || r == '"' {
+			return strconv.Quote(s)
+		}
+	}
+	if s == "" {
+		return `""`
+	}
+	return s
+}
+
+func (p *Parser) evalSymlinks(path string) (string, error) {
+	if p.EvalSymlinks != nil {
+		return p.EvalSymlinks(path)
+	}
+	return filepath.EvalSymlinks(path)
+}
+
+func (p *Parser) readDM(sys string) (DMDevice, error) {
+	if p.ReadDM != nil {
+		return p.ReadDM(sys)
+	}
+	return ReadSysDM(sys)
+}
+
+// DMDevice is what sysfs says of a device-mapper device.
+type DMDevice struct {
+	Name, UUID string
+}
+
+// ErrNotDM: the block device exists and is not a device-mapper device.
+var ErrNotDM = errors.New("not a device-mapper device")
+
+// ReadSysDM reads dm/name and dm/uuid under a block device's sysfs
+// directory. It returns an fs.ErrNotExist error when there is no such
+// device and ErrNotDM when the device is not device-mapper.
+func ReadSysDM(sysDir string) (DMDevice, error) {
+	if _, err := os.Stat(sysDir); err != nil {
+		return DMDevice{}, err
+	}
+	name, err := os.ReadFile(filepath.Join(sysDir, "dm", "name"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return DMDevice{}, fmt.Errorf("%s: %w", sysDir, ErrNotDM)
+	}
+	if err != nil {
+		return DMDevice{}, err
+	}
+	uuid, err := os.ReadFile(filepath.Join(sysDir, "dm", "uuid"))
+	if err != nil {
+		return DMDevice{}, err
+	}
+	return DMDevice{Name: strings.TrimSuffix(string(name), "\n"), UUID: strings.TrimSuffix(string(uuid), "\n")}, nil
 }
 
 // Directories of /dev that hold devices other than LVs: a two-level path
@@ -177,9 +506,10 @@ var notVGDirs = map[string]bool{
 	"net": true, "pts": true, "shm": true, "hugepages": true, "mqueue": true, "cpu": true,
 }
 
-// ParseDevPath maps /dev/VG/LV and /dev/mapper/VG-LV (with "-" in names
-// doubled) to an LV. Other paths return nil: they are not LVM paths lvhook
-// can name without asking the device-mapper, which may not have the LV yet.
+// ParseDevPath maps /dev/VG/LV, /dev/mapper/VG-LV and
+// /dev/disk/by-id/dm-name-VG-LV (with "-" in names doubled) to an LV, from
+// the path alone: at a start the LV is not active yet. Other paths return
+// nil; Parser reads sysfs for the device-mapper ones.
 func ParseDevPath(path string) (*lvmlock.Ref, error) {
 	if !strings.HasPrefix(path, "/dev/") {
 		return nil, nil
@@ -188,17 +518,15 @@ func ParseDevPath(path string) (*lvmlock.Ref, error) {
 	if clean != path {
 		return nil, fmt.Errorf("source %q is not a clean path (write %s)", path, clean)
 	}
+	if name, ok := strings.CutPrefix(path, "/dev/disk/by-id/dm-name-"); ok {
+		return dmNameLV(name)
+	}
 	parts := strings.Split(strings.TrimPrefix(path, "/dev/"), "/")
 	if len(parts) != 2 {
 		return nil, nil
 	}
 	if parts[0] == "mapper" {
-		vg, lv, ok := splitDMName(parts[1])
-		if !ok {
-			return nil, nil // a dm device that is not an LV (crypt, multipath)
-		}
-		ref := &lvmlock.Ref{VG: vg, LV: lv}
-		return ref, checkNames(*ref)
+		return dmNameLV(parts[1])
 	}
 	if notVGDirs[parts[0]] {
 		return nil, nil
@@ -208,6 +536,17 @@ func ParseDevPath(path string) (*lvmlock.Ref, error) {
 		return nil, nil // not an LVM name, so not an LV
 	}
 	return ref, nil
+}
+
+// dmNameLV maps a device-mapper name VG-LV to its LV; nil for a name that
+// is no LV's (multipath, crypt, an LV's internal layer).
+func dmNameLV(name string) (*lvmlock.Ref, error) {
+	vg, lv, ok := splitDMName(name)
+	if !ok {
+		return nil, nil
+	}
+	ref := &lvmlock.Ref{VG: vg, LV: lv}
+	return ref, checkNames(*ref)
 }
 
 // splitDMName splits a device-mapper name "VG-LV", where lvm doubles every
@@ -263,29 +602,25 @@ type poolXML struct {
 	Source struct {
 		Name string `xml:"name"`
 	} `xml:"source"`
+	Target struct {
+		Path string `xml:"path"`
+	} `xml:"target"`
 }
 
-// logicalPoolVG reads POOL.xml and returns the VG of a logical pool, or "" for
-// another pool type. A pool lvhook cannot read is an error: the disk may be an
-// LV, and starting without its lock would be unsafe.
-func logicalPoolVG(dir, pool string) (string, error) {
+// readPool reads POOL.xml. A pool lvhook cannot read is an error: its
+// volumes may be LVs, and starting without their locks would be unsafe.
+func readPool(dir, pool string) (*poolXML, error) {
 	if strings.ContainsAny(pool, "/\x00") || pool == "." || pool == ".." {
-		return "", fmt.Errorf("storage pool name %q is not a file name", pool)
+		return nil, fmt.Errorf("storage pool name %q is not a file name", pool)
 	}
 	path := filepath.Join(dir, pool+".xml")
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return "", fmt.Errorf("storage pool %s: %w (lvhook reads pool definitions from %s)", pool, err, dir)
+		return nil, fmt.Errorf("storage pool %s: %w (lvhook reads pool definitions from %s)", pool, err, dir)
 	}
 	var p poolXML
 	if err := xml.Unmarshal(data, &p); err != nil {
-		return "", fmt.Errorf("storage pool %s: malformed %s: %w", pool, path, err)
+		return nil, fmt.Errorf("storage pool %s: malformed %s: %w", pool, path, err)
 	}
-	if p.Type != "logical" {
-		return "", nil
-	}
-	if p.Source.Name != "" {
-		return p.Source.Name, nil
-	}
-	return p.Name, nil // libvirt's default: the VG is named like the pool
+	return &p, nil
 }
