@@ -59,14 +59,22 @@ func (h *Hook) Run(ctx context.Context, c Call, xmlData []byte) error {
 		return err
 	}
 	dom, err := ParseDomain(xmlData, h.Config.StoragePoolDir)
+	if err == nil && dom.Name != c.Domain {
+		err = fmt.Errorf("domain XML names %q, libvirt called the hook for %q", dom.Name, c.Domain)
+	}
+	if err != nil && act == doDeactivate {
+		// A stop must not leave locks behind because its XML cannot be
+		// read now (a pool file gone, a disk form lvhook refuses): what
+		// lvhook activated is in the domain's record.
+		dom, err = h.recordedDomain(c.Domain, err)
+	}
 	if err != nil {
 		return fail(err)
 	}
-	if dom.Name != c.Domain {
-		return fail(fmt.Errorf("domain XML names %q, libvirt called the hook for %q", dom.Name, c.Domain))
-	}
 	log = log.With().Str("uuid", dom.UUID).Logger()
-	if dom.OptedOut {
+	if dom.OptedOut && act != doDeactivate {
+		// A release still undoes what lvhook activated before the
+		// domain opted out while running (deactivate reads the record).
 		log.Info().Msg("domain opted out of lvhook: nothing done")
 		return nil
 	}
@@ -107,6 +115,8 @@ type run struct {
 	// noHandover says why an incoming migration got no lock handover; a
 	// refusal of the ordinary start that follows repeats it.
 	noHandover string
+	// changes is what this call's activations changed.
+	changes []lvmlock.Change
 }
 
 // markIncoming is migrate begin on the destination. It activates nothing (an
@@ -169,10 +179,7 @@ func (r *run) activate(ctx context.Context) error {
 	}
 	// lvmlockd cannot tell two domains of the same host apart: an LV this
 	// host already holds ex for another domain would be granted again.
-	inUse, err := r.usedByOthers()
-	if err != nil {
-		return fmt.Errorf("refusing to %s %s: %w", verb, r.dom.Name, err)
-	}
+	inUse := r.usedByOthers()
 	prior := map[lvmlock.Ref]lvmlock.Mode{}
 	targets := make([]lvmlock.Target, 0, len(r.dom.Disks))
 	for _, d := range r.dom.Disks {
@@ -189,14 +196,22 @@ func (r *run) activate(ctx context.Context) error {
 		targets = append(targets, t)
 	}
 
+	// Intent first: a hook killed from here on (SIGKILL, its hard
+	// timeout) leaves a pending deactivation of these LVs that release end
+	// and the lock helper carry out, so nothing this call activates is ever
+	// left active with no record. A start that cannot write it is refused
+	// before any lock is taken.
+	if err := r.recordIntent(targets); err != nil {
+		return fmt.Errorf("refusing to %s %s: cannot record its LVs in %s: %w", verb, r.dom.Name, r.State.Dir, err)
+	}
 	activate := func() error {
-		_, err := r.lvm.Activate(ctx, lvmlock.Assume(prior), targets)
+		err := r.activateTargets(ctx, prior, targets)
 		if err != nil && lvmlock.IsVGNotFound(err) {
 			// A path that only looks like /dev/VG/LV (a dm-crypt or
 			// multipath name): drop its disks if the device exists.
 			if rest, dropped := r.dropNonLVM(err, targets); dropped {
 				targets = rest
-				_, err = r.lvm.Activate(ctx, lvmlock.Assume(prior), targets)
+				err = r.activateTargets(ctx, prior, targets)
 			}
 		}
 		return err
@@ -227,11 +242,54 @@ func (r *run) activate(ctx context.Context) error {
 		}
 	}
 	if err := r.State.Save(DomainsDir, rec); err != nil {
-		// The locks are right; only the record is lost. Release still
-		// deactivates from the XML, so log and go on.
-		r.log.Error().Err(err).Msg("cannot save domain record")
+		// Without its record a destination never returns to ex and a
+		// detached disk is never released: undo and refuse.
+		r.undo(ctx)
+		return fmt.Errorf("refusing to %s %s: cannot record its LVs in %s (%v); what this call activated was deactivated", verb, r.dom.Name, r.State.Dir, err)
+	}
+	if err := r.State.Remove(PendingDir, r.dom.UUID); err != nil {
+		r.log.Warn().Err(err).Msg("cannot remove the intent record: the lock helper will find the LVs in use and leave them")
 	}
 	return nil
+}
+
+// recordIntent saves, as the domain's pending deactivation, the LVs this
+// call is about to activate (with any the record already held).
+func (r *run) recordIntent(targets []lvmlock.Target) error {
+	rec, _, err := r.State.Load(PendingDir, r.dom.UUID)
+	if err != nil {
+		r.log.Warn().Err(err).Msg("pending record unreadable: replaced")
+	}
+	rec.Name, rec.UUID = r.dom.Name, r.dom.UUID
+	for _, t := range targets {
+		if !slices.ContainsFunc(rec.LVs, func(l RecordLV) bool { return l.Ref() == t.Ref }) {
+			rec.LVs = append(rec.LVs, RecordLV{VG: t.VG, LV: t.LV})
+		}
+	}
+	return r.State.Save(PendingDir, rec)
+}
+
+// activateTargets activates targets and remembers what it changed, for undo.
+func (r *run) activateTargets(ctx context.Context, prior map[lvmlock.Ref]lvmlock.Mode, targets []lvmlock.Target) error {
+	changes, err := r.lvm.Activate(ctx, lvmlock.Assume(prior), targets)
+	r.changes = append(r.changes, changes...)
+	return err
+}
+
+// undo deactivates what this call activated (not what it only converted),
+// within the rollback bound even when ctx has ended.
+func (r *run) undo(ctx context.Context) {
+	var off []lvmlock.Ref
+	for _, c := range r.changes {
+		if c.From == lvmlock.ModeNone && !slices.Contains(off, c.Ref) {
+			off = append(off, c.Ref)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.Config.RollbackTimeout.D())
+	defer cancel()
+	if _, err := r.lvm.Deactivate(ctx, nil, off); err != nil {
+		r.log.Error().Err(err).Msg("undo failed: the pending record makes the lock helper retry")
+	}
 }
 
 // activateAsStart activates the domain's LVs in their own modes, as a start
@@ -244,7 +302,7 @@ func (r *run) activateAsStart(ctx context.Context, targets *[]lvmlock.Target, pr
 			own = append(own, lvmlock.Target{Ref: t.Ref, Mode: d.Mode})
 		}
 	}
-	if _, err := r.lvm.Activate(ctx, lvmlock.Assume(prior), own); err != nil {
+	if err := r.activateTargets(ctx, prior, own); err != nil {
 		r.log.Info().Err(err).Msg("no peer downgraded and the LVs are held elsewhere: refused")
 		return err
 	}
@@ -388,19 +446,25 @@ func (r *run) deactivate(ctx context.Context) error {
 	if err != nil {
 		r.log.Warn().Err(err).Msg("domain record unreadable; using the XML alone")
 	}
-	refs := refsOf(r.dom.Disks)
-	for _, l := range rec.LVs {
+	var refs []lvmlock.Ref
+	if !r.dom.OptedOut {
+		refs = refsOf(r.dom.Disks)
+	}
+	pending, _, err := r.State.Load(PendingDir, r.dom.UUID)
+	if err != nil {
+		r.log.Warn().Err(err).Msg("pending record unreadable")
+	}
+	for _, l := range slices.Concat(rec.LVs, pending.LVs) {
 		if !slices.Contains(refs, l.Ref()) {
-			refs = append(refs, l.Ref()) // detached while running: no hook told us
+			// Detached while running (no hook told us), activated
+			// before the domain opted out, or a start's intent.
+			refs = append(refs, l.Ref())
 		}
 	}
 	if len(refs) == 0 {
-		return r.State.Remove(DomainsDir, r.dom.UUID)
+		return errors.Join(r.State.Remove(PendingDir, r.dom.UUID), r.State.Remove(DomainsDir, r.dom.UUID))
 	}
-	inUse, err := r.usedByOthers()
-	if err != nil {
-		return fmt.Errorf("%s stopped, but its LVs are left active: %w", r.dom.Name, err)
-	}
+	inUse := r.usedByOthers()
 	var off []lvmlock.Ref
 	for _, ref := range refs {
 		if u := inUse[ref]; u.domain != "" {
@@ -433,10 +497,12 @@ type use struct {
 
 // usedByOthers maps each LV recorded for another domain running here to
 // that domain and the mode it needs (ex wins when several use it).
-func (r *run) usedByOthers() (map[lvmlock.Ref]use, error) {
+func (r *run) usedByOthers() map[lvmlock.Ref]use {
 	recs, err := r.State.All(DomainsDir)
 	if err != nil {
-		return nil, err
+		// One unreadable or stray file must not block every start and
+		// stop on the host; lvhook check reports it.
+		r.log.Warn().Err(err).Msg("unreadable domain record skipped")
 	}
 	used := map[lvmlock.Ref]use{}
 	for _, rec := range recs {
@@ -449,7 +515,7 @@ func (r *run) usedByOthers() (map[lvmlock.Ref]use, error) {
 			}
 		}
 	}
-	return used, nil
+	return used
 }
 
 func (r *run) savePending(refs []lvmlock.Ref) {
@@ -527,4 +593,18 @@ func vgsOfRefs(refs []lvmlock.Ref) []string {
 	}
 	slices.Sort(vgs)
 	return vgs
+}
+
+// recordedDomain is the domain lvhook recorded under name, for a release
+// whose XML cannot be read; cause is why not.
+func (h *Hook) recordedDomain(name string, cause error) (*Domain, error) {
+	recs, err := h.State.All(DomainsDir)
+	for _, rec := range recs {
+		if rec.Name == name {
+			h.Log.Warn().Err(cause).Str("domain", name).Str("uuid", rec.UUID).
+				Msg("domain XML unusable at release: deactivating the LVs of lvhook's record")
+			return &Domain{Name: rec.Name, UUID: rec.UUID}, nil
+		}
+	}
+	return nil, errors.Join(fmt.Errorf("%s stopped, but its XML cannot be read and lvhook has no record of it: %w", name, cause), err)
 }

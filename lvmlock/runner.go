@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -39,7 +40,14 @@ func (r ExecRunner) Run(ctx context.Context, name string, args ...string) ([]byt
 	cmd.Stdin = nil
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: the command dies with the caller, even one killed by
+	// SIGKILL or exiting at its hard timeout, so an lvchange can never
+	// activate an LV after the hook that asked for it is gone. The kernel
+	// sends it when the creating thread exits, so the thread is kept for
+	// the command's life.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	cmd.Cancel = func() error {
 		// Kill the whole group so nothing lvm forked outlives the hook.
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)

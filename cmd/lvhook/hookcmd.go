@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
 	"syscall"
 	"time"
@@ -85,7 +86,13 @@ func runHook(argv []string, stdin io.Reader, stderr io.Writer, fromLibvirt bool)
 		os.Exit(hookFailCode(mayFail))
 	})
 	defer timer.Stop()
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.HookTimeout.D())
+	// SIGTERM, SIGINT or SIGHUP (libvirtd stopping, a tired operator)
+	// end the call like its timeout: lvm commands are killed and what they
+	// activated is rolled back, instead of an orphaned lvchange finishing
+	// after the hook is gone.
+	sigCtx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer stop()
+	ctx, cancel := context.WithTimeout(sigCtx, cfg.HookTimeout.D())
 	defer cancel()
 
 	xmlData, err := hook.ReadXML(stdin)
