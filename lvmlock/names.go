@@ -3,6 +3,8 @@ package lvmlock
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
+	"strings"
 )
 
 // lvm reads its command lines with getopt, which takes any argument that
@@ -35,13 +37,13 @@ func ValidName(s string) bool {
 
 // NameError is a name refused before any command ran.
 type NameError struct {
-	// What the name names: "volume group", "logical volume", ...
+	// What the name is: "volume group name", "lease device path", ...
 	What string
 	Name string
 }
 
 func (e *NameError) Error() string {
-	return fmt.Sprintf("%q is not a valid %s name", e.Name, e.What)
+	return fmt.Sprintf("%q is not a valid %s", e.Name, e.What)
 }
 
 // IsInvalidName reports whether err is, or wraps, a *NameError.
@@ -53,7 +55,7 @@ func IsInvalidName(err error) bool {
 // ValidVG returns a *NameError unless vg passes ValidName.
 func ValidVG(vg string) error {
 	if !ValidName(vg) {
-		return &NameError{What: "volume group", Name: vg}
+		return &NameError{What: "volume group name", Name: vg}
 	}
 	return nil
 }
@@ -64,7 +66,37 @@ func ValidRef(r Ref) error {
 		return err
 	}
 	if !ValidName(r.LV) {
-		return &NameError{What: "logical volume", Name: r.LV}
+		return &NameError{What: "logical volume name", Name: r.LV}
+	}
+	return nil
+}
+
+// sanlock's command line parser (main.c, read_command_line) knows no "--":
+// it takes the value of -s and the path of `direct dump` as they come, and
+// splits a lockspace at ':'. What lvmlock gives it is checked instead.
+
+// maxSanlockNameLen is sanlock's SANLK_NAME_LEN (no terminating NUL).
+const maxSanlockNameLen = 48
+
+// validLockspace returns a *NameError unless name is a sanlock lockspace name
+// lvmlockd makes: lvm_<VG name>, within sanlock's length.
+func validLockspace(name string) error {
+	if len(name) > maxSanlockNameLen || !ValidName(name) {
+		return &NameError{What: "sanlock lockspace name", Name: name}
+	}
+	return nil
+}
+
+// validLeasePath returns a *NameError unless path is an absolute, clean
+// device path of printable characters without spaces: the lvmlock LV as
+// sanlock reports it.
+func validLeasePath(path string) error {
+	ok := strings.HasPrefix(path, "/") && filepath.Clean(path) == path
+	for _, c := range []byte(path) {
+		ok = ok && c > ' ' && c < 0x7f
+	}
+	if !ok {
+		return &NameError{What: "lease device path", Name: path}
 	}
 	return nil
 }
