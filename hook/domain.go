@@ -571,30 +571,9 @@ func splitDMName(name string) (vg, lv string, ok bool) {
 	return strings.ReplaceAll(name[:sep], "--", "-"), strings.ReplaceAll(name[sep+1:], "--", "-"), true
 }
 
-// checkNames applies lvm's rules for VG and LV names (lvm(8), VALID NAMES).
-func checkNames(r lvmlock.Ref) error {
-	if !validName(r.VG) {
-		return fmt.Errorf("%q is not a valid volume group name", r.VG)
-	}
-	if !validName(r.LV) {
-		return fmt.Errorf("%q is not a valid logical volume name", r.LV)
-	}
-	return nil
-}
-
-func validName(s string) bool {
-	if s == "" || len(s) > 127 || s[0] == '-' || s == "." || s == ".." {
-		return false
-	}
-	for _, c := range []byte(s) {
-		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-			c == '+' || c == '_' || c == '.' || c == '-'
-		if !ok {
-			return false
-		}
-	}
-	return true
-}
+// checkNames applies lvm's rules for VG and LV names (lvm(8), VALID NAMES),
+// the same rule lvmlock applies to every name it puts on a command line.
+func checkNames(r lvmlock.Ref) error { return lvmlock.ValidRef(r) }
 
 type poolXML struct {
 	Type   string `xml:"type,attr"`

@@ -13,6 +13,9 @@ import (
 // is progress, while a rollback would drop LVs it just made ex back to sh.
 // It returns the changes known done and the failures joined.
 func (c *Client) Convert(ctx context.Context, st *State, targets []Target) ([]Change, error) {
+	if err := validRefs(targets); err != nil {
+		return nil, err
+	}
 	var active []Target
 	for _, t := range targets {
 		if st.Mode(t.Ref) != ModeNone {

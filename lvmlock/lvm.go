@@ -12,7 +12,8 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// Client runs lvm and lvmlockctl through a Runner.
+// Client runs lvm and lvmlockctl through a Runner. Every method refuses a VG
+// or LV name that ValidName refuses with a *NameError, before it runs anything.
 type Client struct {
 	Runner Runner
 	// DryRun logs the lvchange calls that would change a lock and runs none;
@@ -102,7 +103,13 @@ func (c *Client) run(ctx context.Context, args ...string) ([]byte, error) {
 // LVs lists the LVs of vgs (all VGs when empty) in one lvs call. VGs lvm does
 // not know are returned in missing; the rows of the others are still returned.
 func (c *Client) LVs(ctx context.Context, vgs ...string) (lvs []LV, missing []string, err error) {
-	args := append([]string{"lvs", "--reportformat", "json", "--options", lvsFields}, vgs...)
+	for _, vg := range vgs {
+		if err := ValidVG(vg); err != nil {
+			return nil, nil, err
+		}
+	}
+	// "--": a name is never an option to lvm (see ValidName).
+	args := append([]string{"lvs", "--reportformat", "json", "--options", lvsFields, "--"}, vgs...)
 	out, runErr := c.run(ctx, args...)
 	lvs, parseErr := ParseLVs(out)
 	if runErr != nil {
@@ -130,6 +137,7 @@ func (c *Client) LVs(ctx context.Context, vgs ...string) (lvs []LV, missing []st
 func (c *Client) Locks(ctx context.Context) (Locks, error) {
 	delay := 20 * time.Millisecond
 	for attempt := 0; ; attempt++ {
+		// No operand: nothing to end options for.
 		out, err := c.run(ctx, "lvmlockctl", "--info")
 		if err == nil {
 			return ParseLockctl(out), nil
@@ -180,6 +188,10 @@ func (c *Client) State(ctx context.Context, modes bool, vgs ...string) (*State, 
 // back exactly what this call changed, using st as the state before, and
 // returns the failure. On success it returns the changes made.
 func (c *Client) Activate(ctx context.Context, st *State, targets []Target) ([]Change, error) {
+	// Checked before the first batch: a refusal halfway would need a rollback.
+	if err := validRefs(targets); err != nil {
+		return nil, err
+	}
 	var done []Change
 	for _, batch := range batches(st, targets) {
 		start := time.Now()
@@ -205,6 +217,9 @@ func (c *Client) Activate(ctx context.Context, st *State, targets []Target) ([]C
 // otherwise only the active ones. Nothing is rolled back: an LV that could
 // not be deactivated is named in the *Error.
 func (c *Client) Deactivate(ctx context.Context, st *State, refs []Ref) ([]Change, error) {
+	if err := validRefs(refs); err != nil {
+		return nil, err
+	}
 	if st == nil {
 		st = &State{NoModes: true, assumed: map[Ref]Mode{}}
 		for _, r := range refs {
@@ -259,6 +274,14 @@ func onlyNotFound(e *Error) bool {
 const SharedOnly = "vg_shared=1"
 
 func (c *Client) lvchange(ctx context.Context, flag string, refs []Ref) error {
+	// The callers checked already; this is the last point before lvm.
+	// lvchange takes "--" like lvs, but the lock model of the migration
+	// tests (migration/sim_test.go, checkRunner) reads every argument after
+	// the --select pair as an LV; until it skips "--", the names checked here
+	// are what keeps them from being read as options.
+	if err := validRefs(refs); err != nil {
+		return err
+	}
 	args := []string{"lvchange", flag, "--select", SharedOnly}
 	for _, r := range refs {
 		args = append(args, r.String())

@@ -54,7 +54,7 @@ func TestActivateBatchesPerVGAndMode(t *testing.T) {
 	if _, err := cl.Activate(context.Background(), state(t, cl, "vg0"), []lvmlock.Target{{Ref: ref("vg0", "a"), Mode: lvmlock.ModeEx}}); err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]string{"lvs --reportformat json --options vg_name,lv_name,lv_uuid,vg_lock_type,segtype,lv_attr,lv_active_locally,lv_lockargs vg0", "lvmlockctl --info"}, c.Calls(1)); diff != "" {
+	if diff := cmp.Diff([]string{"lvs --reportformat json --options vg_name,lv_name,lv_uuid,vg_lock_type,segtype,lv_attr,lv_active_locally,lv_lockargs -- vg0", "lvmlockctl --info"}, c.Calls(1)); diff != "" {
 		t.Errorf("calls for an LV already ex (-want +got):\n%s", diff)
 	}
 }

@@ -318,6 +318,9 @@ func (s Sanlock) Lockspaces(ctx context.Context) (map[string]SanlockLockspace, e
 
 // Hosts returns the hosts of a lockspace this host has joined, by host_id.
 func (s Sanlock) Hosts(ctx context.Context, lockspace string) (map[int]SanlockHost, error) {
+	if err := validLockspace(lockspace); err != nil {
+		return nil, err
+	}
 	out, err := s.run(ctx, "client", "host_status", "-s", lockspace, "-D")
 	if err != nil {
 		return nil, err
@@ -353,6 +356,9 @@ func (s Sanlock) Leases(ctx context.Context, ls SanlockLockspace, lvs []LV) (map
 	}
 	if len(offsets) == 0 {
 		return map[string][]Lease{}, nil
+	}
+	if err := validLeasePath(ls.Path); err != nil {
+		return nil, err
 	}
 	lo, hi := slices.Min(offsets), slices.Max(offsets)
 	path := strings.ReplaceAll(ls.Path, ":", `\:`)

@@ -46,6 +46,10 @@ type Hold struct {
 // only reads, so it takes no host lock.
 func (h *Helper) Holds(ctx context.Context, req HoldersRequest) HoldersAnswer {
 	ans := HoldersAnswer{Host: h.Host, Holds: []Hold{}}
+	if err := req.check(); err != nil {
+		ans.Error = "malformed request: " + err.Error()
+		return ans
+	}
 	var refs []lvmlock.Ref
 	for _, l := range req.LVs {
 		refs = append(refs, lvmlock.Ref{VG: l.VG, LV: l.LV})
@@ -89,6 +93,9 @@ func (t *HTTPSTransport) AskHolders(ctx context.Context, peer hook.Peer, req Hol
 	defer resp.Body.Close()
 	var ans HoldersAnswer
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxBody)).Decode(&ans); err != nil || resp.StatusCode != http.StatusOK {
+		if ans.Error != "" {
+			return HoldersAnswer{}, fmt.Errorf("answered HTTP %d: %s", resp.StatusCode, ans.Error)
+		}
 		return HoldersAnswer{}, fmt.Errorf("answered HTTP %d without holders", resp.StatusCode)
 	}
 	if ans.Error != "" {

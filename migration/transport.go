@@ -262,7 +262,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var req Request
 	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	err := dec.Decode(&req)
+	if err == nil {
+		err = req.check()
+	}
+	if err != nil {
 		log.Warn().Err(err).Msg("request refused: malformed")
 		answer(http.StatusBadRequest, Answer{Reason: "malformed request: " + err.Error()})
 		return
@@ -296,10 +300,14 @@ func (s *Server) holders(w http.ResponseWriter, r *http.Request, log zerolog.Log
 	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
 	dec.DisallowUnknownFields()
 	w.Header().Set("Content-Type", "application/json")
-	if err := dec.Decode(&req); err != nil || len(req.LVs) > 4096 {
+	err := dec.Decode(&req)
+	if err == nil {
+		err = req.check()
+	}
+	if err != nil {
 		log.Warn().Err(err).Msg("holders request refused: malformed")
 		w.WriteHeader(http.StatusBadRequest)
-		_ = json.NewEncoder(w).Encode(HoldersAnswer{Error: "malformed request"})
+		_ = json.NewEncoder(w).Encode(HoldersAnswer{Error: "malformed request: " + err.Error()})
 		return
 	}
 	wait := s.MaxWait

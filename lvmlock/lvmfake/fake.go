@@ -191,7 +191,11 @@ func (h *Host) Run(ctx context.Context, name string, args ...string) ([]byte, []
 func (h *Host) lvs(args []string, out, errOut *strings.Builder) bool {
 	var vgs []string
 	for i := 0; i < len(args); i++ {
-		if strings.HasPrefix(args[i], "--") {
+		if args[i] == "--" {
+			vgs = append(vgs, args[i+1:]...)
+			break
+		}
+		if strings.HasPrefix(args[i], "-") {
 			i++ // every lvs option lvhook uses takes a value
 			continue
 		}
@@ -282,9 +286,14 @@ func (h *Host) lvchange(args []string, errOut *strings.Builder) bool {
 	}
 	failed := false
 	sharedOnly := false
+	names := false // after "--"
 	for i := 1; i < len(args); i++ {
 		arg := args[i]
-		if arg == "--select" && i+1 < len(args) {
+		if arg == "--" && !names {
+			names = true
+			continue
+		}
+		if arg == "--select" && i+1 < len(args) && !names {
 			if args[i+1] != lvmlock.SharedOnly {
 				fmt.Fprintf(errOut, "  fake does not model --select %s\n", args[i+1])
 				return true

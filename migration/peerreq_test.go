@@ -1,0 +1,134 @@
+package migration
+
+import (
+	"context"
+	"crypto/x509"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/lvhook/lvhook/hook"
+	"github.com/lvhook/lvhook/lvmlock"
+)
+
+// post sends body to path on the peer server at addr as the holder of cr,
+// and returns the status and the answer.
+func post(t *testing.T, addr string, cr *Credentials, path, body string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS(cr, "kvm1"), DisableKeepAlives: true}}
+	resp, err := client.Do(hreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	ans, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(ans)
+}
+
+// TestServerRefusesInvalidNames: a peer's VG, LV, UUID or domain name that
+// is not one lvm or libvirt would use is refused with 400, and nothing runs:
+// no lvm command, no libvirt call (rule 5 of the invariant).
+func TestServerRefusesInvalidNames(t *testing.T) {
+	const cronConfig = `--config=log{file=\"/etc/cron.d/x\" overwrite=1 level=7}`
+	tests := []struct {
+		name, path, body string
+	}{
+		{"holders: VG as lvm --config", HoldersPath, `{"lvs":[{"vg":"` + cronConfig + `","lv":"a"}],"timeout_ms":1000}`},
+		{"holders: VG as -an", HoldersPath, `{"lvs":[{"vg":"vg0","lv":"a"},{"vg":"-an","lv":"a"}],"timeout_ms":1000}`},
+		{"holders: LV with a newline", HoldersPath, `{"lvs":[{"vg":"vg0","lv":"a\n--config=x"}],"timeout_ms":1000}`},
+		{"holders: LV ..", HoldersPath, `{"lvs":[{"vg":"vg0","lv":".."}],"timeout_ms":1000}`},
+		{"holders: LV with a /", HoldersPath, `{"lvs":[{"vg":"vg0","lv":"../../etc"}],"timeout_ms":1000}`},
+		{"holders: empty VG", HoldersPath, `{"lvs":[{"vg":"","lv":"a"}],"timeout_ms":1000}`},
+		{"downgrade: VG as -an", DowngradePath, `{"domain":"vm1","uuid":"` + uuid1 + `","lvs":[{"vg":"-an","lv":"a"}],"timeout_ms":1000}`},
+		{"downgrade: LV as lvm --config", DowngradePath, `{"domain":"vm1","uuid":"` + uuid1 + `","lvs":[{"vg":"vg0","lv":"` + cronConfig + `"}],"timeout_ms":1000}`},
+		{"downgrade: LV ..", DowngradePath, `{"domain":"vm1","uuid":"` + uuid1 + `","lvs":[{"vg":"vg0","lv":".."}],"timeout_ms":1000}`},
+		{"downgrade: UUID as -an", DowngradePath, `{"domain":"vm1","uuid":"-an","lvs":[{"vg":"vg0","lv":"a"}],"timeout_ms":1000}`},
+		{"downgrade: UUID with a newline", DowngradePath, `{"domain":"vm1","uuid":"` + uuid1 + `\n--config=x","lvs":[{"vg":"vg0","lv":"a"}],"timeout_ms":1000}`},
+		{"downgrade: UUID with dashes out of place", DowngradePath, `{"domain":"vm1","uuid":"--` + strings.ReplaceAll(uuid1, "-", "") + `","lvs":[{"vg":"vg0","lv":"a"}],"timeout_ms":1000}`},
+		{"downgrade: UUID ..", DowngradePath, `{"domain":"vm1","uuid":"..","lvs":[{"vg":"vg0","lv":"a"}],"timeout_ms":1000}`},
+		{"downgrade: domain name with a newline", DowngradePath, `{"domain":"vm1\n--config=x","uuid":"` + uuid1 + `","lvs":[{"vg":"vg0","lv":"a"}],"timeout_ms":1000}`},
+		{"downgrade: domain name with a /", DowngradePath, `{"domain":"../vm1","uuid":"` + uuid1 + `","lvs":[{"vg":"vg0","lv":"a"}],"timeout_ms":1000}`},
+		{"downgrade: no LV", DowngradePath, `{"domain":"vm1","uuid":"` + uuid1 + `","lvs":[],"timeout_ms":1000}`},
+	}
+	ca := newPKI(t, "cluster CA")
+	peers := []hook.Peer{{Name: "kvm1"}, {Name: "kvm2"}}
+	server := ca.issue("kvm1", x509.ExtKeyUsageServerAuth, false)
+	client := ca.issue("kvm2", x509.ExtKeyUsageClientAuth, false)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newTestCluster(t, 2)
+			src := c.hosts[0]
+			src.lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a")
+			c.hold(1, "a", lvmlock.ModeEx)
+			addr := serve(t, src, server, peers, zerolog.Nop())
+			c.lvm.ResetCalls()
+			src.lv.mu.Lock()
+			src.lv.calls = 0
+			src.lv.mu.Unlock()
+
+			code, ans := post(t, addr, client, tc.path, tc.body)
+			if code != http.StatusBadRequest {
+				t.Errorf("POST %s = %d %s, want 400", tc.path, code, ans)
+			}
+			if calls := c.lvm.Calls(1); len(calls) != 0 {
+				t.Errorf("lvm ran %q, want nothing run", calls)
+			}
+			src.lv.mu.Lock()
+			if src.lv.calls != 0 {
+				t.Errorf("libvirt asked %d times, want never", src.lv.calls)
+			}
+			src.lv.mu.Unlock()
+		})
+	}
+}
+
+// TestRequestCheck: the names real domains have pass.
+func TestRequestCheck(t *testing.T) {
+	lvs := []LVRef{{VG: "vg0", LV: "vm1-disk_0.img"}}
+	tests := []struct {
+		req  Request
+		want string // error, "" when accepted
+	}{
+		{Request{Domain: "vm1", UUID: uuid1, LVs: lvs}, ""},
+		{Request{Domain: "Web server (été) #2", UUID: strings.ToUpper(uuid1), LVs: lvs}, ""},
+		{Request{Domain: strings.Repeat("v", 251), UUID: uuid1, LVs: lvs}, ""},
+		{Request{Domain: strings.Repeat("v", 252), UUID: uuid1, LVs: lvs}, `"` + strings.Repeat("v", 252) + `" is not a domain name`},
+		{Request{Domain: "vm\t1", UUID: uuid1, LVs: lvs}, `"vm\t1" is not a domain name`},
+		{Request{Domain: "vm1", UUID: strings.ReplaceAll(uuid1, "-", ""), LVs: lvs}, `"` + strings.ReplaceAll(uuid1, "-", "") + `" is not a domain UUID`},
+		{Request{Domain: "vm1", UUID: uuid1, LVs: make([]LVRef, 1025)}, "1025 LVs, not 1 to 1024"},
+		{Request{Domain: "vm1", UUID: uuid1, LVs: []LVRef{{VG: "vg0", LV: "-an"}}}, `"-an" is not a valid logical volume name`},
+	}
+	for _, tc := range tests {
+		got := ""
+		if err := tc.req.check(); err != nil {
+			got = err.Error()
+		}
+		if got != tc.want {
+			t.Errorf("check(%.60q) = %q, want %q", tc.req.Domain+" "+tc.req.UUID, got, tc.want)
+		}
+	}
+}
+
+// TestHoldsRefusesInvalidNames: the helper itself, whoever calls it, runs
+// nothing for a bad name.
+func TestHoldsRefusesInvalidNames(t *testing.T) {
+	c := newTestCluster(t, 1)
+	c.lvm.ResetCalls()
+	ans := c.hosts[0].helper.Holds(context.Background(), HoldersRequest{LVs: []LVRef{{VG: "--config=x", LV: "a"}}})
+	if !strings.Contains(ans.Error, `"--config=x" is not a valid volume group name`) {
+		t.Errorf("Holds() error = %q, want the VG name refused", ans.Error)
+	}
+	if calls := c.lvm.Calls(1); len(calls) != 0 {
+		t.Errorf("lvm ran %q, want nothing run", calls)
+	}
+}
