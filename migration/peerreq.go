@@ -26,13 +26,20 @@ const (
 // ".xml") cannot run.
 const maxDomainName = 251
 
-// check applies the peer channel's rules to a downgrade request.
-func (r Request) check() error {
+// check applies the peer channel's rules to a reservation (no LVs) or a
+// downgrade request (the LVs to hand over), by its path.
+func (r Request) check(path string) error {
 	if err := checkDomainName(r.Domain); err != nil {
 		return err
 	}
 	if err := checkUUID(r.UUID); err != nil {
 		return err
+	}
+	if path == ReservePath {
+		if len(r.LVs) != 0 {
+			return fmt.Errorf("a reservation names no LVs, this one %d", len(r.LVs))
+		}
+		return nil
 	}
 	if len(r.LVs) == 0 || len(r.LVs) > maxDowngradeLVs {
 		return fmt.Errorf("%d LVs, not 1 to %d", len(r.LVs), maxDowngradeLVs)

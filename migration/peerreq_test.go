@@ -1,6 +1,7 @@
 package migration
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"io"
@@ -98,19 +99,23 @@ func TestRequestCheck(t *testing.T) {
 	tests := []struct {
 		req  Request
 		want string // error, "" when accepted
+		path string // DowngradePath when empty
 	}{
-		{Request{Domain: "vm1", UUID: uuid1, LVs: lvs}, ""},
-		{Request{Domain: "Web server (été) #2", UUID: strings.ToUpper(uuid1), LVs: lvs}, ""},
-		{Request{Domain: strings.Repeat("v", 251), UUID: uuid1, LVs: lvs}, ""},
-		{Request{Domain: strings.Repeat("v", 252), UUID: uuid1, LVs: lvs}, `"` + strings.Repeat("v", 252) + `" is not a domain name`},
-		{Request{Domain: "vm\t1", UUID: uuid1, LVs: lvs}, `"vm\t1" is not a domain name`},
-		{Request{Domain: "vm1", UUID: strings.ReplaceAll(uuid1, "-", ""), LVs: lvs}, `"` + strings.ReplaceAll(uuid1, "-", "") + `" is not a domain UUID`},
-		{Request{Domain: "vm1", UUID: uuid1, LVs: make([]LVRef, 1025)}, "1025 LVs, not 1 to 1024"},
-		{Request{Domain: "vm1", UUID: uuid1, LVs: []LVRef{{VG: "vg0", LV: "-an"}}}, `"-an" is not a valid logical volume name`},
+		{Request{Domain: "vm1", UUID: uuid1, LVs: lvs}, "", ""},
+		{Request{Domain: "Web server (été) #2", UUID: strings.ToUpper(uuid1), LVs: lvs}, "", ""},
+		{Request{Domain: strings.Repeat("v", 251), UUID: uuid1, LVs: lvs}, "", ""},
+		{Request{Domain: strings.Repeat("v", 252), UUID: uuid1, LVs: lvs}, `"` + strings.Repeat("v", 252) + `" is not a domain name`, ""},
+		{Request{Domain: "vm\t1", UUID: uuid1, LVs: lvs}, `"vm\t1" is not a domain name`, ""},
+		{Request{Domain: "vm1", UUID: strings.ReplaceAll(uuid1, "-", ""), LVs: lvs}, `"` + strings.ReplaceAll(uuid1, "-", "") + `" is not a domain UUID`, ""},
+		{Request{Domain: "vm1", UUID: uuid1, LVs: make([]LVRef, 1025)}, "1025 LVs, not 1 to 1024", ""},
+		{Request{Domain: "vm1", UUID: uuid1, LVs: []LVRef{{VG: "vg0", LV: "-an"}}}, `"-an" is not a valid logical volume name`, ""},
+		{Request{Domain: "vm1", UUID: "../../etc/passwd"}, `"../../etc/passwd" is not a domain UUID`, ReservePath},
+		{Request{Domain: "vm1", UUID: uuid1}, "", ReservePath},
+		{Request{Domain: "vm1", UUID: uuid1, LVs: lvs}, "a reservation names no LVs, this one 1", ReservePath},
 	}
 	for _, tc := range tests {
 		got := ""
-		if err := tc.req.check(); err != nil {
+		if err := tc.req.check(cmp.Or(tc.path, DowngradePath)); err != nil {
 			got = err.Error()
 		}
 		if got != tc.want {

@@ -264,7 +264,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	dec.DisallowUnknownFields()
 	err := dec.Decode(&req)
 	if err == nil {
-		err = req.check()
+		err = req.check(r.URL.Path)
 	}
 	if err != nil {
 		log.Warn().Err(err).Msg("request refused: malformed")
