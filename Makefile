@@ -16,10 +16,13 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/lvhook ./cmd/lvhook
 
-# Unit tests: no root, no network, no lvm.
+# Unit tests: no root, no network, no lvm. The hook and the lock helper run
+# goroutines against each other (handover fan-out, the model test): they run
+# again under the race detector, the model with its short seed set.
 test:
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
+	$(GO) test -race -short -count=1 ./hook/ ./migration/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...

@@ -84,6 +84,12 @@ func (h *Hook) Run(ctx context.Context, c Call, xmlData []byte) error {
 
 	unlock, err := h.State.Lock(ctx)
 	if err != nil {
+		if act == doDeactivate {
+			// Stopped, but the host lock stayed busy (a mass shutdown)
+			// or the call was cancelled: leave the LVs to the lock
+			// helper rather than active with nothing to retry.
+			r.leavePending()
+		}
 		return fail(fmt.Errorf("%s: %w", dom.Name, err))
 	}
 	defer unlock()
@@ -516,6 +522,31 @@ func (r *run) usedByOthers() map[lvmlock.Ref]use {
 		}
 	}
 	return used
+}
+
+// leavePending hands every LV of the stopped domain (its XML's, its
+// record's, a start's intent) to the lock helper as a pending deactivation,
+// without the host lock: a file replaced by rename. libvirt runs no other
+// hook of this domain meanwhile.
+func (r *run) leavePending() {
+	var refs []lvmlock.Ref
+	if !r.dom.OptedOut {
+		refs = refsOf(r.dom.Disks)
+	}
+	for _, dir := range []string{DomainsDir, PendingDir} {
+		rec, _, err := r.State.Load(dir, r.dom.UUID)
+		if err != nil {
+			r.log.Warn().Err(err).Str("dir", dir).Msg("record unreadable")
+		}
+		for _, l := range rec.LVs {
+			if !slices.Contains(refs, l.Ref()) {
+				refs = append(refs, l.Ref())
+			}
+		}
+	}
+	if len(refs) > 0 {
+		r.savePending(refs)
+	}
 }
 
 func (r *run) savePending(refs []lvmlock.Ref) {

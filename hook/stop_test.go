@@ -149,3 +149,38 @@ func TestIntentRecordedBeforeActivation(t *testing.T) {
 	}
 	c.wantModes("end", "vg0", held(1, lvmlock.ModeEx), vm1LVs...)
 }
+
+// TestReleaseWithoutTheHostLock: a release that cannot take the host lock
+// before its deadline (a mass shutdown, a signal) leaves its LVs as a
+// pending deactivation for the lock helper, and no record that would make
+// the lock helper take them for a running domain's (found by review).
+func TestReleaseWithoutTheHostLock(t *testing.T) {
+	c := newCluster(t)
+	c.start(1)
+	h := c.hosts[1]
+	unlock, err := h.State.Lock(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err = h.Run(ctx, Call{Domain: "vm1", Op: "release", SubOp: "end", Extra: "-"}, readDomain(t, "block-three.xml"))
+	if err == nil {
+		t.Fatal("release without the host lock reported success")
+	}
+	rec, ok, err := h.State.Load(PendingDir, vm1UUID)
+	if err != nil || !ok {
+		t.Fatalf("no pending record: %v", err)
+	}
+	var got []string
+	for _, l := range rec.LVs {
+		got = append(got, l.LV)
+	}
+	if strings.Join(got, " ") != strings.Join(vm1LVs, " ") {
+		t.Errorf("pending LVs = %v, want %v", got, vm1LVs)
+	}
+	if _, ok, _ := h.State.Load(DomainsDir, vm1UUID); ok {
+		t.Errorf("domain record left: the lock helper would take the LVs as in use")
+	}
+}

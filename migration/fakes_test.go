@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,8 +34,12 @@ type fakeDom struct {
 	state   DomainState
 	job     Job
 	xml     string
-	offline bool // its migration job is an offline one
+	offline bool   // its migration job is an offline one
+	started uint64 // its job's start, as libvirt's status file has it
 }
+
+// jobs numbers the fake's jobs: each one started is a new one.
+var jobs atomic.Uint64
 
 func newFakeLibvirt() *fakeLibvirt {
 	return &fakeLibvirt{doms: map[string]*fakeDom{}, events: make(chan Event, 16), gone: make(chan struct{})}
@@ -45,7 +50,8 @@ func newFakeLibvirt() *fakeLibvirt {
 func (f *fakeLibvirt) run(name, uuid string, state DomainState, job JobKind, devs ...string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.doms[uuid] = &fakeDom{name: name, state: state, job: Job{Kind: job, Elapsed: 3 * time.Second}, xml: domainXML(name, uuid, devs...)}
+	f.doms[uuid] = &fakeDom{name: name, state: state, job: Job{Kind: job, Elapsed: 3 * time.Second}, xml: domainXML(name, uuid, devs...),
+		started: jobs.Add(1)}
 }
 
 func (f *fakeLibvirt) stop(uuid string) {
@@ -64,9 +70,9 @@ func (f *fakeLibvirt) jobFlags(name string) (JobFlags, error) {
 		case d.job.Kind != JobMigrationOut:
 			return JobFlags{Async: "none"}, nil
 		case d.offline:
-			return JobFlags{Async: asyncMigrationOut, Flags: migrateOffline | 0x8}, nil // offline|persist_dest
+			return JobFlags{Async: asyncMigrationOut, Flags: migrateOffline | 0x8, Started: d.started}, nil // offline|persist_dest
 		default:
-			return JobFlags{Async: asyncMigrationOut, Flags: 0x1 | 0x2}, nil // live|peer2peer
+			return JobFlags{Async: asyncMigrationOut, Flags: 0x1 | 0x2, Started: d.started}, nil // live|peer2peer
 		}
 	}
 	return JobFlags{}, errors.New("libvirt's status file: no such file or directory")
@@ -76,6 +82,7 @@ func (f *fakeLibvirt) setJob(uuid string, job JobKind) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.doms[uuid].job.Kind = job
+	f.doms[uuid].started = jobs.Add(1)
 }
 
 func domainXML(name, uuid string, devs ...string) string {

@@ -181,7 +181,7 @@ func (h *Helper) Downgrade(ctx context.Context, peer string, req Request) (ans A
 			needs[ref] = dom.Disks[i].Mode
 		}
 	}
-	if ok, why := h.reservedFor(req.UUID, dom.Name, peer, jobStart); !ok {
+	if ok, why := h.reservedFor(req.UUID, dom.Name, peer); !ok {
 		return refuse("%s", why)
 	}
 	h.mu.Lock()

@@ -24,6 +24,9 @@ const asyncMigrationOut = "migration out"
 type JobFlags struct {
 	Async string
 	Flags uint64
+	// Started is the job's start in milliseconds since the epoch: it tells
+	// one job from the next exactly.
+	Started uint64
 }
 
 // Offline tells a migration job started with --offline: the source's guest
@@ -48,8 +51,9 @@ func readJobFlags(dir, name string) (JobFlags, error) {
 	var st struct {
 		XMLName xml.Name `xml:"domstatus"`
 		Jobs    []struct {
-			Async string `xml:"async,attr"`
-			Flags string `xml:"flags,attr"`
+			Async   string `xml:"async,attr"`
+			Flags   string `xml:"flags,attr"`
+			Started string `xml:"asyncStarted,attr"`
 		} `xml:"job"`
 	}
 	if err := xml.Unmarshal(data, &st); err != nil {
@@ -59,9 +63,15 @@ func readJobFlags(dir, name string) (JobFlags, error) {
 		return JobFlags{Async: "none"}, nil
 	}
 	j := JobFlags{Async: st.Jobs[0].Async}
-	if f := st.Jobs[0].Flags; f != "" {
-		if j.Flags, err = strconv.ParseUint(f, 0, 64); err != nil {
-			return JobFlags{}, fmt.Errorf("libvirt's status file %s: job flags %q: %w", filepath.Join(dir, name+".xml"), f, err)
+	for _, f := range []struct {
+		attr, val string
+		to        *uint64
+	}{{"flags", st.Jobs[0].Flags, &j.Flags}, {"asyncStarted", st.Jobs[0].Started, &j.Started}} {
+		if f.val == "" {
+			continue
+		}
+		if *f.to, err = strconv.ParseUint(f.val, 0, 64); err != nil {
+			return JobFlags{}, fmt.Errorf("libvirt's status file %s: job %s %q: %w", filepath.Join(dir, name+".xml"), f.attr, f.val, err)
 		}
 	}
 	return j, nil

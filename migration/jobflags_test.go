@@ -33,8 +33,8 @@ func TestReadJobFlags(t *testing.T) {
 		offline bool
 		err     string
 	}{
-		{name: "live", want: JobFlags{Async: asyncMigrationOut, Flags: 0x3}},
-		{name: "offline", want: JobFlags{Async: asyncMigrationOut, Flags: 0x408}, offline: true},
+		{name: "live", want: JobFlags{Async: asyncMigrationOut, Flags: 0x3, Started: 1764612345678}},
+		{name: "offline", want: JobFlags{Async: asyncMigrationOut, Flags: 0x408, Started: 1764612345678}, offline: true},
 		{name: "idle", want: JobFlags{Async: "none"}},
 		{name: "bad", err: `job flags "zz"`},
 		{name: "missing", err: "no such file"},

@@ -11,6 +11,9 @@ import (
 type reservation struct {
 	peer     string
 	jobStart time.Time
+	// job is libvirt's own start of the job (asyncStarted, in ms): exact,
+	// where jobStart, computed from the elapsed time, is not.
+	job uint64
 	// contested: another peer asked to reserve the same job. Only one host
 	// can be its destination and the source cannot tell which, so
 	// neither gets the handover and the migration is refused.
@@ -60,14 +63,9 @@ func (h *Helper) Reserve(ctx context.Context, peer string, req Request) (ans Ans
 	if err != nil {
 		return refuse("%v", err)
 	}
-	flags, err := h.jobFlags(dom.Name)
-	switch {
-	case err != nil:
-		return refuse("cannot tell whether the migration of %s on %s is live: %v", dom.Name, h.Host, err)
-	case flags.Async != asyncMigrationOut:
-		return refuse("libvirt on %s records no outgoing migration job of %s (job: %s)", h.Host, dom.Name, flags.Async)
-	case flags.Offline():
-		return refuse("the migration of %s from %s is offline (--offline): the domain keeps running on %s, nothing to hand over", dom.Name, h.Host, h.Host)
+	flags, why := h.liveJob(dom.Name)
+	if why != "" {
+		return refuse("%s", why)
 	}
 	if job.Elapsed <= 0 {
 		// Without its start the job cannot be told from the next one.
@@ -76,7 +74,7 @@ func (h *Helper) Reserve(ctx context.Context, peer string, req Request) (ans Ans
 	jobStart := h.now().Add(-job.Elapsed)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if r, ok := h.reservations[req.UUID]; ok && sameJob(r.jobStart, jobStart) && (r.contested || r.peer != peer) {
+	if r, ok := h.reservations[req.UUID]; ok && r.job == flags.Started && (r.contested || r.peer != peer) {
 		r.contested = true
 		h.reservations[req.UUID] = r
 		return refuse("%s and %s both asked for the handover of %s's migration job: neither gets it", r.peer, peer, dom.Name)
@@ -84,7 +82,7 @@ func (h *Helper) Reserve(ctx context.Context, peer string, req Request) (ans Ans
 	if h.reservations == nil {
 		h.reservations = map[string]reservation{}
 	}
-	h.reservations[req.UUID] = reservation{peer: peer, jobStart: jobStart}
+	h.reservations[req.UUID] = reservation{peer: peer, jobStart: jobStart, job: flags.Started}
 	ans.Granted = true
 	return ans
 }
@@ -96,14 +94,36 @@ func (h *Helper) jobFlags(name string) (JobFlags, error) {
 	return readJobFlags(LibvirtStatusDir, name)
 }
 
+// liveJob reads the job of domain name from libvirt's status file: an
+// outgoing live migration's, with its start, or why not.
+func (h *Helper) liveJob(name string) (JobFlags, string) {
+	flags, err := h.jobFlags(name)
+	switch {
+	case err != nil:
+		return flags, fmt.Sprintf("cannot tell whether the migration of %s on %s is live: %v", name, h.Host, err)
+	case flags.Async != asyncMigrationOut:
+		return flags, fmt.Sprintf("libvirt on %s records no outgoing migration job of %s (job: %s)", h.Host, name, flags.Async)
+	case flags.Offline():
+		return flags, fmt.Sprintf("the migration of %s from %s is offline (--offline): the domain keeps running on %s, nothing to hand over", name, h.Host, h.Host)
+	case flags.Started == 0:
+		return flags, fmt.Sprintf("libvirt on %s does not record when the migration job of %s began", h.Host, name)
+	}
+	return flags, ""
+}
+
 // reservedFor tells whether peer reserved the handover of uuid for the job
-// that began at jobStart, and if not, why.
-func (h *Helper) reservedFor(uuid, name, peer string, jobStart time.Time) (ok bool, why string) {
+// running now (read again from libvirt: a reservation of an earlier job, or
+// an offline job that followed it, is no grant), and if not, why.
+func (h *Helper) reservedFor(uuid, name, peer string) (ok bool, why string) {
+	flags, why := h.liveJob(name)
+	if why != "" {
+		return false, why
+	}
 	h.mu.Lock()
 	r, found := h.reservations[uuid]
 	h.mu.Unlock()
 	switch {
-	case !found || !sameJob(r.jobStart, jobStart):
+	case !found || r.job != flags.Started:
 		return false, fmt.Sprintf("no handover of %s is reserved for its current migration job (the destination's migrate begin reserves it; a start after an offline or an older migration has none)", name)
 	case r.contested:
 		return false, fmt.Sprintf("two hosts asked for the handover of %s's migration job: neither gets it", name)

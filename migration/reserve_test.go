@@ -150,3 +150,36 @@ func TestReserveRefusals(t *testing.T) {
 		})
 	}
 }
+
+// TestReservationOfAnEarlierJobGrantsNothing (found by review): kvm2
+// reserves live job A, whose Prepare then fails after migrate begin (kvm2
+// keeps a fresh marker); within 2 s of A's start kvm1 begins job B, offline
+// or live to a host whose reservation never arrives. kvm2's start during B
+// must not get the downgrade: jobs are told apart by libvirt's own start
+// (asyncStarted), and Downgrade reads the job again.
+func TestReservationOfAnEarlierJobGrantsNothing(t *testing.T) {
+	for _, offline := range []bool{true, false} {
+		c := newTestCluster(t, 3)
+		src := c.hosts[0]
+		src.lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a")
+		src.lv.doms[uuid1].job.Elapsed = 300 * time.Millisecond
+		c.hold(1, "a", lvmlock.ModeEx)
+		ctx := context.Background()
+		if ans := src.helper.Reserve(ctx, "kvm2", reserveReq(uuid1)); !ans.Granted {
+			t.Fatalf("job A reservation refused: %s", ans.Reason)
+		}
+		src.lv.setJob(uuid1, JobNone)
+		c.advance(time.Second)
+		src.lv.setJob(uuid1, JobMigrationOut)
+		src.lv.mu.Lock()
+		src.lv.doms[uuid1].job.Elapsed = 200 * time.Millisecond // started 1.1 s after A
+		src.lv.doms[uuid1].offline = offline
+		src.lv.mu.Unlock()
+		if ans := src.helper.Downgrade(ctx, "kvm2", req(uuid1, "a")); ans.Granted {
+			t.Errorf("offline=%v: kvm2 got the downgrade of job B on job A's reservation", offline)
+		}
+		if diff := cmp.Diff(map[int]lvmlock.Mode{1: lvmlock.ModeEx}, c.lvm.Holders("vg0", "a")); diff != "" {
+			t.Errorf("offline=%v: holders (-want +got):\n%s", offline, diff)
+		}
+	}
+}
