@@ -2,6 +2,7 @@ package migration
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -107,6 +108,7 @@ func ServerTLS(cr *Credentials, peers []hook.Peer, log zerolog.Logger) *tls.Conf
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{cr.Cert},
 		ClientAuth:   tls.RequireAnyClientCert,
+		NextProtos:   []string{"http/1.1"},
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			c, err := verifyChain(cs.PeerCertificates, cr.CA, x509.ExtKeyUsageClientAuth)
 			if err != nil {
@@ -130,6 +132,7 @@ func clientTLS(cr *Credentials, name string) *tls.Config {
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{cr.Cert},
 		ServerName:   name,
+		NextProtos:   []string{"http/1.1"},
 		// Verified in VerifyConnection, which also accepts CN-only names.
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
@@ -178,12 +181,7 @@ func (t *HTTPSTransport) Ask(ctx context.Context, peer hook.Peer, req Request) (
 		return Answer{}, err
 	}
 	hreq.Header.Set("Content-Type", "application/json")
-	client := &http.Client{Transport: &http.Transport{
-		TLSClientConfig:   clientTLS(cr, peer.Name),
-		DisableKeepAlives: true,
-		ForceAttemptHTTP2: false,
-	}}
-	resp, err := client.Do(hreq)
+	resp, err := peerClient(cr, peer.Name).Do(hreq)
 	if err != nil {
 		return Answer{}, err
 	}
@@ -196,6 +194,17 @@ func (t *HTTPSTransport) Ask(ctx context.Context, peer hook.Peer, req Request) (
 		return Answer{}, fmt.Errorf("answered HTTP %d", resp.StatusCode)
 	}
 	return ans, nil
+}
+
+// peerClient is the HTTP client of one request to the peer named name:
+// HTTP/1.1 (as the server), one connection per request.
+func peerClient(cr *Credentials, name string) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		TLSClientConfig: clientTLS(cr, name),
+		// A non-nil empty map keeps h2 off whatever the defaults.
+		TLSNextProto:      map[string]func(string, *tls.Conn) http.RoundTripper{},
+		DisableKeepAlives: true,
+	}}
 }
 
 // peerAddr adds the default port to an address without one.
@@ -214,13 +223,84 @@ type PeerService interface {
 
 // Server is the peer server: it authenticates the asking host by its client
 // certificate, bounds the request by its deadline, and logs request and
-// answer.
+// answer. It faces the network as root's daemon, so every resource a client
+// can hold is bounded: connections, the time of each phase, body size, and
+// concurrent lock reads. The zero values of the bounds mean the defaults.
 type Server struct {
 	Helper PeerService
 	Peers  []hook.Peer
-	// MaxWait bounds the work on one request whatever it asks.
+	// MaxWait bounds the work on one request whatever it asks (default 30 s).
 	MaxWait time.Duration
-	Log     zerolog.Logger
+	// MaxConns bounds the connections open at once (default 32); further
+	// ones wait in the listen backlog. Peers open one per request.
+	MaxConns int
+	// MaxHolderReads bounds the holders questions answered at once
+	// (default 2): each runs `lvmlockctl -i`, and lvmlockd has one dump
+	// socket, so more at once would only make each other, and the hooks'
+	// own reads, retry. Others wait within their timeout, then get 503.
+	MaxHolderReads int
+	// HeaderTimeout bounds the TLS handshake and the reading of the
+	// headers (default 10 s); the body gets as long again.
+	HeaderTimeout time.Duration
+	Log           zerolog.Logger
+
+	slotsOnce   sync.Once
+	holderSlots chan struct{}
+}
+
+// Defaults of the Server's bounds.
+const (
+	defaultMaxWait        = 30 * time.Second
+	defaultMaxConns       = 32
+	defaultMaxHolderReads = 2
+	defaultHeaderTimeout  = 10 * time.Second
+)
+
+func (s *Server) maxWait() time.Duration { return cmp.Or(s.MaxWait, defaultMaxWait) }
+
+// httpServer is the http.Server of Serve.
+func (s *Server) httpServer(cfg *tls.Config) *http.Server {
+	header := cmp.Or(s.HeaderTimeout, defaultHeaderTimeout)
+	read := 2 * header
+	return &http.Server{
+		Handler:   s,
+		TLSConfig: cfg,
+		// HTTP/1.1 only: a non-nil empty map keeps ServeTLS from adding h2.
+		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		ReadHeaderTimeout: header,
+		ReadTimeout:       read,
+		// Counted from the end of the headers: the body, the work, and the
+		// answer.
+		WriteTimeout: read + s.maxWait() + 5*time.Second,
+		// Peers do not keep connections alive; one that stays is cut.
+		IdleTimeout: header,
+		ErrorLog:    stdlog.New(logWriter{s.Log}, "", 0),
+	}
+}
+
+// decodeBody reads a request's JSON body into v and checks it; on failure it
+// returns the HTTP status to answer: 413 for a body over maxBody, else 400.
+func decodeBody(w http.ResponseWriter, r *http.Request, v interface{ check() error }) (int, error) {
+	if r.ContentLength > maxBody {
+		return http.StatusRequestEntityTooLarge, fmt.Errorf("body of %d bytes, more than %d", r.ContentLength, maxBody)
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return http.StatusRequestEntityTooLarge, fmt.Errorf("body larger than %d bytes", maxBody)
+		}
+		return http.StatusBadRequest, err
+	}
+	if err := v.check(); err != nil {
+		return http.StatusBadRequest, err
+	}
+	// net/http cancels the request's context when the read deadline
+	// (ReadTimeout) passes while the handler works; the work has its own
+	// bound, and a request read whole needs none.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
+	return 0, nil
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -254,15 +334,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req Request
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(&req)
-	if err == nil {
-		err = req.check()
-	}
-	if err != nil {
+	if code, err := decodeBody(w, r, &req); err != nil {
 		log.Warn().Err(err).Msg("request refused: malformed")
-		answer(http.StatusBadRequest, Answer{Reason: "malformed request: " + err.Error()})
+		answer(code, Answer{Reason: "malformed request: " + err.Error()})
 		return
 	}
 	lvs := make([]string, len(req.LVs))
@@ -275,10 +349,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		answer(http.StatusOK, Answer{Reason: "the request carries no deadline"})
 		return
 	}
-	wait := time.Duration(req.TimeoutMS) * time.Millisecond
-	if s.MaxWait > 0 {
-		wait = min(wait, s.MaxWait)
-	}
+	wait := min(time.Duration(req.TimeoutMS)*time.Millisecond, s.maxWait())
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
 	ans := s.Helper.Downgrade(ctx, peer, req)
@@ -290,28 +361,29 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // holders answers the read-only holders question of `lvhook check`.
 func (s *Server) holders(w http.ResponseWriter, r *http.Request, log zerolog.Logger) {
 	var req HoldersRequest
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
-	dec.DisallowUnknownFields()
 	w.Header().Set("Content-Type", "application/json")
-	err := dec.Decode(&req)
-	if err == nil {
-		err = req.check()
-	}
-	if err != nil {
+	if code, err := decodeBody(w, r, &req); err != nil {
 		log.Warn().Err(err).Msg("holders request refused: malformed")
-		w.WriteHeader(http.StatusBadRequest)
+		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(HoldersAnswer{Error: "malformed request: " + err.Error()})
 		return
 	}
-	wait := s.MaxWait
-	if wait <= 0 {
-		wait = 10 * time.Second
-	}
+	wait := s.maxWait()
 	if req.TimeoutMS > 0 {
 		wait = min(wait, time.Duration(req.TimeoutMS)*time.Millisecond)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
+	s.slotsOnce.Do(func() { s.holderSlots = make(chan struct{}, cmp.Or(s.MaxHolderReads, defaultMaxHolderReads)) })
+	select {
+	case s.holderSlots <- struct{}{}:
+		defer func() { <-s.holderSlots }()
+	case <-ctx.Done():
+		log.Warn().Int("reads", cap(s.holderSlots)).Msg("holders request refused: busy")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = json.NewEncoder(w).Encode(HoldersAnswer{Error: fmt.Sprintf("busy: %d other holders questions took the whole wait", cap(s.holderSlots))})
+		return
+	}
 	ans := s.Helper.Holds(ctx, req)
 	log.Debug().Int("lvs", len(req.LVs)).Int("held", len(ans.Holds)).Str("error", ans.Error).Msg("holders answered")
 	_ = json.NewEncoder(w).Encode(ans)
@@ -319,13 +391,8 @@ func (s *Server) holders(w http.ResponseWriter, r *http.Request, log zerolog.Log
 
 // Serve serves the peer channel on ln until ctx ends.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, cfg *tls.Config) error {
-	srv := &http.Server{
-		Handler:           s,
-		TLSConfig:         cfg,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		ErrorLog:          stdlog.New(logWriter{s.Log}, "", 0),
-	}
+	srv := s.httpServer(cfg)
+	ln = newLimitListener(ln, cmp.Or(s.MaxConns, defaultMaxConns))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -137,17 +137,28 @@ func serve(t *testing.T, h *testHost, cr *Credentials, peers []hook.Peer, log ze
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	srv := &Server{Helper: h.helper, Peers: peers, MaxWait: 5 * time.Second, Log: log}
+	addr, _ := serveWith(t, srv, ln, cr)
+	return addr
+}
+
+// serveWith runs srv on ln with server credentials cr until the test ends or
+// stop is called; stop returns what Serve returned.
+func serveWith(t *testing.T, srv *Server, ln net.Listener, cr *Credentials) (addr string, stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln, ServerTLS(cr, peers, log)) }()
-	t.Cleanup(func() {
+	go func() { done <- srv.Serve(ctx, ln, ServerTLS(cr, srv.Peers, srv.Log)) }()
+	stop = sync.OnceValue(func() error {
 		cancel()
-		if err := <-done; err != nil {
+		return <-done
+	})
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return ln.Addr().String()
+	return ln.Addr().String(), stop
 }
 
 // TestPeerChannel runs the real TLS channel between two hosts: only a
