@@ -85,7 +85,7 @@ func (t *HTTPSTransport) AskHolders(ctx context.Context, peer hook.Peer, req Hol
 		return HoldersAnswer{}, err
 	}
 	hreq.Header.Set("Content-Type", "application/json")
-	resp, err := peerClient(cr, peer.Name).Do(hreq)
+	resp, err := peerClient(cr, peer).Do(hreq)
 	if err != nil {
 		return HoldersAnswer{}, err
 	}

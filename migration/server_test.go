@@ -94,7 +94,7 @@ func startPeerServer(t *testing.T, svc PeerService, configure func(s *Server)) *
 // dialTLS opens a TLS connection to the server as kvm2, offering protos.
 func (p *peerSetup) dialTLS(t *testing.T, protos ...string) *tls.Conn {
 	t.Helper()
-	cfg := clientTLS(p.client, "kvm1")
+	cfg := clientTLS(p.client, hook.Peer{Name: "kvm1"})
 	cfg.NextProtos = protos
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", p.addr, cfg)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -57,44 +58,74 @@ func LoadCredentials(caFile, certFile, keyFile string) (*Credentials, error) {
 	return &Credentials{Cert: cert, CA: pool}, nil
 }
 
-// verifyChain checks a presented chain against the CA for one usage. Go's own
-// verification is replaced because libvirt's PKI recipes make certificates
-// that name the host in the Common Name only, which Go's hostname check
-// ignores; the name is checked by the caller with certNames.
+// verifyChain checks a presented chain against the CA for one usage, which
+// the certificate must list itself: x509's check alone lets a certificate
+// without the extension, or with anyExtendedKeyUsage, serve any use. Go's
+// host name check is not used: a peer is matched by name or by address
+// (certMatches).
 func verifyChain(certs []*x509.Certificate, ca *x509.CertPool, usage x509.ExtKeyUsage) (*x509.Certificate, error) {
 	if len(certs) == 0 {
 		return nil, errors.New("no certificate presented")
+	}
+	leaf := certs[0]
+	if !slices.Contains(leaf.ExtKeyUsage, usage) {
+		return nil, fmt.Errorf("certificate %s is not for %s use (extended key usage)", describeCert(leaf), usageName(usage))
 	}
 	inter := x509.NewCertPool()
 	for _, c := range certs[1:] {
 		inter.AddCert(c)
 	}
-	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: ca, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: ca, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
 		return nil, err
 	}
-	return certs[0], nil
+	return leaf, nil
 }
 
-// certNames lists the names a certificate gives its holder: DNS and IP
-// subject alternative names, then the Common Name.
-func certNames(c *x509.Certificate) []string {
-	names := append([]string{}, c.DNSNames...)
-	for _, ip := range c.IPAddresses {
-		names = append(names, ip.String())
+func usageName(u x509.ExtKeyUsage) string {
+	if u == x509.ExtKeyUsageServerAuth {
+		return "serverAuth"
 	}
-	if c.Subject.CommonName != "" {
-		names = append(names, c.Subject.CommonName)
+	return "clientAuth"
+}
+
+// certMatches reports whether the subject alternative names of c include id,
+// a DNS name (exactly, in any case) or an IP address. The Common Name does
+// not count: it is no host name for TLS (RFC 6125, and Go since 1.15), and
+// CAs that check the names they sign check the SANs.
+func certMatches(c *x509.Certificate, id string) bool {
+	if ip := net.ParseIP(strings.Trim(id, "[]")); ip != nil {
+		return slices.ContainsFunc(c.IPAddresses, ip.Equal)
 	}
-	return names
+	id = strings.TrimSuffix(id, ".")
+	return id != "" && slices.ContainsFunc(c.DNSNames, func(n string) bool {
+		return strings.EqualFold(strings.TrimSuffix(n, "."), id)
+	})
+}
+
+// peerIDs are what a peer's certificate may name it by: its configured name
+// and the host of its address.
+func peerIDs(p hook.Peer) []string {
+	ids := []string{p.Name}
+	host := p.Address
+	if h, _, err := net.SplitHostPort(p.Address); err == nil {
+		host = h
+	}
+	if host = strings.Trim(host, "[]"); host != "" && !strings.EqualFold(host, p.Name) {
+		ids = append(ids, host)
+	}
+	return ids
+}
+
+// describeCert renders a certificate's names for a log line or an error.
+func describeCert(c *x509.Certificate) string {
+	return fmt.Sprintf("CN=%q DNS=%q IP=%v", c.Subject.CommonName, c.DNSNames, c.IPAddresses)
 }
 
 // PeerName returns the configured peer a certificate names, if any.
 func PeerName(c *x509.Certificate, peers []hook.Peer) (string, bool) {
-	for _, n := range certNames(c) {
-		for _, p := range peers {
-			if strings.EqualFold(n, p.Name) {
-				return p.Name, true
-			}
+	for _, p := range peers {
+		if slices.ContainsFunc(peerIDs(p), func(id string) bool { return certMatches(c, id) }) {
+			return p.Name, true
 		}
 	}
 	return "", false
@@ -116,7 +147,7 @@ func ServerTLS(cr *Credentials, peers []hook.Peer, log zerolog.Logger) *tls.Conf
 				return err
 			}
 			if _, ok := PeerName(c, peers); !ok {
-				err := fmt.Errorf("certificate of %q is not a configured peer", strings.Join(certNames(c), ","))
+				err := fmt.Errorf("certificate %s names no configured peer in its subject alternative names", describeCert(c))
 				log.Warn().Err(err).Msg("peer certificate refused")
 				return err
 			}
@@ -125,27 +156,27 @@ func ServerTLS(cr *Credentials, peers []hook.Peer, log zerolog.Logger) *tls.Conf
 	}
 }
 
-// clientTLS is the configuration to reach the peer named name: its server
-// certificate must be signed by the CA for server use and name it.
-func clientTLS(cr *Credentials, name string) *tls.Config {
+// clientTLS is the configuration to reach peer: its server certificate must
+// be signed by the CA for server use and name it, by name or address.
+func clientTLS(cr *Credentials, peer hook.Peer) *tls.Config {
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{cr.Cert},
-		ServerName:   name,
+		ServerName:   peer.Name,
 		NextProtos:   []string{"http/1.1"},
-		// Verified in VerifyConnection, which also accepts CN-only names.
+		// Verified in VerifyConnection, which accepts the peer's name or
+		// its address.
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			c, err := verifyChain(cs.PeerCertificates, cr.CA, x509.ExtKeyUsageServerAuth)
 			if err != nil {
 				return err
 			}
-			for _, n := range certNames(c) {
-				if strings.EqualFold(n, name) {
-					return nil
-				}
+			ids := peerIDs(peer)
+			if slices.ContainsFunc(ids, func(id string) bool { return certMatches(c, id) }) {
+				return nil
 			}
-			return fmt.Errorf("server certificate names %q, not %s", strings.Join(certNames(c), ","), name)
+			return fmt.Errorf("server certificate %s names neither %s in its subject alternative names", describeCert(c), strings.Join(ids, " nor "))
 		},
 	}
 }
@@ -181,7 +212,7 @@ func (t *HTTPSTransport) Ask(ctx context.Context, peer hook.Peer, req Request) (
 		return Answer{}, err
 	}
 	hreq.Header.Set("Content-Type", "application/json")
-	resp, err := peerClient(cr, peer.Name).Do(hreq)
+	resp, err := peerClient(cr, peer).Do(hreq)
 	if err != nil {
 		return Answer{}, err
 	}
@@ -196,11 +227,11 @@ func (t *HTTPSTransport) Ask(ctx context.Context, peer hook.Peer, req Request) (
 	return ans, nil
 }
 
-// peerClient is the HTTP client of one request to the peer named name:
-// HTTP/1.1 (as the server), one connection per request.
-func peerClient(cr *Credentials, name string) *http.Client {
+// peerClient is the HTTP client of one request to peer: HTTP/1.1 (as the
+// server), one connection per request.
+func peerClient(cr *Credentials, peer hook.Peer) *http.Client {
 	return &http.Client{Transport: &http.Transport{
-		TLSClientConfig: clientTLS(cr, name),
+		TLSClientConfig: clientTLS(cr, peer),
 		// A non-nil empty map keeps h2 off whatever the defaults.
 		TLSNextProto:      map[string]func(string, *tls.Conn) http.RoundTripper{},
 		DisableKeepAlives: true,
@@ -319,7 +350,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		// The handshake already refuses these; kept for a Server used
 		// behind another TLS configuration.
-		log.Warn().Strs("names", certNames(r.TLS.PeerCertificates[0])).Msg("request refused: not a configured peer")
+		log.Warn().Str("certificate", describeCert(r.TLS.PeerCertificates[0])).Msg("request refused: not a configured peer")
 		answer(http.StatusForbidden, Answer{Reason: "not a configured peer"})
 		return
 	}
