@@ -339,3 +339,50 @@ func TestServerTimeouts(t *testing.T) {
 		t.Errorf("TLSNextProto = %v, want empty and non-nil (no h2)", h.TLSNextProto)
 	}
 }
+
+// TestServeDrainsOnCancel: when its context ends (SIGTERM), the server stops
+// accepting connections but answers the request in flight before Serve
+// returns: a downgrade done must reach the host that asked.
+func TestServeDrainsOnCancel(t *testing.T) {
+	svc := newBlockingService()
+	t.Cleanup(svc.releaseAll)
+	p := startPeerServer(t, svc, nil)
+	tr := &HTTPSTransport{Credentials: func() (*Credentials, error) { return p.client, nil }}
+	type result struct {
+		ans Answer
+		err error
+	}
+	asked := make(chan result, 1)
+	go func() {
+		ans, err := tr.Ask(context.Background(), hook.Peer{Name: "kvm1", Address: p.addr}, req(uuid1, "a"))
+		asked <- result{ans, err}
+	}()
+	<-svc.entered
+
+	served := make(chan error, 1)
+	go func() { served <- p.stop() }()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", p.addr, time.Second)
+		if err != nil {
+			break // refused: the listener is closed
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("new connections still accepted 3 s after the cancel")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case err := <-served:
+		t.Fatalf("Serve returned (%v) with a request in flight", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	svc.releaseAll()
+	if r := <-asked; r.err != nil || !r.ans.Granted {
+		t.Errorf("Ask() in flight at the cancel = %+v, %v; want its answer", r.ans, r.err)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve() = %v", err)
+	}
+}

@@ -420,7 +420,12 @@ func (s *Server) holders(w http.ResponseWriter, r *http.Request, log zerolog.Log
 	_ = json.NewEncoder(w).Encode(ans)
 }
 
-// Serve serves the peer channel on ln until ctx ends.
+// Serve serves the peer channel on ln until ctx ends. Then it closes ln
+// and answers the requests in flight before it returns: a source that has
+// converted its LVs to sh must tell the destination so. The work of a
+// request is bounded by MaxWait, and so is the wait, plus 5 s (15 s with
+// the default peer_timeout, within lvhook.service's TimeoutStopSec); a
+// request still being read then has not begun and is cut.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, cfg *tls.Config) error {
 	srv := s.httpServer(cfg)
 	ln = newLimitListener(ln, cmp.Or(s.MaxConns, defaultMaxConns))
@@ -428,9 +433,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, cfg *tls.Config) er
 	go func() {
 		defer close(done)
 		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.maxWait()+5*time.Second)
 		defer cancel()
-		_ = srv.Shutdown(sctx)
+		if err := srv.Shutdown(sctx); err != nil {
+			s.Log.Warn().Err(err).Msg("peer server: requests still in flight cut")
+			_ = srv.Close()
+		}
 	}()
 	err := srv.ServeTLS(ln, "", "")
 	if errors.Is(err, http.ErrServerClosed) {
