@@ -85,8 +85,7 @@ func (t *HTTPSTransport) AskHolders(ctx context.Context, peer hook.Peer, req Hol
 		return HoldersAnswer{}, err
 	}
 	hreq.Header.Set("Content-Type", "application/json")
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS(cr, peer.Name), DisableKeepAlives: true}}
-	resp, err := client.Do(hreq)
+	resp, err := peerClient(cr, peer).Do(hreq)
 	if err != nil {
 		return HoldersAnswer{}, err
 	}

@@ -26,7 +26,7 @@ func post(t *testing.T, addr string, cr *Credentials, path, body string) (int, s
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS(cr, "kvm1"), DisableKeepAlives: true}}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS(cr, hook.Peer{Name: "kvm1"}), DisableKeepAlives: true}}
 	resp, err := client.Do(hreq)
 	if err != nil {
 		t.Fatal(err)

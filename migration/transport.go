@@ -2,6 +2,7 @@ package migration
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -13,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -59,44 +61,74 @@ func LoadCredentials(caFile, certFile, keyFile string) (*Credentials, error) {
 	return &Credentials{Cert: cert, CA: pool}, nil
 }
 
-// verifyChain checks a presented chain against the CA for one usage. Go's own
-// verification is replaced because libvirt's PKI recipes make certificates
-// that name the host in the Common Name only, which Go's hostname check
-// ignores; the name is checked by the caller with certNames.
+// verifyChain checks a presented chain against the CA for one usage, which
+// the certificate must list itself: x509's check alone lets a certificate
+// without the extension, or with anyExtendedKeyUsage, serve any use. Go's
+// host name check is not used: a peer is matched by name or by address
+// (certMatches).
 func verifyChain(certs []*x509.Certificate, ca *x509.CertPool, usage x509.ExtKeyUsage) (*x509.Certificate, error) {
 	if len(certs) == 0 {
 		return nil, errors.New("no certificate presented")
+	}
+	leaf := certs[0]
+	if !slices.Contains(leaf.ExtKeyUsage, usage) {
+		return nil, fmt.Errorf("certificate %s is not for %s use (extended key usage)", describeCert(leaf), usageName(usage))
 	}
 	inter := x509.NewCertPool()
 	for _, c := range certs[1:] {
 		inter.AddCert(c)
 	}
-	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: ca, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: ca, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
 		return nil, err
 	}
-	return certs[0], nil
+	return leaf, nil
 }
 
-// certNames lists the names a certificate gives its holder: DNS and IP
-// subject alternative names, then the Common Name.
-func certNames(c *x509.Certificate) []string {
-	names := append([]string{}, c.DNSNames...)
-	for _, ip := range c.IPAddresses {
-		names = append(names, ip.String())
+func usageName(u x509.ExtKeyUsage) string {
+	if u == x509.ExtKeyUsageServerAuth {
+		return "serverAuth"
 	}
-	if c.Subject.CommonName != "" {
-		names = append(names, c.Subject.CommonName)
+	return "clientAuth"
+}
+
+// certMatches reports whether the subject alternative names of c include id,
+// a DNS name (exactly, in any case) or an IP address. The Common Name does
+// not count: it is no host name for TLS (RFC 6125, and Go since 1.15), and
+// CAs that check the names they sign check the SANs.
+func certMatches(c *x509.Certificate, id string) bool {
+	if ip := net.ParseIP(strings.Trim(id, "[]")); ip != nil {
+		return slices.ContainsFunc(c.IPAddresses, ip.Equal)
 	}
-	return names
+	id = strings.TrimSuffix(id, ".")
+	return id != "" && slices.ContainsFunc(c.DNSNames, func(n string) bool {
+		return strings.EqualFold(strings.TrimSuffix(n, "."), id)
+	})
+}
+
+// peerIDs are what a peer's certificate may name it by: its configured name
+// and the host of its address.
+func peerIDs(p hook.Peer) []string {
+	ids := []string{p.Name}
+	host := p.Address
+	if h, _, err := net.SplitHostPort(p.Address); err == nil {
+		host = h
+	}
+	if host = strings.Trim(host, "[]"); host != "" && !strings.EqualFold(host, p.Name) {
+		ids = append(ids, host)
+	}
+	return ids
+}
+
+// describeCert renders a certificate's names for a log line or an error.
+func describeCert(c *x509.Certificate) string {
+	return fmt.Sprintf("CN=%q DNS=%q IP=%v", c.Subject.CommonName, c.DNSNames, c.IPAddresses)
 }
 
 // PeerName returns the configured peer a certificate names, if any.
 func PeerName(c *x509.Certificate, peers []hook.Peer) (string, bool) {
-	for _, n := range certNames(c) {
-		for _, p := range peers {
-			if strings.EqualFold(n, p.Name) {
-				return p.Name, true
-			}
+	for _, p := range peers {
+		if slices.ContainsFunc(peerIDs(p), func(id string) bool { return certMatches(c, id) }) {
+			return p.Name, true
 		}
 	}
 	return "", false
@@ -110,6 +142,7 @@ func ServerTLS(cr *Credentials, peers []hook.Peer, log zerolog.Logger) *tls.Conf
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{cr.Cert},
 		ClientAuth:   tls.RequireAnyClientCert,
+		NextProtos:   []string{"http/1.1"},
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			c, err := verifyChain(cs.PeerCertificates, cr.CA, x509.ExtKeyUsageClientAuth)
 			if err != nil {
@@ -117,7 +150,7 @@ func ServerTLS(cr *Credentials, peers []hook.Peer, log zerolog.Logger) *tls.Conf
 				return err
 			}
 			if _, ok := PeerName(c, peers); !ok {
-				err := fmt.Errorf("certificate of %q is not a configured peer", strings.Join(certNames(c), ","))
+				err := fmt.Errorf("certificate %s names no configured peer in its subject alternative names", describeCert(c))
 				log.Warn().Err(err).Msg("peer certificate refused")
 				return err
 			}
@@ -126,26 +159,27 @@ func ServerTLS(cr *Credentials, peers []hook.Peer, log zerolog.Logger) *tls.Conf
 	}
 }
 
-// clientTLS is the configuration to reach the peer named name: its server
-// certificate must be signed by the CA for server use and name it.
-func clientTLS(cr *Credentials, name string) *tls.Config {
+// clientTLS is the configuration to reach peer: its server certificate must
+// be signed by the CA for server use and name it, by name or address.
+func clientTLS(cr *Credentials, peer hook.Peer) *tls.Config {
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{cr.Cert},
-		ServerName:   name,
-		// Verified in VerifyConnection, which also accepts CN-only names.
+		ServerName:   peer.Name,
+		NextProtos:   []string{"http/1.1"},
+		// Verified in VerifyConnection, which accepts the peer's name or
+		// its address.
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			c, err := verifyChain(cs.PeerCertificates, cr.CA, x509.ExtKeyUsageServerAuth)
 			if err != nil {
 				return err
 			}
-			for _, n := range certNames(c) {
-				if strings.EqualFold(n, name) {
-					return nil
-				}
+			ids := peerIDs(peer)
+			if slices.ContainsFunc(ids, func(id string) bool { return certMatches(c, id) }) {
+				return nil
 			}
-			return fmt.Errorf("server certificate names %q, not %s", strings.Join(certNames(c), ","), name)
+			return fmt.Errorf("server certificate %s names neither %s in its subject alternative names", describeCert(c), strings.Join(ids, " nor "))
 		},
 	}
 }
@@ -181,12 +215,7 @@ func (t *HTTPSTransport) Ask(ctx context.Context, peer hook.Peer, path string, r
 		return Answer{}, err
 	}
 	hreq.Header.Set("Content-Type", "application/json")
-	client := &http.Client{Transport: &http.Transport{
-		TLSClientConfig:   clientTLS(cr, peer.Name),
-		DisableKeepAlives: true,
-		ForceAttemptHTTP2: false,
-	}}
-	resp, err := client.Do(hreq)
+	resp, err := peerClient(cr, peer).Do(hreq)
 	if err != nil {
 		return Answer{}, err
 	}
@@ -199,6 +228,17 @@ func (t *HTTPSTransport) Ask(ctx context.Context, peer hook.Peer, path string, r
 		return Answer{}, fmt.Errorf("answered HTTP %d", resp.StatusCode)
 	}
 	return ans, nil
+}
+
+// peerClient is the HTTP client of one request to peer: HTTP/1.1 (as the
+// server), one connection per request.
+func peerClient(cr *Credentials, peer hook.Peer) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		TLSClientConfig: clientTLS(cr, peer),
+		// A non-nil empty map keeps h2 off whatever the defaults.
+		TLSNextProto:      map[string]func(string, *tls.Conn) http.RoundTripper{},
+		DisableKeepAlives: true,
+	}}
 }
 
 // peerAddr adds the default port to an address without one.
@@ -218,13 +258,84 @@ type PeerService interface {
 
 // Server is the peer server: it authenticates the asking host by its client
 // certificate, bounds the request by its deadline, and logs request and
-// answer.
+// answer. It faces the network as root's daemon, so every resource a client
+// can hold is bounded: connections, the time of each phase, body size, and
+// concurrent lock reads. The zero values of the bounds mean the defaults.
 type Server struct {
 	Helper PeerService
 	Peers  []hook.Peer
-	// MaxWait bounds the work on one request whatever it asks.
+	// MaxWait bounds the work on one request whatever it asks (default 30 s).
 	MaxWait time.Duration
-	Log     zerolog.Logger
+	// MaxConns bounds the connections open at once (default 32); further
+	// ones wait in the listen backlog. Peers open one per request.
+	MaxConns int
+	// MaxHolderReads bounds the holders questions answered at once
+	// (default 2): each runs `lvmlockctl -i`, and lvmlockd has one dump
+	// socket, so more at once would only make each other, and the hooks'
+	// own reads, retry. Others wait within their timeout, then get 503.
+	MaxHolderReads int
+	// HeaderTimeout bounds the TLS handshake and the reading of the
+	// headers (default 10 s); the body gets as long again.
+	HeaderTimeout time.Duration
+	Log           zerolog.Logger
+
+	slotsOnce   sync.Once
+	holderSlots chan struct{}
+}
+
+// Defaults of the Server's bounds.
+const (
+	defaultMaxWait        = 30 * time.Second
+	defaultMaxConns       = 32
+	defaultMaxHolderReads = 2
+	defaultHeaderTimeout  = 10 * time.Second
+)
+
+func (s *Server) maxWait() time.Duration { return cmp.Or(s.MaxWait, defaultMaxWait) }
+
+// httpServer is the http.Server of Serve.
+func (s *Server) httpServer(cfg *tls.Config) *http.Server {
+	header := cmp.Or(s.HeaderTimeout, defaultHeaderTimeout)
+	read := 2 * header
+	return &http.Server{
+		Handler:   s,
+		TLSConfig: cfg,
+		// HTTP/1.1 only: a non-nil empty map keeps ServeTLS from adding h2.
+		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		ReadHeaderTimeout: header,
+		ReadTimeout:       read,
+		// Counted from the end of the headers: the body, the work, and the
+		// answer.
+		WriteTimeout: read + s.maxWait() + 5*time.Second,
+		// Peers do not keep connections alive; one that stays is cut.
+		IdleTimeout: header,
+		ErrorLog:    stdlog.New(logWriter{s.Log}, "", 0),
+	}
+}
+
+// decodeBody reads a request's JSON body into v and checks it; on failure it
+// returns the HTTP status to answer: 413 for a body over maxBody, else 400.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any, check func() error) (int, error) {
+	if r.ContentLength > maxBody {
+		return http.StatusRequestEntityTooLarge, fmt.Errorf("body of %d bytes, more than %d", r.ContentLength, maxBody)
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return http.StatusRequestEntityTooLarge, fmt.Errorf("body larger than %d bytes", maxBody)
+		}
+		return http.StatusBadRequest, err
+	}
+	if err := check(); err != nil {
+		return http.StatusBadRequest, err
+	}
+	// net/http cancels the request's context when the read deadline
+	// (ReadTimeout) passes while the handler works; the work has its own
+	// bound, and a request read whole needs none.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
+	return 0, nil
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -243,7 +354,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		// The handshake already refuses these; kept for a Server used
 		// behind another TLS configuration.
-		log.Warn().Strs("names", certNames(r.TLS.PeerCertificates[0])).Msg("request refused: not a configured peer")
+		log.Warn().Str("certificate", describeCert(r.TLS.PeerCertificates[0])).Msg("request refused: not a configured peer")
 		answer(http.StatusForbidden, Answer{Reason: "not a configured peer"})
 		return
 	}
@@ -260,15 +371,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req Request
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(&req)
-	if err == nil {
-		err = req.check(r.URL.Path)
-	}
-	if err != nil {
+	if code, err := decodeBody(w, r, &req, func() error { return req.check(r.URL.Path) }); err != nil {
 		log.Warn().Err(err).Msg("request refused: malformed")
-		answer(http.StatusBadRequest, Answer{Reason: "malformed request: " + err.Error()})
+		answer(code, Answer{Reason: "malformed request: " + err.Error()})
 		return
 	}
 	lvs := make([]string, len(req.LVs))
@@ -282,10 +387,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		answer(http.StatusOK, Answer{Reason: "the request carries no deadline"})
 		return
 	}
-	wait := time.Duration(req.TimeoutMS) * time.Millisecond
-	if s.MaxWait > 0 {
-		wait = min(wait, s.MaxWait)
-	}
+	wait := min(time.Duration(req.TimeoutMS)*time.Millisecond, s.maxWait())
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
 	ans := decide(ctx, peer, req)
@@ -297,49 +399,53 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // holders answers the read-only holders question of `lvhook check`.
 func (s *Server) holders(w http.ResponseWriter, r *http.Request, log zerolog.Logger) {
 	var req HoldersRequest
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
-	dec.DisallowUnknownFields()
 	w.Header().Set("Content-Type", "application/json")
-	err := dec.Decode(&req)
-	if err == nil {
-		err = req.check()
-	}
-	if err != nil {
+	if code, err := decodeBody(w, r, &req, func() error { return req.check() }); err != nil {
 		log.Warn().Err(err).Msg("holders request refused: malformed")
-		w.WriteHeader(http.StatusBadRequest)
+		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(HoldersAnswer{Error: "malformed request: " + err.Error()})
 		return
 	}
-	wait := s.MaxWait
-	if wait <= 0 {
-		wait = 10 * time.Second
-	}
+	wait := s.maxWait()
 	if req.TimeoutMS > 0 {
 		wait = min(wait, time.Duration(req.TimeoutMS)*time.Millisecond)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
+	s.slotsOnce.Do(func() { s.holderSlots = make(chan struct{}, cmp.Or(s.MaxHolderReads, defaultMaxHolderReads)) })
+	select {
+	case s.holderSlots <- struct{}{}:
+		defer func() { <-s.holderSlots }()
+	case <-ctx.Done():
+		log.Warn().Int("reads", cap(s.holderSlots)).Msg("holders request refused: busy")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = json.NewEncoder(w).Encode(HoldersAnswer{Error: fmt.Sprintf("busy: %d other holders questions took the whole wait", cap(s.holderSlots))})
+		return
+	}
 	ans := s.Helper.Holds(ctx, req)
 	log.Debug().Int("lvs", len(req.LVs)).Int("held", len(ans.Holds)).Str("error", ans.Error).Msg("holders answered")
 	_ = json.NewEncoder(w).Encode(ans)
 }
 
-// Serve serves the peer channel on ln until ctx ends.
+// Serve serves the peer channel on ln until ctx ends. Then it closes ln
+// and answers the requests in flight before it returns: a source that has
+// converted its LVs to sh must tell the destination so. The work of a
+// request is bounded by MaxWait, and so is the wait, plus 5 s (15 s with
+// the default peer_timeout, within lvhook.service's TimeoutStopSec); a
+// request still being read then has not begun and is cut.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, cfg *tls.Config) error {
-	srv := &http.Server{
-		Handler:           s,
-		TLSConfig:         cfg,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		ErrorLog:          stdlog.New(logWriter{s.Log}, "", 0),
-	}
+	srv := s.httpServer(cfg)
+	ln = newLimitListener(ln, cmp.Or(s.MaxConns, defaultMaxConns))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.maxWait()+5*time.Second)
 		defer cancel()
-		_ = srv.Shutdown(sctx)
+		if err := srv.Shutdown(sctx); err != nil {
+			s.Log.Warn().Err(err).Msg("peer server: requests still in flight cut")
+			_ = srv.Close()
+		}
 	}()
 	err := srv.ServeTLS(ln, "", "")
 	if errors.Is(err, http.ErrServerClosed) {

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -71,26 +72,45 @@ var serial int64 = 10
 // for the given usage, and returns its credentials.
 func (p *pki) issue(cn string, usage x509.ExtKeyUsage, cnOnly bool) *Credentials {
 	p.t.Helper()
+	c := certSpec{cn: cn, usages: []x509.ExtKeyUsage{usage}}
+	if !cnOnly {
+		c.dns = []string{cn}
+	}
+	return p.issueSpec(c)
+}
+
+// certSpec is what a test certificate says.
+type certSpec struct {
+	cn     string
+	dns    []string
+	ips    []string
+	usages []x509.ExtKeyUsage // none: no extended key usage extension
+}
+
+// issueSpec makes the certificate c describes and returns its credentials.
+func (p *pki) issueSpec(c certSpec) *Credentials {
+	p.t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		p.t.Fatal(err)
 	}
 	serial++
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: c.cn},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: c.usages, DNSNames: c.dns,
 	}
-	if !cnOnly {
-		tmpl.DNSNames = []string{cn}
+	for _, ip := range c.ips {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.cert, &key.PublicKey, p.key)
 	if err != nil {
 		p.t.Fatal(err)
 	}
 	kder, _ := x509.MarshalPKCS8PrivateKey(key)
-	certFile := p.write(cn+"-"+usageName(usage)+".pem", "CERTIFICATE", der)
-	keyFile := p.write(cn+"-"+usageName(usage)+"-key.pem", "PRIVATE KEY", kder)
+	base := fmt.Sprintf("cert-%d", serial)
+	certFile := p.write(base+".pem", "CERTIFICATE", der)
+	keyFile := p.write(base+"-key.pem", "PRIVATE KEY", kder)
 	cr, err := LoadCredentials(p.file, certFile, keyFile)
 	if err != nil {
 		p.t.Fatal(err)
@@ -102,13 +122,6 @@ func (p *pki) pool() *x509.CertPool {
 	pool := x509.NewCertPool()
 	pool.AddCert(p.cert)
 	return pool
-}
-
-func usageName(u x509.ExtKeyUsage) string {
-	if u == x509.ExtKeyUsageServerAuth {
-		return "server"
-	}
-	return "client"
 }
 
 // syncBuffer collects log output written from several goroutines.
@@ -137,17 +150,28 @@ func serve(t *testing.T, h *testHost, cr *Credentials, peers []hook.Peer, log ze
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	srv := &Server{Helper: h.helper, Peers: peers, MaxWait: 5 * time.Second, Log: log}
+	addr, _ := serveWith(t, srv, ln, cr)
+	return addr
+}
+
+// serveWith runs srv on ln with server credentials cr until the test ends or
+// stop is called; stop returns what Serve returned.
+func serveWith(t *testing.T, srv *Server, ln net.Listener, cr *Credentials) (addr string, stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln, ServerTLS(cr, peers, log)) }()
-	t.Cleanup(func() {
+	go func() { done <- srv.Serve(ctx, ln, ServerTLS(cr, srv.Peers, srv.Log)) }()
+	stop = sync.OnceValue(func() error {
 		cancel()
-		if err := <-done; err != nil {
+		return <-done
+	})
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return ln.Addr().String()
+	return ln.Addr().String(), stop
 }
 
 // TestPeerChannel runs the real TLS channel between two hosts: only a
@@ -169,8 +193,10 @@ func TestPeerChannel(t *testing.T) {
 	}{
 		{name: "configured peer, migrating domain: yes", server: ca.issue("kvm1", x509.ExtKeyUsageServerAuth, false),
 			client: ca.issue("kvm2", x509.ExtKeyUsageClientAuth, false), migrating: true, granted: true, loggedPeer: true},
-		{name: "libvirt's CN-only certificates work", server: ca.issue("kvm1", x509.ExtKeyUsageServerAuth, true),
-			client: ca.issue("kvm2", x509.ExtKeyUsageClientAuth, true), migrating: true, granted: true, loggedPeer: true},
+		{name: "client certificate naming kvm2 in its CN only: refused", server: ca.issue("kvm1", x509.ExtKeyUsageServerAuth, false),
+			client: ca.issue("kvm2", x509.ExtKeyUsageClientAuth, true), migrating: true, err: "remote error: tls"},
+		{name: "server certificate naming kvm1 in its CN only: not trusted", server: ca.issue("kvm1", x509.ExtKeyUsageServerAuth, true),
+			client: ca.issue("kvm2", x509.ExtKeyUsageClientAuth, false), migrating: true, err: "kvm1"},
 		{name: "forged request, domain not migrating: no", server: ca.issue("kvm1", x509.ExtKeyUsageServerAuth, false),
 			client: ca.issue("kvm2", x509.ExtKeyUsageClientAuth, false), reason: "no outgoing migration job", loggedPeer: true},
 		{name: "unknown CA: refused in the handshake", server: ca.issue("kvm1", x509.ExtKeyUsageServerAuth, false),
@@ -183,7 +209,7 @@ func TestPeerChannel(t *testing.T) {
 		{name: "server certificate for client use only: not trusted", server: ca.issue("kvm1", x509.ExtKeyUsageClientAuth, false),
 			client: ca.issue("kvm2", x509.ExtKeyUsageClientAuth, false), migrating: true, err: "usage"},
 		{name: "server that is not the peer asked: not trusted", server: ca.issue("kvm3", x509.ExtKeyUsageServerAuth, false),
-			client: ca.issue("kvm2", x509.ExtKeyUsageClientAuth, false), migrating: true, err: "not kvm1"},
+			client: ca.issue("kvm2", x509.ExtKeyUsageClientAuth, false), migrating: true, err: "neither kvm1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newTestCluster(t, 2)
@@ -312,5 +338,78 @@ func TestPeerHoldersOverTLS(t *testing.T) {
 	ph.Peers = append(ph.Peers, hook.Peer{Name: "kvm4", Address: "127.0.0.1:1"})
 	if got, err := ph.Holders(context.Background(), []lvmlock.Ref{ref("a")}); err == nil || got != nil {
 		t.Errorf("Holders() with a peer down = %v, %v; want an error", got, err)
+	}
+}
+
+// TestPeerIdentity: a host is known by the subject alternative names of its
+// certificate (DNS names, IP addresses), matched against the configured
+// peer's name or address, never by the Common Name; a client certificate
+// must carry the clientAuth usage, a server certificate serverAuth.
+func TestPeerIdentity(t *testing.T) {
+	client, server := x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth
+	srv := func(c certSpec) certSpec {
+		if c.usages == nil {
+			c.usages = []x509.ExtKeyUsage{server}
+		}
+		return c
+	}
+	cli := func(c certSpec) certSpec {
+		if c.usages == nil {
+			c.usages = []x509.ExtKeyUsage{client}
+		}
+		return c
+	}
+	tests := []struct {
+		name           string
+		server, client certSpec
+		// kvm2 is configured at this address on the server.
+		clientAddr string
+		err        string // in Ask's error; "" for an answer
+	}{
+		{name: "DNS names", server: srv(certSpec{cn: "kvm1", dns: []string{"kvm1"}}), client: cli(certSpec{cn: "kvm2", dns: []string{"kvm2"}})},
+		{name: "DNS names, another CN", server: srv(certSpec{cn: "x", dns: []string{"KVM1"}}), client: cli(certSpec{cn: "y", dns: []string{"other", "kvm2"}})},
+		{name: "client known by its address", server: srv(certSpec{dns: []string{"kvm1"}}),
+			client: cli(certSpec{cn: "kvm2", ips: []string{"10.0.0.2"}}), clientAddr: "10.0.0.2:16520"},
+		{name: "server known by its address", server: srv(certSpec{cn: "kvm1", ips: []string{"127.0.0.1"}}),
+			client: cli(certSpec{dns: []string{"kvm2"}})},
+		{name: "client with both usages", server: srv(certSpec{dns: []string{"kvm1"}}),
+			client: certSpec{dns: []string{"kvm2"}, usages: []x509.ExtKeyUsage{server, client}}},
+
+		{name: "client named kvm2 by its CN, another by its SAN", server: srv(certSpec{dns: []string{"kvm1"}}),
+			client: cli(certSpec{cn: "kvm2", dns: []string{"intruder"}}), err: "remote error: tls"},
+		{name: "client with an address that is not kvm2's", server: srv(certSpec{dns: []string{"kvm1"}}),
+			client: cli(certSpec{cn: "kvm2", ips: []string{"10.0.0.9"}}), clientAddr: "10.0.0.2", err: "remote error: tls"},
+		{name: "server named kvm1 by its CN, another by its SAN", server: srv(certSpec{cn: "kvm1", dns: []string{"kvm3"}}),
+			client: cli(certSpec{dns: []string{"kvm2"}}), err: "kvm1"},
+		{name: "client without extended key usage", server: srv(certSpec{dns: []string{"kvm1"}}),
+			client: certSpec{dns: []string{"kvm2"}, usages: []x509.ExtKeyUsage{}}, err: "remote error: tls"},
+		{name: "client for any usage", server: srv(certSpec{dns: []string{"kvm1"}}),
+			client: certSpec{dns: []string{"kvm2"}, usages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}, err: "remote error: tls"},
+		{name: "server without extended key usage", server: certSpec{dns: []string{"kvm1"}, usages: []x509.ExtKeyUsage{}},
+			client: cli(certSpec{dns: []string{"kvm2"}}), err: "serverAuth"},
+	}
+	ca := newPKI(t, "cluster CA")
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			svc := newBlockingService()
+			svc.releaseAll()
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			peers := []hook.Peer{{Name: "kvm1", Address: ln.Addr().String()}, {Name: "kvm2", Address: tc.clientAddr}}
+			addr, _ := serveWith(t, &Server{Helper: svc, Peers: peers, Log: zerolog.Nop()}, ln, ca.issueSpec(tc.server))
+			cr := ca.issueSpec(tc.client)
+			tr := &HTTPSTransport{Credentials: func() (*Credentials, error) { return cr, nil }}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			ans, err := tr.Ask(ctx, hook.Peer{Name: "kvm1", Address: addr}, DowngradePath, req(uuid1, "a"))
+			switch {
+			case tc.err == "" && (err != nil || !ans.Granted):
+				t.Errorf("Ask() = %+v, %v; want an answer", ans, err)
+			case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+				t.Errorf("Ask() = %+v, %v; want an error containing %q", ans, err, tc.err)
+			}
+		})
 	}
 }

@@ -56,8 +56,13 @@ func runDaemon(parent context.Context, e *env) error {
 	}
 	helper := migration.NewHelper(cfg, host, lvm, &hook.State{Dir: cfg.StateDir}, log)
 
+	// A signal ends the peer server first; the helper (its libvirt
+	// connection, which a downgrade in flight still uses) only once the
+	// server has answered the requests in flight.
 	ctx, stop := signal.NotifyContext(parent, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	helperCtx, stopHelper := context.WithCancel(context.WithoutCancel(parent))
+	defer stopHelper()
 
 	serveErr := make(chan error, 1)
 	if cfg.Daemon.Listen != "" && len(cfg.Daemon.Peers) > 0 {
@@ -74,6 +79,10 @@ func runDaemon(parent context.Context, e *env) error {
 		log.Info().Str("listen", ln.Addr().String()).Str("host", host).Int("peers", len(cfg.Daemon.Peers)).Msg("peer server listening")
 	} else {
 		log.Warn().Msg("no daemon.listen or no [[daemon.peer]]: peer server off, live migrations cannot be handed over")
+		go func() {
+			<-ctx.Done()
+			serveErr <- nil
+		}()
 	}
 
 	notify := func(state string) {
@@ -84,16 +93,16 @@ func runDaemon(parent context.Context, e *env) error {
 	runDone := make(chan struct{})
 	go func() {
 		defer close(runDone)
-		helper.Run(ctx, migration.DialLibvirt(cfg.Daemon.LibvirtSocket), notify)
+		helper.Run(helperCtx, migration.DialLibvirt(cfg.Daemon.LibvirtSocket), notify)
 	}()
-	var serveFailed error
-	select {
-	case <-runDone:
-	case serveFailed = <-serveErr:
-		stop() // the peer server died: stop rather than run half a helper
-		<-runDone
-	}
+	// Serve returns after a signal, once the requests in flight are
+	// answered, or when the peer server dies: then stop rather than run
+	// half a helper.
+	serveFailed := <-serveErr
+	stop()
 	notify("STOPPING=1")
+	stopHelper()
+	<-runDone
 	log.Info().Msg("lock helper stopped")
 	if serveFailed != nil {
 		return fmt.Errorf("peer server: %w", serveFailed)

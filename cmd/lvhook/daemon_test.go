@@ -3,12 +3,22 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lvhook/lvhook/hook"
+	"github.com/lvhook/lvhook/migration"
 )
 
 func writeConfig(t *testing.T, text string) {
@@ -108,5 +118,153 @@ func TestDaemonRefusesBrokenConfig(t *testing.T) {
 			t.Errorf("daemon with %q notified systemd (%d bytes)", text, n)
 		}
 		conn.Close()
+	}
+}
+
+func writePKI(t *testing.T, dir string) {
+	t.Helper()
+	newKey := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	write := func(name, typ string, der []byte) {
+		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	caKey := newKey()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	write("ca.pem", "CERTIFICATE", caDER)
+	for i, c := range []struct {
+		name  string
+		usage x509.ExtKeyUsage
+	}{{"kvm1", x509.ExtKeyUsageServerAuth}, {"kvm2", x509.ExtKeyUsageClientAuth}} {
+		key := newKey()
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(int64(i + 2)), Subject: pkix.Name{CommonName: c.name},
+			DNSNames: []string{c.name}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{c.usage}}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kder, _ := x509.MarshalPKCS8PrivateKey(key)
+		write(c.name+".pem", "CERTIFICATE", der)
+		write(c.name+"-key.pem", "PRIVATE KEY", kder)
+	}
+}
+
+func TestDaemonDrainsPeerRequests(t *testing.T) {
+	dir := t.TempDir()
+	writePKI(t, dir)
+	// An lvs that waits for the test: the holders request stays in flight.
+	bin := filepath.Join(dir, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// It gives up after 10 s, or when the test's directory is gone.
+	lvs := "#!/bin/sh\ntouch " + dir + "/lvs-started\ni=0\n" +
+		"while [ -d " + dir + " ] && [ ! -e " + dir + "/lvs-release ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done\n" +
+		"echo '{\"report\":[{\"lv\":[]}]}'\n"
+	if err := os.WriteFile(filepath.Join(bin, "lvs"), []byte(lvs), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	t.Cleanup(func() { os.WriteFile(dir+"/lvs-release", nil, 0o600) })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	writeConfig(t, `state_dir = "`+dir+`/state"
+[daemon]
+host_name = "kvm1"
+listen = "`+addr+`"
+libvirt_socket = "`+dir+`/no-libvirt-sock"
+ca_cert = "`+dir+`/ca.pem"
+cert = "`+dir+`/kvm1.pem"
+key = "`+dir+`/kvm1-key.pem"
+[[daemon.peer]]
+name = "kvm1"
+address = "`+addr+`"
+[[daemon.peer]]
+name = "kvm2"
+address = "127.0.0.1:1"
+`)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- runDaemon(ctx, &env{stderr: &bytes.Buffer{}}) }()
+
+	cr, err := migration.LoadCredentials(dir+"/ca.pem", dir+"/kvm2.pem", dir+"/kvm2-key.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &migration.HTTPSTransport{Credentials: func() (*migration.Credentials, error) { return cr, nil }}
+	asked := make(chan error, 1)
+	go func() {
+		// The daemon may still be starting: ask until it listens.
+		for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+			_, err := tr.AskHolders(context.Background(), hook.Peer{Name: "kvm1", Address: addr},
+				migration.HoldersRequest{LVs: []migration.LVRef{{VG: "vg0", LV: "a"}}, TimeoutMS: 10000})
+			if err == nil || !strings.Contains(err.Error(), "connection refused") || time.Since(start) > 5*time.Second {
+				asked <- err
+				return
+			}
+		}
+	}()
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(dir + "/lvs-started"); err == nil {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("runDaemon() = %v before any request", err)
+		default:
+		}
+		if time.Since(start) > 5*time.Second {
+			select {
+			case err := <-asked:
+				t.Fatalf("the holders request never ran lvs: %v", err)
+			default:
+				t.Fatal("the holders request never ran lvs")
+			}
+		}
+	}
+
+	cancel() // as SIGTERM does
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Since(start) > 3*time.Second {
+			t.Fatal("new peer connections still accepted 3 s after SIGTERM")
+		}
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("runDaemon returned (%v) with a peer request in flight", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := os.WriteFile(dir+"/lvs-release", nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-asked; err != nil {
+		t.Errorf("AskHolders() in flight at SIGTERM = %v, want its answer", err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("runDaemon() = %v", err)
 	}
 }
