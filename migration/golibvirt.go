@@ -41,7 +41,7 @@ var errHung = errors.New("libvirt did not answer")
 func connectLibvirt(ctx context.Context, d socket.Dialer, timeout time.Duration) (Libvirt, error) {
 	c := &conn{dialer: d}
 	g := &goLibvirt{l: libvirt.NewWithDialer(c), conn: c, timeout: timeout}
-	if err := g.call(ctx, func() error { return g.l.ConnectToURI(libvirt.QEMUSystem) }); err != nil {
+	if err := do(ctx, g, timeout, func() error { return g.l.ConnectToURI(libvirt.QEMUSystem) }); err != nil {
 		// Nothing will use this connection: do not leave it to the
 		// call timeout when ctx ended first.
 		c.close()
@@ -96,25 +96,34 @@ func (c *conn) close() {
 	}
 }
 
-// call runs f, one or more go-libvirt calls, and waits for it until the call
-// timeout, or until ctx ends. On timeout the connection is closed. A caller
-// whose ctx ends first gets ctx's error at once; the call it leaves still
-// ends by the call timeout, closing the connection if it has to.
-func (g *goLibvirt) call(ctx context.Context, f func() error) error {
-	return g.callWithin(ctx, g.timeout, f)
+// call runs f, a go-libvirt call, and waits for it until the call timeout,
+// or until ctx ends. On timeout the connection is closed. A caller whose ctx
+// ends first gets ctx's error at once; the call it leaves still ends by the
+// call timeout, closing the connection if it has to. f's results come back
+// through a channel: an abandoned f writes nothing its caller reads.
+func call[T any](ctx context.Context, g *goLibvirt, f func() (T, error)) (T, error) {
+	return callWithin(ctx, g, g.timeout, f)
 }
 
-func (g *goLibvirt) callWithin(ctx context.Context, timeout time.Duration, f func() error) error {
-	done := make(chan error, 1)
-	go func() { done <- f() }()
+func callWithin[T any](ctx context.Context, g *goLibvirt, timeout time.Duration, f func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := f()
+		done <- result{v, err}
+	}()
 	t := time.NewTimer(timeout)
+	var zero T
 	select {
-	case err := <-done:
+	case r := <-done:
 		t.Stop()
-		return err
+		return r.v, r.err
 	case <-t.C:
 		g.conn.close()
-		return fmt.Errorf("%w within %s: connection closed", errHung, timeout)
+		return zero, fmt.Errorf("%w within %s: connection closed", errHung, timeout)
 	case <-ctx.Done():
 		go func() {
 			select {
@@ -124,15 +133,20 @@ func (g *goLibvirt) callWithin(ctx context.Context, timeout time.Duration, f fun
 				g.conn.close()
 			}
 		}()
-		return ctx.Err()
+		return zero, ctx.Err()
 	}
 }
 
+// do is call for a go-libvirt call that returns only an error.
+func do(ctx context.Context, g *goLibvirt, timeout time.Duration, f func() error) error {
+	_, err := callWithin(ctx, g, timeout, func() (struct{}, error) { return struct{}{}, f() })
+	return err
+}
+
 func (g *goLibvirt) ActiveDomains(ctx context.Context) ([]Domain, error) {
-	var doms []libvirt.Domain
-	err := g.call(ctx, func() (err error) {
-		doms, _, err = g.l.ConnectListAllDomains(1, libvirt.ConnectListDomainsActive)
-		return err
+	doms, err := call(ctx, g, func() ([]libvirt.Domain, error) {
+		doms, _, err := g.l.ConnectListAllDomains(1, libvirt.ConnectListDomainsActive)
+		return doms, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list active domains: %w", err)
@@ -149,10 +163,9 @@ func (g *goLibvirt) lookup(ctx context.Context, uuid string) (libvirt.Domain, er
 	if err != nil {
 		return libvirt.Domain{}, err
 	}
-	var d libvirt.Domain
-	err = g.call(ctx, func() (err error) { d, err = g.l.DomainLookupByUUID(u); return err })
+	d, err := call(ctx, g, func() (libvirt.Domain, error) { return g.l.DomainLookupByUUID(u) })
 	if err != nil {
-		return d, mapError(err)
+		return libvirt.Domain{}, mapError(err)
 	}
 	return d, nil
 }
@@ -162,8 +175,10 @@ func (g *goLibvirt) DomainState(ctx context.Context, uuid string) (DomainState, 
 	if err != nil {
 		return StateOther, err
 	}
-	var state int32
-	err = g.call(ctx, func() (err error) { state, _, err = g.l.DomainGetState(d, 0); return err })
+	state, err := call(ctx, g, func() (int32, error) {
+		state, _, err := g.l.DomainGetState(d, 0)
+		return state, err
+	})
 	if err != nil {
 		return StateOther, mapError(err)
 	}
@@ -187,10 +202,15 @@ func (g *goLibvirt) DomainJob(ctx context.Context, uuid string) (Job, error) {
 	if err != nil {
 		return Job{}, err
 	}
-	var typ int32
-	var params []libvirt.TypedParam
-	err = g.call(ctx, func() (err error) { typ, params, err = g.l.DomainGetJobStats(d, 0); return err })
-	return jobOf(typ, params, err)
+	type stats struct {
+		typ    int32
+		params []libvirt.TypedParam
+	}
+	st, err := call(ctx, g, func() (stats, error) {
+		typ, params, err := g.l.DomainGetJobStats(d, 0)
+		return stats{typ, params}, err
+	})
+	return jobOf(st.typ, st.params, err)
 }
 
 // jobOf reads virDomainGetJobStats' answer. On a migration's destination
@@ -239,8 +259,7 @@ func (g *goLibvirt) DomainXML(ctx context.Context, uuid string) ([]byte, error) 
 	if err != nil {
 		return nil, err
 	}
-	var x string
-	err = g.call(ctx, func() (err error) { x, err = g.l.DomainGetXMLDesc(d, 0); return err })
+	x, err := call(ctx, g, func() (string, error) { return g.l.DomainGetXMLDesc(d, 0) })
 	if err != nil {
 		return nil, mapError(err)
 	}
@@ -249,7 +268,7 @@ func (g *goLibvirt) DomainXML(ctx context.Context, uuid string) ([]byte, error) 
 
 func (g *goLibvirt) LifecycleEvents(ctx context.Context) (<-chan Event, error) {
 	out := make(chan Event)
-	err := g.call(ctx, func() error {
+	err := do(ctx, g, g.timeout, func() error {
 		in, err := g.l.LifecycleEvents(ctx)
 		if err != nil {
 			return err
@@ -311,7 +330,7 @@ func (g *goLibvirt) Disconnected() <-chan struct{} { return g.l.Disconnected() }
 // Close says goodbye to libvirtd, bounded by closeTimeout, and closes the
 // socket whatever the answer.
 func (g *goLibvirt) Close() error {
-	err := g.callWithin(context.Background(), min(g.timeout, closeTimeout), g.l.Disconnect)
+	err := do(context.Background(), g, min(g.timeout, closeTimeout), g.l.Disconnect)
 	g.conn.close()
 	return err
 }
