@@ -5,7 +5,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
+	"sync"
 	"time"
 
 	libvirt "github.com/digitalocean/go-libvirt"
@@ -15,41 +17,136 @@ import (
 
 // DialLibvirt returns a Connector to the libvirtd (or virtqemud) listening on
 // the UNIX socket at path, speaking qemu:///system.
-func DialLibvirt(path string) Connector {
+func DialLibvirt(path string) Connector { return dialLibvirt(path, libvirtCallTimeout) }
+
+// libvirtCallTimeout bounds each call to libvirtd, connecting included. It is
+// above libvirt's own 30 s wait for a domain's job, so that a call waiting for
+// one still gets libvirt's answer; a libvirtd that takes longer is taken for
+// hung: the connection is closed and Run connects again.
+const libvirtCallTimeout = 45 * time.Second
+
+// closeTimeout bounds Close's goodbye to libvirtd (virConnectClose), after
+// which the socket is closed anyway.
+const closeTimeout = 5 * time.Second
+
+func dialLibvirt(path string, timeout time.Duration) Connector {
 	return func(ctx context.Context) (Libvirt, error) {
-		return connectLibvirt(ctx, dialers.NewLocal(dialers.WithSocket(path), dialers.WithLocalTimeout(10*time.Second)))
+		return connectLibvirt(ctx, dialers.NewLocal(dialers.WithSocket(path), dialers.WithLocalTimeout(10*time.Second)), timeout)
 	}
 }
 
-func connectLibvirt(ctx context.Context, d socket.Dialer) (Libvirt, error) {
-	l := libvirt.NewWithDialer(d)
-	if err := call(ctx, func() error { return l.ConnectToURI(libvirt.QEMUSystem) }); err != nil {
+// errHung: libvirtd did not answer a call within the call timeout.
+var errHung = errors.New("libvirt did not answer")
+
+func connectLibvirt(ctx context.Context, d socket.Dialer, timeout time.Duration) (Libvirt, error) {
+	c := &conn{dialer: d}
+	g := &goLibvirt{l: libvirt.NewWithDialer(c), conn: c, timeout: timeout}
+	if err := do(ctx, g, timeout, func() error { return g.l.ConnectToURI(libvirt.QEMUSystem) }); err != nil {
+		// Nothing will use this connection: do not leave it to the
+		// call timeout when ctx ended first.
+		c.close()
 		return nil, fmt.Errorf("connect to libvirt: %w", err)
 	}
-	return &goLibvirt{l: l}, nil
+	return g, nil
 }
 
 // goLibvirt implements Libvirt with go-libvirt. go-libvirt's calls take no
-// context: call bounds each one so that a hung libvirtd cannot hang the lock
-// helper (the abandoned call ends when the connection is closed).
-type goLibvirt struct{ l *libvirt.Libvirt }
+// context, and closing the socket is the one way to end a call that libvirtd
+// does not answer: call bounds each one by the call timeout, then closes the
+// connection (Disconnected tells Run), which ends the call and the goroutines
+// of the connection.
+type goLibvirt struct {
+	l       *libvirt.Libvirt
+	conn    *conn
+	timeout time.Duration
+}
 
-func call(ctx context.Context, f func() error) error {
-	done := make(chan error, 1)
-	go func() { done <- f() }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
+// conn is the dialer of one go-libvirt connection, which keeps the socket so
+// that it can be closed from outside go-libvirt: go-libvirt's own Disconnect
+// first sends virConnectClose, which a hung libvirtd never answers either.
+type conn struct {
+	dialer socket.Dialer
+	mu     sync.Mutex
+	c      net.Conn
+	closed bool
+}
+
+func (c *conn) Dial() (net.Conn, error) {
+	nc, err := c.dialer.Dial()
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		nc.Close()
+		return nil, errors.New("connection to libvirt abandoned")
+	}
+	c.c = nc
+	return nc, nil
+}
+
+// close closes the socket, now or as soon as it is dialed.
+func (c *conn) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	if c.c != nil {
+		_ = c.c.Close()
 	}
 }
 
+// call runs f, a go-libvirt call, and waits for it until the call timeout,
+// or until ctx ends. On timeout the connection is closed. A caller whose ctx
+// ends first gets ctx's error at once; the call it leaves still ends by the
+// call timeout, closing the connection if it has to. f's results come back
+// through a channel: an abandoned f writes nothing its caller reads.
+func call[T any](ctx context.Context, g *goLibvirt, f func() (T, error)) (T, error) {
+	return callWithin(ctx, g, g.timeout, f)
+}
+
+func callWithin[T any](ctx context.Context, g *goLibvirt, timeout time.Duration, f func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := f()
+		done <- result{v, err}
+	}()
+	t := time.NewTimer(timeout)
+	var zero T
+	select {
+	case r := <-done:
+		t.Stop()
+		return r.v, r.err
+	case <-t.C:
+		g.conn.close()
+		return zero, fmt.Errorf("%w within %s: connection closed", errHung, timeout)
+	case <-ctx.Done():
+		go func() {
+			select {
+			case <-done:
+				t.Stop()
+			case <-t.C:
+				g.conn.close()
+			}
+		}()
+		return zero, ctx.Err()
+	}
+}
+
+// do is call for a go-libvirt call that returns only an error.
+func do(ctx context.Context, g *goLibvirt, timeout time.Duration, f func() error) error {
+	_, err := callWithin(ctx, g, timeout, func() (struct{}, error) { return struct{}{}, f() })
+	return err
+}
+
 func (g *goLibvirt) ActiveDomains(ctx context.Context) ([]Domain, error) {
-	var doms []libvirt.Domain
-	err := call(ctx, func() (err error) {
-		doms, _, err = g.l.ConnectListAllDomains(1, libvirt.ConnectListDomainsActive)
-		return err
+	doms, err := call(ctx, g, func() ([]libvirt.Domain, error) {
+		doms, _, err := g.l.ConnectListAllDomains(1, libvirt.ConnectListDomainsActive)
+		return doms, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list active domains: %w", err)
@@ -66,10 +163,9 @@ func (g *goLibvirt) lookup(ctx context.Context, uuid string) (libvirt.Domain, er
 	if err != nil {
 		return libvirt.Domain{}, err
 	}
-	var d libvirt.Domain
-	err = call(ctx, func() (err error) { d, err = g.l.DomainLookupByUUID(u); return err })
+	d, err := call(ctx, g, func() (libvirt.Domain, error) { return g.l.DomainLookupByUUID(u) })
 	if err != nil {
-		return d, mapError(err)
+		return libvirt.Domain{}, mapError(err)
 	}
 	return d, nil
 }
@@ -79,8 +175,10 @@ func (g *goLibvirt) DomainState(ctx context.Context, uuid string) (DomainState, 
 	if err != nil {
 		return StateOther, err
 	}
-	var state int32
-	err = call(ctx, func() (err error) { state, _, err = g.l.DomainGetState(d, 0); return err })
+	state, err := call(ctx, g, func() (int32, error) {
+		state, _, err := g.l.DomainGetState(d, 0)
+		return state, err
+	})
 	if err != nil {
 		return StateOther, mapError(err)
 	}
@@ -104,10 +202,15 @@ func (g *goLibvirt) DomainJob(ctx context.Context, uuid string) (Job, error) {
 	if err != nil {
 		return Job{}, err
 	}
-	var typ int32
-	var params []libvirt.TypedParam
-	err = call(ctx, func() (err error) { typ, params, err = g.l.DomainGetJobStats(d, 0); return err })
-	return jobOf(typ, params, err)
+	type stats struct {
+		typ    int32
+		params []libvirt.TypedParam
+	}
+	st, err := call(ctx, g, func() (stats, error) {
+		typ, params, err := g.l.DomainGetJobStats(d, 0)
+		return stats{typ, params}, err
+	})
+	return jobOf(st.typ, st.params, err)
 }
 
 // jobOf reads virDomainGetJobStats' answer. On a migration's destination
@@ -156,8 +259,7 @@ func (g *goLibvirt) DomainXML(ctx context.Context, uuid string) ([]byte, error) 
 	if err != nil {
 		return nil, err
 	}
-	var x string
-	err = call(ctx, func() (err error) { x, err = g.l.DomainGetXMLDesc(d, 0); return err })
+	x, err := call(ctx, g, func() (string, error) { return g.l.DomainGetXMLDesc(d, 0) })
 	if err != nil {
 		return nil, mapError(err)
 	}
@@ -165,24 +267,36 @@ func (g *goLibvirt) DomainXML(ctx context.Context, uuid string) ([]byte, error) 
 }
 
 func (g *goLibvirt) LifecycleEvents(ctx context.Context) (<-chan Event, error) {
-	var in <-chan libvirt.DomainEventLifecycleMsg
-	err := call(ctx, func() (err error) { in, err = g.l.LifecycleEvents(ctx); return err })
+	out := make(chan Event)
+	err := do(ctx, g, g.timeout, func() error {
+		in, err := g.l.LifecycleEvents(ctx)
+		if err != nil {
+			return err
+		}
+		// Started here, not after call returns: a registration that
+		// succeeds after its caller gave up must be drained as well.
+		go forwardEvents(ctx, in, out)
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to lifecycle events: %w", err)
 	}
-	out := make(chan Event)
-	go func() {
-		defer close(out)
-		for m := range in {
-			ev := Event{Domain: Domain{Name: m.Dom.Name, UUID: formatUUID(m.Dom.UUID)}, Kind: eventKind(m.Event, m.Detail)}
-			select {
-			case out <- ev:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
 	return out, nil
+}
+
+// forwardEvents passes go-libvirt's events on until in is closed (ctx ended
+// or the connection is lost). Once ctx has ended it drops them, but reads in
+// to its end: go-libvirt's goroutine, which blocks on sending an event,
+// then sees ctx's end and unsubscribes.
+func forwardEvents(ctx context.Context, in <-chan libvirt.DomainEventLifecycleMsg, out chan<- Event) {
+	defer close(out)
+	for m := range in {
+		ev := Event{Domain: Domain{Name: m.Dom.Name, UUID: formatUUID(m.Dom.UUID)}, Kind: eventKind(m.Event, m.Detail)}
+		select {
+		case out <- ev:
+		case <-ctx.Done():
+		}
+	}
 }
 
 func eventKind(typ, detail int32) EventKind {
@@ -213,7 +327,13 @@ func eventKind(typ, detail int32) EventKind {
 
 func (g *goLibvirt) Disconnected() <-chan struct{} { return g.l.Disconnected() }
 
-func (g *goLibvirt) Close() error { return g.l.Disconnect() }
+// Close says goodbye to libvirtd, bounded by closeTimeout, and closes the
+// socket whatever the answer.
+func (g *goLibvirt) Close() error {
+	err := do(context.Background(), g, min(g.timeout, closeTimeout), g.l.Disconnect)
+	g.conn.close()
+	return err
+}
 
 // mapError turns libvirt's "no domain" errors into ErrNoDomain.
 func mapError(err error) error {

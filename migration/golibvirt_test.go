@@ -3,6 +3,11 @@ package migration
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
+	"path/filepath"
+	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,7 +22,7 @@ import (
 func TestGoLibvirtAdapter(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	lv, err := connectLibvirt(ctx, libvirttest.New())
+	lv, err := connectLibvirt(ctx, libvirttest.New(), time.Second)
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
@@ -39,6 +44,206 @@ func TestGoLibvirtAdapter(t *testing.T) {
 	case <-lv.Disconnected():
 	case <-ctx.Done():
 		t.Error("Disconnected not closed after Close")
+	}
+}
+
+// mockUUID is a domain that go-libvirt's mock lists as active. The mock
+// never answers virDomainLookupByUUID (nor the lifecycle event registration):
+// past the handshake it is a libvirtd that hangs mid-call.
+const mockUUID = "dc329f87-d4de-4719-8cfd-2e21c6105b01"
+
+// TestGoLibvirtHungCall: a call that libvirtd never answers fails after the
+// call timeout and closes the connection, so that later calls fail at once,
+// Disconnected tells Run to reconnect, and no goroutine is left behind.
+func TestGoLibvirtHungCall(t *testing.T) {
+	before := runtime.NumGoroutine()
+	ctx := context.Background()
+	lv, err := connectLibvirt(ctx, libvirttest.New(), 200*time.Millisecond)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	start := time.Now()
+	err = within(t, 10*time.Second, "DomainState on a hung libvirtd", func() error {
+		_, err := lv.DomainState(ctx, mockUUID)
+		return err
+	})
+	if err == nil {
+		t.Fatal("DomainState on a hung libvirtd succeeded")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("DomainState took %s, want about the 200 ms call timeout", d)
+	}
+	select {
+	case <-lv.Disconnected():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the connection is still open after a call timed out")
+	}
+	start = time.Now()
+	if err := within(t, 10*time.Second, "ActiveDomains after a timeout", func() error {
+		_, err := lv.ActiveDomains(ctx)
+		return err
+	}); err == nil {
+		t.Error("ActiveDomains on the closed connection succeeded")
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("ActiveDomains on the closed connection took %s, want an immediate failure", d)
+	}
+	closeWithin(t, lv)
+	if n := settleGoroutines(before); n > before {
+		t.Errorf("%d goroutines after the hung call, %d before", n, before)
+	}
+}
+
+// TestGoLibvirtAbandonedCall: a caller whose context ends first gets its
+// error at once; the call it left still ends by the call timeout, closing
+// the connection, instead of waiting for libvirtd forever.
+func TestGoLibvirtAbandonedCall(t *testing.T) {
+	before := runtime.NumGoroutine()
+	lv, err := connectLibvirt(context.Background(), libvirttest.New(), 300*time.Millisecond)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err = within(t, 10*time.Second, "DomainJob with a 50 ms context", func() error {
+		_, err := lv.DomainJob(ctx, mockUUID)
+		return err
+	})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("DomainJob = %v, want the context's deadline", err)
+	}
+	select {
+	case <-lv.Disconnected():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the abandoned call still holds the connection open")
+	}
+	closeWithin(t, lv)
+	if n := settleGoroutines(before); n > before {
+		t.Errorf("%d goroutines after the abandoned call, %d before", n, before)
+	}
+}
+
+// TestDialLibvirtHungDaemon: a libvirtd that accepts connections and never
+// answers. Each connection attempt fails after the call timeout, not the
+// caller's (longer) deadline, and closes its socket; repeated attempts leave
+// no goroutine behind.
+func TestDialLibvirtHungDaemon(t *testing.T) {
+	path, closed := hungLibvirtd(t)
+	before := runtime.NumGoroutine()
+	connect := dialLibvirt(path, 200*time.Millisecond)
+	const attempts = 5
+	for i := range attempts {
+		start := time.Now()
+		err := within(t, 10*time.Second, "connect to a hung libvirtd", func() error {
+			// Run gives a connection attempt 30 s.
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			lv, err := connect(ctx)
+			if err == nil {
+				lv.Close()
+			}
+			return err
+		})
+		if err == nil {
+			t.Fatalf("attempt %d: connected to a libvirtd that never answers", i)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("attempt %d took %s, want about the 200 ms call timeout", i, d)
+		}
+	}
+	for i := range attempts {
+		select {
+		case <-closed:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d of %d connections closed by the client", i, attempts)
+		}
+	}
+	if n := settleGoroutines(before); n > before {
+		t.Errorf("%d goroutines after %d attempts, %d before", n, attempts, before)
+	}
+}
+
+// hungLibvirtd listens on a UNIX socket like libvirtd's, accepts every
+// connection, reads what it is sent and never answers. closed gets a value
+// for each connection the client has closed.
+func hungLibvirtd(t *testing.T) (path string, closed <-chan struct{}) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "libvirt-sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan struct{}, 100)
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			go func() {
+				_, _ = io.Copy(io.Discard, c)
+				select {
+				case ch <- struct{}{}:
+				default:
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return path, ch
+}
+
+// within runs f and fails the test when f has not returned after d: a hung
+// call fails the test instead of hanging it.
+func within[T any](t *testing.T, d time.Duration, what string, f func() T) T {
+	t.Helper()
+	ch := make(chan T, 1)
+	go func() { ch <- f() }()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(d):
+		t.Fatalf("%s did not return within %s", what, d)
+		panic("unreachable")
+	}
+}
+
+// closeWithin closes lv, and reports (without stopping the test, which may
+// be ending already) a Close that has not returned after 10 s.
+func closeWithin(t *testing.T, lv Libvirt) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- lv.Close() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Errorf("Close did not return within 10 s")
+	}
+}
+
+// settleGoroutines waits up to 5 s for the number of goroutines to fall to
+// want (goroutines of a closed connection take a moment to end) and returns
+// the last count.
+func settleGoroutines(want int) int {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n := runtime.NumGoroutine()
+		if n <= want || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

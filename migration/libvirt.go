@@ -9,6 +9,9 @@ import (
 // Libvirt is what the lock helper asks of the local libvirtd. Domains are
 // named by UUID in lowercase 8-4-4-4-12 form. Implementations must be safe for
 // concurrent use: the peer server and the reconciler share one connection.
+// Every call is bounded, whatever its ctx: one that libvirtd does not answer
+// in time fails and closes the connection (Disconnected is then closed, and
+// Run connects again), so a hung libvirtd never stalls the lock helper.
 type Libvirt interface {
 	// ActiveDomains lists the domains whose QEMU runs here (running or
 	// paused, including the paused destination of an incoming migration).

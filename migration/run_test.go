@@ -5,11 +5,13 @@ import (
 	"errors"
 	"net"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/digitalocean/go-libvirt/libvirttest"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/lvhook/lvhook/lvmlock"
@@ -119,6 +121,101 @@ func TestRunReconnects(t *testing.T) {
 	<-done
 	if diff := cmp.Diff(map[int]lvmlock.Mode{2: "ex"}, c.lvm.Holders("vg0", "a")); diff != "" {
 		t.Errorf("vg0/a (-want +got):\n%s", diff)
+	}
+}
+
+// TestHandleEventHungLibvirt: a RESUMED_MIGRATED event while libvirtd hangs
+// in the middle of the reconciliation's calls. HandleEvent returns after the
+// call timeout, the domain is reported, and the connection is closed so that
+// Run reconnects.
+func TestHandleEventHungLibvirt(t *testing.T) {
+	c := newTestCluster(t, 1)
+	h := c.hosts[0].helper
+	lv, err := connectLibvirt(context.Background(), libvirttest.New(), 200*time.Millisecond)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { closeWithin(t, lv) })
+	// Not Connected: its full reconciliation would meet the hang first.
+	h.mu.Lock()
+	h.lv = lv
+	h.mu.Unlock()
+	start := time.Now()
+	within(t, 10*time.Second, "HandleEvent(RESUMED_MIGRATED) on a hung libvirtd", func() struct{} {
+		h.HandleEvent(context.Background(), Event{Domain: Domain{Name: "aaaaaaa-1", UUID: mockUUID}, Kind: EventResumedMigrated})
+		return struct{}{}
+	})
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("HandleEvent took %s, want about the 200 ms call timeout", d)
+	}
+	probs, err := ReadProblems(h.State.Dir)
+	if err != nil || len(probs) != 1 || probs[0].UUID != mockUUID {
+		t.Errorf("problems = %+v, %v; want one for the domain libvirt did not answer about", probs, err)
+	}
+	select {
+	case <-lv.Disconnected():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the connection is still open after a call timed out")
+	}
+}
+
+// TestRunHungLibvirt: Run against a libvirtd that hangs, before its first
+// answer or right after the handshake (go-libvirt's mock never answers the
+// lifecycle event registration). Each connection ends at the call timeout and
+// Run connects again; many reconnections leave no goroutine behind, and Run
+// still stops at once when asked.
+func TestRunHungLibvirt(t *testing.T) {
+	path, _ := hungLibvirtd(t)
+	for _, tc := range []struct {
+		name    string
+		connect Connector
+	}{
+		{"never answers", dialLibvirt(path, 100*time.Millisecond)},
+		{"hangs after the handshake", func(ctx context.Context) (Libvirt, error) {
+			return connectLibvirt(ctx, libvirttest.New(), 100*time.Millisecond)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newTestCluster(t, 1)
+			h := c.hosts[0].helper
+			h.Disconnected()
+			h.Now = time.Now
+			h.ReconnectMin, h.ReconnectMax = time.Millisecond, time.Millisecond
+			before := runtime.NumGoroutine()
+			const reconnects = 8
+			connects := make(chan struct{}, 100)
+			connect := func(ctx context.Context) (Libvirt, error) {
+				select {
+				case connects <- struct{}{}:
+				default:
+				}
+				return tc.connect(ctx)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				h.Run(ctx, connect, nil)
+			}()
+			timeout := time.After(20 * time.Second)
+			for i := range reconnects + 1 {
+				select {
+				case <-connects:
+				case <-timeout:
+					cancel()
+					t.Fatalf("Run stuck on a hung libvirtd: %d connection attempts in 20 s, want %d", i, reconnects+1)
+				}
+			}
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				t.Fatal("Run did not stop within 5 s of its context's end")
+			}
+			if n := settleGoroutines(before); n > before {
+				t.Errorf("%d goroutines after %d reconnections, %d before", n, reconnects, before)
+			}
+		})
 	}
 }
 
