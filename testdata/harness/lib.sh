@@ -296,6 +296,7 @@ diagnostics() {
 				echo "---- lvmlockctl -i"; lvmlockctl -i
 				echo "---- lvmlockd: last lock requests (client[pid] op)"
 				lvmlockctl --dump | grep -E "^[0-9]+ (send|recv) " | tail -n 40
+				echo "---- sanlock client log_dump (tail)"; sanlock client log_dump | tail -n 30
 				echo "---- lvs"; lvs -o lv_name,lv_active,lv_uuid '"$VG"'
 				echo "---- virsh list --all"; timeout 30 virsh list --all
 				echo "---- hook calls"; tail -n 30 /var/log/lvhook-trace.log 2>/dev/null' >&2 2>&1 || true
@@ -366,13 +367,33 @@ lockspace_started() {
 lockspace_stopped() { hsh "$1" -t 30 "! lvmlockctl -i | grep -q '^VG $VG lock_type=sanlock'"; }
 
 # lock_start HOST: join vg0's lockspace and verify it (vgchange may exit 0 on failure).
+# lvmlockd's lock start can fail with EARGS ("invalid parameters for sanlock", rv
+# -212) when udev has not yet made the lvmlock LV's device node (lvm2's
+# prepare_lockspace_san: "device is not always ready for us here"), seen on a busy
+# machine: that error alone is tried again, up to 5 times with a pause growing from
+# 5 s. Any failure prints sanlock's and lvmlockd's own logs.
 lock_start() {
-	local host=$1
-	local out
-	out=$(hrun "$host" -t 180 vgchange --lock-start "$VG" 2>&1) ||
-		die "$host: vgchange --lock-start $VG failed: $out"
-	wait_until "$host: lockspace $VG in lvmlockctl -i" 120 lockspace_started "$host" ||
+	local host=$1 out try
+	for try in 1 2 3 4 5; do
+		out=$(hrun "$host" -t 180 vgchange --lock-start "$VG" 2>&1) && break
+		if [[ $out != *"invalid parameters for sanlock"* || $try == 5 ]]; then
+			lock_logs "$host"
+			die "$host: vgchange --lock-start $VG failed (try $try): $out"
+		fi
+		log "  $host: vgchange --lock-start $VG: EARGS (device node not ready yet); trying again in $((5 * try)) s"
+		sleep $((5 * try))
+	done
+	wait_until "$host: lockspace $VG in lvmlockctl -i" 120 lockspace_started "$host" || {
+		lock_logs "$host"
 		die "$host: lockspace $VG not started"
+	}
+}
+
+# lock_logs HOST: the tails of sanlock's and lvmlockd's own logs, on stderr.
+lock_logs() {
+	hsh "$1" -t 60 '
+		echo "---- '"$1"': sanlock client log_dump (tail)"; sanlock client log_dump | tail -n 40
+		echo "---- '"$1"': lvmlockctl --dump (tail)"; lvmlockctl --dump | tail -n 60' >&2 2>&1 || true
 }
 
 cluster_storage() {
