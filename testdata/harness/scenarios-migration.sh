@@ -339,6 +339,25 @@ scenario_migrate_offline() {
 	log "  host1: virsh migrate --offline --persistent t1 -> host2"
 	expect "offline migration: nothing active anywhere"
 	expect_dom t1 "shut off" "shut off"
+	# An offline migration of a RUNNING domain holds the same outgoing migration job
+	# on the source as a live one; only the job's flags (libvirt's status file) tell
+	# it apart. host2's migrate begin must reserve no handover, so a start right after
+	# it is an ordinary start, refused while host1 holds the LV (found by review).
+	start_ok host1 t1
+	expect "t1 started on host1" t1@host1=ex
+	out=$(hrun host1 -t 200 timeout 180 virsh migrate --offline --persistent t1 qemu+tcp://host2/system 2>&1) ||
+		fail "virsh migrate --offline of a running domain failed: $out"
+	log "  host1: virsh migrate --offline --persistent t1 -> host2 while t1 runs on host1"
+	start_refused host2 t1 "is active on host1"
+	expect "start on host2 after an offline migration refused: t1 ex on host1 only" t1@host1=ex
+	local why
+	why=$(hsh host2 -t 30 'journalctl -q --no-pager -o json -t lvhook -n 200 | grep -m1 -o "[^\"]*is offline (--offline)[^\"]*"') ||
+		fail "host2's journal does not show host1 refusing the reservation of an offline migration"
+	log "  host1's answer to host2's reservation, in host2's journal:"
+	printf '%s
+' "$why" | sed 's/^/      | /' >&2
+	destroy host1 t1
+	expect "t1 destroyed"
 }
 
 # (h) forged requests: a hook run by hand on host2 for t1, which runs on host1 with no
