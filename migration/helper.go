@@ -131,33 +131,14 @@ func (h *Helper) Disconnected() {
 // of the domain's disks; the LVs held ex here are then converted to sh. An LV
 // already sh counts as done, so a repeated request (a lost answer) gets yes.
 func (h *Helper) Downgrade(ctx context.Context, peer string, req Request) (ans Answer) {
-	start := h.now()
-	log := h.Log.With().Str("peer", peer).Str("domain", req.Domain).Str("uuid", req.UUID).Logger()
-	ans = Answer{Host: h.Host}
-	defer func() {
-		ev := log.Info()
-		if !ans.Granted {
-			ev = log.Warn()
-		}
-		ev.Bool("granted", ans.Granted).Str("reason", ans.Reason).Dur("took", h.now().Sub(start)).
-			Msg("downgrade request answered")
-	}()
-	refuse := func(format string, args ...any) Answer {
-		ans.Reason = fmt.Sprintf(format, args...)
-		return ans
-	}
-	if _, err := parseUUID(req.UUID); err != nil {
-		return refuse("malformed request: %v", err)
-	}
+	log, refuse, done := h.answering(peer, req, &ans)
+	defer done("downgrade request answered")
 	if len(req.LVs) == 0 || len(req.LVs) > 1024 {
 		return refuse("malformed request: %d LVs", len(req.LVs))
 	}
-	if ctx.Err() != nil {
-		return refuse("request expired before it was examined")
-	}
-	lv := h.libvirt()
+	lv, why := h.examine(ctx, req)
 	if lv == nil {
-		return refuse("the lock helper on %s is not connected to libvirt", h.Host)
+		return refuse("%s", why)
 	}
 	dom, job, err := h.outgoing(ctx, lv, req.UUID)
 	if err != nil {
@@ -264,6 +245,44 @@ func (h *Helper) Downgrade(ctx context.Context, peer string, req Request) (ans A
 	h.mu.Unlock()
 	ans.Granted = true
 	return ans
+}
+
+// answering starts the answer to peer's request in *ans: the log with the
+// request's fields, refuse, which sets the reason and returns *ans, and
+// done, which logs the decision as msg.
+func (h *Helper) answering(peer string, req Request, ans *Answer) (zerolog.Logger, func(string, ...any) Answer, func(string)) {
+	start := h.now()
+	log := h.Log.With().Str("peer", peer).Str("domain", req.Domain).Str("uuid", req.UUID).Logger()
+	*ans = Answer{Host: h.Host}
+	refuse := func(format string, args ...any) Answer {
+		ans.Reason = fmt.Sprintf(format, args...)
+		return *ans
+	}
+	done := func(msg string) {
+		ev := log.Info()
+		if !ans.Granted {
+			ev = log.Warn()
+		}
+		ev.Bool("granted", ans.Granted).Str("reason", ans.Reason).Dur("took", h.now().Sub(start)).Msg(msg)
+	}
+	return log, refuse, done
+}
+
+// examine checks what every peer request needs before libvirt is asked: a
+// well-formed UUID, time left, a libvirt connection. It returns the
+// connection, or nil and why not.
+func (h *Helper) examine(ctx context.Context, req Request) (Libvirt, string) {
+	if _, err := parseUUID(req.UUID); err != nil {
+		return nil, fmt.Sprintf("malformed request: %v", err)
+	}
+	if ctx.Err() != nil {
+		return nil, "request expired before it was examined"
+	}
+	lv := h.libvirt()
+	if lv == nil {
+		return nil, fmt.Sprintf("the lock helper on %s is not connected to libvirt", h.Host)
+	}
+	return lv, ""
 }
 
 // outgoing returns the domain uuid and its job when libvirt shows it active

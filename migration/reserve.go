@@ -28,36 +28,17 @@ type reservation struct {
 // that merely holds an old marker runs no migrate begin and cannot. It
 // changes no lock: Downgrade, later in the same migration, does.
 func (h *Helper) Reserve(ctx context.Context, peer string, req Request) (ans Answer) {
-	start := h.now()
-	log := h.Log.With().Str("peer", peer).Str("domain", req.Domain).Str("uuid", req.UUID).Logger()
-	ans = Answer{Host: h.Host}
-	defer func() {
-		ev := log.Info()
-		if !ans.Granted {
-			ev = log.Warn()
-		}
-		ev.Bool("granted", ans.Granted).Str("reason", ans.Reason).Dur("took", h.now().Sub(start)).
-			Msg("handover reservation answered")
-	}()
-	refuse := func(format string, args ...any) Answer {
-		ans.Reason = fmt.Sprintf(format, args...)
-		return ans
-	}
-	if _, err := parseUUID(req.UUID); err != nil {
-		return refuse("malformed request: %v", err)
-	}
+	_, refuse, done := h.answering(peer, req, &ans)
+	defer done("handover reservation answered")
 	if len(req.LVs) != 0 {
 		return refuse("malformed request: a reservation names no LVs")
 	}
 	if peer == h.Host {
 		return refuse("%s cannot migrate a domain to itself", h.Host)
 	}
-	if ctx.Err() != nil {
-		return refuse("request expired before it was examined")
-	}
-	lv := h.libvirt()
+	lv, why := h.examine(ctx, req)
 	if lv == nil {
-		return refuse("the lock helper on %s is not connected to libvirt", h.Host)
+		return refuse("%s", why)
 	}
 	dom, job, err := h.outgoing(ctx, lv, req.UUID)
 	if err != nil {
