@@ -111,7 +111,7 @@ func TestStartStopAndSecondStartRefused(t *testing.T) {
 	}
 	c.wantModes("after start on 1", "vg0", held(1, ex), vm1LVs...)
 	if diff := cmp.Diff([]string{
-		"lvchange -aey --select vg_shared=1 vg0/vm1-root vg0/vm1-data vg0/vm1-swap",
+		"lvchange -aey --select vg_shared=1 -- vg0/vm1-root vg0/vm1-data vg0/vm1-swap",
 	}, c.lvm.Calls(1)); diff != "" {
 		t.Errorf("lvm calls of a 3-disk start (-want +got):\n%s", diff)
 	}

@@ -274,15 +274,12 @@ func onlyNotFound(e *Error) bool {
 const SharedOnly = "vg_shared=1"
 
 func (c *Client) lvchange(ctx context.Context, flag string, refs []Ref) error {
-	// The callers checked already; this is the last point before lvm.
-	// lvchange takes "--" like lvs, but the lock model of the migration
-	// tests (migration/sim_test.go, checkRunner) reads every argument after
-	// the --select pair as an LV; until it skips "--", the names checked here
-	// are what keeps them from being read as options.
+	// The callers checked already; this is the last point before lvm, and
+	// "--" keeps a name that slipped past from being read as an option.
 	if err := validRefs(refs); err != nil {
 		return err
 	}
-	args := []string{"lvchange", flag, "--select", SharedOnly}
+	args := []string{"lvchange", flag, "--select", SharedOnly, "--"}
 	for _, r := range refs {
 		args = append(args, r.String())
 	}

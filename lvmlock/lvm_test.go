@@ -42,7 +42,7 @@ func TestActivateBatchesPerVGAndMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantCalls := []string{"lvchange -aey --select vg_shared=1 vg0/a vg0/b", "lvchange -asy --select vg_shared=1 vg0/s", "lvchange -aey --select vg_shared=1 vg1/c"}
+	wantCalls := []string{"lvchange -aey --select vg_shared=1 -- vg0/a vg0/b", "lvchange -asy --select vg_shared=1 -- vg0/s", "lvchange -aey --select vg_shared=1 -- vg1/c"}
 	if diff := cmp.Diff(wantCalls, c.Calls(1)); diff != "" {
 		t.Errorf("calls (-want +got):\n%s", diff)
 	}

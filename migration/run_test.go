@@ -104,7 +104,7 @@ func TestRunReconnects(t *testing.T) {
 	// The source's release drops its sh; the event makes the helper try.
 	c.hold(1, "a", lvmlock.ModeNone)
 	lives[0].events <- Event{Domain: Domain{Name: "vm1", UUID: uuid1}, Kind: EventResumedMigrated}
-	waitCmd(t, cmds, "lvchange -aey --select vg_shared=1 vg0/a: ok")
+	waitCmd(t, cmds, "lvchange -aey --select vg_shared=1 -- vg0/a: ok")
 	if diff := cmp.Diff(map[int]lvmlock.Mode{2: "ex"}, c.lvm.Holders("vg0", "a")); diff != "" {
 		t.Errorf("vg0/a after the event (-want +got):\n%s", diff)
 	}
@@ -116,7 +116,7 @@ func TestRunReconnects(t *testing.T) {
 		t.Errorf("notification %q, want connection lost", note)
 	}
 	<-connects
-	waitCmd(t, cmds, "lvchange -aey --select vg_shared=1 vg0/a: ok")
+	waitCmd(t, cmds, "lvchange -aey --select vg_shared=1 -- vg0/a: ok")
 	cancel()
 	<-done
 	if diff := cmp.Diff(map[int]lvmlock.Mode{2: "ex"}, c.lvm.Holders("vg0", "a")); diff != "" {

@@ -1308,6 +1308,10 @@ func (r *checkRunner) Run(ctx context.Context, name string, args ...string) ([]b
 			i++
 			continue
 		}
+		if args[i] == "--" {
+			rest = append(rest, args[i])
+			continue
+		}
 		vg, lv, _ := strings.Cut(args[i], "/")
 		refs = append(refs, lvmlock.Ref{VG: vg, LV: lv})
 	}

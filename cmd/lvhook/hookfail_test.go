@@ -155,7 +155,7 @@ func TestHookDomainNamedLikeAFlag(t *testing.T) {
 				if code != 0 || stdout != "" || stderr != "" {
 					t.Fatalf("%q: exit %d, stdout %q, stderr %q", argv, code, stdout, stderr)
 				}
-				want := "lvchange -aey --select vg_shared=1 vg0/vm1-root vg0/vm1-data vg0/vm1-swap"
+				want := "lvchange -aey --select vg_shared=1 -- vg0/vm1-root vg0/vm1-data vg0/vm1-swap"
 				if calls := e.calls(); !slices.Contains(calls, want) {
 					t.Errorf("%q: lvm calls %q, want %q", argv, calls, want)
 				}

@@ -123,7 +123,7 @@ func TestHookPrepareOneCallForThreeLVs(t *testing.T) {
 			lvchanges = append(lvchanges, c)
 		}
 	}
-	if diff := cmp.Diff([]string{"lvchange -aey --select vg_shared=1 vg0/vm1-root vg0/vm1-data vg0/vm1-swap"}, lvchanges); diff != "" {
+	if diff := cmp.Diff([]string{"lvchange -aey --select vg_shared=1 -- vg0/vm1-root vg0/vm1-data vg0/vm1-swap"}, lvchanges); diff != "" {
 		t.Errorf("lvchange calls (-want +got):\n%s", diff)
 	}
 }
@@ -145,8 +145,8 @@ func TestHookRefusalIsOneLine(t *testing.T) {
 			lvchanges = append(lvchanges, c)
 		}
 	}
-	want2 := []string{"lvchange -aey --select vg_shared=1 vg0/vm1-root vg0/vm1-data vg0/vm1-swap",
-		"lvchange -an --select vg_shared=1 vg0/vm1-root vg0/vm1-data vg0/vm1-swap"}
+	want2 := []string{"lvchange -aey --select vg_shared=1 -- vg0/vm1-root vg0/vm1-data vg0/vm1-swap",
+		"lvchange -an --select vg_shared=1 -- vg0/vm1-root vg0/vm1-data vg0/vm1-swap"}
 	if diff := cmp.Diff(want2, lvchanges); diff != "" {
 		t.Errorf("lvchange calls, want the activation then its rollback (-want +got):\n%s", diff)
 	}
