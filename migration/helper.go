@@ -75,18 +75,8 @@ type Helper struct {
 }
 
 type grant struct {
-	peer     string
-	jobStart time.Time
-}
-
-// sameJob tells whether two job starts, computed from libvirt's elapsed
-// time at different moments, are one job; an unknown start never is.
-func sameJob(a, b time.Time) bool {
-	if a.IsZero() || b.IsZero() {
-		return false
-	}
-	d := a.Sub(b)
-	return d < 2*time.Second && d > -2*time.Second
+	peer string
+	job  uint64 // libvirt's start of the job (asyncStarted)
 }
 
 // NewHelper returns the lock helper of host.
@@ -140,13 +130,9 @@ func (h *Helper) Downgrade(ctx context.Context, peer string, req Request) (ans A
 	if lv == nil {
 		return refuse("%s", why)
 	}
-	dom, job, err := h.outgoing(ctx, lv, req.UUID)
+	dom, err := h.outgoing(ctx, lv, req.UUID)
 	if err != nil {
 		return refuse("%v", err)
-	}
-	var jobStart time.Time
-	if job.Elapsed > 0 {
-		jobStart = h.now().Add(-job.Elapsed)
 	}
 	log = log.With().Str("domain", dom.Name).Logger()
 	var refs []lvmlock.Ref
@@ -162,14 +148,15 @@ func (h *Helper) Downgrade(ctx context.Context, peer string, req Request) (ans A
 			needs[ref] = dom.Disks[i].Mode
 		}
 	}
-	if ok, why := h.reservedFor(req.UUID, dom.Name, peer); !ok {
+	jobID, why := h.reservedFor(req.UUID, dom.Name, peer)
+	if why != "" {
 		return refuse("%s", why)
 	}
 	h.mu.Lock()
 	g, granted := h.grants[req.UUID]
 	h.mu.Unlock()
 	// Handed over already in this job: to peer, the one that reserved it.
-	thisJob := granted && sameJob(g.jobStart, jobStart)
+	thisJob := granted && g.job == jobID
 
 	h.mu.Lock()
 	h.downgrades++
@@ -235,7 +222,7 @@ func (h *Helper) Downgrade(ctx context.Context, peer string, req Request) (ans A
 	if h.grants == nil {
 		h.grants = map[string]grant{}
 	}
-	h.grants[req.UUID] = grant{peer: peer, jobStart: jobStart}
+	h.grants[req.UUID] = grant{peer: peer, job: jobID}
 	// Watch the job: a migration cancelled or failed before the guest was
 	// paused ends with no lifecycle event on this host (no
 	// RESUMED_MIGRATED), so only the job's end tells that the LVs must be
@@ -285,41 +272,41 @@ func (h *Helper) examine(ctx context.Context, req Request) (Libvirt, string) {
 	return lv, ""
 }
 
-// outgoing returns the domain uuid and its job when libvirt shows it active
+// outgoing returns the domain uuid when libvirt shows it active
 // here with an outgoing migration job, else an error saying why not.
-func (h *Helper) outgoing(ctx context.Context, lv Libvirt, uuid string) (*hook.Domain, Job, error) {
+func (h *Helper) outgoing(ctx context.Context, lv Libvirt, uuid string) (*hook.Domain, error) {
 	state, err := lv.DomainState(ctx, uuid)
 	switch {
 	case errors.Is(err, ErrNoDomain):
-		return nil, Job{}, fmt.Errorf("domain %s does not run on %s", uuid, h.Host)
+		return nil, fmt.Errorf("domain %s does not run on %s", uuid, h.Host)
 	case err != nil:
-		return nil, Job{}, fmt.Errorf("libvirt on %s: %w", h.Host, err)
+		return nil, fmt.Errorf("libvirt on %s: %w", h.Host, err)
 	case state != StateRunning && state != StatePaused:
-		return nil, Job{}, fmt.Errorf("domain %s is %s on %s", uuid, state, h.Host)
+		return nil, fmt.Errorf("domain %s is %s on %s", uuid, state, h.Host)
 	}
 	job, err := lv.DomainJob(ctx, uuid)
 	switch {
 	case errors.Is(err, ErrNoDomain):
-		return nil, Job{}, fmt.Errorf("domain %s does not run on %s", uuid, h.Host)
+		return nil, fmt.Errorf("domain %s does not run on %s", uuid, h.Host)
 	case err != nil:
-		return nil, Job{}, fmt.Errorf("libvirt on %s: %w", h.Host, err)
+		return nil, fmt.Errorf("libvirt on %s: %w", h.Host, err)
 	case job.Kind != JobMigrationOut:
-		return nil, Job{}, fmt.Errorf("domain %s has no outgoing migration job on %s (job: %s)", uuid, h.Host, job.Kind)
+		return nil, fmt.Errorf("domain %s has no outgoing migration job on %s (job: %s)", uuid, h.Host, job.Kind)
 	}
 	x, err := lv.DomainXML(ctx, uuid)
 	if err != nil {
-		return nil, Job{}, fmt.Errorf("libvirt on %s: %w", h.Host, err)
+		return nil, fmt.Errorf("libvirt on %s: %w", h.Host, err)
 	}
 	dom, err := hook.ParseDomain(x, h.Config.StoragePoolDir)
 	switch {
 	case err != nil:
-		return nil, Job{}, err
+		return nil, err
 	case dom.UUID != uuid:
-		return nil, Job{}, fmt.Errorf("libvirt on %s returned the XML of %s for %s", h.Host, dom.UUID, uuid)
+		return nil, fmt.Errorf("libvirt on %s returned the XML of %s for %s", h.Host, dom.UUID, uuid)
 	case dom.OptedOut:
-		return nil, Job{}, fmt.Errorf("%s opted out of lvhook", dom.Name)
+		return nil, fmt.Errorf("%s opted out of lvhook", dom.Name)
 	}
-	return dom, job, nil
+	return dom, nil
 }
 
 func vgsOf(refs []lvmlock.Ref) []string {

@@ -3,16 +3,14 @@ package migration
 import (
 	"context"
 	"fmt"
-	"time"
 )
 
 // reservation binds the handover of one outgoing migration job (by its
 // start) to the one peer that is its destination.
 type reservation struct {
-	peer     string
-	jobStart time.Time
-	// job is libvirt's own start of the job (asyncStarted, in ms): exact,
-	// where jobStart, computed from the elapsed time, is not.
+	peer string
+	// job is libvirt's own start of the job (asyncStarted, in ms): it
+	// tells one job from the next exactly.
 	job uint64
 	// contested: another peer asked to reserve the same job. Only one host
 	// can be its destination and the source cannot tell which, so
@@ -40,7 +38,7 @@ func (h *Helper) Reserve(ctx context.Context, peer string, req Request) (ans Ans
 	if lv == nil {
 		return refuse("%s", why)
 	}
-	dom, job, err := h.outgoing(ctx, lv, req.UUID)
+	dom, err := h.outgoing(ctx, lv, req.UUID)
 	if err != nil {
 		return refuse("%v", err)
 	}
@@ -48,11 +46,6 @@ func (h *Helper) Reserve(ctx context.Context, peer string, req Request) (ans Ans
 	if why != "" {
 		return refuse("%s", why)
 	}
-	if job.Elapsed <= 0 {
-		// Without its start the job cannot be told from the next one.
-		return refuse("libvirt on %s does not say when the migration job of %s began", h.Host, dom.Name)
-	}
-	jobStart := h.now().Add(-job.Elapsed)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if r, ok := h.reservations[req.UUID]; ok && r.job == flags.Started && (r.contested || r.peer != peer) {
@@ -63,7 +56,7 @@ func (h *Helper) Reserve(ctx context.Context, peer string, req Request) (ans Ans
 	if h.reservations == nil {
 		h.reservations = map[string]reservation{}
 	}
-	h.reservations[req.UUID] = reservation{peer: peer, jobStart: jobStart, job: flags.Started}
+	h.reservations[req.UUID] = reservation{peer: peer, job: flags.Started}
 	ans.Granted = true
 	return ans
 }
@@ -92,24 +85,24 @@ func (h *Helper) liveJob(name string) (JobFlags, string) {
 	return flags, ""
 }
 
-// reservedFor tells whether peer reserved the handover of uuid for the job
-// running now (read again from libvirt: a reservation of an earlier job, or
-// an offline job that followed it, is no grant), and if not, why.
-func (h *Helper) reservedFor(uuid, name, peer string) (ok bool, why string) {
+// reservedFor returns the job running now (read again from libvirt: a
+// reservation of an earlier job, or an offline job that followed it, is no
+// grant) when peer reserved its handover, else why not.
+func (h *Helper) reservedFor(uuid, name, peer string) (job uint64, why string) {
 	flags, why := h.liveJob(name)
 	if why != "" {
-		return false, why
+		return 0, why
 	}
 	h.mu.Lock()
 	r, found := h.reservations[uuid]
 	h.mu.Unlock()
 	switch {
 	case !found || r.job != flags.Started:
-		return false, fmt.Sprintf("no handover of %s is reserved for its current migration job (the destination's migrate begin reserves it; a start after an offline or an older migration has none)", name)
+		return 0, fmt.Sprintf("no handover of %s is reserved for its current migration job (the destination's migrate begin reserves it; a start after an offline or an older migration has none)", name)
 	case r.contested:
-		return false, fmt.Sprintf("two hosts asked for the handover of %s's migration job: neither gets it", name)
+		return 0, fmt.Sprintf("two hosts asked for the handover of %s's migration job: neither gets it", name)
 	case r.peer != peer:
-		return false, fmt.Sprintf("the handover of %s is reserved for %s, the destination of this migration", name, r.peer)
+		return 0, fmt.Sprintf("the handover of %s is reserved for %s, the destination of this migration", name, r.peer)
 	}
-	return true, ""
+	return r.job, ""
 }

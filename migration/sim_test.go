@@ -451,6 +451,9 @@ func (s *sim) involved(h *simHost) bool {
 
 // options lists every enabled step.
 func (s *sim) options(newWork bool) []option {
+	if opts := s.prepareGap(); opts != nil {
+		return opts
+	}
 	var opts []option
 	for _, a := range s.acts {
 		opts = append(opts, a.options(s)...)
@@ -538,6 +541,50 @@ func (s *sim) options(newWork bool) []option {
 	}
 	opts = append(opts, option{name: "forged downgrade request", weight: 1, bg: true, breaks: true, run: s.forge})
 	return opts
+}
+
+// prepareGap: between a live migration's Begin on the source and the
+// destination's Prepare (migrate begin) there is one libvirt call, no human
+// time: no hook of another activity runs in it and no new work starts. Only
+// that migration's next step and what runs no hook (lock helpers, events,
+// time) may. Without this the model would let a whole offline migration and
+// a start on a third host fit in that gap, a race lvhook cannot close with
+// libvirt's hooks (the guide's limits) and libvirt's timing leaves no room
+// for.
+func (s *sim) prepareGap() []option {
+	var gap []option
+	for _, a := range s.acts {
+		if m, ok := inGap(a); ok {
+			gap = append(gap, m.options(s)...)
+		}
+	}
+	if gap == nil {
+		return nil
+	}
+	for _, a := range s.acts {
+		if _, ok := inGap(a); !ok {
+			for _, o := range a.options(s) {
+				if o.bg {
+					gap = append(gap, o)
+				}
+			}
+		}
+	}
+	for _, h := range s.hosts {
+		if h.helper != nil && h.libvirtUp {
+			gap = append(gap, option{name: h.name + ": helper tick", weight: 2, host: h.id, bg: true, daemonOf: h.id,
+				run: func() { h.helper.Tick(s.daemonCtx(h)) }})
+		}
+	}
+	return gap
+}
+
+// inGap tells a live migration between its Begin and the destination's
+// Prepare, or cancelled there and not yet over on the source (the job ends
+// as promptly).
+func inGap(a activity) (*migAct, bool) {
+	m, ok := a.(*migAct)
+	return m, ok && m.phase == mMigrateBegin && !m.done()
 }
 
 // involvedWith tells whether an activity of d involves h.
@@ -930,6 +977,13 @@ func (a *migAct) options(s *sim) []option {
 		// Begin on the source: the outgoing job starts; no hook, no event.
 		opts = append(opts, option{name: name("Begin (source job starts)"), weight: 10, host: src.id, bg: true, run: func() {
 			v := s.vmOf(src, d)
+			if v.job != JobNone {
+				// libvirt refuses a second job (an offline migration
+				// began first): nothing happened anywhere.
+				s.tracef("live migration of %s refused at Begin on %s: another job", d.name, src.name)
+				a.finished = true
+				return
+			}
 			s.edit(func() { v.job, v.jobStart = JobMigrationOut, s.clock })
 			a.phase++
 		}})
