@@ -49,11 +49,16 @@ func runHook(argv []string, stdin io.Reader, stderr io.Writer, fromLibvirt bool)
 	mayFail := hookMayFail(argv)
 	defer func() {
 		if p := recover(); p != nil {
-			if mayFail {
-				panic(p)
+			if !mayFail {
+				logNotFailed(stderr, argv, fmt.Errorf("panic: %v", p))
+				code = exitOK
+				return
 			}
-			logNotFailed(stderr, argv, fmt.Errorf("panic: %v", p))
-			code = exitOK
+			// One line for libvirt to show, not a stack trace; a start
+			// refused this way left its intent record, which release
+			// end and the lock helper carry out.
+			fmt.Fprintf(stderr, "lvhook: internal error, nothing more done (see journalctl -t lvhook): %s\n", oneLine(fmt.Sprint(p)))
+			code = exitFailure
 		}
 	}()
 	fail := func(err error) int {
