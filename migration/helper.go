@@ -126,13 +126,9 @@ func (h *Helper) Downgrade(ctx context.Context, peer string, req Request) (ans A
 	if len(req.LVs) == 0 || len(req.LVs) > 1024 {
 		return refuse("malformed request: %d LVs", len(req.LVs))
 	}
-	lv, why := h.examine(ctx, req)
-	if lv == nil {
+	dom, why := h.examine(ctx, req)
+	if dom == nil {
 		return refuse("%s", why)
-	}
-	dom, err := h.outgoing(ctx, lv, req.UUID)
-	if err != nil {
-		return refuse("%v", err)
 	}
 	log = log.With().Str("domain", dom.Name).Logger()
 	var refs []lvmlock.Ref
@@ -255,10 +251,10 @@ func (h *Helper) answering(peer string, req Request, ans *Answer) (zerolog.Logge
 	return log, refuse, done
 }
 
-// examine checks what every peer request needs before libvirt is asked: a
-// well-formed UUID, time left, a libvirt connection. It returns the
-// connection, or nil and why not.
-func (h *Helper) examine(ctx context.Context, req Request) (Libvirt, string) {
+// examine is what every peer request needs: a well-formed UUID, time left,
+// a libvirt connection, and the domain running here with an outgoing
+// migration job. It returns the domain, or nil and why not.
+func (h *Helper) examine(ctx context.Context, req Request) (*hook.Domain, string) {
 	if _, err := parseUUID(req.UUID); err != nil {
 		return nil, fmt.Sprintf("malformed request: %v", err)
 	}
@@ -269,7 +265,11 @@ func (h *Helper) examine(ctx context.Context, req Request) (Libvirt, string) {
 	if lv == nil {
 		return nil, fmt.Sprintf("the lock helper on %s is not connected to libvirt", h.Host)
 	}
-	return lv, ""
+	dom, err := h.outgoing(ctx, lv, req.UUID)
+	if err != nil {
+		return nil, err.Error()
+	}
+	return dom, ""
 }
 
 // outgoing returns the domain uuid when libvirt shows it active

@@ -34,13 +34,9 @@ func (h *Helper) Reserve(ctx context.Context, peer string, req Request) (ans Ans
 	if peer == h.Host {
 		return refuse("%s cannot migrate a domain to itself", h.Host)
 	}
-	lv, why := h.examine(ctx, req)
-	if lv == nil {
+	dom, why := h.examine(ctx, req)
+	if dom == nil {
 		return refuse("%s", why)
-	}
-	dom, err := h.outgoing(ctx, lv, req.UUID)
-	if err != nil {
-		return refuse("%v", err)
 	}
 	flags, why := h.liveJob(dom.Name)
 	if why != "" {
