@@ -30,4 +30,4 @@ type Handover interface {
 // own modes, ex): lvmlockd grants sh to any number of hosts, so an -asy
 // without the source's yes could join LVs that some host still holds
 // shared, while ex is refused as long as any other host holds them.
-var ErrHandoverRefused = errors.New("no peer agreed to downgrade")
+var ErrHandoverRefused = errors.New("no peer agreed to hand its locks over")

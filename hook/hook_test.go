@@ -505,7 +505,7 @@ func TestRefusedHandoverFallsBackToStart(t *testing.T) {
 		}
 		err := c.call(2, "block-three.xml", "prepare", "begin")
 		wantErr(t, "migration with a silent source", err, "refusing to start vm1: vg0/vm1-root, vg0/vm1-data, vg0/vm1-swap is active on another host (lvmlockd: LV locked by other host); is vm1 running elsewhere?",
-			"(an incoming live migration got no lock handover: no peer agreed to downgrade (kvm1: domain is shut off on kvm1))")
+			"(an incoming live migration got no lock handover: no peer agreed to hand its locks over (kvm1: domain is shut off on kvm1))")
 		c.wantModes("source keeps ex", "vg0", held(1, lvmlock.ModeEx), vm1LVs...)
 	})
 }
