@@ -9,7 +9,8 @@ demo_live_migration() {
 	say "Live-migrating t1 from $src to $dst with plain virsh, no manual step"
 	echo "    libvirt runs no hook on $src before a migration. lvhook's lock helper on $src"
 	echo "    (lvhook.service) agrees to share the LV only because its libvirt shows t1 migrating"
-	echo "    out; both hosts hold it shared while memory is copied, then $dst alone, exclusively."
+	echo "    out live and $dst's migrate begin reserved that migration; both hosts hold it"
+	echo "    shared while memory is copied, then $dst alone, exclusively."
 	echo "    Before:"
 	show_locks
 	printf '    %s# virsh migrate --live t1 qemu+tcp://%s/system --migrateuri tcp://10.0.0.%s\n' "$src" "$dst" "$n"
