@@ -448,25 +448,7 @@ func (r *run) deactivate(ctx context.Context) error {
 	if err := r.State.ClearIncoming(r.dom.UUID); err != nil {
 		r.log.Warn().Err(err).Msg("cannot clear incoming-migration marker")
 	}
-	rec, _, err := r.State.Load(DomainsDir, r.dom.UUID)
-	if err != nil {
-		r.log.Warn().Err(err).Msg("domain record unreadable; using the XML alone")
-	}
-	var refs []lvmlock.Ref
-	if !r.dom.OptedOut {
-		refs = refsOf(r.dom.Disks)
-	}
-	pending, _, err := r.State.Load(PendingDir, r.dom.UUID)
-	if err != nil {
-		r.log.Warn().Err(err).Msg("pending record unreadable")
-	}
-	for _, l := range slices.Concat(rec.LVs, pending.LVs) {
-		if !slices.Contains(refs, l.Ref()) {
-			// Detached while running (no hook told us), activated
-			// before the domain opted out, or a start's intent.
-			refs = append(refs, l.Ref())
-		}
-	}
+	refs := r.stoppedRefs()
 	if len(refs) == 0 {
 		return errors.Join(r.State.Remove(PendingDir, r.dom.UUID), r.State.Remove(DomainsDir, r.dom.UUID))
 	}
@@ -529,6 +511,16 @@ func (r *run) usedByOthers() map[lvmlock.Ref]use {
 // without the host lock: a file replaced by rename. libvirt runs no other
 // hook of this domain meanwhile.
 func (r *run) leavePending() {
+	if refs := r.stoppedRefs(); len(refs) > 0 {
+		r.savePending(refs)
+	}
+}
+
+// stoppedRefs are the LVs a stop of the domain releases: its XML's (unless
+// it opted out), its record's (detached while running, which no hook tells,
+// or activated before it opted out) and a start's intent. An unreadable
+// record is logged and the rest used.
+func (r *run) stoppedRefs() []lvmlock.Ref {
 	var refs []lvmlock.Ref
 	if !r.dom.OptedOut {
 		refs = refsOf(r.dom.Disks)
@@ -536,7 +528,7 @@ func (r *run) leavePending() {
 	for _, dir := range []string{DomainsDir, PendingDir} {
 		rec, _, err := r.State.Load(dir, r.dom.UUID)
 		if err != nil {
-			r.log.Warn().Err(err).Str("dir", dir).Msg("record unreadable")
+			r.log.Warn().Err(err).Str("dir", dir).Msg("record unreadable: the other sources of the domain's LVs are used")
 		}
 		for _, l := range rec.LVs {
 			if !slices.Contains(refs, l.Ref()) {
@@ -544,9 +536,7 @@ func (r *run) leavePending() {
 			}
 		}
 	}
-	if len(refs) > 0 {
-		r.savePending(refs)
-	}
+	return refs
 }
 
 func (r *run) savePending(refs []lvmlock.Ref) {
