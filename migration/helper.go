@@ -123,10 +123,7 @@ func (h *Helper) Disconnected() {
 func (h *Helper) Downgrade(ctx context.Context, peer string, req Request) (ans Answer) {
 	log, refuse, done := h.answering(peer, req, &ans)
 	defer done("downgrade request answered")
-	if len(req.LVs) == 0 || len(req.LVs) > 1024 {
-		return refuse("malformed request: %d LVs", len(req.LVs))
-	}
-	dom, why := h.examine(ctx, req)
+	dom, why := h.examine(ctx, DowngradePath, req)
 	if dom == nil {
 		return refuse("%s", why)
 	}
@@ -251,11 +248,12 @@ func (h *Helper) answering(peer string, req Request, ans *Answer) (zerolog.Logge
 	return log, refuse, done
 }
 
-// examine is what every peer request needs: a well-formed UUID, time left,
+// examine is what every peer request needs: well-formed (peerreq.go), time left,
 // a libvirt connection, and the domain running here with an outgoing
 // migration job. It returns the domain, or nil and why not.
-func (h *Helper) examine(ctx context.Context, req Request) (*hook.Domain, string) {
-	if _, err := parseUUID(req.UUID); err != nil {
+func (h *Helper) examine(ctx context.Context, path string, req Request) (*hook.Domain, string) {
+	// The peer server checked already; a caller in this process did not.
+	if err := req.check(path); err != nil {
 		return nil, fmt.Sprintf("malformed request: %v", err)
 	}
 	if ctx.Err() != nil {

@@ -28,13 +28,10 @@ type reservation struct {
 func (h *Helper) Reserve(ctx context.Context, peer string, req Request) (ans Answer) {
 	_, refuse, done := h.answering(peer, req, &ans)
 	defer done("handover reservation answered")
-	if len(req.LVs) != 0 {
-		return refuse("malformed request: a reservation names no LVs")
-	}
 	if peer == h.Host {
 		return refuse("%s cannot migrate a domain to itself", h.Host)
 	}
-	dom, why := h.examine(ctx, req)
+	dom, why := h.examine(ctx, ReservePath, req)
 	if dom == nil {
 		return refuse("%s", why)
 	}
