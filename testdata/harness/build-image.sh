@@ -1,9 +1,10 @@
 #!/bin/bash
-# Build (or reuse) the Debian 12 guest image of the lvhook test cluster.
+# Build (or reuse) the Debian guest image of the lvhook test cluster: Debian 13
+# "trixie" (DEBIAN=13, the default) or Debian 12 "bookworm" (DEBIAN=12).
 #
 # The image is cached outside the checkout in $LVHOOK_IMAGE_CACHE/<hash>, where <hash>
-# is a sha256 of this script and of guest/: a second run with unchanged scripts skips
-# debootstrap. Prints the image directory (base.raw, vmlinuz, initrd.img) on stdout.
+# is a sha256 of the release, this script and guest/: a second run with unchanged
+# scripts skips debootstrap. Prints the image directory (base.raw, vmlinuz, initrd.img) on stdout.
 #
 # Needs root and Debian's package mirror; installs its own build tools with apt-get.
 set -euo pipefail
@@ -12,7 +13,7 @@ HARNESS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$HARNESS_DIR/lib.sh"
 
-SUITE=bookworm
+SUITE=$(debian_suite)
 IMAGE_SIZE=${LVHOOK_IMAGE_SIZE:-3G}
 
 # Packages debootstrap installs (the first stage), then the libvirt stack installed in
@@ -20,6 +21,12 @@ IMAGE_SIZE=${LVHOOK_IMAGE_SIZE:-3G}
 BASE_PACKAGES=systemd-sysv,udev,kmod,iproute2,lvm2,lvm2-lockd,sanlock,linux-image-amd64,initramfs-tools,jq,procps,iputils-ping,util-linux
 CHROOT_PACKAGES=(libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu
 	qemu-system-x86 qemu-utils seabios)
+# Debian 13 ships libvirt's storage backends as packages of their own: without this one
+# a logical pool (and so a <disk type='volume'> on an LV) fails to start with "missing
+# backend for pool type 3 (logical)". Debian 12 has it in libvirt-daemon.
+if [[ $DEBIAN == 13 ]]; then
+	CHROOT_PACKAGES+=(libvirt-daemon-driver-storage-logical)
+fi
 
 # debian_mirror prints the mirror this machine's apt uses (so the guest comes from the
 # same place), or LVHOOK_MIRROR when set.
@@ -55,6 +62,7 @@ configure_rootfs() {
 		127.0.0.1 localhost
 		10.0.0.1 host1
 		10.0.0.2 host2
+		10.0.0.3 host3
 	EOF
 	echo host0 >"$root/etc/hostname"
 	chroot "$root" passwd -d root >/dev/null

@@ -58,7 +58,7 @@ main() {
 			lvm_state "$h"
 		done
 		;;
-	install) on_both install_hooks ;;
+	install) on_all install_hooks ;;
 	diag) diagnostics ;;
 	console)
 		(($# == 1)) || usage

@@ -19,12 +19,17 @@ source "$HARNESS_DIR/lib.sh"
 source "$HARNESS_DIR/scenarios.sh"
 # shellcheck source=scenarios-migration.sh
 source "$HARNESS_DIR/scenarios-migration.sh"
+# shellcheck source=scenarios-three.sh
+source "$HARNESS_DIR/scenarios-three.sh"
 
 ALL_SCENARIOS=(start_refuse_stop save_restore managedsave libvirtd_restart multidisk_refuse
 	lockspace_stopped optout pool mixed shareable
 	migrate_live migrate_manual_locks migrate_abort migrate_dest_killed migrate_src_helper_down
 	migrate_dest_helper_down migrate_dest_libvirtd_restart migrate_offline forged_request check
 	package_upgrade host_crash)
+# With HOSTS=3 (scenarios-three.sh): run after the two-host ones.
+THREE_SCENARIOS=(three_offline_two_starts three_stale_marker three_check_holder
+	three_migrate_peer_off three_migrate_peer_crash)
 
 RESULTS=()
 FAILED=0
@@ -78,9 +83,12 @@ run_scenario() {
 main() {
 	need_root
 	local scenarios=("$@") s
-	((${#scenarios[@]})) || scenarios=("${ALL_SCENARIOS[@]}")
+	if ((${#scenarios[@]} == 0)); then
+		scenarios=("${ALL_SCENARIOS[@]}")
+		((HOST_COUNT < 3)) || scenarios+=("${THREE_SCENARIOS[@]}")
+	fi
 	for s in "${scenarios[@]}"; do
-		declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (known: ${ALL_SCENARIOS[*]})"
+		declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (known: ${ALL_SCENARIOS[*]} ${THREE_SCENARIOS[*]})"
 	done
 	lvhook_available || die "no $LVHOOK_BIN: run 'make build' (or 'make e2e')"
 	if [[ ${REUSE:-0} != 1 ]] && { qemu_running host1 || qemu_running host2; }; then
@@ -93,7 +101,7 @@ main() {
 		KEEP=1
 		TIME_IMAGE=- TIME_BOOT=- TIME_VGCREATE=- TIME_LOCKSTART=- TIME_UP=-
 		build_debs
-		on_both install_hooks >/dev/null || die "installing the hooks failed"
+		on_all install_hooks >/dev/null || die "installing the hooks failed"
 	else
 		cluster_up
 	fi

@@ -1,19 +1,59 @@
 # lvhook real-cluster harness targets; included by the top-level Makefile, which
 # defines `build` (bin/lvhook). All of these need root; see testdata/harness/README.md.
+#
+#   DEBIAN=13 (default) or 12: the guests' Debian release
+#   HOSTS=2 (default) or 3: how many hosts share the disk
 HARNESS := testdata/harness
+DEBIAN  ?= 13
+HOSTS   ?= 2
+export DEBIAN HOSTS
 
-.PHONY: demo e2e harness-up harness-down harness-image
+# Debian 12's named set: where the two releases differ (lvm's texts, libvirt's
+# hook arguments, the package's install), one migration and its failure paths.
+E2E_SMOKE := start_refuse_stop migrate_live migrate_abort migrate_offline check package_upgrade
+# The scenarios that need a third host (scenarios-three.sh).
+E2E_THREE := three_offline_two_starts three_stale_marker three_check_holder \
+	three_migrate_peer_off three_migrate_peer_crash
+
+.PHONY: demo e2e e2e-smoke e2e-three e2e-ci e2e-all harness-image harness-images harness-up harness-down
 
 # The newcomer's first command: boots the two-host cluster and tells the story.
 demo: build
 	$(HARNESS)/demo.sh
 
-# End-to-end scenarios on the real cluster; CAPTURE=1 also refreshes testdata/real.
+# End-to-end scenarios on the real cluster (every scenario; with HOSTS=3 the
+# three-host ones too); CAPTURE=1 also refreshes testdata/real/debian$(DEBIAN).
 e2e: build
 	CAPTURE=$(CAPTURE) $(HARNESS)/e2e.sh
 
+# Debian 12's named set.
+e2e-smoke: build
+	DEBIAN=12 HOSTS=2 $(HARNESS)/e2e.sh $(E2E_SMOKE)
+
+# The three-host set, Debian 13.
+e2e-three: build
+	DEBIAN=13 HOSTS=3 $(HARNESS)/e2e.sh $(E2E_THREE)
+
+# What CI runs (.ci/run): Debian 13 in full on three hosts (the two-host
+# scenarios on host1 and host2, the invariant checked on all three, then the
+# three-host set), and Debian 12's named set.
+e2e-ci: build
+	DEBIAN=13 HOSTS=3 $(HARNESS)/e2e.sh
+	DEBIAN=12 HOSTS=2 $(HARNESS)/e2e.sh $(E2E_SMOKE)
+
+# Everything: Debian 13 and Debian 12 in full on two hosts, and the three-host set.
+e2e-all: build
+	DEBIAN=13 HOSTS=2 $(HARNESS)/e2e.sh
+	DEBIAN=12 HOSTS=2 $(HARNESS)/e2e.sh
+	DEBIAN=13 HOSTS=3 $(HARNESS)/e2e.sh $(E2E_THREE)
+
 harness-image:
 	$(HARNESS)/build-image.sh
+
+# Both releases' images, built one after the other (cached afterwards).
+harness-images:
+	DEBIAN=13 $(HARNESS)/build-image.sh
+	DEBIAN=12 $(HARNESS)/build-image.sh
 
 harness-up:
 	$(HARNESS)/cluster.sh up

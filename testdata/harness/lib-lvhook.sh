@@ -6,7 +6,7 @@
 #    a higher version);
 #  - the lock helper's peers and mutual TLS: a CA and per-host server and client
 #    certificates made here with openssl, copied into libvirt's PKI paths in the
-#    guests, and /etc/lvhook/lvhook.toml naming both hosts; then lvhook.service restarted.
+#    guests, and /etc/lvhook/lvhook.toml naming every host; then lvhook.service restarted.
 #
 # Without a built .deb (LVHOOK_DEB unset and none in $RUN_DIR/debs) install_lvhook in
 # lib.sh falls back to the plain binary install.
@@ -60,14 +60,14 @@ install_deb() {
 	printf '%s\n' "$out" | tail -n1
 }
 
-# make_pki DIR: a CA, and for host1 and host2 a server and a client certificate
+# make_pki DIR: a CA, and for every host a server and a client certificate
 # (CN=hostN, SAN DNS:hostN,IP:10.0.0.N), as an operator makes them for libvirt's PKI.
 # Also a self-signed client certificate no peer trusts (DIR/rogue-*).
 make_pki() {
 	local dir=$1 tmp n kind usage
 	[[ -f $dir/done ]] && return 0
-	# Both hosts are configured in parallel (on_both): each makes the PKI in its own
-	# directory and renames it into place; the first rename wins, so both hosts get
+	# The hosts are configured in parallel (on_all): each makes the PKI in its own
+	# directory and renames it into place; the first rename wins, so every host gets
 	# certificates of the same CA.
 	mkdir -p "$(dirname "$dir")"
 	tmp=$(mktemp -d "$dir.XXXXXX")
@@ -76,7 +76,7 @@ make_pki() {
 		set -e
 		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
 			-out cacert.pem -days 365 -subj "/CN=lvhook harness CA" 2>/dev/null
-		for n in 1 2; do
+		for ((n = 1; n <= HOST_COUNT; n++)); do
 			for kind in server client; do
 				usage=serverAuth
 				[[ $kind == client ]] && usage=clientAuth
@@ -99,21 +99,17 @@ make_pki() {
 	[[ -f $dir/done ]] || die "the harness PKI is missing from $dir"
 }
 
-# The lock helper's configuration on every host (the same file on both).
+# The lock helper's configuration on every host (the same file on all).
 lvhook_toml() {
+	local n
 	cat <<EOF
-# lvhook harness: both hosts are peers; TLS files at libvirt's default PKI paths.
+# lvhook harness: every host is a peer; TLS files at libvirt's default PKI paths.
 [daemon]
 listen = ":$PEER_PORT"
-[[daemon.peer]]
-name = "host1"
-address = "10.0.0.1:$PEER_PORT"
-host_id = 1
-[[daemon.peer]]
-name = "host2"
-address = "10.0.0.2:$PEER_PORT"
-host_id = 2
 EOF
+	for ((n = 1; n <= HOST_COUNT; n++)); do
+		printf '[[daemon.peer]]\nname = "host%s"\naddress = "10.0.0.%s:%s"\nhost_id = %s\n' "$n" "$n" "$PEER_PORT" "$n"
+	done
 }
 
 # configure_peers HOST: certificates into /etc/pki, lvhook.toml, lvhook.service

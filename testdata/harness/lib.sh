@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# lvhook harness library: the two-host test cluster (QEMU guests host1 and host2 on
-# this machine, one shared disk, real lvm2 + lvmlockd + sanlock + libvirtd inside).
+# lvhook harness library: the test cluster (QEMU guests host1, host2 and, with
+# HOSTS=3, host3 on this machine, one shared disk, real lvm2 + lvmlockd + sanlock +
+# libvirtd inside).
 # Sourced by build-image.sh, cluster.sh, e2e.sh, demo.sh and capture.sh.
 #
 # Every wait here is bounded and fails with a message saying what it waited for.
@@ -10,11 +11,23 @@ REPO_DIR=$(cd "$HARNESS_DIR/../.." && pwd)
 IMAGE_CACHE=${LVHOOK_IMAGE_CACHE:-/var/cache/lvhook-harness}
 RUN_DIR=${LVHOOK_RUN_DIR:-/var/tmp/lvhook-harness/run}
 NET_PORT=${LVHOOK_NET_PORT:-47901}
+NET_GROUP=230.76.86.1
 GUEST_MEM=${LVHOOK_GUEST_MEM:-3072}
 GUEST_CPUS=${LVHOOK_GUEST_CPUS:-2}
 SHARED_DISK_SIZE=${LVHOOK_SHARED_DISK_SIZE:-1G}
 LVHOOK_BIN=${LVHOOK_BIN:-$REPO_DIR/bin/lvhook}
-HOSTS=(host1 host2)
+# The guests' Debian release: 13 "trixie" (current stable, the default) or 12 "bookworm".
+DEBIAN=${DEBIAN:-13}
+# HOSTS=2 (default) or 3: how many hosts share the disk (host_id 1..N). HOST_COUNT is
+# what child scripts inherit (HOSTS becomes the array of names below).
+HOST_COUNT=${HOST_COUNT:-${HOSTS:-2}}
+[[ $HOST_COUNT == 2 || $HOST_COUNT == 3 ]] ||
+	{ echo "HOSTS=$HOST_COUNT: the harness runs 2 or 3 hosts" >&2 && exit 2; }
+export HOST_COUNT
+unset HOSTS
+HOSTS=()
+for ((i = 1; i <= HOST_COUNT; i++)); do HOSTS+=("host$i"); done
+unset i
 VG=vg0
 SHARED_PV=/dev/disk/by-id/virtio-shared0
 
@@ -54,10 +67,20 @@ install_host_packages() {
 		die "apt-get install ${missing[*]} failed"
 }
 
+# debian_suite prints the suite of DEBIAN (12 or 13).
+debian_suite() {
+	case $DEBIAN in
+	12) echo bookworm ;;
+	13) echo trixie ;;
+	*) die "DEBIAN=$DEBIAN: the harness builds Debian 12 or 13 guests" ;;
+	esac
+}
+
 # image_hash is the cache key of the guest image: what builds it, nothing else.
 image_hash() {
 	(
 		cd "$HARNESS_DIR" || exit 1
+		echo "debian $DEBIAN"
 		sha256sum build-image.sh guest/*
 	) | sha256sum | cut -c1-16
 }
@@ -101,11 +124,11 @@ wait_file() {
 }
 
 host_num() {
-	case $1 in
-	host1 | 1) echo 1 ;;
-	host2 | 2) echo 2 ;;
-	*) die "unknown host '$1' (host1 or host2)" ;;
-	esac
+	local n=${1#host}
+	if [[ ! $n =~ ^[1-9]$ ]] || ((n > HOST_COUNT)); then
+		die "unknown host '$1' (${HOSTS[*]})"
+	fi
+	echo "$n"
 }
 host_dir() { echo "$RUN_DIR/host$(host_num "$1")"; }
 
@@ -161,9 +184,9 @@ hrun_script() {
 	return "$rc"
 }
 
-# on_both CMD...: run CMD (a function or command taking HOST as its first argument)
-# for host1 and host2 in parallel; output of each host prefixed; fails if either fails.
-on_both() {
+# on_all CMD...: run CMD (a function or command taking HOST as its first argument)
+# for every host in parallel; output of each host prefixed; fails if any fails.
+on_all() {
 	local h pids=() rc=0 i
 	for h in "${HOSTS[@]}"; do
 		("$@" "$h" > >(sed "s/^/$h: /") 2> >(sed "s/^/$h: /" >&2)) &
@@ -206,14 +229,12 @@ boot_host() {
 	if [[ ${BOOT_KEEP_DISK:-0} != 1 || ! -f $dir/disk.qcow2 ]]; then
 		qemu-img create -q -f qcow2 -b "$img/base.raw" -F raw "$dir/disk.qcow2"
 	fi
-	if ((n == 1)); then
-		if command -v ss >/dev/null && ss -Hltn "sport = :$NET_PORT" | grep -q .; then
-			die "port 127.0.0.1:$NET_PORT (the guests' network) is in use, another cluster? Set LVHOOK_NET_PORT and LVHOOK_RUN_DIR to run a second one"
-		fi
-		net=listen=127.0.0.1:$NET_PORT
-	else
-		net=connect=127.0.0.1:$NET_PORT
+	# The guests' private network: one UDP multicast group on this machine's loopback,
+	# which any number of guests join (10.0.0.N each).
+	if ((n == 1)) && command -v ss >/dev/null && ss -Hlun "sport = :$NET_PORT" | grep -q .; then
+		die "UDP port $NET_PORT (the guests' network) is in use, another cluster? Set LVHOOK_NET_PORT and LVHOOK_RUN_DIR to run a second one"
 	fi
+	net=mcast=$NET_GROUP:$NET_PORT,localaddr=127.0.0.1
 	# The shared disk goes through the host's page cache (cache=writeback): one copy
 	# of the file for both QEMU processes. With cache=none (O_DIRECT) a full run once
 	# saw host1's sanlock read back an older copy of its own host lease ("delta_renew
@@ -306,7 +327,7 @@ diagnostics() {
 	done
 }
 
-# cluster_boot: fresh shared disk, both guests booted and their agents answering.
+# cluster_boot: fresh shared disk, every guest booted and its agent answering.
 cluster_boot() {
 	local h t0=$SECONDS
 	for h in "${HOSTS[@]}"; do
@@ -317,9 +338,10 @@ cluster_boot() {
 	rm -rf "$RUN_DIR"
 	mkdir -p "$RUN_DIR"
 	truncate -s "$SHARED_DISK_SIZE" "$RUN_DIR/shared.raw"
-	log "booting host1 and host2 (TCG, $GUEST_CPUS vCPU, $GUEST_MEM MiB each; about 1.5 min)"
-	boot_host host1
-	boot_host host2
+	log "booting ${HOSTS[*]}, Debian $DEBIAN (TCG, $GUEST_CPUS vCPU, $GUEST_MEM MiB each; about 1.5 min)"
+	for h in "${HOSTS[@]}"; do
+		boot_host "$h"
+	done
 	for h in "${HOSTS[@]}"; do
 		wait_agent "$h" 400
 		log "$h: agent ready after $((SECONDS - t0)) s"
@@ -339,18 +361,22 @@ restart_host() {
 	start_lock_daemons "$host" || die "$host: sanlock/lvmlockd did not start"
 	# sanlock takes the host's host_id back only once its lease of before the crash
 	# has expired; a lock start may also fail meanwhile: try again, bounded.
-	wait_until "$host rejoins lockspace $VG" 420 rejoin "$host" ||
+	wait_until "$host rejoins lockspace $VG" 420 rejoin "$host" || {
+		lock_logs "$host"
 		die "$host: lockspace $VG not started 420 s after the restart"
+	}
 	hsh "$host" -t 150 'for i in $(seq 120); do systemctl is-active -q libvirtd lvhook.service && exit 0; sleep 1; done; exit 1' ||
 		die "$host: libvirtd or lvhook.service not active after the restart"
 	log "$host: back in $((SECONDS - t0)) s (booted, lockspace $VG joined, libvirtd and lvhook.service active)"
 }
 
 # The first join of a crashed host's host_id takes about 160 s: sanlock watches the
-# old host lease for 140 s (host_dead_seconds) before it takes it over.
+# old host lease for 140 s (host_dead_seconds) before it takes it over. Every failed
+# try (the lease still held, lvmlockd's transient EARGS of lock_start) is retried by
+# the caller's wait_until; the last one's output stays in the guest for lock_logs.
 rejoin() {
 	lockspace_started "$1" && return 0
-	hrun "$1" -t 330 vgchange --lock-start "$VG" >/dev/null 2>&1
+	hsh "$1" -t 330 "vgchange --lock-start $VG >/root/lock-start.out 2>&1" >/dev/null 2>&1
 	lockspace_started "$1"
 }
 
@@ -392,32 +418,38 @@ lock_start() {
 # lock_logs HOST: the tails of sanlock's and lvmlockd's own logs, on stderr.
 lock_logs() {
 	hsh "$1" -t 60 '
+		[ -s /root/lock-start.out ] && { echo "---- '"$1"': last vgchange --lock-start"; cat /root/lock-start.out; }
 		echo "---- '"$1"': sanlock client log_dump (tail)"; sanlock client log_dump | tail -n 40
 		echo "---- '"$1"': lvmlockctl --dump (tail)"; lvmlockctl --dump | tail -n 60' >&2 2>&1 || true
 }
 
 cluster_storage() {
 	local t0=$SECONDS lv
-	log "starting sanlock and lvmlockd on both hosts"
-	on_both start_lock_daemons || die "sanlock/lvmlockd did not start"
+	log "starting sanlock and lvmlockd on ${HOSTS[*]}"
+	on_all start_lock_daemons || die "sanlock/lvmlockd did not start"
 	log "host1: vgcreate --shared $VG (about 35 s)"
 	hrun host1 -t 300 vgcreate --shared "$VG" "$SHARED_PV" >/dev/null || die "vgcreate --shared failed"
 	TIME_VGCREATE=$((SECONDS - t0))
 	log "vgcreate took $TIME_VGCREATE s"
 	wait_until "host1: lockspace $VG" 120 lockspace_started host1 || die "host1: lockspace $VG not started"
 	t0=$SECONDS
-	log "host2: vgchange --lock-start $VG (about 25 s), while host1 creates the test LVs"
-	lock_start host2 &
-	local ls_pid=$!
+	log "${HOSTS[*]:1}: vgchange --lock-start $VG (about 25 s), while host1 creates the test LVs"
+	local ls_pids=() h
+	for h in "${HOSTS[@]:1}"; do
+		lock_start "$h" &
+		ls_pids+=($!)
+	done
 	local script="set -e -o pipefail"
 	for lv in "${TEST_LVS[@]}"; do
 		script+=$'\n'"lvcreate -qq -an -Zn -Wn -L 8m -n $lv $VG 2>&1 | { grep -v 'not zeroed' || true; }"
 	done
 	hsh host1 -t 300 "$script" >/dev/null || die "lvcreate of the test LVs failed"
 	log "host1: ${#TEST_LVS[@]} LVs created in $((SECONDS - t0)) s"
-	wait "$ls_pid" || die "host2: lock start failed"
+	for h in "${ls_pids[@]}"; do
+		wait "$h" || die "a lock start failed (above)"
+	done
 	TIME_LOCKSTART=$((SECONDS - t0))
-	log "both hosts in lockspace $VG ($TIME_LOCKSTART s for host2's lock-start)"
+	log "${HOSTS[*]} in lockspace $VG ($TIME_LOCKSTART s for the lock starts)"
 }
 
 # define_libvirt HOST: the logical pool and every test domain, with their fixed UUIDs.
@@ -516,15 +548,15 @@ cluster_up() {
 	TIME_IMAGE=$((SECONDS - HARNESS_IMAGE_T0))
 	cluster_boot
 	cluster_storage
-	log "defining pool vgpool and the test domains on both hosts"
-	on_both define_libvirt || die "defining the test domains failed"
+	log "defining pool vgpool and the test domains on ${HOSTS[*]}"
+	on_all define_libvirt || die "defining the test domains failed"
 	if lvhook_available; then
 		build_debs
 		log "installing lvhook (its .deb) as /etc/libvirt/hooks/qemu.d/lvhook, and the 00-trace hook"
 	else
 		log "no $LVHOOK_BIN: cluster up WITHOUT lvhook (only the 00-trace hook)"
 	fi
-	on_both install_hooks || die "installing the hooks failed"
+	on_all install_hooks || die "installing the hooks failed"
 	TIME_UP=$((SECONDS - t0))
 	log "cluster up in $TIME_UP s (image $TIME_IMAGE s, boot $TIME_BOOT s, vgcreate $TIME_VGCREATE s, lock-start $TIME_LOCKSTART s)"
 }

@@ -186,7 +186,7 @@ EOF2
 
 define_tslow() {
 	local h
-	for h in host1 host2; do
+	for h in "${HOSTS[@]}"; do
 		tslow_xml >"$(host_dir "$h")/share/tslow.xml"
 		hsh "$h" -t 120 '
 			set -e
@@ -486,8 +486,8 @@ scenario_host_crash() {
 	local t0=$SECONDS
 	log "  host2 crashed (its QEMU killed with SIGKILL) while running t1"
 	(
-		# shellcheck disable=SC2034 # expect reads it: host2 answers nothing now
-		HOSTS=(host1)
+		# shellcheck disable=SC2034,SC2207 # expect reads it: host2 answers nothing now
+		HOSTS=($(hosts_but host2))
 		start_refused host1 t1 "lvhook: refusing to start"
 		expect "t1 refused on host1: host2's lease holds" t1@host1=none
 		wait_until "lvhook check on host1 reports host2 not renewing" 150 check_json host1 t1 \

@@ -13,6 +13,15 @@ fail() {
 # record NAME SECONDS: a timing line for the summary.
 record() { echo "$1 $2" >>"$RUN_DIR/timings"; }
 
+# hosts_but HOST: the hosts other than HOST (for `HOSTS=($(hosts_but host2))` while
+# HOST is down and answers nothing).
+hosts_but() {
+	local h
+	for h in "${HOSTS[@]}"; do
+		[[ $h == "$1" ]] || echo "$h"
+	done
+}
+
 # virsh_on HOST ARGS...: virsh on HOST (bounded), output and status passed through.
 virsh_on() {
 	local host=$1
