@@ -31,7 +31,8 @@ ALL_SCENARIOS=(start_refuse_stop save_restore managedsave libvirtd_restart multi
 THREE_SCENARIOS=(three_offline_two_starts three_stale_marker three_check_holder
 	three_migrate_peer_off three_migrate_peer_crash)
 
-RESULTS=()
+# Counted here as well as in $RESULTS_FILE (scenarios.sh): what ran, what failed.
+RAN=0
 FAILED=0
 # Where die() records why the run stopped, to print it again last (CI shows the tail).
 HARNESS_FATAL=$(mktemp)
@@ -51,33 +52,109 @@ finish() {
 	if [[ -s $HARNESS_FATAL ]]; then
 		log "e2e stopped: $(paste -sd';' "$HARNESS_FATAL")"
 	elif ((FAILED != 0)); then
-		log "e2e FAILED: $(printf '%s\n' "${RESULTS[@]}" | grep '^FAIL' | paste -sd',')"
+		log "e2e FAILED: $(results_q -r '.[] | select(.kind == "scenario" and .result == "fail") | .scenario' 2>/dev/null | paste -sd',')"
 	fi
 	rm -f "$HARNESS_FATAL"
 }
 
-# run_scenario NAME: run scenario_NAME in a subshell with errexit, time it, and put the
-# cluster back to a clean state whatever happened.
+# run_scenario NAME: run scenario_NAME in a subshell with errexit (SCENARIO=NAME there,
+# for the lines it writes to the results), time it, write its "scenario" line, and
+# put the cluster back to a clean state whatever happened.
 run_scenario() {
-	local name=$1 t0=$SECONDS rc
+	local name=$1 t0=$SECONDS t0us rc
 	log "==== scenario $name"
+	t0us=$(now_us)
 	set +e
 	(
+		export SCENARIO=$name
 		set -e
 		"scenario_$name"
 	)
 	rc=$?
 	set -e
+	RAN=$((RAN + 1))
 	if ((rc == 0)); then
-		RESULTS+=("PASS $name $((SECONDS - t0))s")
+		scenario_result "$name" pass "$(since_s "$t0us")"
 		log "==== PASS $name ($((SECONDS - t0)) s)"
 	else
 		FAILED=$((FAILED + 1))
-		RESULTS+=("FAIL $name $((SECONDS - t0))s")
+		scenario_result "$name" fail "$(since_s "$t0us")"
 		log "==== FAIL $name ($((SECONDS - t0)) s)"
 		diagnostics || true
 		reset_cluster
 	fi
+}
+
+# scenario_result NAME pass|fail SECONDS: the "scenario" line of the results, with the
+# guests' Debian release (DEBIAN) and the number of hosts.
+scenario_result() {
+	local debian=${DEBIAN:-12} darg=--argjson
+	[[ $debian =~ ^[0-9]+$ ]] || darg=--arg
+	# shellcheck disable=SC2031 # a scenario's subshell narrowing HOSTS does not reach here
+	SCENARIO=$1 result scenario --arg result "$2" --argjson duration_s "$(jnum "$3")" \
+		"$darg" debian "$debian" --argjson hosts "${#HOSTS[@]}"
+}
+
+# cluster_timing NAME SECONDS: a "timing" line outside any scenario (cluster bring-up,
+# total); "-" (REUSE=1: not measured) writes nothing.
+cluster_timing() {
+	[[ $2 == - ]] || result timing --arg name "$1" --argjson value "$(jnum "$2")"
+}
+
+# hook_call_results: lvhook's hook calls as each host's journal saw them, as one
+# "hook-calls" line per host and op (calls, mean_ms, max_ms). Read from `journalctl -o
+# json` fields: zerolog's journald writer makes each field of the hook's "hook done"
+# record (hook/hook.go) an upper-case journal field; ACTION is only in that record,
+# OP is libvirt's "op subop", TOOK the call's self-time in ms.
+hook_call_results() {
+	local h prog
+	printf -v prog %q 'fromjson? | objects | select(has("ACTION")) | {op: .OP, took: ((.TOOK | tonumber?) // null)}'
+	# shellcheck disable=SC2031 # a scenario's subshell narrowing HOSTS does not reach here
+	for h in "${HOSTS[@]}"; do
+		if ! qemu_running "$h" || ! agent_ready "$h"; then
+			continue
+		fi
+		hsh "$h" -t 60 "journalctl -q --no-pager -o json -t lvhook | jq -cR $prog" 2>/dev/null |
+			hook_call_stats |
+			while IFS=$'\t' read -r op calls mean max; do
+				result hook-calls --arg host "$h" --arg op "$op" --argjson calls "$calls" \
+					--argjson mean_ms "$(jnum "$mean")" --argjson max_ms "$(jnum "$max")"
+			done
+	done
+}
+
+# hook_call_stats: per op of the {op, took} records on stdin, a tab-separated line: op,
+# calls, mean and max of took (ms; empty when no record has one).
+hook_call_stats() {
+	jq -rnR '[inputs | fromjson? | objects] | group_by(.op)[]
+		| map(.took | numbers) as $t
+		| [(.[0].op // "?"), length, (if ($t | length) > 0 then ($t | add / length) else "" end), ($t | max // "")]
+		| @tsv'
+}
+
+# print_summary: the e2e summary, from $RESULTS_FILE alone.
+print_summary() {
+	echo
+	echo "==== lvhook e2e summary"
+	results_q -r '.[] | select(.kind == "scenario") | "  \(.result | ascii_upcase) \(.scenario) \(.duration_s | floor)s"'
+	echo "==== timings (seconds; not asserted)"
+	results_q -r '
+		def cluster($t; $n): ($t | map(select(.scenario == null and .name == $n)) | last | .value) // "-";
+		def timed($t; $re): $t | map(select(.name | test($re)) | .value | numbers);
+		map(select(.kind == "timing")) as $t
+		| "  image (build or cache) \(cluster($t; "image")), boot both \(cluster($t; "boot")), vgcreate --shared \(cluster($t; "vgcreate")), lock-start host2 \(cluster($t; "lock-start")), cluster up \(cluster($t; "cluster-up"))",
+		($t[] | select(.scenario != null) | "  \(.name) \(.value)"),
+		(timed($t; "^start-t1-on-host[12]-ms$") as $h | timed($t; "^start-toptout-on-host[12]-ms$") as $o
+			| select(($h | length) > 0 and ($o | length) > 0)
+			| ($h | add / length) as $hm | ($o | add / length) as $om
+			| "  virsh start latency: \($hm | floor) ms with lvhook (t1, mean of \($h | length)) vs \($om | floor) ms opted out with the LV activated by hand (toptout, mean of \($o | length)); the hook adds about \($hm - $om | trunc) ms"),
+		"  total \(cluster($t; "total"))"'
+	migration_summary
+	echo "==== lvhook calls as journald saw them (op: count, mean and max self-time in ms)"
+	results_q -r '.[] | select(.kind == "hook-calls") | [.host, .op, .calls, (.mean_ms // 0 | round), (.max_ms // 0 | round)] | @tsv' |
+		while IFS=$'\t' read -r h op calls mean max; do
+			printf '  %s %-16s %3d calls, mean %5d ms, max %5d ms\n' "$h" "$op" "$calls" "$mean" "$max"
+		done | sort
 }
 
 main() {
@@ -91,6 +168,7 @@ main() {
 		declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (known: ${ALL_SCENARIOS[*]} ${THREE_SCENARIOS[*]})"
 	done
 	lvhook_available || die "no $LVHOOK_BIN: run 'make build' (or 'make e2e')"
+	command -v jq >/dev/null || die "no jq: the results are written with it (apt-get install jq)"
 	if [[ ${REUSE:-0} != 1 ]] && { qemu_running host1 || qemu_running host2; }; then
 		die "the cluster is already up: stop it (cluster.sh down) or reuse it (REUSE=1)"
 	fi
@@ -105,47 +183,40 @@ main() {
 	else
 		cluster_up
 	fi
-	rm -f "$RUN_DIR/timings" "$RUN_DIR/migrations" "$RUN_DIR/migrations-manual" "$RUN_DIR/hook-order" "$RUN_DIR/check-report"
+	: >"$RESULTS_FILE"
+	cluster_timing image "$TIME_IMAGE"
+	cluster_timing boot "$TIME_BOOT"
+	cluster_timing vgcreate "$TIME_VGCREATE"
+	cluster_timing lock-start "$TIME_LOCKSTART"
+	cluster_timing cluster-up "$TIME_UP"
 	for s in "${scenarios[@]}"; do
 		run_scenario "$s"
 	done
 	if [[ ${CAPTURE:-0} == 1 ]]; then
-		"$HARNESS_DIR/capture.sh" || { FAILED=$((FAILED + 1)) && RESULTS+=("FAIL capture"); }
+		local t0
+		t0=$(now_us)
+		RAN=$((RAN + 1))
+		if "$HARNESS_DIR/capture.sh"; then
+			scenario_result capture pass "$(since_s "$t0")"
+		else
+			FAILED=$((FAILED + 1))
+			scenario_result capture fail "$(since_s "$t0")"
+		fi
 	fi
+	# Neither may stop the run before its count.
+	hook_call_results || log "reading lvhook's calls from the journals failed"
+	cluster_timing total $((SECONDS - HARNESS_T0))
+	print_summary || log "printing the summary from $RESULTS_FILE failed"
 
-	echo
-	echo "==== lvhook e2e summary"
-	printf '  %s\n' "${RESULTS[@]}"
-	echo "==== timings (seconds; not asserted)"
-	printf '  image (build or cache) %s, boot both %s, vgcreate --shared %s, lock-start host2 %s, cluster up %s\n' \
-		"$TIME_IMAGE" "$TIME_BOOT" "$TIME_VGCREATE" "$TIME_LOCKSTART" "$TIME_UP"
-	if [[ -f $RUN_DIR/timings ]]; then
-		sed 's/^/  /' "$RUN_DIR/timings"
+	# The count is the file's: a scenario without its "pass" line counts as failed.
+	local passed failed
+	passed=$(results_q '[.[] | select(.kind == "scenario" and .result == "pass")] | length') || passed=0
+	failed=$((RAN - passed))
+	if ((failed != FAILED)); then
+		log "$RESULTS_FILE records $passed passes of $RAN scenarios run, $FAILED of which failed here"
 	fi
-	if [[ -f $RUN_DIR/timings ]]; then
-		awk '$1 ~ /^start-t1-on-host[12]-ms$/ { h += $2; nh++ } $1 ~ /^start-toptout-on-host[12]-ms$/ { o += $2; no++ }
-			END { if (nh && no) printf "  virsh start latency: %d ms with lvhook (t1, mean of %d) vs %d ms opted out with the LV activated by hand (toptout, mean of %d); the hook adds about %d ms\n", h/nh, nh, o/no, no, h/nh - o/no }' \
-			"$RUN_DIR/timings"
-	fi
-	echo "  total $((SECONDS - HARNESS_T0))"
-	migration_summary
-	echo "==== lvhook calls as journald saw them (op: count, mean and max self-time in ms)"
-	local h
-	# shellcheck disable=SC2031 # a scenario's subshell narrowing HOSTS does not reach here
-	for h in "${HOSTS[@]}"; do
-		hsh "$h" -t 60 'journalctl -q -o cat -t lvhook | grep "^hook done"' 2>/dev/null |
-			awk -v host="$h" '{ op = ""; took = 0
-				for (i = 1; i <= NF; i++) {
-					if ($i ~ /^op=/) { op = substr($i, 4) " " $(i + 1) }
-					if ($i ~ /^took=/) { took = substr($i, 6) + 0 }
-				}
-				n[op]++; sum[op] += took; if (took > max[op]) max[op] = took }
-				END { for (o in n) printf "  %s %-16s %3d calls, mean %5.0f ms, max %5.0f ms\n", host, o, n[o], sum[o] / n[o], max[o] }' |
-			sort || true
-	done
-	local passed=$((${#RESULTS[@]} - FAILED))
-	echo "e2e: $passed passed, $FAILED failed"
-	((FAILED == 0))
+	echo "e2e: $passed passed, $failed failed"
+	((failed == 0))
 }
 
 main "$@"

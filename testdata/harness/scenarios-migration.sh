@@ -14,12 +14,19 @@ migrate_cmd() {
 		--migrateuri "tcp://10.0.0.$n" "$@"
 }
 
-# migrate SRC DST DOM [ARGS...]: must succeed; prints its wall time in ms on stdout.
+# migrate SRC DST DOM [ARGS...]: must succeed; prints its wall time in ms on stdout
+# (and writes a "migrate" line of the results, host SRC, expected "migrated to DST").
 migrate() {
 	local src=$1 dst=$2 dom=$3 t0 ms out
-	t0=$(date +%s%N)
-	out=$(migrate_cmd "$@" 2>&1) || fail "virsh migrate --live $dom $src -> $dst failed: $out"
-	ms=$((($(date +%s%N) - t0) / 1000000))
+	t0=$(now_us)
+	out=$(migrate_cmd "$@" 2>&1) || {
+		result_assert migrate "virsh migrate --live $dom" "$src" "migrated to $dst" failed false "$(since_s "$t0")" \
+			--arg domain "$dom" --arg dst "$dst" --arg message "$out"
+		fail "virsh migrate --live $dom $src -> $dst failed: $out"
+	}
+	ms=$((($(now_us) - t0) / 1000))
+	result_assert migrate "virsh migrate --live $dom" "$src" "migrated to $dst" "migrated to $dst" true "$(since_s "$t0")" \
+		--arg domain "$dom" --arg dst "$dst"
 	echo "$ms"
 }
 
@@ -37,32 +44,75 @@ modes_are() {
 		lv_mode_is "$h" "$lv" "$m" || return 1
 	done
 }
+# Each wait is a "wait" line of the results (expected: the HOST:LV:MODEs; observed
+# "reached" or "not reached within TIMEOUT s"; duration_s: how long it waited).
 wait_modes() {
-	local timeout=$1 desc=$2
+	local timeout=$1 desc=$2 t0
 	shift 2
-	wait_until "$desc" "$timeout" modes_are "$@" || fail "$desc: not reached within ${timeout}s"
+	t0=$(now_us)
+	if ! wait_until "$desc" "$timeout" modes_are "$@"; then
+		result_assert wait "$desc" "" "$*" "not reached within ${timeout} s" false "$(since_s "$t0")"
+		fail "$desc: not reached within ${timeout}s"
+	fi
+	result_assert wait "$desc" "" "$*" reached true "$(since_s "$t0")"
 }
 
-# journal_since HOST CURSORFILE: lvhook's journal lines (unix time, message) since the
-# cursor saved in CURSORFILE (kept in the guest), and moves the cursor.
+# journal_mark HOST: remember (in the guest) the end of lvhook's journal there;
+# journal_since HOST: lvhook's journal records since the mark, as `journalctl -o json`
+# lines: lvhook logs through zerolog's journald writer, which makes each zerolog field
+# an upper-case journal field (op -> OP, took -> TOOK, ...; cmd/lvhook/logging.go).
 journal_mark() { hsh "$1" -t 30 'journalctl -q -n 0 --show-cursor -t lvhook | sed -n "s/^-- cursor: //p" >/root/journal.cursor'; }
 journal_since() {
-	hsh "$1" -t 60 'journalctl -q --no-pager -o short-unix -t lvhook --after-cursor "$(cat /root/journal.cursor)"'
+	hsh "$1" -t 60 'journalctl -q --no-pager -o json -t lvhook --after-cursor "$(cat /root/journal.cursor)"'
 }
 
-# migration_figures SRC DST: from the journals of one migration: the shared window
-# on the source (downgrade granted -> release end done) and RESUMED_MIGRATED -> ex on
-# the destination (the lock helper's took=).
+# The time of a journal record in µs: when journald received it (the
+# _SOURCE_REALTIME_TIMESTAMP journald adds to a native-protocol record, which
+# `journalctl -o short-unix` shows), else __REALTIME_TIMESTAMP.
+JQ_JOURNAL_TS='def ts: (._SOURCE_REALTIME_TIMESTAMP // .__REALTIME_TIMESTAMP) | tonumber;'
+
+# shared_window_ms DOMAIN: from the source's records of one migration (journal_since on
+# stdin), the ms from its grant of the downgrade (the peer server's "answer sent":
+# REQUEST=/v1/downgrade, GRANTED=true; migration/transport.go) to the end of the
+# hook's release end ("hook done", the only record with ACTION, OP="release end";
+# hook/hook.go). Prints nothing when either is missing.
+shared_window_ms() {
+	jq -rnR --arg dom "$1" "$JQ_JOURNAL_TS"'
+		[inputs | fromjson? | objects | select(.DOMAIN == $dom)] as $r
+		| first($r[] | select(.REQUEST == "/v1/downgrade" and .GRANTED == "true") | ts) as $g
+		| first($r[] | select(has("ACTION") and .OP == "release end") | ts | select(. >= $g)) as $e
+		| ($e - $g) / 1000 | floor'
+}
+
+# to_ex_ms DOMAIN: from the destination's records of one migration (journal_since on
+# stdin), the lock helper's TOOK (ms) of its last "exclusive again" (the record with
+# LVS, FROM=sh and TO=ex; migration/reconcile.go; lvm's own "converted" records
+# carry LV, not LVS). Prints nothing when there is none.
+to_ex_ms() {
+	jq -rnR --arg dom "$1" '
+		[inputs | fromjson? | objects
+			| select(.DOMAIN == $dom and has("LVS") and .FROM == "sh" and .TO == "ex") | .TOOK | tonumber?]
+		| last // empty | floor'
+}
+
+# migration_figures SRC DST DOMAIN: from the journals of one migration of DOMAIN: the
+# shared window on the source (downgrade granted -> release end done) and
+# RESUMED_MIGRATED -> ex on the destination (the lock helper's TOOK), in ms, "?" when
+# a journal does not show it.
 migration_figures() {
-	local src=$1 dst=$2 sj dj win took
-	sj=$(journal_since "$src") || true
-	dj=$(journal_since "$dst") || true
-	win=$(awk '/downgrade request answered/ && /granted=true/ && !g { g = $1 }
-		/hook done/ && /op=release end/ && g && !r { r = $1 }
-		END { if (g && r) printf "%d", (r - g) * 1000 }' <<<"$sj")
-	took=$(awk '/exclusive again/ { for (i = 1; i <= NF; i++) if ($i ~ /^took=/) { t = substr($i, 6) + 0 } }
-		END { if (t != "") printf "%d", t }' <<<"$dj")
+	local src=$1 dst=$2 dom=$3 win took
+	win=$(journal_since "$src" | shared_window_ms "$dom") || true
+	took=$(journal_since "$dst" | to_ex_ms "$dom") || true
 	echo "${win:-?} ${took:-?}"
+}
+
+# migration_result DOMAIN N SRC DST WALL_MS FIGURES: a "migration" line of the results
+# (FIGURES: migration_figures' output).
+migration_result() {
+	local win toex
+	read -r win toex <<<"$6"
+	result migration --arg domain "$1" --argjson n "$2" --arg src "$3" --arg dst "$4" \
+		--argjson wall_ms "$(jnum "$5")" --argjson window_ms "$(jnum "$win")" --argjson to_ex_ms "$(jnum "$toex")"
 }
 
 # lvhook_check HOST ARGS...: `lvhook check` in HOST; its output, then "rc=N" last.
@@ -78,7 +128,7 @@ lvhook_check() {
 
 # (a) live migrations back and forth, plain virsh, no manual step.
 scenario_migrate_live() {
-	local count=${LVHOOK_MIGRATIONS:-20} i src=host1 dst=host2 ms fig
+	local count=${LVHOOK_MIGRATIONS:-20} i src=host1 dst=host2 ms fig order
 	start_ok host1 t1
 	expect "t1 started on host1" t1@host1=ex
 	for ((i = 1; i <= count; i++)); do
@@ -93,15 +143,18 @@ scenario_migrate_live() {
 			"$([[ $dst == host2 ]] && echo running || echo "shut off")"
 		wait_modes 90 "t1 ex on $dst after migration $i" "$dst:t1:ex"
 		expect "migration $i: t1 $src -> $dst (${ms} ms), ex on $dst only" "t1@$dst=ex"
-		fig=$(migration_figures "$src" "$dst")
-		echo "t1 $i $src $dst $ms $fig" >>"$RUN_DIR/migrations"
+		fig=$(migration_figures "$src" "$dst" t1)
+		migration_result t1 "$i" "$src" "$dst" "$ms" "$fig"
 		record "migrate-t1-$i-ms" "$ms"
 		if ((i == 1)); then
 			log "  hook calls seen during migration 1 ($src -> $dst), both hosts by time:"
-			{
+			order=$({
 				hook_calls host1
 				hook_calls host2
-			} | sort | tee "$RUN_DIR/hook-order" | sed 's/^/      | /' >&2
+			} | sort)
+			printf '%s\n' "$order" | sed 's/^/      | /' >&2
+			result hook-order --arg src "$src" --arg dst "$dst" \
+				--argjson lines "$(jq -Rsc 'split("\n") | map(select(. != ""))' <<<"$order")"
 		fi
 		src=$dst
 		dst=$(other_host "$src")
@@ -119,8 +172,8 @@ scenario_migrate_live() {
 		ms=$(migrate "$src" "$dst" t3)
 		wait_modes 90 "t3 ex on $dst" "$dst:t3a:ex" "$dst:t3b:ex" "$dst:t3c:ex"
 		expect "t3 migrated $src -> $dst (${ms} ms)" "t3a@$dst=ex" "t3b@$dst=ex" "t3c@$dst=ex"
-		fig=$(migration_figures "$src" "$dst")
-		echo "t3 $i $src $dst $ms $fig" >>"$RUN_DIR/migrations"
+		fig=$(migration_figures "$src" "$dst" t3)
+		migration_result t3 "$i" "$src" "$dst" "$ms" "$fig"
 		src=$dst
 		dst=$(other_host "$src")
 	done
@@ -143,7 +196,6 @@ scenario_migrate_manual_locks() {
 		lvchange_on "$dst" -aey "$VG/optout1"
 		expect "toptout migrated $src -> $dst with locks set by hand (${ms} ms)" "optout1@$dst=ex"
 		record "migrate-manual-locks-$i-ms" "$ms"
-		echo "$ms" >>"$RUN_DIR/migrations-manual"
 		src=$dst
 		dst=$(other_host "$src")
 	done
@@ -350,9 +402,13 @@ scenario_migrate_offline() {
 	log "  host1: virsh migrate --offline --persistent t1 -> host2 while t1 runs on host1"
 	start_refused host2 t1 "is active on host1"
 	expect "start on host2 after an offline migration refused: t1 ex on host1 only" t1@host1=ex
+	# host1's answer is the REASON of host2's "peer refused" record (migration/handover.go).
 	local why
-	why=$(hsh host2 -t 30 'journalctl -q --no-pager -o json -t lvhook -n 200 | grep -m1 -o "[^\"]*is offline (--offline)[^\"]*"') ||
-		fail "host2's journal does not show host1 refusing the reservation of an offline migration"
+	why=$(hsh host2 -t 30 'journalctl -q --no-pager -o json -t lvhook -n 200' | jq -rnR '
+		first(inputs | fromjson? | objects
+			| select(.PEER == "host1" and .REQUEST == "/v1/reserve" and (.REASON | strings | contains("is offline (--offline)")))
+			| .REASON)') || true
+	[[ -n $why ]] || fail "host2's journal does not show host1 refusing the reservation of an offline migration"
 	log "  host1's answer to host2's reservation, in host2's journal:"
 	printf '%s
 ' "$why" | sed 's/^/      | /' >&2
@@ -402,34 +458,50 @@ scenario_forged_request() {
 
 # check_case DESC HOST WANT_RC CODE [DOMAIN]: `lvhook check --all` and `--all --json`
 # on HOST: exit status WANT_RC, and (unless CODE is -) a problem CODE (of DOMAIN). The
-# table and the JSON problems are printed and kept in $RUN_DIR/check-report.
+# table and the JSON problems are printed, and kept in a "check" line of the results
+# (table, report: the JSON's version, host, healthy and summary, problems; json_text
+# instead when the JSON does not parse).
 check_case() {
-	local desc=$1 host=$2 want=$3 code=$4 dom=${5:-} table json rc jrc
+	local desc=$1 host=$2 want=$3 code=$4 dom=${5:-} table json rc jrc t0 report problems found=true ok got
+	t0=$(now_us)
 	table=$(lvhook_check "$host" --all)
 	rc=${table##*rc=}
 	table=${table%rc=*}
 	json=$(lvhook_check "$host" --all --json)
 	jrc=${json##*rc=}
 	json=${json%rc=*}
+	report=$(jq -c '{version, host, healthy, summary}' <<<"$json" 2>/dev/null) || report=
+	problems=$(jq -c '[.problems[]]' <<<"$json" 2>/dev/null) || problems=
 	{
 		echo "==== $desc: lvhook check --all on $host (exit $rc)"
 		printf '%s\n' "$table"
 		echo "==== $desc: lvhook check --all --json on $host (exit $jrc): summary and problems"
-		jq -c '{version, host, healthy, summary}' <<<"$json" 2>/dev/null || printf '%s\n' "$json"
-		jq -c '.problems[]' <<<"$json" 2>/dev/null
-	} | tee -a "$RUN_DIR/check-report" | sed 's/^/      | /' >&2
+		if [[ -n $report ]]; then printf '%s\n' "$report"; else printf '%s\n' "$json"; fi
+		jq -c '.[]' <<<"${problems:-[]}"
+	} | sed 's/^/      | /' >&2
+	if [[ $code != - ]]; then
+		found=$(jq --arg c "$code" --arg d "$dom" '[.[] | select(.code == $c and ($d == "" or .domain == $d))] | length > 0' \
+			<<<"${problems:-[]}")
+	fi
+	ok=false
+	[[ $rc == "$want" && $jrc == "$want" && $found == true ]] && ok=true
+	got="exit $rc (--json: exit $jrc), problems: $(jq -r 'map(.code) | unique | join(" ") | if . == "" then "none" else . end' <<<"${problems:-[]}" 2>/dev/null)"
+	local extra=(--argjson rc "$(jnum "$rc")" --argjson json_rc "$(jnum "$jrc")" --arg table "${table%$'\n'}"
+		--argjson report "${report:-null}" --argjson problems "${problems:-null}")
+	[[ -n $report ]] || extra+=(--arg json_text "${json%$'\n'}")
+	local expected="exit $want"
+	[[ $code == - ]] || expected+=", problem $code${dom:+ of $dom}"
+	result_assert check "$desc" "$host" "$expected" "$got" "$ok" "$(since_s "$t0")" "${extra[@]}"
 	[[ $rc == "$want" && $jrc == "$want" ]] ||
 		fail "$desc: lvhook check on $host exited $rc (json $jrc), expected $want"
 	[[ $code == - ]] && return 0
-	jq -e --arg c "$code" --arg d "$dom" '[.problems[] | select(.code == $c and ($d == "" or .domain == $d))] | length > 0' \
-		<<<"$json" >/dev/null || fail "$desc: no problem '$code' ${dom:+of $dom }in lvhook check --json on $host"
+	[[ $found == true ]] || fail "$desc: no problem '$code' ${dom:+of $dom }in lvhook check --json on $host"
 	log "  ok   $desc: lvhook check on $host exits $rc, reports $code"
 }
 
 TMISSING_UUID=6c76686b-0000-4000-8000-0000000000bb
 
 scenario_check() {
-	rm -f "$RUN_DIR/check-report"
 	start_ok host1 t1
 	expect "t1 running on host1" t1@host1=ex
 	check_case "healthy: t1 running on host1" host1 0 -
@@ -547,27 +619,34 @@ scenario_package_upgrade() {
 	expect "all destroyed"
 }
 
-# migration_summary: the figures of the live migrations (not asserted).
+# migration_summary: the figures of the live migrations (not asserted), the hook calls
+# of the first one, and the lvhook check reports, from the results file.
 migration_summary() {
-	local f=$RUN_DIR/migrations
-	[[ -f $f ]] || return 0
-	echo "==== live migrations with plain virsh migrate --live (lvhook handover)"
-	stats() { sort -n | awk '{ v[NR] = $1 } END { if (NR) printf "min %d, median %d, max %d (n=%d)", v[1], v[int((NR + 1) / 2)], v[NR], NR; else printf "none" }'; }
-	echo "  migrations done: $(wc -l <"$f") ($(awk '$1 == "t1"' "$f" | wc -l) of t1, $(awk '$1 == "t3"' "$f" | wc -l) of t3)"
-	echo "  wall time ms: $(awk '{ print $5 }' "$f" | stats)"
-	echo "  shared window on the source (downgrade granted -> release end done) ms: $(awk '$6 != "?" { print $6 }' "$f" | stats)"
-	echo "  RESUMED_MIGRATED -> ex on the destination (lock helper took=) ms: $(awk '$7 != "?" { print $7 }' "$f" | stats)"
-	if [[ -f $RUN_DIR/migrations-manual ]]; then
-		echo "  wall time ms with locks set by hand (toptout, no lvhook): $(stats <"$RUN_DIR/migrations-manual")"
+	if results_q -e 'any(.[]; .kind == "migration")' >/dev/null; then
+		echo "==== live migrations with plain virsh migrate --live (lvhook handover)"
+		results_q -r '
+			def stats: map(floor) | sort
+				| if length == 0 then "none"
+				  else "min \(.[0]), median \(.[(length - 1) / 2 | floor]), max \(.[-1]) (n=\(length))" end;
+			map(select(.kind == "migration")) as $m
+			| map(select(.kind == "timing" and (.name | test("^migrate-manual-locks-[0-9]+-ms$"))) | .value | numbers) as $manual
+			| "  migrations done: \($m | length) (\($m | map(select(.domain == "t1")) | length) of t1, \($m | map(select(.domain == "t3")) | length) of t3)",
+			  "  wall time ms: \($m | map(.wall_ms | numbers) | stats)",
+			  "  shared window on the source (downgrade granted -> release end done) ms: \($m | map(.window_ms | numbers) | stats)",
+			  "  RESUMED_MIGRATED -> ex on the destination (lock helper took=) ms: \($m | map(.to_ex_ms | numbers) | stats)",
+			  (if ($manual | length) > 0 then "  wall time ms with locks set by hand (toptout, no lvhook): \($manual | stats)" else empty end),
+			  "  per migration (domain n src dst wall_ms window_ms to_ex_ms):",
+			  ($m[] | "    \(.domain) \(.n) \(.src) \(.dst) \(.wall_ms // "?") \(.window_ms // "?") \(.to_ex_ms // "?")"),
+			  (map(select(.kind == "hook-order")) | first // empty
+				| "  hook calls during the first live migration, both hosts by time:", (.lines[] | "    \(.)"))'
 	fi
-	echo "  per migration (domain n src dst wall_ms window_ms to_ex_ms):"
-	sed 's/^/    /' "$f"
-	if [[ -f $RUN_DIR/hook-order ]]; then
-		echo "  hook calls during the first live migration, both hosts by time:"
-		sed 's/^/    /' "$RUN_DIR/hook-order"
-	fi
-	if [[ -f $RUN_DIR/check-report ]]; then
+	if results_q -e 'any(.[]; .kind == "check")' >/dev/null; then
 		echo "==== lvhook check on the cluster"
-		sed 's/^/  /' "$RUN_DIR/check-report"
+		results_q -r '.[] | select(.kind == "check")
+			| "==== \(.step): lvhook check --all on \(.host) (exit \(.rc // "?"))",
+			  (.table | split("\n")[]),
+			  "==== \(.step): lvhook check --all --json on \(.host) (exit \(.json_rc // "?")): summary and problems",
+			  (if .report != null then (.report | tojson) else (.json_text // "" | split("\n")[]) end),
+			  ((.problems // [])[] | tojson)' | sed 's/^/  /'
 	fi
 }

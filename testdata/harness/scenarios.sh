@@ -3,6 +3,69 @@
 # Each scenario_NAME runs in a subshell with errexit; a failed assertion exits it.
 
 # ---------------------------------------------------------------------------------
+# Results: $RUN_DIR/results.jsonl, one JSON object a line, each written by jq (never
+# pasted together): what every assertion expected and observed, each scenario's
+# result, the timings and the migration figures. e2e.sh prints its summary from this
+# file alone; README.md lists the kinds of line and their fields.
+
+RESULTS_FILE=$RUN_DIR/results.jsonl
+
+# now_us: the time in microseconds since the epoch (bash's EPOCHREALTIME, whatever the
+# locale's decimal separator; date if bash has none).
+now_us() {
+	local t=${EPOCHREALTIME:-}
+	[[ -n $t ]] || t=$(date +%s.%6N)
+	echo "${t/[.,]/}"
+}
+
+# since_s T0_US: the seconds since T0_US (from now_us), with milliseconds: a JSON number.
+since_s() {
+	local d=$(($(now_us) - $1))
+	((d >= 0)) || d=0
+	printf '%d.%03d\n' $((d / 1000000)) $((d % 1000000 / 1000))
+}
+
+# jnum VALUE: VALUE if it is a plain decimal number, else null ("?", "-", empty).
+jnum() {
+	if [[ $1 =~ ^-?[0-9]+([.][0-9]+)?$ ]]; then echo "$1"; else echo null; fi
+}
+
+# jbool CMD...: true if CMD succeeds, else false (for jq's --argjson).
+jbool() { if "$@"; then echo true; else echo false; fi; }
+same() { [[ $1 == "$2" ]]; }
+
+# result KIND [JQ_ARG...]: append to $RESULTS_FILE {"kind": KIND, "scenario": the
+# scenario running (SCENARIO, set by e2e.sh's run_scenario; null outside one), the
+# fields given as jq options --arg NAME TEXT / --argjson NAME JSON, "t": unix time}.
+# An empty "host" is null too. A line jq cannot write is logged, not fatal.
+result() {
+	local kind=$1 t
+	shift
+	t=$(now_us)
+	jq -cn --arg kind "$kind" --arg scenario "${SCENARIO:-}" "$@" \
+		--argjson t "$((t / 1000000)).$(printf %03d $((t % 1000000 / 1000)))" \
+		'$ARGS.named | with_entries(if (.key == "scenario" or .key == "host") and .value == "" then .value = null else . end)' \
+		>>"$RESULTS_FILE" || log "could not write a '$kind' line to $RESULTS_FILE"
+}
+
+# result_assert KIND STEP HOST EXPECTED OBSERVED OK DURATION_S [JQ_ARG...]: the line of
+# one assertion: what STEP expected and observed on HOST (may be empty), OK (true or
+# false), and the seconds the step took (DURATION_S, or null).
+result_assert() {
+	local kind=$1 step=$2 host=$3 want=$4 got=$5 ok=$6 took=$7
+	shift 7
+	result "$kind" --arg step "$step" --arg host "$host" --arg expected "$want" --arg observed "$got" \
+		--argjson ok "$ok" --argjson duration_s "$(jnum "$took")" "$@"
+}
+
+# results_q [JQ_OPTION...] FILTER: jq's FILTER applied to the array of the lines of
+# $RESULTS_FILE (a line that is not a JSON object is skipped).
+results_q() {
+	local filter=${!#}
+	jq -nR "${@:1:$#-1}" "[inputs | fromjson? | objects] | $filter" "$RESULTS_FILE"
+}
+
+# ---------------------------------------------------------------------------------
 # Assertions
 
 fail() {
@@ -10,8 +73,8 @@ fail() {
 	exit 1
 }
 
-# record NAME SECONDS: a timing line for the summary.
-record() { echo "$1 $2" >>"$RUN_DIR/timings"; }
+# record NAME VALUE: a timing for the summary (seconds, or ms when NAME ends in -ms).
+record() { result timing --arg name "$1" --argjson value "$(jnum "$2")"; }
 
 # hosts_but HOST: the hosts other than HOST (for `HOSTS=($(hosts_but host2))` while
 # HOST is down and answers nothing).
@@ -30,30 +93,45 @@ virsh_on() {
 }
 
 # expect STEP SPEC...: assert the lock state of every test LV on both hosts. SPEC is
-# LV@HOST=ex|sh; every test LV/host pair not named must be inactive with no lock.
+# LV@HOST=ex|sh; every test LV/host pair not named must be inactive with no lock. Each
+# host's state is a "state" line of the results: expected and observed as "LV=MODE ..."
+# (sorted by LV; "none": nothing active), and how long the read took.
 expect() {
-	local step=$1 h name active mode got want bad=0 line
+	local step=$1 h name active mode got want bad=0 hbad line took
 	shift
-	declare -A wants=()
+	declare -A wants=() expected=()
 	local s
 	for s in "$@"; do wants[${s%%=*}]=${s#*=}; done
+	# Per host, the "LV=MODE" words expected there (for the results).
+	for s in "${!wants[@]}"; do
+		[[ ${wants[$s]} == none ]] || expected[${s#*@}]+=" ${s%@*}=${wants[$s]}"
+	done
 	local tmp
 	tmp=$(mktemp -d)
 	local pids=()
 	for h in "${HOSTS[@]}"; do
-		lvm_state "$h" >"$tmp/$h" 2>"$tmp/$h.err" &
+		(
+			t0=$(now_us)
+			lvm_state "$h" >"$tmp/$h" 2>"$tmp/$h.err"
+			since_s "$t0" >"$tmp/$h.took"
+		) &
 		pids+=($!)
 	done
 	# Only these reads: a scenario may have other jobs in the background.
 	wait "${pids[@]}" || true
-	local summary=()
+	local summary=() observed
 	for h in "${HOSTS[@]}"; do
+		took=$(cat "$tmp/$h.took" 2>/dev/null) || took=null
 		[[ -s $tmp/$h ]] || {
 			cat "$tmp/$h.err" >&2
 			rm -rf "$tmp"
+			# shellcheck disable=SC2086 # the words of expected
+			result_assert state "$step" "$h" "$(sorted_words ${expected[$h]:-})" unreadable false "$took"
 			fail "$step: could not read the lock state of $h"
 		}
 		line=
+		observed=()
+		hbad=0
 		while read -r name active mode; do
 			case $active/$mode in
 			no/-) got=none ;;
@@ -63,14 +141,26 @@ expect() {
 			want=${wants[$name@$h]:-none}
 			if [[ $got != "$want" ]]; then
 				log "  $step: $name on $h is $got, expected $want"
-				bad=1
+				hbad=1
 			fi
-			[[ $got != none ]] && line+=" $name=$got"
+			[[ $got != none ]] && line+=" $name=$got" && observed+=("$name=$got")
 			unset "wants[$name@$h]"
 		done <"$tmp/$h"
+		# An LV expected here that lvm_state did not list.
+		for s in "${!wants[@]}"; do
+			[[ $s == *@"$h" ]] || continue
+			log "  $step: $s expected ${wants[$s]} but no such LV was reported"
+			hbad=1
+			unset "wants[$s]"
+		done
+		# shellcheck disable=SC2086 # the words of expected
+		result_assert state "$step" "$h" "$(sorted_words ${expected[$h]:-})" "$(sorted_words "${observed[@]}")" \
+			"$(jbool test "$hbad" = 0)" "$took"
+		bad=$((bad | hbad))
 		summary+=("$h:${line:- (nothing active)}")
 	done
 	rm -rf "$tmp"
+	# Expected on a host that was not read (a scenario's narrowed HOSTS).
 	for s in "${!wants[@]}"; do
 		log "  $step: $s expected ${wants[$s]} but no such LV was reported"
 		bad=1
@@ -79,50 +169,93 @@ expect() {
 	log "  ok   $step: ${summary[*]}"
 }
 
-# expect_dom DOMAIN STATE1 STATE2: virsh domstate of DOMAIN on host1 and host2.
+# sorted_words WORD...: the words sorted, on one line; "none" for no word.
+sorted_words() {
+	(($#)) || {
+		echo none
+		return
+	}
+	printf '%s\n' "$@" | LC_ALL=C sort | paste -sd' '
+}
+
+# expect_dom DOMAIN STATE1 STATE2: virsh domstate of DOMAIN on host1 and host2 (a
+# "domstate" line of the results for each).
 expect_dom() {
-	local dom=$1 w1=$2 w2=$3 g1 g2
+	local dom=$1 w1=$2 w2=$3 g1 g2 t0 took1 took2
+	t0=$(now_us)
 	g1=$(virsh_on host1 domstate "$dom" 2>&1 | head -n1) || true
+	took1=$(since_s "$t0")
+	t0=$(now_us)
 	g2=$(virsh_on host2 domstate "$dom" 2>&1 | head -n1) || true
+	took2=$(since_s "$t0")
+	result_assert domstate "virsh domstate $dom" host1 "$w1" "$g1" "$(jbool same "$g1" "$w1")" "$took1" --arg domain "$dom"
+	result_assert domstate "virsh domstate $dom" host2 "$w2" "$g2" "$(jbool same "$g2" "$w2")" "$took2" --arg domain "$dom"
 	[[ $g1 == "$w1" && $g2 == "$w2" ]] ||
 		fail "$dom: domstate host1='$g1' host2='$g2', expected '$w1' and '$w2'"
 	log "  ok   $dom: host1 $g1, host2 $g2"
 }
 
-# start_ok HOST DOMAIN: virsh start must succeed; records its latency.
+# start_ok HOST DOMAIN: virsh start must succeed; records its latency (and a "start"
+# line of the results, expected "started").
 start_ok() {
 	local host=$1 dom=$2 t0 ms out
-	t0=$(date +%s%N)
-	out=$(virsh_on "$host" start "$dom" 2>&1) || fail "virsh start $dom on $host failed: $out"
-	ms=$((($(date +%s%N) - t0) / 1000000))
+	t0=$(now_us)
+	out=$(virsh_on "$host" start "$dom" 2>&1) || {
+		result_assert start "virsh start $dom" "$host" started failed false "$(since_s "$t0")" \
+			--arg domain "$dom" --arg message "$out"
+		fail "virsh start $dom on $host failed: $out"
+	}
+	ms=$((($(now_us) - t0) / 1000))
+	result_assert start "virsh start $dom" "$host" started started true "$(since_s "$t0")" --arg domain "$dom"
 	log "  $host: virsh start $dom: ok ($ms ms)"
 	record "start-$dom-on-$host-ms" "$ms"
 }
 
 # start_refused HOST DOMAIN PATTERN: virsh start must fail, and libvirt's error text
 # must contain PATTERN (lvhook's line). The text is printed: it is what operators see.
+# Its "start" line of the results expects "refused" and keeps the text as "message".
 start_refused() {
-	local host=$1 dom=$2 pattern=$3 t0=$SECONDS out
+	local host=$1 dom=$2 pattern=$3 t0=$SECONDS t0us out got
+	t0us=$(now_us)
 	if out=$(virsh_on "$host" start "$dom" 2>&1); then
+		result_assert start "virsh start $dom" "$host" refused started false "$(since_s "$t0us")" \
+			--arg domain "$dom" --arg pattern "$pattern"
 		fail "virsh start $dom on $host succeeded; it must be refused"
 	fi
+	got=refused
+	[[ $out == *"$pattern"* ]] || got="refused without the pattern"
+	result_assert start "virsh start $dom" "$host" refused "$got" "$(jbool same "$got" refused)" "$(since_s "$t0us")" \
+		--arg domain "$dom" --arg pattern "$pattern" --arg message "$out"
 	log "  $host: virsh start $dom refused after $((SECONDS - t0)) s; libvirt says:"
 	printf '%s\n' "$out" | sed 's/^/      | /' >&2
-	[[ $out == *"$pattern"* ]] || fail "the error does not contain '$pattern'"
+	[[ $got == refused ]] || fail "the error does not contain '$pattern'"
 	record "refused-start-$dom-on-$host" $((SECONDS - t0))
 }
 
+# destroy HOST DOMAIN: virsh destroy must succeed (a "destroy" line of the results).
 destroy() {
-	local host=$1 dom=$2 out
-	out=$(virsh_on "$host" destroy "$dom" 2>&1) || fail "virsh destroy $dom on $host failed: $out"
+	local host=$1 dom=$2 out t0
+	t0=$(now_us)
+	out=$(virsh_on "$host" destroy "$dom" 2>&1) || {
+		result_assert destroy "virsh destroy $dom" "$host" destroyed failed false "$(since_s "$t0")" \
+			--arg domain "$dom" --arg message "$out"
+		fail "virsh destroy $dom on $host failed: $out"
+	}
+	result_assert destroy "virsh destroy $dom" "$host" destroyed destroyed true "$(since_s "$t0")" --arg domain "$dom"
 	log "  $host: virsh destroy $dom"
 }
 
-# lvchange_on HOST ARGS...: an operator's manual lvchange (must succeed).
+# lvchange_on HOST ARGS...: an operator's manual lvchange (must succeed; an "lvchange"
+# line of the results).
 lvchange_on() {
-	local host=$1 out
+	local host=$1 out t0
 	shift
-	out=$(hrun "$host" -t 120 lvchange "$@" 2>&1) || fail "$host: lvchange $* failed: $out"
+	t0=$(now_us)
+	out=$(hrun "$host" -t 120 lvchange "$@" 2>&1) || {
+		result_assert lvchange "lvchange $*" "$host" changed failed false "$(since_s "$t0")" --arg message "$out"
+		fail "$host: lvchange $* failed: $out"
+	}
+	result_assert lvchange "lvchange $*" "$host" changed changed true "$(since_s "$t0")"
 	log "  $host: lvchange $* (by hand)"
 }
 
