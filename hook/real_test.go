@@ -1,18 +1,21 @@
 package hook
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/lvhook/lvhook/internal/realdata"
 	"github.com/lvhook/lvhook/lvmlock"
 )
 
-// The XML real libvirtd 9.0 wrote on the hook's stdin (prepare begin) and
-// `virsh dumpxml` of the running domains, captured on the harness.
+// The XML real libvirtd wrote on the hook's stdin (prepare begin) and `virsh
+// dumpxml` of the running domains, captured on the harness, per release.
 func TestParseRealDomains(t *testing.T) {
 	ex, sh := lvmlock.ModeEx, lvmlock.ModeSh
 	lv := func(name string, mode lvmlock.Mode) lvmlock.Target {
@@ -29,39 +32,75 @@ func TestParseRealDomains(t *testing.T) {
 		"tshare1": {false, []lvmlock.Target{lv("share1", sh)}},
 		"toptout": {true, []lvmlock.Target{lv("optout1", ex)}},
 	}
-	var files []string
-	for _, pattern := range []string{"hook-stdin/*.prepare.begin.xml", "domains/*.running.xml", "domains/*.inactive.xml"} {
-		m, _ := filepath.Glob(filepath.Join("../testdata/real", pattern))
-		files = append(files, m...)
-	}
-	if len(files) == 0 {
-		t.Fatal("no captured domain XML in testdata/real")
-	}
-	for _, f := range files {
-		name, _, _ := strings.Cut(filepath.Base(f), ".")
-		t.Run(strings.TrimPrefix(f, "../testdata/real/"), func(t *testing.T) {
-			w, ok := want[name]
-			if !ok {
-				t.Fatalf("no expectation for domain %s", name)
-			}
-			data, err := os.ReadFile(f)
+	realdata.Run(t, func(t *testing.T, r realdata.Release) {
+		var files []string
+		for _, pattern := range []string{"hook-stdin/*.prepare.begin.xml", "domains/*.running.xml", "domains/*.inactive.xml"} {
+			files = append(files, r.Glob(t, pattern)...)
+		}
+		for _, f := range files {
+			name, _, _ := strings.Cut(filepath.Base(f), ".")
+			rel, err := filepath.Rel(r.Dir, f)
 			if err != nil {
 				t.Fatal(err)
 			}
-			d, err := ParseDomain(data, poolDir)
-			if err != nil {
-				t.Fatalf("ParseDomain: %v", err)
+			t.Run(filepath.ToSlash(rel), func(t *testing.T) {
+				w, ok := want[name]
+				if !ok {
+					t.Fatalf("no expectation for domain %s", name)
+				}
+				data, err := os.ReadFile(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				d, err := ParseDomain(data, poolDir)
+				if err != nil {
+					t.Fatalf("ParseDomain: %v", err)
+				}
+				var got []lvmlock.Target
+				for _, disk := range d.Disks {
+					got = append(got, lvmlock.Target{Ref: disk.Ref, Mode: disk.Mode})
+				}
+				if d.Name != name || d.OptedOut != w.optOut {
+					t.Errorf("name %q opted out %v, want %q %v", d.Name, d.OptedOut, name, w.optOut)
+				}
+				if diff := cmp.Diff(w.lvs, got); diff != "" {
+					t.Errorf("LVs (-want +got):\n%s", diff)
+				}
+			})
+		}
+	})
+}
+
+// The hook calls libvirtd made on the harness while each test domain was
+// started and destroyed, per release: every one is an event of lvhook's
+// table, and each domain got one call that activates its LVs, then one that
+// deactivates them.
+func TestRealHookCalls(t *testing.T) {
+	domains := []string{"t1", "t3", "tpool", "tmixed", "tshare1", "toptout"}
+	realdata.Run(t, func(t *testing.T, r realdata.Release) {
+		actions := map[string][]action{}
+		for _, line := range strings.Split(strings.TrimSpace(string(r.Read(t, "hook-calls-start-destroy.txt"))), "\n") {
+			// TIME HOST DOMAIN OP SUBOP EXTRA
+			f := strings.Fields(line)
+			if len(f) < 5 {
+				t.Errorf("%q: want a time, a host, a domain, an op and a subop", line)
+				continue
 			}
-			var got []lvmlock.Target
-			for _, disk := range d.Disks {
-				got = append(got, lvmlock.Target{Ref: disk.Ref, Mode: disk.Mode})
+			e := event{f[3], f[4]}
+			if _, ok := table[e]; !ok {
+				t.Errorf("%q: %s %s is not in lvhook's event table", line, e.op, e.subop)
 			}
-			if d.Name != name || d.OptedOut != w.optOut {
-				t.Errorf("name %q opted out %v, want %q %v", d.Name, d.OptedOut, name, w.optOut)
+			if a := actionFor(e.op, e.subop); a == doActivate || a == doDeactivate {
+				actions[f[2]] = append(actions[f[2]], a)
 			}
-			if diff := cmp.Diff(w.lvs, got); diff != "" {
-				t.Errorf("LVs (-want +got):\n%s", diff)
+		}
+		for _, d := range domains {
+			if got, want := actions[d], []action{doActivate, doDeactivate}; !slices.Equal(got, want) {
+				t.Errorf("domain %s: actions %v, want %v", d, got, want)
 			}
-		})
-	}
+		}
+		if len(actions) != len(domains) {
+			t.Errorf("calls for domains %v, want %v", slices.Sorted(maps.Keys(actions)), domains)
+		}
+	})
 }

@@ -1,27 +1,19 @@
 package lvmlock
 
-// Tests over outputs captured from real lvm 2.03.16, lvmlockd and sanlock on
-// the two-host harness (testdata/real, written by testdata/harness/capture.sh).
+// Tests over outputs captured from real lvm, lvmlockd and sanlock on the
+// two-host harness, once per release (testdata/real/<release>, written by
+// testdata/harness/capture.sh; see internal/realdata).
 
 import (
-	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/lvhook/lvhook/internal/realdata"
 )
-
-const realDir = "../testdata/real"
-
-func readReal(t *testing.T, name string) []byte {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join(realDir, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
-}
 
 func TestClassifyRealErrors(t *testing.T) {
 	want := map[string]struct {
@@ -40,72 +32,86 @@ func TestClassifyRealErrors(t *testing.T) {
 		"lvmlockd-not-running":    {KindLvmlockdNotRunning, []Failure{{Kind: KindLockspaceNotStarted, VG: "vg0"}}},
 		"vg-missing":              {KindVGNotFound, []Failure{{Kind: KindVGNotFound, VG: "nosuchvg"}}},
 	}
-	files, err := filepath.Glob(filepath.Join(realDir, "lvm-errors", "*.stderr"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no captured lvm errors: %v", err)
-	}
-	for _, f := range files {
-		name := strings.TrimSuffix(filepath.Base(f), ".stderr")
-		t.Run(name, func(t *testing.T) {
-			w, ok := want[name]
-			if !ok {
-				t.Fatalf("captured case %s has no expectation here: add one", name)
-			}
-			stderr := readReal(t, filepath.Join("lvm-errors", name+".stderr"))
-			stdout := readReal(t, filepath.Join("lvm-errors", name+".stdout"))
-			if extra := reportErrors(stdout); extra != "" {
-				stderr = append(append(stderr, '\n'), extra...)
-			}
-			kind, failures := classify(string(stderr))
-			if kind != w.kind {
-				t.Errorf("kind = %v, want %v", kind, w.kind)
-			}
-			if diff := cmp.Diff(w.failures, failures); diff != "" {
-				t.Errorf("failures (-want +got):\n%s", diff)
-			}
-		})
-	}
+	realdata.Run(t, func(t *testing.T, r realdata.Release) {
+		// Every case above must be captured, and every captured case expected.
+		cases := map[string]bool{}
+		for name := range want {
+			cases[name] = true
+		}
+		for _, f := range r.Glob(t, "lvm-errors/*.stderr") {
+			cases[strings.TrimSuffix(filepath.Base(f), ".stderr")] = true
+		}
+		names := make([]string, 0, len(cases))
+		for name := range cases {
+			names = append(names, name)
+		}
+		slices.Sort(names)
+		for _, name := range names {
+			t.Run(name, func(t *testing.T) {
+				w, ok := want[name]
+				if !ok {
+					t.Fatalf("captured case %s has no expectation here: add one", name)
+				}
+				stderr := r.Read(t, "lvm-errors/"+name+".stderr")
+				stdout := r.Read(t, "lvm-errors/"+name+".stdout")
+				if extra := reportErrors(stdout); extra != "" {
+					stderr = append(append(stderr, '\n'), extra...)
+				}
+				kind, failures := classify(string(stderr))
+				if kind != w.kind {
+					t.Errorf("kind = %v, want %v", kind, w.kind)
+				}
+				if diff := cmp.Diff(w.failures, failures); diff != "" {
+					t.Errorf("failures (-want +got):\n%s", diff)
+				}
+			})
+		}
+	})
 }
 
 func TestParseRealLockctl(t *testing.T) {
-	// The LV UUIDs change with each capture (capture.sh): take them from
-	// the lvs report captured with the same cluster.
-	lvs, err := ParseLVs(readReal(t, "lvs-report.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	uuid := map[string]string{}
-	for _, lv := range lvs {
-		uuid[lv.Name] = lv.UUID
-	}
-	locks := ParseLockctl(readReal(t, "lvmlockctl-i-ex-sh.txt"))
-	want := map[string]Mode{uuid["t1"]: ModeEx, uuid["share1"]: ModeSh}
-	if diff := cmp.Diff(want, locks["vg0"].LVs); diff != "" {
-		t.Errorf("host1 locks (-want +got):\n%s", diff)
-	}
-	if locks["vg0"].LockType != "sanlock" || len(locks) != 1 {
-		t.Errorf("lockspaces = %v, want vg0 (sanlock) only", locks)
-	}
-	host2 := ParseLockctl(readReal(t, "lvmlockctl-i-sh.txt"))
-	if m := host2.Mode("vg0", uuid["share1"]); m != ModeSh {
-		t.Errorf("host2 share1 = %q, want sh", m)
-	}
+	realdata.Run(t, func(t *testing.T, r realdata.Release) {
+		// The LV UUIDs change with each capture (capture.sh): take them from
+		// the lvs report captured with the same cluster.
+		lvs, err := ParseLVs(r.Read(t, "lvs-report.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		uuid := map[string]string{}
+		for _, lv := range lvs {
+			uuid[lv.Name] = lv.UUID
+		}
+		locks := ParseLockctl(r.Read(t, "lvmlockctl-i-ex-sh.txt"))
+		want := map[string]Mode{uuid["t1"]: ModeEx, uuid["share1"]: ModeSh}
+		if diff := cmp.Diff(want, locks["vg0"].LVs); diff != "" {
+			t.Errorf("host1 locks (-want +got):\n%s", diff)
+		}
+		if locks["vg0"].LockType != "sanlock" || len(locks) != 1 {
+			t.Errorf("lockspaces = %v, want vg0 (sanlock) only", locks)
+		}
+		host2 := ParseLockctl(r.Read(t, "lvmlockctl-i-sh.txt"))
+		if m := host2.Mode("vg0", uuid["share1"]); m != ModeSh {
+			t.Errorf("host2 share1 = %q, want sh", m)
+		}
+	})
 }
 
 func TestParseRealLVs(t *testing.T) {
-	lvs, err := ParseLVs(readReal(t, "lvs-report.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	active := map[string]bool{}
-	for _, lv := range lvs {
-		if lv.VG != "vg0" || lv.UUID == "" {
-			t.Errorf("row %+v: want vg0 and a UUID", lv)
+	realdata.Run(t, func(t *testing.T, r realdata.Release) {
+		lvs, err := ParseLVs(r.Read(t, "lvs-report.json"))
+		if err != nil {
+			t.Fatal(err)
 		}
-		active[lv.Name] = lv.Active
-	}
-	// At capture time t1 ran ex and share1 sh on host1.
-	if !active["t1"] || !active["share1"] || active["t3a"] {
-		t.Errorf("active = %v, want t1 and share1 only", active)
-	}
+		active := map[string]bool{}
+		for _, lv := range lvs {
+			if lv.VG != "vg0" || lv.UUID == "" {
+				t.Errorf("row %+v: want vg0 and a UUID", lv)
+			}
+			active[lv.Name] = lv.Active
+		}
+		// At capture time t1 ran ex and share1 sh on host1.
+		if !active["t1"] || !active["share1"] || active["t3a"] {
+			t.Errorf("active = %v, want t1 and share1 only", active)
+		}
+	})
 }

@@ -3,34 +3,32 @@ package lvmlock
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/lvhook/lvhook/internal/realdata"
 )
 
 func TestParseSanlockStatusReal(t *testing.T) {
-	out, err := os.ReadFile("../testdata/real/sanlock-client-status.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]SanlockLockspace{
-		"lvm_vg0": {Name: "lvm_vg0", HostID: 1, Path: "/dev/mapper/vg0-lvmlock", Offset: 0},
-	}
-	if diff := cmp.Diff(want, ParseSanlockStatus(out)); diff != "" {
-		t.Errorf("(-want +got):\n%s", diff)
-	}
+	realdata.Run(t, func(t *testing.T, r realdata.Release) {
+		out := r.Read(t, "sanlock-client-status.txt")
+		want := map[string]SanlockLockspace{
+			"lvm_vg0": {Name: "lvm_vg0", HostID: 1, Path: "/dev/mapper/vg0-lvmlock", Offset: 0},
+		}
+		if diff := cmp.Diff(want, ParseSanlockStatus(out)); diff != "" {
+			t.Errorf("(-want +got):\n%s", diff)
+		}
+	})
 }
 
 // realHosts parses the captured host_status (capture.sh: on host1, both
 // hosts renewing) and checks what any capture must show.
-func realHosts(t *testing.T) map[int]SanlockHost {
-	out, err := os.ReadFile("../testdata/real/sanlock-host-status.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
+func realHosts(t *testing.T, r realdata.Release) map[int]SanlockHost {
+	t.Helper()
+	out := r.Read(t, "sanlock-host-status.txt")
 	list, err := ParseHostStatus(out)
 	if err != nil {
 		t.Fatal(err)
@@ -51,42 +49,41 @@ func realHosts(t *testing.T) map[int]SanlockHost {
 	return hosts
 }
 
-func TestParseHostStatusReal(t *testing.T) { realHosts(t) }
+func TestParseHostStatusReal(t *testing.T) {
+	realdata.Run(t, func(t *testing.T, r realdata.Release) { realHosts(t, r) })
+}
 
 // The capture holds t1 ex on host1, share1 sh on both hosts, nothing else.
 func TestParseLeaseDumpReal(t *testing.T) {
-	out, err := os.ReadFile("../testdata/real/sanlock-direct-dump.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hosts := realHosts(t)
-	uuids := lockArgsUUIDs(t)
-	got := ParseLeaseDump(out)
-	gen := func(id int) uint64 { return hosts[id].Generation }
-	want := map[string][]Lease{
-		uuids["t1"]:     {{HostID: 1, Generation: gen(1), Mode: ModeEx}},
-		uuids["share1"]: {{HostID: 1, Generation: gen(1), Mode: ModeSh}, {HostID: 2, Generation: gen(2), Mode: ModeSh}},
-	}
-	for _, uuid := range uuids {
-		if _, ok := got[uuid]; ok && want[uuid] == nil {
-			want[uuid] = nil // in the dump, held by nobody
+	realdata.Run(t, func(t *testing.T, r realdata.Release) {
+		out := r.Read(t, "sanlock-direct-dump.txt")
+		hosts := realHosts(t, r)
+		uuids := lockArgsUUIDs(t, r)
+		got := ParseLeaseDump(out)
+		gen := func(id int) uint64 { return hosts[id].Generation }
+		want := map[string][]Lease{
+			uuids["t1"]:     {{HostID: 1, Generation: gen(1), Mode: ModeEx}},
+			uuids["share1"]: {{HostID: 1, Generation: gen(1), Mode: ModeSh}, {HostID: 2, Generation: gen(2), Mode: ModeSh}},
 		}
-	}
-	if len(got) < 3 {
-		t.Errorf("the dump shows %d leases, want t1, share1 and the LVs between", len(got))
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("(-want +got):\n%s", diff)
-	}
+		for _, uuid := range uuids {
+			if _, ok := got[uuid]; ok && want[uuid] == nil {
+				want[uuid] = nil // in the dump, held by nobody
+			}
+		}
+		if len(got) < 3 {
+			t.Errorf("the dump shows %d leases, want t1, share1 and the LVs between", len(got))
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("(-want +got):\n%s", diff)
+		}
+	})
 }
 
 // lockArgsUUIDs maps LV names to UUIDs from the captured lvs, and checks
 // that LeaseOffset reads every lv_lockargs there.
-func lockArgsUUIDs(t *testing.T) map[string]string {
-	out, err := os.ReadFile("../testdata/real/lvs-lockargs.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
+func lockArgsUUIDs(t *testing.T, r realdata.Release) map[string]string {
+	t.Helper()
+	out := r.Read(t, "lvs-lockargs.txt")
 	m := map[string]string{}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		f := strings.Fields(line)
@@ -197,41 +194,45 @@ func TestLeasesReadsOneSpan(t *testing.T) {
 }
 
 // host2 crashed (the harness's host_crash): host1's view 82 s after host2's
-// last renewal, then past 140 s, and t1's lease, still owned by host2.
+// last renewal, then past 140 s, and t1's lease, still owned by host2 in the
+// generation those views show.
 func TestCrashedHostReal(t *testing.T) {
-	read := func(name string) []byte {
-		out, err := os.ReadFile("../testdata/real/" + name)
-		if err != nil {
-			t.Fatal(err)
+	realdata.Run(t, func(t *testing.T, r realdata.Release) {
+		var crashed SanlockHost
+		for _, tc := range []struct {
+			file  string
+			state HostState
+		}{
+			{"sanlock-host-status-failing.txt", HostFailing},
+			{"sanlock-host-status-dead.txt", HostDead},
+		} {
+			hosts, err := ParseHostStatus(r.Read(t, tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(hosts) != 2 || hosts[0].State() != HostLive || hosts[1].State() != tc.state {
+				t.Fatalf("%s: hosts %+v, want host_id 1 live and 2 %s", tc.file, hosts, tc.state)
+			}
+			h := hosts[1]
+			if want := h.DeadAfter() - h.Silent(); tc.state == HostFailing && (h.ExpiresIn() != want || want <= 0) {
+				t.Errorf("%s: ExpiresIn() = %v, want %v", tc.file, h.ExpiresIn(), want)
+			}
+			if tc.state == HostDead && h.ExpiresIn() != 0 {
+				t.Errorf("%s: ExpiresIn() = %v, want 0", tc.file, h.ExpiresIn())
+			}
+			if crashed.Generation != 0 && h.Generation != crashed.Generation {
+				t.Errorf("%s: host2 in generation %d, was %d", tc.file, h.Generation, crashed.Generation)
+			}
+			crashed = h
 		}
-		return out
-	}
-	for _, tc := range []struct {
-		file  string
-		state HostState
-	}{
-		{"sanlock-host-status-failing.txt", HostFailing},
-		{"sanlock-host-status-dead.txt", HostDead},
-	} {
-		hosts, err := ParseHostStatus(read(tc.file))
-		if err != nil {
-			t.Fatal(err)
+		if crashed.Generation == 0 {
+			t.Fatalf("host2's generation not read: %+v", crashed)
 		}
-		if len(hosts) != 2 || hosts[0].State() != HostLive || hosts[1].State() != tc.state {
-			t.Fatalf("%s: hosts %+v, want host_id 1 live and 2 %s", tc.file, hosts, tc.state)
+		leases := ParseLeaseDump(r.Read(t, "sanlock-direct-dump-crashed.txt"))
+		uuid := lockArgsUUIDs(t, r)["t1"]
+		want := map[string][]Lease{uuid: {{HostID: 2, Generation: crashed.Generation, Mode: ModeEx}}}
+		if diff := cmp.Diff(want, leases); diff != "" {
+			t.Errorf("t1's lease (-want +got):\n%s", diff)
 		}
-		h := hosts[1]
-		if want := h.DeadAfter() - h.Silent(); tc.state == HostFailing && (h.ExpiresIn() != want || want <= 0) {
-			t.Errorf("%s: ExpiresIn() = %v, want %v", tc.file, h.ExpiresIn(), want)
-		}
-		if tc.state == HostDead && h.ExpiresIn() != 0 {
-			t.Errorf("%s: ExpiresIn() = %v, want 0", tc.file, h.ExpiresIn())
-		}
-	}
-	leases := ParseLeaseDump(read("sanlock-direct-dump-crashed.txt"))
-	uuid := lockArgsUUIDs(t)["t1"]
-	want := map[string][]Lease{uuid: {{HostID: 2, Generation: 1, Mode: ModeEx}}}
-	if diff := cmp.Diff(want, leases); diff != "" {
-		t.Errorf("t1's lease (-want +got):\n%s", diff)
-	}
+	})
 }

@@ -1,8 +1,11 @@
 #!/bin/bash
-# Capture real outputs from the running cluster into testdata/real/ for unit tests:
-# lvs/vgs JSON reports, `lvmlockctl -i` with ex and sh locks, the lvm error texts of
-# docs/lvmlockd.md provoked for real, sanlock's view of hosts and leases, the domain XML libvirt passes to hooks and
-# `virsh dumpxml` of each running test domain.
+# Capture real outputs from the running cluster into testdata/real/debian$DEBIAN/ (the
+# guests' Debian release, 12 or 13; LVHOOK_CAPTURE_DIR overrides the directory) for
+# unit tests: the versions of lvm2, sanlock, libvirt and the kernel, lvs/vgs JSON
+# reports, `lvmlockctl -i` with ex and sh locks, the lvm error texts of
+# docs/lvmlockd.md provoked for real, sanlock's view of hosts and leases, the domain
+# XML libvirt passes to hooks, the argv of every hook call and `virsh dumpxml` of each
+# running test domain.
 #
 # Needs a cluster that is up (cluster.sh up); run by `make e2e CAPTURE=1`. Leaves the
 # cluster as it found it (no domain running, no test LV active, lockspaces started).
@@ -12,7 +15,12 @@ HARNESS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$HARNESS_DIR/lib.sh"
 
-OUT=${LVHOOK_CAPTURE_DIR:-$REPO_DIR/testdata/real}
+# The guests' Debian release: lib.sh's DEBIAN when it has one, else 12.
+RELEASE=${DEBIAN:-12}
+[[ $RELEASE =~ ^[0-9]+$ ]] || die "DEBIAN=$RELEASE: want a Debian release number (12 or 13)"
+OUT=${LVHOOK_CAPTURE_DIR:-$REPO_DIR/testdata/real/debian$RELEASE}
+# HOST -> "LVM version: ... , Debian N.N" as the guest reports them (capture_versions).
+declare -A GUEST_VERSIONS=()
 
 # grab FILE HOST CMD...: CMD's stdout into OUT/FILE (must succeed).
 grab() {
@@ -29,10 +37,36 @@ lvm_error() {
 	local name=$1 host=$2 script=$3 dir=$OUT/lvm-errors rc=0 t0=$SECONDS
 	mkdir -p "$dir"
 	hsh "$host" -t 120 "$script" >"$dir/$name.stdout" 2>"$dir/$name.stderr" || rc=$?
-	printf '# %s, lvm2 2.03.16 (Debian 12), LC_ALL=C\n%s\nexit status %s\n' \
-		"$host" "$script" "$rc" >"$dir/$name.cmd"
+	[[ -n ${GUEST_VERSIONS[$host]:-} ]] || die "$host: versions not read (capture_versions)"
+	printf '# %s, %s, LC_ALL=C\n%s\nexit status %s\n' \
+		"$host" "${GUEST_VERSIONS[$host]}" "$script" "$rc" >"$dir/$name.cmd"
 	((rc != 0)) || log "WARNING: $name: the command succeeded (expected a failure)"
 	log "captured lvm error $name (exit $rc, $((SECONDS - t0)) s): $(head -c 200 "$dir/$name.stderr" | tr '\n' '|')"
+}
+
+# capture_versions: versions.txt, what host1 runs (one section per command: a `# CMD`
+# line, then its output), and each guest's lvm2 and Debian versions for the lvm-errors
+# headers. Dies unless the guests run Debian $RELEASE: their outputs would land in the
+# wrong release directory.
+capture_versions() {
+	local h v c file=$OUT/versions.txt
+	for h in "${HOSTS[@]}"; do
+		v=$(hsh "$h" -t 60 'set -o pipefail
+			lvm=$(lvm version | head -n 1 | sed "s/^ *//; s/  */ /g") && deb=$(cat /etc/debian_version) &&
+				[[ -n $lvm && -n $deb ]] && printf "%s, Debian %s\n" "$lvm" "$deb"') ||
+			die "$h: reading the lvm and Debian versions failed"
+		[[ $v == *", Debian $RELEASE".* || $v == *", Debian $RELEASE" ]] ||
+			die "$h runs $v, not Debian $RELEASE: set DEBIAN to the guests' release"
+		GUEST_VERSIONS[$h]=$v
+		log "$h: $v"
+	done
+	: >"$file"
+	for c in 'cat /etc/debian_version' 'lvm version' 'sanlock version' 'virsh version' \
+		'libvirtd --version' 'uname -r'; do
+		printf '# %s\n' "$c" >>"$file"
+		hsh host1 -t 60 "timeout 50 $c" >>"$file" || die "host1: $c failed"
+	done
+	log "captured versions.txt"
 }
 
 capture_reports() {
@@ -88,7 +122,7 @@ capture_errors() {
 capture_domains() {
 	local d lvs mode
 	mkdir -p "$OUT/domains" "$OUT/hook-stdin"
-	hrun host1 sh -c 'rm -rf /var/log/lvhook-trace; : >/var/log/lvhook-trace.log'
+	hrun host1 sh -c 'rm -rf /var/log/lvhook-trace; : >/var/log/lvhook-trace.log; : >/var/log/lvhook-trace-argv.log'
 	pool_start host1 >/dev/null || die "host1: pool-start vgpool failed"
 	for d in t1 t3 tpool tmixed tshare1 toptout; do
 		case $d in
@@ -110,6 +144,9 @@ capture_domains() {
 		grab "hook-stdin/$f" host1 cat "/var/log/lvhook-trace/$f"
 	done
 	grab hook-calls-start-destroy.txt host1 cat /var/log/lvhook-trace.log
+	grab hook-argv.txt host1 cat /var/log/lvhook-trace-argv.log
+	[[ -s $OUT/hook-argv.txt ]] ||
+		die "host1: the 00-trace hook logged no argv: it predates lvhook-trace-argv.log (run cluster.sh install)"
 }
 
 main() {
@@ -119,7 +156,8 @@ main() {
 		{ agent_ready "$h" && qemu_running "$h"; } || die "$h is not up (run cluster.sh up first)"
 	done
 	mkdir -p "$OUT"
-	log "capturing real outputs into $OUT"
+	log "capturing real outputs of Debian $RELEASE into $OUT"
+	capture_versions
 	capture_reports
 	capture_errors
 	capture_domains
