@@ -149,6 +149,38 @@ capture_domains() {
 		die "host1: the 00-trace hook logged no argv: it predates lvhook-trace-argv.log (run cluster.sh install)"
 }
 
+t1_ex_on() { lvm_state "$1" | grep -q '^t1 yes ex$'; }
+
+# capture_migration: the hook calls of one live migration of t1 from host1 to host2
+# (lvhook installed: its handover makes the migration possible), as each host's
+# 00-trace hook saw them: the argv lines of both hosts, in time order, and the XML
+# libvirt passed on stdin, per host (migration-src/ is host1, migration-dst/ host2).
+capture_migration() {
+	local h f dir
+	for h in host1 host2; do
+		hrun "$h" sh -c 'rm -rf /var/log/lvhook-trace; : >/var/log/lvhook-trace.log; : >/var/log/lvhook-trace-argv.log'
+	done
+	hrun host1 -t 180 timeout 170 virsh -q start t1 >/dev/null || die "host1: virsh start t1 failed"
+	hrun host1 -t 300 timeout 280 virsh migrate --live t1 qemu+tcp://host2/system --migrateuri tcp://10.0.0.2 >/dev/null ||
+		die "host1: virsh migrate --live t1 to host2 failed"
+	wait_until "t1 ex on host2 after the migration" 120 t1_ex_on host2 ||
+		die "host2: no ex lock after the migration"
+	hrun host2 -t 180 timeout 170 virsh -q destroy t1 >/dev/null || die "host2: virsh destroy t1 failed"
+	for h in host1 host2; do
+		dir=hook-stdin/migration-dst
+		[[ $h == host1 ]] && dir=hook-stdin/migration-src
+		mkdir -p "$OUT/$dir"
+		for f in $(hrun "$h" sh -c 'cd /var/log/lvhook-trace && ls'); do
+			grab "$dir/$f" "$h" cat "/var/log/lvhook-trace/$f"
+		done
+	done
+	{ hrun host1 cat /var/log/lvhook-trace.log && hrun host2 cat /var/log/lvhook-trace.log; } |
+		sort >"$OUT/hook-calls-migration.txt" || die "reading the hook calls of the migration failed"
+	{ hrun host1 cat /var/log/lvhook-trace-argv.log && hrun host2 cat /var/log/lvhook-trace-argv.log; } |
+		sort >"$OUT/hook-argv-migration.txt" || die "reading the hook argv of the migration failed"
+	log "captured hook-calls-migration.txt, hook-argv-migration.txt and the migration's hook stdin"
+}
+
 main() {
 	need_root
 	local h
@@ -161,6 +193,11 @@ main() {
 	capture_reports
 	capture_errors
 	capture_domains
+	if lvhook_available; then
+		capture_migration
+	else
+		log "no $LVHOOK_BIN: no live migration captured (it needs lvhook's handover)"
+	fi
 	log "capture done"
 }
 

@@ -183,6 +183,7 @@ main() {
 	else
 		cluster_up
 	fi
+	mkdir -p "$RESULTS_DIR"
 	: >"$RESULTS_FILE"
 	cluster_timing image "$TIME_IMAGE"
 	cluster_timing boot "$TIME_BOOT"

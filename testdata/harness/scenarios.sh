@@ -3,12 +3,15 @@
 # Each scenario_NAME runs in a subshell with errexit; a failed assertion exits it.
 
 # ---------------------------------------------------------------------------------
-# Results: $RUN_DIR/results.jsonl, one JSON object a line, each written by jq (never
-# pasted together): what every assertion expected and observed, each scenario's
-# result, the timings and the migration figures. e2e.sh prints its summary from this
-# file alone; README.md lists the kinds of line and their fields.
+# Results: $RESULTS_DIR/e2e-debianN-Mhosts.jsonl (outside RUN_DIR, which the next
+# cluster boot empties, so runs of several platforms keep theirs), one JSON object a
+# line, each written by jq (never pasted together): what every assertion expected and
+# observed, each scenario's result, the timings and the migration figures. e2e.sh
+# prints its summary from this file alone; README.md lists the kinds of line and
+# their fields.
 
-RESULTS_FILE=$RUN_DIR/results.jsonl
+RESULTS_DIR=${LVHOOK_RESULTS_DIR:-$RUN_DIR-results}
+RESULTS_FILE=$RESULTS_DIR/e2e-debian$DEBIAN-${HOST_COUNT}hosts.jsonl
 
 # now_us: the time in microseconds since the epoch (bash's EPOCHREALTIME, whatever the
 # locale's decimal separator; date if bash has none).
