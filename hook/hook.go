@@ -46,6 +46,11 @@ func (h *Hook) Run(ctx context.Context, c Call, xmlData []byte) error {
 	start := time.Now()
 	act := actionFor(c.Op, c.SubOp)
 	log := h.Log.With().Str("domain", c.Domain).Str("op", c.Op+" "+c.SubOp).Logger()
+	if c.Op == "release" && c.Extra != "-" && c.Extra != "" {
+		// libvirt >= 10.5 passes why the domain stopped (shutdown, destroyed,
+		// crashed, migrated, saved, failed, ...); older ones pass "-".
+		log = log.With().Str("reason", c.Extra).Logger()
+	}
 	if act == doNothing {
 		log.Debug().Msg("nothing to do")
 		return nil

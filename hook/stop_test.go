@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rs/zerolog"
+
 	"github.com/lvhook/lvhook/lvmlock"
 )
 
@@ -182,5 +184,40 @@ func TestReleaseWithoutTheHostLock(t *testing.T) {
 	}
 	if _, ok, _ := h.State.Load(DomainsDir, vm1UUID); ok {
 		t.Errorf("domain record left: the lock helper would take the LVs as in use")
+	}
+}
+
+// TestReleaseLogsLibvirtsReason: libvirt >= 10.5 passes why the domain
+// stopped as release end's last argument (seen on Debian 13: "migrated" on
+// the source of a live migration); the hook's record carries it, and a "-"
+// (libvirt 9.0) adds nothing.
+func TestReleaseLogsLibvirtsReason(t *testing.T) {
+	for extra, want := range map[string]string{"migrated": `"reason":"migrated"`, "crashed": `"reason":"crashed"`, "-": ""} {
+		t.Run(extra, func(t *testing.T) {
+			c := newCluster(t)
+			c.start(1)
+			var buf strings.Builder
+			h := c.hosts[1]
+			h.Log = zerolog.New(&buf)
+			call := Call{Domain: "vm1", Op: "release", SubOp: "end", Extra: extra}
+			if err := h.Run(context.Background(), call, readDomain(t, "block-three.xml")); err != nil {
+				t.Fatalf("release end: %v", err)
+			}
+			done := ""
+			for _, line := range strings.Split(buf.String(), "\n") {
+				if strings.Contains(line, `"message":"hook done"`) {
+					done = line
+				}
+			}
+			if done == "" {
+				t.Fatalf("no hook done record in:\n%s", buf.String())
+			}
+			if want == "" && strings.Contains(done, `"reason"`) {
+				t.Errorf("release end with %q logged a reason: %s", extra, done)
+			}
+			if want != "" && !strings.Contains(done, want) {
+				t.Errorf("release end with %q: record %s lacks %s", extra, done, want)
+			}
+		})
 	}
 }
