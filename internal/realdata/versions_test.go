@@ -72,6 +72,12 @@ func checkVersions(data []byte, debian, lvm, sanlock, libvirt string) []error {
 	}
 	// is: v is want, or a later release of it (9.0.0 is a 9.0).
 	is := func(v, want string) bool { return v == want || strings.HasPrefix(v, want+".") }
+	// `sanlock version` prints the bare version (3.9.5 on Debian 13), some
+	// releases "sanlock V".
+	sanlockV := after("sanlock version", "sanlock")
+	if w := out["sanlock version"]; sanlockV == "" && len(w) > 0 {
+		sanlockV = w[0]
+	}
 	var errs []error
 	for _, c := range []struct {
 		cmd, got, want string
@@ -79,7 +85,7 @@ func checkVersions(data []byte, debian, lvm, sanlock, libvirt string) []error {
 	}{
 		{"cat /etc/debian_version", after("cat /etc/debian_version"), debian + ".x", is(after("cat /etc/debian_version"), debian)},
 		{"lvm version", after("lvm version", "LVM", "version:"), lvm + "(N)", strings.HasPrefix(after("lvm version", "LVM", "version:"), lvm+"(")},
-		{"sanlock version", after("sanlock version", "sanlock"), sanlock, is(after("sanlock version", "sanlock"), sanlock)},
+		{"sanlock version", sanlockV, sanlock, is(sanlockV, sanlock)},
 		{"virsh version", after("virsh version", "Using", "library:", "libvirt"), libvirt, is(after("virsh version", "Using", "library:", "libvirt"), libvirt)},
 		{"libvirtd --version", after("libvirtd --version", "libvirtd", "(libvirt)"), libvirt, is(after("libvirtd --version", "libvirtd", "(libvirt)"), libvirt)},
 		{"uname -r", after("uname -r"), "a kernel release", after("uname -r") != ""},

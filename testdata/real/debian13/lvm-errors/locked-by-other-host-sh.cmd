@@ -1,0 +1,3 @@
+# host2, LVM version: 2.03.31(2) (2025-02-27), Debian 13.8, LC_ALL=C
+lvchange -asy vg0/t1
+exit status 5
