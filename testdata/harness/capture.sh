@@ -176,8 +176,10 @@ capture_migration() {
 	done
 	{ hrun host1 cat /var/log/lvhook-trace.log && hrun host2 cat /var/log/lvhook-trace.log; } |
 		sort >"$OUT/hook-calls-migration.txt" || die "reading the hook calls of the migration failed"
-	{ hrun host1 cat /var/log/lvhook-trace-argv.log && hrun host2 cat /var/log/lvhook-trace-argv.log; } |
-		sort >"$OUT/hook-argv-migration.txt" || die "reading the hook argv of the migration failed"
+	# The argv lines carry no time: host by host, each in call order.
+	for h in host1 host2; do
+		hrun "$h" cat /var/log/lvhook-trace-argv.log | sed "s/^/$h /" || die "$h: reading the hook argv of the migration failed"
+	done >"$OUT/hook-argv-migration.txt"
 	log "captured hook-calls-migration.txt, hook-argv-migration.txt and the migration's hook stdin"
 }
 
