@@ -239,8 +239,14 @@ boot_host() {
 	# of the file for both QEMU processes. With cache=none (O_DIRECT) a full run once
 	# saw host1's sanlock read back an older copy of its own host lease ("delta_renew
 	# reread mismatch", then the lockspace was killed); the cause was not found.
+	# One TCG thread per guest (thread=single): with a thread per vCPU, a Debian 13
+	# guest (kernel 6.12) once died in a three-host run with "Fatal exception in
+	# interrupt", its RIP one byte into a 5-byte NOP of get_page_from_freelist: an
+	# int3 of the kernel's live code patching (static keys) seen by another vCPU
+	# after the patch was done. A round-robin thread runs no two vCPUs of a guest
+	# at once; on this 2-core machine the guests share 2 cores either way.
 	qemu-system-x86_64 -name "lvhook-$host" \
-		-machine pc -accel tcg,thread=multi -cpu max -smp "$GUEST_CPUS" -m "$GUEST_MEM" \
+		-machine pc -accel tcg,thread=single -cpu max -smp "$GUEST_CPUS" -m "$GUEST_MEM" \
 		-kernel "$img/vmlinuz" -initrd "$img/initrd.img" \
 		-append "root=LABEL=lvhook-root rw console=ttyS0 net.ifnames=0 apparmor=0 panic=-1 lvhook.host=$n" \
 		-drive "file=$dir/disk.qcow2,format=qcow2,if=none,id=root,cache=unsafe" \
@@ -251,7 +257,7 @@ boot_host() {
 		-virtfs "local,path=$dir/share,mount_tag=ctl,security_model=none,id=ctl" \
 		-device virtio-serial-pci -chardev "pipe,id=ctl,path=$dir/ctl" \
 		-device virtserialport,chardev=ctl,name=lvhook.ctl \
-		-chardev "socket,id=con,path=$dir/console.sock,server=on,wait=off,logfile=$dir/console.log" \
+		-chardev "socket,id=con,path=$dir/console.sock,server=on,wait=off,logfile=$dir/console.log,logappend=on" \
 		-serial chardev:con \
 		-qmp "unix:$dir/qmp.sock,server=on,wait=off" \
 		-display none -monitor none -no-reboot \
