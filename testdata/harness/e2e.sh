@@ -142,7 +142,7 @@ print_summary() {
 		def cluster($t; $n): ($t | map(select(.scenario == null and .name == $n)) | last | .value) // "-";
 		def timed($t; $re): $t | map(select(.name | test($re)) | .value | numbers);
 		map(select(.kind == "timing")) as $t
-		| "  image (build or cache) \(cluster($t; "image")), boot both \(cluster($t; "boot")), vgcreate --shared \(cluster($t; "vgcreate")), lock-start host2 \(cluster($t; "lock-start")), cluster up \(cluster($t; "cluster-up"))",
+		| "  image (build or cache) \(cluster($t; "image")), boot \(cluster($t; "boot")), vgcreate --shared \(cluster($t; "vgcreate")), lock starts \(cluster($t; "lock-start")), cluster up \(cluster($t; "cluster-up"))",
 		($t[] | select(.scenario != null) | "  \(.name) \(.value)"),
 		(timed($t; "^start-t1-on-host[12]-ms$") as $h | timed($t; "^start-toptout-on-host[12]-ms$") as $o
 			| select(($h | length) > 0 and ($o | length) > 0)
