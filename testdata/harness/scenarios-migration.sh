@@ -280,6 +280,16 @@ finish_slow_migration() {
 	echo "rc=$(cat "$RUN_DIR/slow-migration.rc") $(tr '\n' ' ' <"$RUN_DIR/slow-migration.out")"
 }
 
+# tslow_migrating SRC DST: tslow started on SRC and migrating live to DST at 1 MiB/s,
+# the invariant checked before and during the migration (sh on both).
+tslow_migrating() {
+	define_tslow
+	start_ok "$1" tslow
+	expect "tslow started on $1" "t1@$1=ex"
+	start_slow_migration "$1" "$2"
+	expect "during the migration: sh on $1 and $2" "t1@$1=sh" "t1@$2=sh"
+}
+
 # interrupted_migration WHAT ACTION...: tslow runs on host1 and migrates to host2 at
 # 1 MiB/s; ACTION interrupts the migration. It must fail, host1 get ex back and run
 # tslow on, host2 hold nothing. (libvirt calls no hook on the source here: the lock
@@ -287,11 +297,7 @@ finish_slow_migration() {
 interrupted_migration() {
 	local what=$1 r
 	shift
-	define_tslow
-	start_ok host1 tslow
-	expect "tslow started on host1" t1@host1=ex
-	start_slow_migration host1 host2
-	expect "during the migration: sh on both" t1@host1=sh t1@host2=sh
+	tslow_migrating host1 host2
 	"$@"
 	r=$(finish_slow_migration)
 	log "  virsh migrate after $what: $r"

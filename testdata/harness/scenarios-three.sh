@@ -53,11 +53,7 @@ scenario_three_offline_two_starts() {
 # one, refused by lvmlockd. The migration completes: ex on host2 only.
 scenario_three_stale_marker() {
 	need_three
-	define_tslow
-	start_ok host1 tslow
-	expect "tslow started on host1" t1@host1=ex
-	start_slow_migration host1 host2
-	expect "during the migration: sh on host1 and host2" t1@host1=sh t1@host2=sh
+	tslow_migrating host1 host2
 	hsh host3 -t 30 'mkdir -p /run/lvhook/incoming &&
 		printf "{\"at\":\"%s\",\"source\":\"host1\"}\n" "$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)" >/run/lvhook/incoming/'"$TSLOW_UUID" ||
 		fail "host3: writing the marker failed"
