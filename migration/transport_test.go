@@ -345,6 +345,10 @@ func TestPeerHoldersOverTLS(t *testing.T) {
 // certificate (DNS names, IP addresses), matched against the configured
 // peer's name or address, never by the Common Name; a client certificate
 // must carry the clientAuth usage, a server certificate serverAuth.
+// serverRefuses is TestPeerIdentity's expectation of a client certificate
+// the server rejects.
+const serverRefuses = "(the server refuses the client)"
+
 func TestPeerIdentity(t *testing.T) {
 	client, server := x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth
 	srv := func(c certSpec) certSpec {
@@ -364,7 +368,13 @@ func TestPeerIdentity(t *testing.T) {
 		server, client certSpec
 		// kvm2 is configured at this address on the server.
 		clientAddr string
-		err        string // in Ask's error; "" for an answer
+		// In Ask's error; "" for an answer. serverRefuses: the server
+		// rejects the client's certificate, which a TLS 1.3 client learns
+		// after its side of the handshake, as the server's alert ("remote
+		// error: tls: ...") or, when the server has already closed the
+		// connection, as a closed connection: either way the request fails
+		// and never reaches the service.
+		err string
 	}{
 		{name: "DNS names", server: srv(certSpec{cn: "kvm1", dns: []string{"kvm1"}}), client: cli(certSpec{cn: "kvm2", dns: []string{"kvm2"}})},
 		{name: "DNS names, another CN", server: srv(certSpec{cn: "x", dns: []string{"KVM1"}}), client: cli(certSpec{cn: "y", dns: []string{"other", "kvm2"}})},
@@ -376,15 +386,15 @@ func TestPeerIdentity(t *testing.T) {
 			client: certSpec{dns: []string{"kvm2"}, usages: []x509.ExtKeyUsage{server, client}}},
 
 		{name: "client named kvm2 by its CN, another by its SAN", server: srv(certSpec{dns: []string{"kvm1"}}),
-			client: cli(certSpec{cn: "kvm2", dns: []string{"intruder"}}), err: "remote error: tls"},
+			client: cli(certSpec{cn: "kvm2", dns: []string{"intruder"}}), err: serverRefuses},
 		{name: "client with an address that is not kvm2's", server: srv(certSpec{dns: []string{"kvm1"}}),
-			client: cli(certSpec{cn: "kvm2", ips: []string{"10.0.0.9"}}), clientAddr: "10.0.0.2", err: "remote error: tls"},
+			client: cli(certSpec{cn: "kvm2", ips: []string{"10.0.0.9"}}), clientAddr: "10.0.0.2", err: serverRefuses},
 		{name: "server named kvm1 by its CN, another by its SAN", server: srv(certSpec{cn: "kvm1", dns: []string{"kvm3"}}),
 			client: cli(certSpec{dns: []string{"kvm2"}}), err: "kvm1"},
 		{name: "client without extended key usage", server: srv(certSpec{dns: []string{"kvm1"}}),
-			client: certSpec{dns: []string{"kvm2"}, usages: []x509.ExtKeyUsage{}}, err: "remote error: tls"},
+			client: certSpec{dns: []string{"kvm2"}, usages: []x509.ExtKeyUsage{}}, err: serverRefuses},
 		{name: "client for any usage", server: srv(certSpec{dns: []string{"kvm1"}}),
-			client: certSpec{dns: []string{"kvm2"}, usages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}, err: "remote error: tls"},
+			client: certSpec{dns: []string{"kvm2"}, usages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}, err: serverRefuses},
 		{name: "server without extended key usage", server: certSpec{dns: []string{"kvm1"}, usages: []x509.ExtKeyUsage{}},
 			client: cli(certSpec{dns: []string{"kvm2"}}), err: "serverAuth"},
 	}
@@ -407,6 +417,15 @@ func TestPeerIdentity(t *testing.T) {
 			switch {
 			case tc.err == "" && (err != nil || !ans.Granted):
 				t.Errorf("Ask() = %+v, %v; want an answer", ans, err)
+			case tc.err == serverRefuses:
+				if err == nil || ans.Granted {
+					t.Errorf("Ask() = %+v, %v; want the server to refuse the client's certificate", ans, err)
+				}
+				select {
+				case path := <-svc.entered:
+					t.Errorf("the service got a %s request from a refused client", path)
+				default:
+				}
 			case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
 				t.Errorf("Ask() = %+v, %v; want an error containing %q", ans, err, tc.err)
 			}
