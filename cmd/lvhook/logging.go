@@ -28,7 +28,10 @@ func newLogger(level string, stderr io.Writer, minLevelStderr zerolog.Level) zer
 	if lvl == zerolog.DebugLevel || lvl == zerolog.TraceLevel {
 		minLevelStderr = lvl
 	}
-	w := zerolog.ConsoleWriter{Out: stderr, NoColor: true, PartsExclude: []string{zerolog.TimestampFieldName}}
+	// The lock helper logs from many goroutines: one record at a time, so
+	// lines never interleave, whatever stderr is (found with go test -race:
+	// the daemon test's buffer written by the peer server and the helper).
+	w := zerolog.SyncWriter(zerolog.ConsoleWriter{Out: stderr, NoColor: true, PartsExclude: []string{zerolog.TimestampFieldName}})
 	return zerolog.New(w).Level(max(lvl, minLevelStderr)).With().Str("prog", "lvhook").Logger()
 }
 
