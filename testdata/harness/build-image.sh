@@ -172,9 +172,9 @@ main() {
 	hash=$(image_hash)
 	dir=$IMAGE_CACHE/$hash
 	mkdir -p "$IMAGE_CACHE"
-	# One builder at a time per cache.
-	exec {lock}>"$IMAGE_CACHE/.lock"
-	flock -w 1800 "$lock" || die "timed out waiting for another image build (lock $IMAGE_CACHE/.lock)"
+	# One builder at a time per image (the two releases build side by side).
+	exec {lock}>"$IMAGE_CACHE/.lock-$hash"
+	flock -w 1800 "$lock" || die "timed out waiting for another build of this image (lock $IMAGE_CACHE/.lock-$hash)"
 	if [[ -f $dir/base.raw && -f $dir/vmlinuz && -f $dir/initrd.img ]]; then
 		log "guest image cached: $dir"
 	else

@@ -52,10 +52,14 @@ e2e-all: build
 harness-image:
 	$(HARNESS)/build-image.sh
 
-# Both releases' images, built one after the other (cached afterwards).
+# Both releases' images, built side by side (cached afterwards); each
+# build's log is printed when both are done.
 harness-images:
-	DEBIAN=13 $(HARNESS)/build-image.sh
-	DEBIAN=12 $(HARNESS)/build-image.sh
+	@set -e; log=$$(mktemp -d); \
+	DEBIAN=13 $(HARNESS)/build-image.sh >$$log/13 2>&1 & p13=$$!; \
+	DEBIAN=12 $(HARNESS)/build-image.sh >$$log/12 2>&1 & p12=$$!; \
+	rc=0; wait $$p13 || rc=1; wait $$p12 || rc=1; \
+	cat $$log/13 $$log/12; rm -rf $$log; exit $$rc
 
 harness-up:
 	$(HARNESS)/cluster.sh up

@@ -62,8 +62,9 @@ install_host_packages() {
 	((${#missing[@]} == 0)) && return 0
 	log "installing host packages: ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -q >/dev/null || die "apt-get update failed"
-	apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
+	# Two image builds may install at once: the second waits for apt's lock.
+	apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null || die "apt-get update failed"
+	apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
 		die "apt-get install ${missing[*]} failed"
 }
 
