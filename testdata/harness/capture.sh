@@ -15,8 +15,8 @@ HARNESS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$HARNESS_DIR/lib.sh"
 
-# The guests' Debian release: lib.sh's DEBIAN when it has one, else 12.
-RELEASE=${DEBIAN:-12}
+# The guests' Debian release (lib.sh's DEBIAN: 13 unless set).
+RELEASE=$DEBIAN
 [[ $RELEASE =~ ^[0-9]+$ ]] || die "DEBIAN=$RELEASE: want a Debian release number (12 or 13)"
 OUT=${LVHOOK_CAPTURE_DIR:-$REPO_DIR/testdata/real/debian$RELEASE}
 # HOST -> "LVM version: ... , Debian N.N" as the guest reports them (capture_versions).

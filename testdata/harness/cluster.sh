@@ -1,12 +1,12 @@
 #!/bin/bash
-# lvhook test cluster: two Debian 12 QEMU guests (host1, host2) on this machine sharing
+# lvhook test cluster: two (HOSTS=3: three) Debian QEMU guests (host1, host2, ...) on this machine sharing
 # one disk, with lvm2 + lvmlockd + sanlock + libvirtd inside.
 #
 #   cluster.sh up                 build/reuse the image, boot, shared VG, LVs, domains, lvhook
 #   cluster.sh down               clean bounded shutdown; never leaves QEMU behind
 #   cluster.sh run HOST CMD...    run CMD in HOST (host1|host2); its output and exit status
 #   cluster.sh sh HOST SCRIPT     same for a bash script
-#   cluster.sh state              lock state of the test LVs on both hosts
+#   cluster.sh state              lock state of the test LVs on every host
 #   cluster.sh install            (re)install bin/lvhook and the 00-trace hook in both guests
 #   cluster.sh diag               what each host saw (journal, console, locks, lvs)
 #   cluster.sh console HOST       attach to HOST's serial console (needs socat)

@@ -88,7 +88,7 @@ run_scenario() {
 # scenario_result NAME pass|fail SECONDS: the "scenario" line of the results, with the
 # guests' Debian release (DEBIAN) and the number of hosts.
 scenario_result() {
-	local debian=${DEBIAN:-12} darg=--argjson
+	local debian=$DEBIAN darg=--argjson
 	[[ $debian =~ ^[0-9]+$ ]] || darg=--arg
 	# shellcheck disable=SC2031 # a scenario's subshell narrowing HOSTS does not reach here
 	SCENARIO=$1 result scenario --arg result "$2" --argjson duration_s "$(jnum "$3")" \
@@ -168,10 +168,15 @@ main() {
 		declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (known: ${ALL_SCENARIOS[*]} ${THREE_SCENARIOS[*]})"
 	done
 	lvhook_available || die "no $LVHOOK_BIN: run 'make build' (or 'make e2e')"
+	install_host_packages
 	command -v jq >/dev/null || die "no jq: the results are written with it (apt-get install jq)"
 	if [[ ${REUSE:-0} != 1 ]] && { qemu_running host1 || qemu_running host2; }; then
 		die "the cluster is already up: stop it (cluster.sh down) or reuse it (REUSE=1)"
 	fi
+	# Emptied first: a run that dies while the cluster comes up leaves no older
+	# run's lines behind.
+	mkdir -p "$RESULTS_DIR"
+	: >"$RESULTS_FILE"
 	trap finish EXIT
 	trap 'exit 130' INT TERM HUP
 	if [[ ${REUSE:-0} == 1 ]] && qemu_running host1 && qemu_running host2; then
@@ -183,8 +188,6 @@ main() {
 	else
 		cluster_up
 	fi
-	mkdir -p "$RESULTS_DIR"
-	: >"$RESULTS_FILE"
 	cluster_timing image "$TIME_IMAGE"
 	cluster_timing boot "$TIME_BOOT"
 	cluster_timing vgcreate "$TIME_VGCREATE"

@@ -62,10 +62,15 @@ install_host_packages() {
 	((${#missing[@]} == 0)) && return 0
 	log "installing host packages: ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
-	# Two image builds may install at once: the second waits for apt's lock.
-	apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null || die "apt-get update failed"
-	apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
+	# Two image builds may install at once: one apt-get at a time (apt's own locks
+	# make the second fail rather than wait).
+	local lock
+	exec {lock}>/run/lvhook-harness-apt.lock
+	flock -w 900 "$lock" || die "timed out waiting for another harness apt-get"
+	apt-get update -q >/dev/null || die "apt-get update failed"
+	apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
 		die "apt-get install ${missing[*]} failed"
+	exec {lock}>&-
 }
 
 # debian_suite prints the suite of DEBIAN (12 or 13).
@@ -231,10 +236,7 @@ boot_host() {
 		qemu-img create -q -f qcow2 -b "$img/base.raw" -F raw "$dir/disk.qcow2"
 	fi
 	# The guests' private network: one UDP multicast group on this machine's loopback,
-	# which any number of guests join (10.0.0.N each).
-	if ((n == 1)) && command -v ss >/dev/null && ss -Hlun "sport = :$NET_PORT" | grep -q .; then
-		die "UDP port $NET_PORT (the guests' network) is in use, another cluster? Set LVHOOK_NET_PORT and LVHOOK_RUN_DIR to run a second one"
-	fi
+	# which any number of guests join (10.0.0.N each); cluster_boot checks it is free.
 	net=mcast=$NET_GROUP:$NET_PORT,localaddr=127.0.0.1
 	# The shared disk goes through the host's page cache (cache=writeback): one copy
 	# of the file for both QEMU processes. With cache=none (O_DIRECT) a full run once
@@ -342,6 +344,9 @@ cluster_boot() {
 			die "$h is already running (run '$HARNESS_DIR/cluster.sh down' first)"
 		fi
 	done
+	if command -v ss >/dev/null && ss -Hlun "sport = :$NET_PORT" | grep -q .; then
+		die "UDP port $NET_PORT (the guests' network) is in use, another cluster? Set LVHOOK_NET_PORT and LVHOOK_RUN_DIR to run a second one"
+	fi
 	rm -rf "$RUN_DIR"
 	mkdir -p "$RUN_DIR"
 	truncate -s "$SHARED_DISK_SIZE" "$RUN_DIR/shared.raw"
@@ -407,6 +412,7 @@ lockspace_stopped() { hsh "$1" -t 30 "! lvmlockctl -i | grep -q '^VG $VG lock_ty
 # 5 s. Any failure prints sanlock's and lvmlockd's own logs.
 lock_start() {
 	local host=$1 out try
+	hrun "$host" rm -f /root/lock-start.out >/dev/null 2>&1 || true
 	for try in 1 2 3 4 5; do
 		out=$(hrun "$host" -t 180 vgchange --lock-start "$VG" 2>&1) && break
 		if [[ $out != *"invalid parameters for sanlock"* || $try == 5 ]]; then
