@@ -73,12 +73,8 @@ func TestParseRealLockctl(t *testing.T) {
 	realdata.Run(t, func(t *testing.T, r realdata.Release) {
 		// The LV UUIDs change with each capture (capture.sh): take them from
 		// the lvs report captured with the same cluster.
-		lvs, err := ParseLVs(r.Read(t, "lvs-report.json"))
-		if err != nil {
-			t.Fatal(err)
-		}
 		uuid := map[string]string{}
-		for _, lv := range lvs {
+		for _, lv := range realLVs(t, r) {
 			uuid[lv.Name] = lv.UUID
 		}
 		locks := ParseLockctl(r.Read(t, "lvmlockctl-i-ex-sh.txt"))
@@ -96,12 +92,19 @@ func TestParseRealLockctl(t *testing.T) {
 	})
 }
 
+// realLVs parses a release's captured lvs report.
+func realLVs(t *testing.T, r realdata.Release) []LV {
+	t.Helper()
+	lvs, err := ParseLVs(r.Read(t, "lvs-report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lvs
+}
+
 func TestParseRealLVs(t *testing.T) {
 	realdata.Run(t, func(t *testing.T, r realdata.Release) {
-		lvs, err := ParseLVs(r.Read(t, "lvs-report.json"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		lvs := realLVs(t, r)
 		active := map[string]bool{}
 		for _, lv := range lvs {
 			if lv.VG != "vg0" || lv.UUID == "" {
