@@ -49,6 +49,10 @@ die() {
 	printf '[%4ds] FATAL: %s\n' "$((SECONDS - HARNESS_T0))" "$*" >&2
 	# e2e.sh repeats it as its last line, after the diagnostics (dies in subshells too).
 	[[ -n ${HARNESS_FATAL:-} ]] && printf '%s\n' "$*" >>"$HARNESS_FATAL"
+	# e2e.sh's results file, once scenarios.sh is sourced (e2e-ci.sh recaps it).
+	if declare -F result >/dev/null && [[ -f ${RESULTS_FILE:-} ]]; then
+		result failure --arg message "FATAL: $*"
+	fi
 	exit 1
 }
 need_root() { ((EUID == 0)) || die "must run as root (it boots QEMU guests and builds a root image)"; }

@@ -73,6 +73,7 @@ results_q() {
 
 fail() {
 	log "ASSERTION FAILED: $*"
+	result failure --arg message "$*"
 	exit 1
 }
 

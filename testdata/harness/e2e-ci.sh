@@ -1,0 +1,69 @@
+#!/bin/bash
+# What CI runs (make e2e-ci, from .ci/run): each platform's e2e run in turn, whatever the
+# one before gave, then a recap of every platform from its results file, so CI's tail
+# shows what failed on which platform and why, with the failed scenarios' own log.
+#
+#   e2e-ci.sh "DEBIAN HOSTS [SCENARIO...]"...   one argument per platform run
+# Each run's output is also kept in $RESULTS_DIR/e2e-debianN-Mhosts.log.
+set -uo pipefail
+
+HARNESS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$HARNESS_DIR/lib.sh"
+RESULTS_DIR=${LVHOOK_RESULTS_DIR:-$RUN_DIR-results}
+# Lines of a failed scenario's own log repeated in the recap (its end: the failed
+# assertion and the diagnostics of every host).
+RECAP_LINES=${LVHOOK_RECAP_LINES:-80}
+
+(($# > 0)) || die "usage: e2e-ci.sh \"DEBIAN HOSTS [SCENARIO...]\"..."
+mkdir -p "$RESULTS_DIR"
+rc=0
+runs=()
+for run in "$@"; do
+	read -r -a words <<<"$run"
+	debian=${words[0]} hosts=${words[1]}
+	name=e2e-debian$debian-${hosts}hosts
+	runs+=("$name")
+	log "==== CI platform: Debian $debian, $hosts hosts${words[2]:+ (${words[*]:2})}"
+	DEBIAN=$debian HOSTS=$hosts HOST_COUNT=$hosts "$HARNESS_DIR/e2e.sh" "${words[@]:2}" 2>&1 |
+		tee "$RESULTS_DIR/$name.log"
+	((PIPESTATUS[0] == 0)) || rc=1
+done
+
+# section LOG SCENARIO: SCENARIO's lines of LOG, from its "==== scenario" line to the
+# next scenario's or the summary.
+section() {
+	awk -v s="$2" '$0 ~ "==== scenario " s "$" { on = 1; print; next }
+		on && (/==== scenario / || /==== lvhook e2e summary/) { exit }
+		on' "$1"
+}
+
+# recap NAME: the platform's count and, for each failed scenario, its failures and
+# the end of its log (from "==== scenario X" to the next scenario or the summary).
+recap() {
+	local name=$1 file=$RESULTS_DIR/$1.jsonl log=$RESULTS_DIR/$1.log s
+	if [[ ! -s $file ]]; then
+		echo "  $name: no results (the run stopped before its cluster was up):"
+		grep -h 'FATAL' "$log" 2>/dev/null | tail -n 5 | sed 's/^/    /'
+		return
+	fi
+	jq -rn --arg name "$name" '[inputs | select(.kind == "scenario")] as $s
+		| ($s | map(select(.result != "pass") | .scenario)) as $failed
+		| "  \($name): \($s | length - ($failed | length)) passed, \($failed | length) failed"
+		  + (if ($failed | length) > 0 then " (" + ($failed | join(", ")) + ")" else "" end)' "$file"
+	jq -r 'select(.kind == "failure") | "    \(.scenario // "(outside a scenario)"): \(.message)"' "$file"
+	for s in $(jq -r 'select(.kind == "scenario" and .result != "pass") | .scenario' "$file"); do
+		echo "  ---- $name: $s, the end of its run"
+		section "$log" "$s" | awk '/==== FAIL / { exit } { print }' | tail -n "$RECAP_LINES" | sed 's/^/    /'
+		echo "  ---- $name: $s, the end of what the hosts saw"
+		section "$log" "$s" | awk 'on { print } /==== FAIL / { on = 1 }' | tail -n "$RECAP_LINES" | sed 's/^/    /'
+	done
+}
+
+echo
+echo "==== e2e-ci recap (results in $RESULTS_DIR)"
+for name in "${runs[@]}"; do
+	recap "$name"
+done
+echo "e2e-ci: $( ((rc == 0)) && echo passed || echo FAILED)"
+exit $rc
