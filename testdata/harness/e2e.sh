@@ -170,8 +170,13 @@ main() {
 	lvhook_available || die "no $LVHOOK_BIN: run 'make build' (or 'make e2e')"
 	install_host_packages
 	command -v jq >/dev/null || die "no jq: the results are written with it (apt-get install jq)"
-	if [[ ${REUSE:-0} != 1 ]] && { qemu_running host1 || qemu_running host2; }; then
-		die "the cluster is already up: stop it (cluster.sh down) or reuse it (REUSE=1)"
+	local up=() h
+	# shellcheck disable=SC2031 # a scenario's subshell narrowing HOSTS does not reach here
+	for h in "${HOSTS[@]}"; do
+		qemu_running "$h" && up+=("$h")
+	done
+	if [[ ${REUSE:-0} != 1 ]] && ((${#up[@]} > 0)); then
+		die "the cluster is already up (${up[*]}): stop it (cluster.sh down) or reuse it (REUSE=1)"
 	fi
 	# Emptied first: a run that dies while the cluster comes up leaves no older
 	# run's lines behind.
@@ -179,7 +184,8 @@ main() {
 	: >"$RESULTS_FILE"
 	trap finish EXIT
 	trap 'exit 130' INT TERM HUP
-	if [[ ${REUSE:-0} == 1 ]] && qemu_running host1 && qemu_running host2; then
+	# shellcheck disable=SC2031 # as above
+	if [[ ${REUSE:-0} == 1 ]] && ((${#up[@]} == ${#HOSTS[@]})); then
 		log "REUSE=1: running the scenarios on the cluster already up (and leaving it up)"
 		KEEP=1
 		TIME_IMAGE=- TIME_BOOT=- TIME_VGCREATE=- TIME_LOCKSTART=- TIME_UP=-

@@ -19,8 +19,9 @@ LVHOOK_BIN=${LVHOOK_BIN:-$REPO_DIR/bin/lvhook}
 # The guests' Debian release: 13 "trixie" (current stable, the default) or 12 "bookworm".
 DEBIAN=${DEBIAN:-13}
 # HOSTS=2 (default) or 3: how many hosts share the disk (host_id 1..N). HOST_COUNT is
-# what child scripts inherit (HOSTS becomes the array of names below).
-HOST_COUNT=${HOST_COUNT:-${HOSTS:-2}}
+# what child scripts inherit (HOSTS becomes the array of names below, not exported);
+# a HOSTS given by the caller wins over an inherited HOST_COUNT.
+HOST_COUNT=${HOSTS:-${HOST_COUNT:-2}}
 [[ $HOST_COUNT == 2 || $HOST_COUNT == 3 ]] ||
 	{ echo "HOSTS=$HOST_COUNT: the harness runs 2 or 3 hosts" >&2 && exit 2; }
 export HOST_COUNT
