@@ -19,15 +19,24 @@ RECAP_LINES=${LVHOOK_RECAP_LINES:-80}
 mkdir -p "$RESULTS_DIR"
 rc=0
 runs=()
+declare -A run_rc=()
+for run in "$@"; do
+	read -r -a words <<<"$run"
+	[[ ${#words[@]} -ge 2 && ${words[0]} =~ ^(12|13)$ && ${words[1]} =~ ^[23]$ ]] ||
+		die "e2e-ci.sh: '$run' is not \"DEBIAN HOSTS [SCENARIO...]\" (DEBIAN 12 or 13, HOSTS 2 or 3)"
+done
 for run in "$@"; do
 	read -r -a words <<<"$run"
 	debian=${words[0]} hosts=${words[1]}
 	name=e2e-debian$debian-${hosts}hosts
 	runs+=("$name")
+	# Never an older run's results: e2e.sh empties its file only once it starts.
+	rm -f "$RESULTS_DIR/$name.jsonl" "$RESULTS_DIR/$name.log"
 	log "==== CI platform: Debian $debian, $hosts hosts${words[2]:+ (${words[*]:2})}"
 	DEBIAN=$debian HOSTS=$hosts HOST_COUNT=$hosts "$HARNESS_DIR/e2e.sh" "${words[@]:2}" 2>&1 |
 		tee "$RESULTS_DIR/$name.log"
-	((PIPESTATUS[0] == 0)) || rc=1
+	run_rc[$name]=${PIPESTATUS[0]}
+	((run_rc[$name] == 0)) || rc=1
 done
 
 # section LOG SCENARIO: SCENARIO's lines of LOG, from its "==== scenario" line to the
@@ -38,26 +47,34 @@ section() {
 		on' "$1"
 }
 
-# recap NAME: the platform's count and, for each failed scenario, its failures and
-# the end of its log (from "==== scenario X" to the next scenario or the summary).
+# recap NAME: the platform's exit status and count and, for each failed scenario, its
+# failures and the end of its log. Lines of the results that do not parse are skipped.
 recap() {
 	local name=$1 file=$RESULTS_DIR/$1.jsonl log=$RESULTS_DIR/$1.log s
+	local status="exit ${run_rc[$name]}"
+	((run_rc[$name] == 0)) || status+=", FAILED"
 	if [[ ! -s $file ]]; then
-		echo "  $name: no results (the run stopped before its cluster was up):"
+		echo "  $name: $status, no results (the run stopped before its cluster was up):"
 		grep -h 'FATAL' "$log" 2>/dev/null | tail -n 5 | sed 's/^/    /'
 		return
 	fi
-	jq -rn --arg name "$name" '[inputs | select(.kind == "scenario")] as $s
+	jq -rnR --arg name "$name" --arg status "$status" '[inputs | fromjson? | objects | select(.kind == "scenario")] as $s
 		| ($s | map(select(.result != "pass") | .scenario)) as $failed
-		| "  \($name): \($s | length - ($failed | length)) passed, \($failed | length) failed"
+		| "  \($name): \($status); \($s | length - ($failed | length)) passed, \($failed | length) failed"
 		  + (if ($failed | length) > 0 then " (" + ($failed | join(", ")) + ")" else "" end)' "$file"
-	jq -r 'select(.kind == "failure") | "    \(.scenario // "(outside a scenario)"): \(.message)"' "$file"
-	for s in $(jq -r 'select(.kind == "scenario" and .result != "pass") | .scenario' "$file"); do
+	jq -rnR 'inputs | fromjson? | objects | select(.kind == "failure")
+		| "    \(.scenario // "(outside a scenario)"): \(.message)"' "$file"
+	for s in $(jq -rnR 'inputs | fromjson? | objects | select(.kind == "scenario" and .result != "pass") | .scenario' "$file"); do
 		echo "  ---- $name: $s, the end of its run"
 		section "$log" "$s" | awk '/==== FAIL / { exit } { print }' | tail -n "$RECAP_LINES" | sed 's/^/    /'
 		echo "  ---- $name: $s, the end of what the hosts saw"
 		section "$log" "$s" | awk 'on { print } /==== FAIL / { on = 1 }' | tail -n "$RECAP_LINES" | sed 's/^/    /'
 	done
+	# A run that stopped inside a scenario (killed, or a fatal error) has no line for it.
+	if ((run_rc[$name] != 0)) && ! jq -enR '[inputs | fromjson? | objects | select(.kind == "scenario" and .result != "pass")] | length > 0' "$file" >/dev/null; then
+		echo "  ---- $name: the end of its log (no scenario recorded a failure)"
+		tail -n "$RECAP_LINES" "$log" | sed 's/^/    /'
+	fi
 }
 
 echo

@@ -182,6 +182,7 @@ main() {
 	# run's lines behind.
 	mkdir -p "$RESULTS_DIR"
 	: >"$RESULTS_FILE"
+	RESULTS_STARTED=1
 	trap finish EXIT
 	trap 'exit 130' INT TERM HUP
 	# shellcheck disable=SC2031 # as above

@@ -50,8 +50,8 @@ die() {
 	printf '[%4ds] FATAL: %s\n' "$((SECONDS - HARNESS_T0))" "$*" >&2
 	# e2e.sh repeats it as its last line, after the diagnostics (dies in subshells too).
 	[[ -n ${HARNESS_FATAL:-} ]] && printf '%s\n' "$*" >>"$HARNESS_FATAL"
-	# e2e.sh's results file, once scenarios.sh is sourced (e2e-ci.sh recaps it).
-	if declare -F result >/dev/null && [[ -f ${RESULTS_FILE:-} ]]; then
+	# Into e2e.sh's results file once this run has started it (e2e-ci.sh recaps it).
+	if [[ ${RESULTS_STARTED:-} == 1 ]] && declare -F result >/dev/null; then
 		result failure --arg message "FATAL: $*"
 	fi
 	exit 1
@@ -253,6 +253,8 @@ boot_host() {
 	# int3 of the kernel's live code patching (static keys) seen by another vCPU
 	# after the patch was done. A round-robin thread runs no two vCPUs of a guest
 	# at once; on this 2-core machine the guests share 2 cores either way.
+	# fd 9 (progress lines) closed for QEMU: once daemonized it would hold the caller's
+	# pipe open (e2e-ci.sh's tee) for as long as the guest runs.
 	qemu-system-x86_64 -name "lvhook-$host" \
 		-machine pc -accel tcg,thread=single -cpu max -smp "$GUEST_CPUS" -m "$GUEST_MEM" \
 		-kernel "$img/vmlinuz" -initrd "$img/initrd.img" \
@@ -269,7 +271,7 @@ boot_host() {
 		-serial chardev:con \
 		-qmp "unix:$dir/qmp.sock,server=on,wait=off" \
 		-display none -monitor none -no-reboot \
-		-pidfile "$dir/qemu.pid" -daemonize ||
+		-pidfile "$dir/qemu.pid" -daemonize 9>&- ||
 		die "$host: QEMU failed to start"
 }
 
