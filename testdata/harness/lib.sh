@@ -301,8 +301,12 @@ wait_agent() {
 	ready=$(host_dir "$host")/share/ready
 	until [[ -f $ready ]]; do
 		qemu_running "$host" || die "$host: QEMU exited during boot (see $(host_dir "$host")/console.log)"
-		((SECONDS - start < timeout)) ||
+		if ((SECONDS - start >= timeout)); then
+			# What failed during the boot, as systemd printed it on the console.
+			tr -d '\r' <"$(host_dir "$host")/console.log" | sed 's/\x1b\[[0-9;]*m//g' |
+				grep -E 'FAILED|DEPEND|Dependency failed|agent:|9pnet' | tail -n 10 | sed "s/^/$host console: /" >&2
 			die "$host: agent not ready within ${timeout}s (see $(host_dir "$host")/console.log)"
+		fi
 		if ((SECONDS - start >= next)); then
 			progress "  still booting $host ($((SECONDS - start))s of ${timeout}s): $(tr -d '\r' <"$(host_dir "$host")/console.log" | tail -n1 | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-100)"
 			next=$((next + 30))
