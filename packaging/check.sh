@@ -52,6 +52,7 @@ same "deb conffiles" "/etc/libvirt/hooks/qemu.d/lvhook
 same "deb version" "$version" "$(dpkg-deb --field "$deb" Version)"
 same "deb depends" "lvm2, lvm2-lockd, sanlock, libvirt-daemon-system (>= 6.5), init-system-helpers (>= 1.52)" \
 	"$(dpkg-deb --field "$deb" Depends)"
+same "deb suggests" "libvirt-daemon-driver-storage-logical" "$(dpkg-deb --field "$deb" Suggests)"
 
 want_rpm="-rwxr-xr-x root /etc/libvirt/hooks/qemu.d/lvhook
 -rw-r--r-- root /etc/lvhook/lvhook.toml
@@ -72,6 +73,7 @@ libvirt-daemon-driver-qemu >= 6.5
 lvm2
 lvm2-lockd
 sanlock" "$(printf '%s\n' "$rpm_requires" | grep -v '^/bin/sh$')"
+same "rpm suggests" "libvirt-daemon-driver-storage-logical" "$(rpm -qp --suggests "$rpm" 2>/dev/null)"
 
 echo "== installed files"
 root=$(mktemp -d)
