@@ -26,7 +26,7 @@ func TestRealVersions(t *testing.T) {
 		}
 		debian := strings.TrimPrefix(r.Name, "debian")
 		t.Run("lvm-errors", func(t *testing.T) {
-			// "# host1, lvm2 2.03.16 (Debian 12), LC_ALL=C" in debian12, then
+			// "# host1, lvm2 2.03.16 (Debian 12), LC_ALL=C" in older captures, then
 			// "# HOST, LVM version: V(2) (DATE), Debian N.N, LC_ALL=C".
 			lvm := regexp.MustCompile(`\b` + regexp.QuoteMeta(want.lvm) + `\b`)
 			deb := regexp.MustCompile(`\bDebian ` + debian + `\b`)
@@ -100,7 +100,7 @@ func checkVersions(data []byte, debian, lvm, sanlock, libvirt string) []error {
 }
 
 // TestCheckVersions runs checkVersions on outputs shaped like Debian 12's
-// commands (made up: debian12 has no versions.txt, see realdata.Optional).
+// commands (made up, so that the check itself is tested apart from the captures).
 func TestCheckVersions(t *testing.T) {
 	const data = `# cat /etc/debian_version
 12.11

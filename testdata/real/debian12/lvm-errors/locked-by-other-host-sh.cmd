@@ -1,3 +1,3 @@
-# host2, lvm2 2.03.16 (Debian 12), LC_ALL=C
+# host2, LVM version: 2.03.16(2) (2022-05-18), Debian 12.15, LC_ALL=C
 lvchange -asy vg0/t1
 exit status 5

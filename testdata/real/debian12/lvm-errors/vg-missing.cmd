@@ -1,3 +1,3 @@
-# host1, lvm2 2.03.16 (Debian 12), LC_ALL=C
+# host1, LVM version: 2.03.16(2) (2022-05-18), Debian 12.15, LC_ALL=C
 lvchange -aey nosuchvg/nosuchlv
 exit status 5
