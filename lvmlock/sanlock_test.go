@@ -24,8 +24,8 @@ func TestParseSanlockStatusReal(t *testing.T) {
 	})
 }
 
-// realHosts parses the captured host_status (capture.sh: on host1, both
-// hosts renewing) and checks what any capture must show.
+// realHosts parses the captured host_status (capture.sh: on host1, every
+// host of the cluster renewing) and checks what any capture must show.
 func realHosts(t *testing.T, r realdata.Release) map[int]SanlockHost {
 	t.Helper()
 	out := r.Read(t, "sanlock-host-status.txt")
@@ -44,7 +44,7 @@ func realHosts(t *testing.T, r realdata.Release) map[int]SanlockHost {
 		}
 	}
 	// Captured on a cluster of two or three hosts (host_id 1..N).
-	if n := len(hosts); n < 2 || n > 3 || hosts[1].HostID != 1 || hosts[2].HostID != 2 || n == 3 && hosts[3].HostID != 3 {
+	if n := len(hosts); n != len(list) || n < 2 || n > 3 || hosts[1].HostID != 1 || hosts[2].HostID != 2 || n == 3 && hosts[3].HostID != 3 {
 		t.Errorf("hosts %v, want host_ids 1..N (N = 2 or 3)", hosts)
 	}
 	return hosts

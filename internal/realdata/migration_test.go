@@ -7,7 +7,8 @@ import (
 
 // releaseReason is the last argument libvirt gives `release end` on the source
 // of a live migration and on the destination's destroy afterwards: libvirt
-// >= 10.5 passes the shutoff reason, 9.0 passes "-" (testdata/real/README.md).
+// 11.3 (Debian 13) passes the shutoff reason, 9.0 (Debian 12) passes "-"
+// (testdata/real/README.md).
 var releaseReason = map[string]struct{ migrated, destroyed string }{
 	"debian12": {migrated: "-", destroyed: "-"},
 	"debian13": {migrated: "migrated", destroyed: "destroyed"},

@@ -304,7 +304,7 @@ wait_agent() {
 		if ((SECONDS - start >= timeout)); then
 			# What failed during the boot, as systemd printed it on the console.
 			tr -d '\r' <"$(host_dir "$host")/console.log" | sed 's/\x1b\[[0-9;]*m//g' |
-				grep -E 'FAILED|DEPEND|Dependency failed|agent:|9pnet' | tail -n 10 | sed "s/^/$host console: /" >&2
+				grep -E 'FAILED|DEPEND|Dependency failed|agent:|9pnet' | tail -n 10 | sed "s/^/$host console: /" >&2 || true
 			die "$host: agent not ready within ${timeout}s (see $(host_dir "$host")/console.log)"
 		fi
 		if ((SECONDS - start >= next)); then
