@@ -59,7 +59,7 @@ func TestParseLeaseDumpReal(t *testing.T) {
 	realdata.Run(t, func(t *testing.T, r realdata.Release) {
 		out := r.Read(t, "sanlock-direct-dump.txt")
 		hosts := realHosts(t, r)
-		uuids := lockArgsUUIDs(t, r)
+		uuids := lockArgsUUIDs(t, r, "lvs-lockargs.txt")
 		got := ParseLeaseDump(out)
 		gen := func(id int) uint64 { return hosts[id].Generation }
 		want := map[string][]Lease{
@@ -80,15 +80,10 @@ func TestParseLeaseDumpReal(t *testing.T) {
 	})
 }
 
-// lockArgsUUIDs maps LV names to UUIDs from the captured lvs, and checks
-// that LeaseOffset reads every lv_lockargs there.
-func lockArgsUUIDs(t *testing.T, r realdata.Release) map[string]string {
-	t.Helper()
-	return lockArgsUUIDsOf(t, r, "lvs-lockargs.txt")
-}
-
-// lockArgsUUIDsOf reads FILE, an `lvs -o lv_name,lv_uuid,lv_lockargs` capture.
-func lockArgsUUIDsOf(t *testing.T, r realdata.Release, file string) map[string]string {
+// lockArgsUUIDs maps LV names to UUIDs from FILE, a captured `lvs -o
+// lv_name,lv_uuid,lv_lockargs`, and checks that LeaseOffset reads every
+// lv_lockargs there.
+func lockArgsUUIDs(t *testing.T, r realdata.Release, file string) map[string]string {
 	t.Helper()
 	out := r.Read(t, file)
 	m := map[string]string{}
@@ -237,7 +232,7 @@ func TestCrashedHostReal(t *testing.T) {
 		}
 		leases := ParseLeaseDump(r.Read(t, "sanlock-direct-dump-crashed.txt"))
 		// The VG of the crash captures (recreated since for the other captures).
-		uuid := lockArgsUUIDsOf(t, r, "lvs-lockargs-crashed.txt")["t1"]
+		uuid := lockArgsUUIDs(t, r, "lvs-lockargs-crashed.txt")["t1"]
 		want := map[string][]Lease{uuid: {{HostID: 2, Generation: crashed.Generation, Mode: ModeEx}}}
 		if diff := cmp.Diff(want, leases); diff != "" {
 			t.Errorf("t1's lease (-want +got):\n%s", diff)

@@ -10,7 +10,8 @@ set -uo pipefail
 HARNESS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$HARNESS_DIR/lib.sh"
-RESULTS_DIR=${LVHOOK_RESULTS_DIR:-$RUN_DIR-results}
+# shellcheck source=scenarios.sh
+source "$HARNESS_DIR/scenarios.sh" # RESULTS_DIR, results_base, results_q
 # Lines of a failed scenario's own log repeated in the recap (its end: the failed
 # assertion and the diagnostics of every host).
 RECAP_LINES=${LVHOOK_RECAP_LINES:-80}
@@ -28,15 +29,15 @@ done
 for run in "$@"; do
 	read -r -a words <<<"$run"
 	debian=${words[0]} hosts=${words[1]}
-	name=e2e-debian$debian-${hosts}hosts
-	runs+=("$name")
+	base=$(results_base "$debian" "$hosts")
+	runs+=("$base")
 	# Never an older run's results: e2e.sh empties its file only once it starts.
-	rm -f "$RESULTS_DIR/$name.jsonl" "$RESULTS_DIR/$name.log"
+	rm -f "$base.jsonl" "$base.log"
 	log "==== CI platform: Debian $debian, $hosts hosts${words[2]:+ (${words[*]:2})}"
 	DEBIAN=$debian HOSTS=$hosts HOST_COUNT=$hosts "$HARNESS_DIR/e2e.sh" "${words[@]:2}" 2>&1 |
-		tee "$RESULTS_DIR/$name.log"
-	run_rc[$name]=${PIPESTATUS[0]}
-	((run_rc[$name] == 0)) || rc=1
+		tee "$base.log"
+	run_rc[$base]=${PIPESTATUS[0]}
+	((run_rc[$base] == 0)) || rc=1
 done
 
 # section LOG SCENARIO: SCENARIO's lines of LOG, from its "==== scenario" line to the
@@ -47,31 +48,32 @@ section() {
 		on' "$1"
 }
 
-# recap NAME: the platform's exit status and count and, for each failed scenario, its
-# failures and the end of its log. Lines of the results that do not parse are skipped.
+# recap BASE: the platform's exit status and count and, for each failed scenario, its
+# failures and the end of its log (BASE: its results_base).
 recap() {
-	local name=$1 file=$RESULTS_DIR/$1.jsonl log=$RESULTS_DIR/$1.log s
-	local status="exit ${run_rc[$name]}"
-	((run_rc[$name] == 0)) || status+=", FAILED"
-	if [[ ! -s $file ]]; then
+	local base=$1 name=${1##*/} log=$1.log s failed
+	local RESULTS_FILE=$1.jsonl # what results_q reads
+	local status="exit ${run_rc[$base]}"
+	((run_rc[$base] == 0)) || status+=", FAILED"
+	if [[ ! -s $RESULTS_FILE ]]; then
 		echo "  $name: $status, no results (the run stopped before its cluster was up):"
 		grep -h 'FATAL' "$log" 2>/dev/null | tail -n 5 | sed 's/^/    /'
 		return
 	fi
-	jq -rnR --arg name "$name" --arg status "$status" '[inputs | fromjson? | objects | select(.kind == "scenario")] as $s
+	failed=$(results_q -r '.[] | select(.kind == "scenario" and .result != "pass") | .scenario')
+	results_q -r --arg name "$name" --arg status "$status" 'map(select(.kind == "scenario")) as $s
 		| ($s | map(select(.result != "pass") | .scenario)) as $failed
 		| "  \($name): \($status); \($s | length - ($failed | length)) passed, \($failed | length) failed"
-		  + (if ($failed | length) > 0 then " (" + ($failed | join(", ")) + ")" else "" end)' "$file"
-	jq -rnR 'inputs | fromjson? | objects | select(.kind == "failure")
-		| "    \(.scenario // "(outside a scenario)"): \(.message)"' "$file"
-	for s in $(jq -rnR 'inputs | fromjson? | objects | select(.kind == "scenario" and .result != "pass") | .scenario' "$file"); do
+		  + (if ($failed | length) > 0 then " (" + ($failed | join(", ")) + ")" else "" end)'
+	results_q -r '.[] | select(.kind == "failure") | "    \(.scenario // "(outside a scenario)"): \(.message)"'
+	for s in $failed; do
 		echo "  ---- $name: $s, the end of its run"
 		section "$log" "$s" | awk '/==== FAIL / { exit } { print }' | tail -n "$RECAP_LINES" | sed 's/^/    /'
 		echo "  ---- $name: $s, the end of what the hosts saw"
 		section "$log" "$s" | awk 'on { print } /==== FAIL / { on = 1 }' | tail -n "$RECAP_LINES" | sed 's/^/    /'
 	done
 	# A run that stopped inside a scenario (killed, or a fatal error) has no line for it.
-	if ((run_rc[$name] != 0)) && ! jq -enR '[inputs | fromjson? | objects | select(.kind == "scenario" and .result != "pass")] | length > 0' "$file" >/dev/null; then
+	if ((run_rc[$base] != 0)) && [[ -z $failed ]]; then
 		echo "  ---- $name: the end of its log (no scenario recorded a failure)"
 		tail -n "$RECAP_LINES" "$log" | sed 's/^/    /'
 	fi
@@ -79,8 +81,8 @@ recap() {
 
 echo
 echo "==== e2e-ci recap (results in $RESULTS_DIR)"
-for name in "${runs[@]}"; do
-	recap "$name"
+for base in "${runs[@]}"; do
+	recap "$base"
 done
 echo "e2e-ci: $( ((rc == 0)) && echo passed || echo FAILED)"
 exit $rc

@@ -11,7 +11,12 @@
 # their fields.
 
 RESULTS_DIR=${LVHOOK_RESULTS_DIR:-$RUN_DIR-results}
-RESULTS_FILE=$RESULTS_DIR/e2e-debian$DEBIAN-${HOST_COUNT}hosts.jsonl
+
+# results_base DEBIAN HOSTS: a platform's results path without its extension (.jsonl:
+# the results; .log: e2e-ci.sh's copy of the run's output).
+results_base() { echo "$RESULTS_DIR/e2e-debian$1-$2hosts"; }
+
+RESULTS_FILE=$(results_base "$DEBIAN" "$HOST_COUNT").jsonl
 
 # now_us: the time in microseconds since the epoch (bash's EPOCHREALTIME, whatever the
 # locale's decimal separator; date if bash has none).
