@@ -297,7 +297,7 @@ func (c *Checker) Check(ctx context.Context, names []string) (*Report, error) {
 			refs = append(refs, l.Ref())
 		}
 	}
-	st, lockErr, err := c.lvmState(ctx, vgsOfRefs(refs))
+	st, lockErr, err := c.lvmState(ctx, lvmlock.VGsOf(refs))
 	if err != nil {
 		return nil, err
 	}
@@ -308,7 +308,7 @@ func (c *Checker) Check(ctx context.Context, names []string) (*Report, error) {
 	for r, lv := range st.LVs {
 		ev.vgs[r.VG] = lv
 	}
-	ev.readSanlock(ctx, vgsOfRefs(refs))
+	ev.readSanlock(ctx, lvmlock.VGsOf(refs))
 	for _, in := range inputs {
 		ev.domain(in)
 	}
@@ -548,7 +548,7 @@ func (ev *evaluation) lockspaces() {
 		}
 	}
 	reportedLvmlockd := false
-	for _, vg := range vgsOfRefs(refs) {
+	for _, vg := range lvmlock.VGsOf(refs) {
 		ls := LockspaceReport{VG: vg, State: ev.lockspaceOf(vg), Shared: ev.vgShared(vg), LockType: ev.vgs[vg].LockType,
 			Hosts: ev.lockspaceHosts(vg), HostsError: ev.sanlockErr[vg]}
 		ev.rep.Lockspaces = append(ev.rep.Lockspaces, ls)
@@ -584,7 +584,7 @@ func (ev *evaluation) domain(in *domainInput) {
 		if !d.Active {
 			verb = "the hook would refuse to start it"
 		}
-		msg := strings.TrimPrefix(oneLine(in.err.Error()), "domain "+d.Name+": ")
+		msg := strings.TrimPrefix(lvmlock.OneLine(in.err.Error()), "domain "+d.Name+": ")
 		ev.add(Problem{Code: ProblemDomainUnreadable, Domain: d.Name, UUID: dr.UUID,
 			Message: fmt.Sprintf("%s: %s", msg, verb),
 			Advice:  "fix the domain definition (virsh edit " + d.Name + ") or the storage pool it names"})
@@ -733,7 +733,7 @@ func (ev *evaluation) others(ctx context.Context) {
 	source, holders, err := OthersPeers, map[lvmlock.Ref][]Holder(nil), error(nil)
 	if ev.Holders != nil {
 		if holders, err = ev.Holders.Holders(ctx, refs); err != nil {
-			why = "peers: " + oneLine(err.Error())
+			why = "peers: " + lvmlock.OneLine(err.Error())
 		}
 	}
 	if (ev.Holders == nil || err != nil) && len(ev.spaces) > 0 {
@@ -815,7 +815,7 @@ func (ev *evaluation) pending(recs []Record) {
 func ConfigInvalidReport(host string, now time.Time, err error) *Report {
 	ev := &evaluation{rep: &Report{Version: CheckVersion, Host: host, CheckedAt: now.UTC(),
 		Problems: []Problem{}, Lockspaces: []LockspaceReport{}, Domains: []DomainReport{}}}
-	ev.add(Problem{Code: ProblemConfigInvalid, Message: oneLine(err.Error()) + "; nothing else was checked",
+	ev.add(Problem{Code: ProblemConfigInvalid, Message: lvmlock.OneLine(err.Error()) + "; nothing else was checked",
 		Advice: "fix it (lvhook(8) and the package's commented /etc/lvhook/lvhook.toml describe every key); until then lvhook refuses every start and incoming migration here, leaves LVs active at stop, and the lock helper does not run"})
 	ev.finish()
 	return ev.rep
@@ -859,5 +859,3 @@ func holderList(hs []Holder) string {
 func dmName(r lvmlock.Ref) string {
 	return strings.ReplaceAll(r.VG, "-", "--") + "-" + strings.ReplaceAll(r.LV, "-", "--")
 }
-
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -155,7 +155,7 @@ func (ev *evaluation) hostProblems() {
 					Advice:  "check the path to the shared storage now (`multipath -ll`, `dmesg`, `sanlock client log_dump`); the domains running here are at risk"})
 				continue
 			}
-			name, who := ev.hostName(vg, id), hostLabel(ev.knownName(vg, id), id)
+			name, who := ev.hostName(vg, id), lvmlock.HostLabel(ev.knownName(vg, id), id)
 			held, doms := ev.heldBy(vg, id)
 			p := Problem{Code: ProblemHostNotRenewing, VG: vg}
 			if len(doms) == 1 {

@@ -475,7 +475,7 @@ func (r *run) deactivate(ctx context.Context) error {
 			}
 		}
 		r.savePending(left)
-		return fmt.Errorf("%s stopped, but %s could not be deactivated (%s); the lock helper retries", r.dom.Name, lvmlock.JoinRefs(left), explain(err))
+		return fmt.Errorf("%s stopped, but %s could not be deactivated (%s); the lock helper retries", r.dom.Name, lvmlock.JoinRefs(left), lvmlock.Reason(err))
 	}
 	if err := r.State.Remove(PendingDir, r.dom.UUID); err != nil {
 		r.log.Warn().Err(err).Msg("cannot remove pending record")
@@ -568,7 +568,7 @@ func (r *run) verify(ctx context.Context) {
 	if len(r.dom.Disks) == 0 {
 		return
 	}
-	st, err := r.lvm.State(ctx, true, vgsOf(r.dom.Disks)...)
+	st, err := r.lvm.State(ctx, true, lvmlock.VGsOf(refsOf(r.dom.Disks))...)
 	if err != nil {
 		r.log.Error().Err(err).Msg("cannot read lock state; nothing verified")
 		return
@@ -600,27 +600,6 @@ func (r *run) verify(ctx context.Context) {
 	}
 }
 
-func vgsOf(disks []Disk) []string { return vgsOfRefs(refsOf(disks)) }
-
-func refsOf(disks []Disk) []lvmlock.Ref {
-	refs := make([]lvmlock.Ref, len(disks))
-	for i, d := range disks {
-		refs[i] = d.Ref
-	}
-	return refs
-}
-
-func vgsOfRefs(refs []lvmlock.Ref) []string {
-	var vgs []string
-	for _, r := range refs {
-		if !slices.Contains(vgs, r.VG) {
-			vgs = append(vgs, r.VG)
-		}
-	}
-	slices.Sort(vgs)
-	return vgs
-}
-
 // recordedDomain is the domain lvhook recorded under name, for a release
 // whose XML cannot be read; cause is why not.
 func (h *Hook) recordedDomain(name string, cause error) (*Domain, error) {
@@ -633,4 +612,12 @@ func (h *Hook) recordedDomain(name string, cause error) (*Domain, error) {
 		}
 	}
 	return nil, errors.Join(fmt.Errorf("%s stopped, but its XML cannot be read and lvhook has no record of it: %w", name, cause), err)
+}
+
+func refsOf(disks []Disk) []lvmlock.Ref {
+	refs := make([]lvmlock.Ref, len(disks))
+	for i, d := range disks {
+		refs[i] = d.Ref
+	}
+	return refs
 }

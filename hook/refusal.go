@@ -26,7 +26,7 @@ func (r *run) refusal(ctx context.Context, verb string, targets []lvmlock.Target
 	failed := failedRefs(e, lvmlock.KindOther)
 	what := lvmlock.JoinRefs(failed)
 	if what == "" {
-		what = lvmlock.JoinRefs(refsOfTargets(targets))
+		what = lvmlock.JoinRefs(lvmlock.RefsOf(targets))
 	}
 	vg := failedVG(e, failed, targets)
 	var msg string
@@ -46,7 +46,7 @@ func (r *run) refusal(ctx context.Context, verb string, targets []lvmlock.Target
 			if r.HostName != nil {
 				name = r.HostName(id)
 			}
-			where = hostLabel(name, id)
+			where = lvmlock.HostLabel(name, id)
 		}
 		if verb == "start" {
 			msg = fmt.Sprintf("%s is active on %s (lvmlockd: LV locked by other host); is %s running elsewhere?",
@@ -162,15 +162,6 @@ func (r *run) leaseHolder(ctx context.Context, ref lvmlock.Ref) int {
 	return id
 }
 
-// hostLabel names a sanlock host_id for the operator: "kvm2 (host_id 2)",
-// or "host_id 2" without a name.
-func hostLabel(name string, id int) string {
-	if name == "" {
-		return fmt.Sprintf("host_id %d", id)
-	}
-	return fmt.Sprintf("%s (host_id %d)", name, id)
-}
-
 // failedRefs lists the LVs the error names, of the given kind (KindOther: any).
 func failedRefs(e *lvmlock.Error, kind lvmlock.Kind) []lvmlock.Ref {
 	var refs []lvmlock.Ref
@@ -201,21 +192,4 @@ func failedVG(e *lvmlock.Error, failed []lvmlock.Ref, targets []lvmlock.Target) 
 		return targets[0].VG
 	}
 	return "?"
-}
-
-func refsOfTargets(ts []lvmlock.Target) []lvmlock.Ref {
-	refs := make([]lvmlock.Ref, len(ts))
-	for i, t := range ts {
-		refs[i] = t.Ref
-	}
-	return refs
-}
-
-// explain is the short reason of an lvm failure, for log and release lines.
-func explain(err error) string {
-	var e *lvmlock.Error
-	if errors.As(err, &e) {
-		return e.Reason()
-	}
-	return err.Error()
 }

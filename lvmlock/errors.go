@@ -1,6 +1,7 @@
 package lvmlock
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -222,7 +223,7 @@ func classify(stderr string) (Kind, []Failure) {
 			case KindLockspaceNotStarted:
 				f.VG = m[1]
 				if len(m) > 3 {
-					f.VG, f.LV = first(m[1], m[2]), m[3]
+					f.VG, f.LV = cmp.Or(m[1], m[2]), m[3]
 				}
 			case KindLvmlockdNotRunning:
 			default:
@@ -243,15 +244,6 @@ func classify(stderr string) (Kind, []Failure) {
 		}
 	}
 	return kind, failures
-}
-
-func first(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }
 
 // newError builds the *Error for a command that failed with err.

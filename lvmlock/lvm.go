@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -234,7 +235,7 @@ func (c *Client) Deactivate(ctx context.Context, st *State, refs []Ref) ([]Chang
 	}
 	var done []Change
 	var errs []error
-	for _, vg := range sortedKeys(byVG) {
+	for _, vg := range slices.Sorted(maps.Keys(byVG)) {
 		start := time.Now()
 		err := c.lvchange(ctx, "-an", byVG[vg])
 		var e *Error
@@ -311,7 +312,7 @@ func (c *Client) rollback(ctx context.Context, st *State, changes []Change) {
 			back = append(back, Target{Ref: ch.Ref, Mode: ch.From})
 		}
 	}
-	for _, vg := range sortedKeys(byVG) {
+	for _, vg := range slices.Sorted(maps.Keys(byVG)) {
 		if err := c.lvchange(ctx, "-an", byVG[vg]); err != nil {
 			c.Log.Error().Err(err).Str("vg", vg).Msg("rollback failed: LVs may stay active")
 		} else {
@@ -390,22 +391,4 @@ func batches(st *State, targets []Target) []batch {
 		out = append(out, batch{mode: k.mode, refs: groups[k]})
 	}
 	return out
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
-
-// JoinRefs renders refs as "vg/a, vg/b".
-func JoinRefs(refs []Ref) string {
-	s := make([]string, len(refs))
-	for i, r := range refs {
-		s[i] = r.String()
-	}
-	return strings.Join(s, ", ")
 }

@@ -298,14 +298,12 @@ func (s Sanlock) run(ctx context.Context, args ...string) ([]byte, error) {
 			msg = strings.TrimSpace(string(out))
 		}
 		if msg != "" {
-			return nil, fmt.Errorf("sanlock %s: %w: %s", strings.Join(args, " "), err, oneLineOf(msg))
+			return nil, fmt.Errorf("sanlock %s: %w: %s", strings.Join(args, " "), err, OneLine(msg))
 		}
 		return nil, fmt.Errorf("sanlock %s: %w", strings.Join(args, " "), err)
 	}
 	return out, nil
 }
-
-func oneLineOf(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // Lockspaces returns the lockspaces this host has joined.
 func (s Sanlock) Lockspaces(ctx context.Context) (map[string]SanlockLockspace, error) {

@@ -166,7 +166,7 @@ func (h *Helper) Downgrade(ctx context.Context, peer string, req Request) (ans A
 	defer unlock()
 	lvm := *h.LVM
 	lvm.Log = log
-	st, err := lvm.State(ctx, true, vgsOf(refs)...)
+	st, err := lvm.State(ctx, true, lvmlock.VGsOf(refs)...)
 	if err != nil {
 		return refuse("cannot read the lock state on %s: %v", h.Host, err)
 	}
@@ -183,9 +183,9 @@ func (h *Helper) Downgrade(ctx context.Context, peer string, req Request) (ans A
 	if len(stale) > 0 {
 		if _, err := lvm.Convert(ctx, st, stale); err != nil {
 			return refuse("%s is still shared on %s from before this migration and another host holds it (%s); see lvhook check",
-				lvmlock.JoinRefs(refsOf(stale)), h.Host, explain(err))
+				lvmlock.JoinRefs(lvmlock.RefsOf(stale)), h.Host, lvmlock.Reason(err))
 		}
-		if st, err = lvm.State(ctx, true, vgsOf(refs)...); err != nil {
+		if st, err = lvm.State(ctx, true, lvmlock.VGsOf(refs)...); err != nil {
 			return refuse("cannot read the lock state on %s: %v", h.Host, err)
 		}
 	}
@@ -305,15 +305,4 @@ func (h *Helper) outgoing(ctx context.Context, lv Libvirt, uuid string) (*hook.D
 		return nil, fmt.Errorf("%s opted out of lvhook", dom.Name)
 	}
 	return dom, nil
-}
-
-func vgsOf(refs []lvmlock.Ref) []string {
-	var vgs []string
-	for _, r := range refs {
-		if !slices.Contains(vgs, r.VG) {
-			vgs = append(vgs, r.VG)
-		}
-	}
-	slices.Sort(vgs)
-	return vgs
 }

@@ -57,7 +57,7 @@ func (h *Helper) Holds(ctx context.Context, req HoldersRequest) HoldersAnswer {
 	if len(refs) == 0 {
 		return ans
 	}
-	st, err := h.LVM.State(ctx, true, vgsOf(refs)...)
+	st, err := h.LVM.State(ctx, true, lvmlock.VGsOf(refs)...)
 	if err != nil {
 		ans.Error = fmt.Sprintf("cannot read the lock state on %s: %v", h.Host, err)
 		return ans

@@ -407,7 +407,7 @@ func (h *Helper) repairRunning(ctx context.Context, st *lvmlock.State, v *domVie
 			}
 		}
 	}
-	log.Info().Str("lvs", lvmlock.JoinRefs(refsOf(due))).Str("from", "sh").Str("to", "ex").
+	log.Info().Str("lvs", lvmlock.JoinRefs(lvmlock.RefsOf(due))).Str("from", "sh").Str("to", "ex").
 		Dur("took", h.now().Sub(since)).Msg("exclusive again")
 	h.finishIncoming(log, v.UUID)
 	return probs
@@ -420,21 +420,21 @@ func (h *Helper) notYetExclusive(log zerolog.Logger, v *domView, due []lvmlock.T
 	d := h.schedule(v, true)
 	held := h.now().Sub(d.since)
 	if held < h.Config.Daemon.ExclusiveTimeout.D() {
-		log.Info().Err(err).Str("lvs", lvmlock.JoinRefs(refsOf(due))).Msg("exclusive lock not yet available; retrying")
+		log.Info().Err(err).Str("lvs", lvmlock.JoinRefs(lvmlock.RefsOf(due))).Msg("exclusive lock not yet available; retrying")
 		return nil
 	}
 	var probs []Problem
 	for _, t := range due {
 		probs = append(probs, Problem{VG: t.VG, LV: t.LV, What: fmt.Sprintf(
 			"still shared since %s although no migration needs it (%v); another host still holds it shared",
-			d.since.UTC().Format(time.RFC3339), explain(err))})
+			d.since.UTC().Format(time.RFC3339), lvmlock.Reason(err))})
 	}
 	h.mu.Lock()
 	report := !d.reported
 	d.reported = true
 	h.mu.Unlock()
 	if report {
-		log.Error().Err(err).Str("lvs", lvmlock.JoinRefs(refsOf(due))).Dur("took", held).
+		log.Error().Err(err).Str("lvs", lvmlock.JoinRefs(lvmlock.RefsOf(due))).Dur("took", held).
 			Msg("LVs still shared past exclusive_timeout")
 	}
 	return probs
@@ -518,7 +518,7 @@ func (h *Helper) retryPending(ctx context.Context, st *lvmlock.State, p hook.Rec
 		if !slices.ContainsFunc(done, func(c lvmlock.Change) bool { return c.Ref == ref }) {
 			left = append(left, hook.RecordLV{VG: ref.VG, LV: ref.LV})
 			probs = append(probs, Problem{VG: ref.VG, LV: ref.LV, What: fmt.Sprintf(
-				"left active after %s stopped here (%v); lvhook retries the deactivation", p.Name, explain(err))})
+				"left active after %s stopped here (%v); lvhook retries the deactivation", p.Name, lvmlock.Reason(err))})
 		}
 	}
 	if len(left) == 0 {
@@ -536,27 +536,10 @@ func (h *Helper) retryPending(ctx context.Context, st *lvmlock.State, p hook.Rec
 	return probs
 }
 
-func refsOf(ts []lvmlock.Target) []lvmlock.Ref {
-	refs := make([]lvmlock.Ref, len(ts))
-	for i, t := range ts {
-		refs[i] = t.Ref
-	}
-	return refs
-}
-
 func recordRefs(lvs []hook.RecordLV) []lvmlock.Ref {
 	refs := make([]lvmlock.Ref, len(lvs))
 	for i, l := range lvs {
 		refs[i] = l.Ref()
 	}
 	return refs
-}
-
-// explain is the short reason of an lvm failure.
-func explain(err error) string {
-	var e *lvmlock.Error
-	if errors.As(err, &e) {
-		return e.Reason()
-	}
-	return err.Error()
 }

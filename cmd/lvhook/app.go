@@ -5,8 +5,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
+	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/urfave/cli/v2"
 )
 
@@ -39,7 +39,7 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 	e := &env{stdin: stdin, stderr: stderr}
 	app := newApp(e)
 	if err := app.Run(args); err != nil {
-		fmt.Fprintf(stderr, "lvhook: %s\n", oneLine(err.Error()))
+		fmt.Fprintf(stderr, "lvhook: %s\n", lvmlock.OneLine(err.Error()))
 		if e.code != exitOK {
 			return e.code
 		}
@@ -94,9 +94,4 @@ func isHookPath(argv0 string) bool {
 	dir, base := filepath.Split(argv0)
 	return base == "qemu" && filepath.Base(filepath.Clean(dir)) == "hooks" ||
 		filepath.Base(filepath.Clean(dir)) == "qemu.d"
-}
-
-// oneLine keeps a message on one line, as libvirt shows it in one.
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
 }

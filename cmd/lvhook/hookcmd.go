@@ -57,7 +57,7 @@ func runHook(argv []string, stdin io.Reader, stderr io.Writer, fromLibvirt bool)
 			// One line for libvirt to show, not a stack trace; a start
 			// refused this way left its intent record, which release
 			// end and the lock helper carry out.
-			fmt.Fprintf(stderr, "lvhook: internal error, nothing more done (see journalctl -t lvhook): %s\n", oneLine(fmt.Sprint(p)))
+			fmt.Fprintf(stderr, "lvhook: internal error, nothing more done (see journalctl -t lvhook): %s\n", lvmlock.OneLine(fmt.Sprint(p)))
 			code = exitFailure
 		}
 	}()
@@ -66,7 +66,7 @@ func runHook(argv []string, stdin io.Reader, stderr io.Writer, fromLibvirt bool)
 			logNotFailed(stderr, argv, err)
 			return exitOK
 		}
-		fmt.Fprintf(stderr, "lvhook: %s\n", oneLine(err.Error()))
+		fmt.Fprintf(stderr, "lvhook: %s\n", lvmlock.OneLine(err.Error()))
 		return exitFailure
 	}
 	call, err := parseHookArgs(argv)

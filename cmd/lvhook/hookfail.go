@@ -7,6 +7,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/lvhook/lvhook/hook"
+	"github.com/lvhook/lvhook/lvmlock"
 )
 
 // hookMayFail tells whether a hook call with these arguments may exit
@@ -45,7 +46,7 @@ func logNotFailed(stderr io.Writer, argv []string, err error) {
 	if len(argv) > 2 {
 		ev = ev.Str("op", argv[1]+" "+argv[2])
 	}
-	ev.Msg("nothing done, exiting 0 so that libvirt keeps the guest: " + oneLine(err.Error()))
+	ev.Msg("nothing done, exiting 0 so that libvirt keeps the guest: " + lvmlock.OneLine(err.Error()))
 }
 
 // refusal names what a failed call refuses, in front of why.
