@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/lvmlock/lvmfake"
 )
@@ -35,7 +36,7 @@ func BenchmarkHook8Disks(b *testing.B) {
 	lvm := lvmfake.NewCluster(1)
 	lvm.AddVG("vg0", true, lvs...)
 	h := &Hook{
-		Config: DefaultConfig(),
+		Config: config.Default(),
 		LVM:    &lvmlock.Client{Runner: lvm.Host(1), Log: zerolog.Nop()},
 		State:  &State{Dir: b.TempDir()},
 		Log:    zerolog.Nop(),

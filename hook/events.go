@@ -58,3 +58,17 @@ func actionFor(op, subop string) action {
 func (a action) String() string {
 	return [...]string{"nothing", "mark incoming migration", "activate", "deactivate", "verify"}[a]
 }
+
+// MayFail tells whether the hook call op subop may exit non-zero when
+// something goes wrong before its work starts (a config file lvhook cannot
+// use, an unreadable XML): only where lvhook has work whose failure libvirt
+// survives, prepare, migrate and release. Reconnect, attach and unknown ops
+// only verify, and libvirt kills a running guest when reconnect fails; at
+// the other ops lvhook has nothing to do.
+func MayFail(op, subop string) bool {
+	switch actionFor(op, subop) {
+	case doActivate, doMarkIncoming, doDeactivate:
+		return true
+	}
+	return false
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/lvmlock"
 )
 
@@ -22,7 +23,7 @@ type Call struct {
 
 // Hook runs hook calls on this host.
 type Hook struct {
-	Config Config
+	Config config.Config
 	LVM    *lvmlock.Client
 	State  *State
 	Log    zerolog.Logger

@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/rs/zerolog"
 
+	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/lvmlock/lvmfake"
 )
@@ -29,7 +30,7 @@ func newCluster(t *testing.T) *cluster {
 	c.lvm.AddVG("vg1", true, "overlay", "golden")
 	c.lvm.AddVG("local", false, "scratch")
 	for id := 1; id <= 2; id++ {
-		cfg := DefaultConfig()
+		cfg := config.Default()
 		cfg.StateDir = t.TempDir()
 		cfg.StoragePoolDir = poolDir
 		c.hosts[id] = &Hook{

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/lvmlock/lvmfake"
@@ -179,7 +180,7 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 	c.lvm.AddVG("vg0", true, "a", "b", "iso", "other")
 	for id := 1; id <= n; id++ {
 		h := &testHost{id: id, name: fmt.Sprintf("kvm%d", id), lv: newFakeLibvirt()}
-		cfg := hook.DefaultConfig()
+		cfg := config.Default()
 		cfg.StateDir = filepath.Join(t.TempDir(), h.name)
 		cfg.Daemon.HostName = h.name
 		h.state = &hook.State{Dir: cfg.StateDir, Now: c.clock}

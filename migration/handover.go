@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
 )
@@ -18,7 +18,7 @@ import (
 // Transport carries a request (a reservation or a downgrade, by its path)
 // to one peer's lock helper.
 type Transport interface {
-	Ask(ctx context.Context, peer hook.Peer, path string, req Request) (Answer, error)
+	Ask(ctx context.Context, peer config.Peer, path string, req Request) (Answer, error)
 }
 
 // Handover is the destination's side of a live migration, a hook.Handover:
@@ -28,7 +28,7 @@ type Transport interface {
 type Handover struct {
 	// Self is this host's name; the peer of that name is not asked.
 	Self    string
-	Peers   []hook.Peer
+	Peers   []config.Peer
 	Timeout time.Duration
 	// Transport carries the requests (HTTPSTransport in production).
 	Transport Transport
@@ -40,28 +40,15 @@ type Handover struct {
 
 // NewHandover returns the Handover of the configuration, over HTTPS with the
 // configured client certificate.
-func NewHandover(cfg hook.Config, log zerolog.Logger) *Handover {
+func NewHandover(cfg config.Config, log zerolog.Logger) *Handover {
 	d := cfg.Daemon
 	return &Handover{
-		Self:      HostName(cfg),
+		Self:      cfg.HostName(),
 		Peers:     d.Peers,
 		Timeout:   d.PeerTimeout.D(),
 		Transport: &HTTPSTransport{Credentials: LazyCredentials(d.CACert, d.ClientCert, d.ClientKey)},
 		Log:       log,
 	}
-}
-
-// HostName is this host's name as its peers know it: daemon.host_name, or
-// the system's host name.
-func HostName(cfg hook.Config) string {
-	if cfg.Daemon.HostName != "" {
-		return cfg.Daemon.HostName
-	}
-	name, err := os.Hostname()
-	if err != nil {
-		return "localhost"
-	}
-	return name
 }
 
 // Reserve asks every peer but this host, concurrently, to reserve the
@@ -70,7 +57,7 @@ func HostName(cfg hook.Config) string {
 // Without a yes the error wraps hook.ErrHandoverRefused and names every
 // peer's reason.
 func (h *Handover) Reserve(ctx context.Context, d *hook.Domain) (string, error) {
-	var peers []hook.Peer
+	var peers []config.Peer
 	for _, p := range h.Peers {
 		if !strings.EqualFold(p.Name, h.Self) {
 			peers = append(peers, p)
@@ -86,7 +73,7 @@ func (h *Handover) Reserve(ctx context.Context, d *hook.Domain) (string, error) 
 // begin, to convert refs to sh. Without its yes the error wraps
 // hook.ErrHandoverRefused.
 func (h *Handover) Downgrade(ctx context.Context, source string, d *hook.Domain, refs []lvmlock.Ref) error {
-	i := slices.IndexFunc(h.Peers, func(p hook.Peer) bool { return p.Name == source })
+	i := slices.IndexFunc(h.Peers, func(p config.Peer) bool { return p.Name == source })
 	if i < 0 || strings.EqualFold(source, h.Self) {
 		return fmt.Errorf("%w: %q, which reserved the handover, is not a configured peer", hook.ErrHandoverRefused, source)
 	}
@@ -104,7 +91,7 @@ func (h *Handover) Downgrade(ctx context.Context, source string, d *hook.Domain,
 // for the same asking host and migration job. It returns only when every
 // request has ended, so that nothing it started outlives the hook's
 // decision.
-func (h *Handover) askFirst(ctx context.Context, peers []hook.Peer, path string, req Request) (string, error) {
+func (h *Handover) askFirst(ctx context.Context, peers []config.Peer, path string, req Request) (string, error) {
 	if h.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, h.Timeout)
@@ -157,7 +144,7 @@ func (h *Handover) askFirst(ctx context.Context, peers []hook.Peer, path string,
 
 // ask sends req to one peer until it answers, ctx ends, or the pauses
 // between tries add up to Timeout.
-func (h *Handover) ask(ctx context.Context, p hook.Peer, path string, req Request) (Answer, error) {
+func (h *Handover) ask(ctx context.Context, p config.Peer, path string, req Request) (Answer, error) {
 	sleep := h.Sleep
 	if sleep == nil {
 		sleep = sleepErr

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/rs/zerolog"
 
+	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
 )
@@ -30,7 +31,7 @@ type scripted struct {
 	err error
 }
 
-func (s *scriptedTransport) Ask(_ context.Context, p hook.Peer, path string, req Request) (Answer, error) {
+func (s *scriptedTransport) Ask(_ context.Context, p config.Peer, path string, req Request) (Answer, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.asked = append(s.asked, p.Name)
@@ -55,7 +56,7 @@ var (
 // TestHandoverReserve: migrate begin asks every other peer; the one with
 // the domain migrating out reserves the handover and is returned.
 func TestHandoverReserve(t *testing.T) {
-	peers := []hook.Peer{{Name: "kvm1", HostID: 1}, {Name: "kvm2", HostID: 2}, {Name: "kvm3", HostID: 3}}
+	peers := []config.Peer{{Name: "kvm1", HostID: 1}, {Name: "kvm2", HostID: 2}, {Name: "kvm3", HostID: 3}}
 	for _, tc := range []struct {
 		name   string
 		script map[string][]scripted
@@ -107,7 +108,7 @@ func TestHandoverReserve(t *testing.T) {
 // reserved the handover, and a source that is not a configured peer (a
 // marker lvhook did not write) is refused without asking anyone.
 func TestHandoverDowngradeAsksTheSourceAlone(t *testing.T) {
-	peers := []hook.Peer{{Name: "kvm1"}, {Name: "kvm2"}, {Name: "kvm3"}}
+	peers := []config.Peer{{Name: "kvm1"}, {Name: "kvm2"}, {Name: "kvm3"}}
 	refs := []lvmlock.Ref{{VG: "vg0", LV: "a"}}
 	dom := &hook.Domain{Name: "vm1", UUID: uuid1}
 	tr := &scriptedTransport{script: map[string][]scripted{"kvm1": {yes}, "kvm3": {yes}}}
@@ -134,7 +135,7 @@ func TestHandoverDowngradeAsksTheSourceAlone(t *testing.T) {
 // TestHandoverWithoutPeers: a configuration that names only this host
 // refuses rather than trying -asy.
 func TestHandoverWithoutPeers(t *testing.T) {
-	ho := &Handover{Self: "kvm1", Peers: []hook.Peer{{Name: "KVM1"}}, Timeout: time.Second, Transport: &scriptedTransport{}, Log: zerolog.Nop()}
+	ho := &Handover{Self: "kvm1", Peers: []config.Peer{{Name: "KVM1"}}, Timeout: time.Second, Transport: &scriptedTransport{}, Log: zerolog.Nop()}
 	_, err := ho.Reserve(context.Background(), &hook.Domain{Name: "vm1", UUID: uuid1})
 	if !errors.Is(err, hook.ErrHandoverRefused) {
 		t.Errorf("Reserve() = %v, want ErrHandoverRefused", err)
@@ -145,7 +146,7 @@ func TestHandoverWithoutPeers(t *testing.T) {
 // once, with the file named, instead of retrying until the timeout.
 func TestHandoverMissingCertificates(t *testing.T) {
 	dir := t.TempDir()
-	ho := &Handover{Self: "kvm2", Peers: []hook.Peer{{Name: "kvm1", Address: "127.0.0.1:1"}}, Timeout: time.Hour, Log: zerolog.Nop(),
+	ho := &Handover{Self: "kvm2", Peers: []config.Peer{{Name: "kvm1", Address: "127.0.0.1:1"}}, Timeout: time.Hour, Log: zerolog.Nop(),
 		Transport: &HTTPSTransport{Credentials: LazyCredentials(dir+"/cacert.pem", dir+"/clientcert.pem", dir+"/clientkey.pem")},
 		Sleep: func(context.Context, time.Duration) error {
 			t.Error("asked again after a local failure")

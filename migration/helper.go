@@ -10,6 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
 )
@@ -42,7 +43,7 @@ type Answer struct {
 // Helper is the lock helper of one host: it answers peers' downgrade
 // requests and reconciles lock modes (reconcile.go).
 type Helper struct {
-	Config hook.Config
+	Config config.Config
 	// Host is this host's name, as peers know it.
 	Host  string
 	LVM   *lvmlock.Client
@@ -80,7 +81,7 @@ type grant struct {
 }
 
 // NewHelper returns the lock helper of host.
-func NewHelper(cfg hook.Config, host string, lvm *lvmlock.Client, state *hook.State, log zerolog.Logger) *Helper {
+func NewHelper(cfg config.Config, host string, lvm *lvmlock.Client, state *hook.State, log zerolog.Logger) *Helper {
 	return &Helper{Config: cfg, Host: host, LVM: lvm, State: state, Log: log}
 }
 

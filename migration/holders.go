@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
 )
@@ -71,7 +72,7 @@ func (h *Helper) Holds(ctx context.Context, req HoldersRequest) HoldersAnswer {
 }
 
 // AskHolders asks one peer which of the LVs it holds.
-func (t *HTTPSTransport) AskHolders(ctx context.Context, peer hook.Peer, req HoldersRequest) (HoldersAnswer, error) {
+func (t *HTTPSTransport) AskHolders(ctx context.Context, peer config.Peer, req HoldersRequest) (HoldersAnswer, error) {
 	cr, err := t.Credentials()
 	if err != nil {
 		return HoldersAnswer{}, err
@@ -105,22 +106,22 @@ func (t *HTTPSTransport) AskHolders(ctx context.Context, peer hook.Peer, req Hol
 
 // HoldersTransport carries holder questions to one peer.
 type HoldersTransport interface {
-	AskHolders(ctx context.Context, peer hook.Peer, req HoldersRequest) (HoldersAnswer, error)
+	AskHolders(ctx context.Context, peer config.Peer, req HoldersRequest) (HoldersAnswer, error)
 }
 
 // PeerHolders asks every peer which LVs it holds: hook.HolderSource for
 // `lvhook check`.
 type PeerHolders struct {
 	Self      string
-	Peers     []hook.Peer
+	Peers     []config.Peer
 	Timeout   time.Duration
 	Transport HoldersTransport
 }
 
 // NewPeerHolders returns the HolderSource of the configuration, or nil when
 // it names no other host.
-func NewPeerHolders(cfg hook.Config) hook.HolderSource {
-	p := &PeerHolders{Self: HostName(cfg), Timeout: cfg.Daemon.PeerTimeout.D(),
+func NewPeerHolders(cfg config.Config) hook.HolderSource {
+	p := &PeerHolders{Self: cfg.HostName(), Timeout: cfg.Daemon.PeerTimeout.D(),
 		Transport: &HTTPSTransport{Credentials: LazyCredentials(cfg.Daemon.CACert, cfg.Daemon.ClientCert, cfg.Daemon.ClientKey)}}
 	for _, peer := range cfg.Daemon.Peers {
 		if !strings.EqualFold(peer.Name, p.Self) {

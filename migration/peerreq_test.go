@@ -12,7 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/lvhook/lvhook/hook"
+	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/lvmlock"
 )
 
@@ -26,7 +26,7 @@ func post(t *testing.T, addr string, cr *Credentials, path, body string) (int, s
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS(cr, hook.Peer{Name: "kvm1"}), DisableKeepAlives: true}}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS(cr, config.Peer{Name: "kvm1"}), DisableKeepAlives: true}}
 	resp, err := client.Do(hreq)
 	if err != nil {
 		t.Fatal(err)
@@ -62,7 +62,7 @@ func TestServerRefusesInvalidNames(t *testing.T) {
 		{"downgrade: no LV", DowngradePath, `{"domain":"vm1","uuid":"` + uuid1 + `","lvs":[],"timeout_ms":1000}`},
 	}
 	ca := newPKI(t, "cluster CA")
-	peers := []hook.Peer{{Name: "kvm1"}, {Name: "kvm2"}}
+	peers := []config.Peer{{Name: "kvm1"}, {Name: "kvm2"}}
 	server := ca.issue("kvm1", x509.ExtKeyUsageServerAuth, false)
 	client := ca.issue("kvm2", x509.ExtKeyUsageClientAuth, false)
 	for _, tc := range tests {

@@ -16,9 +16,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/lvhook/lvhook/config"
 	"github.com/rs/zerolog"
-
-	"github.com/lvhook/lvhook/hook"
 )
 
 // blockingService is a PeerService whose answers wait for release, and that
@@ -83,7 +82,7 @@ type peerSetup struct {
 func startPeerServer(t *testing.T, svc PeerService, configure func(s *Server)) *peerSetup {
 	t.Helper()
 	ca := newPKI(t, "cluster CA")
-	peers := []hook.Peer{{Name: "kvm1"}, {Name: "kvm2"}}
+	peers := []config.Peer{{Name: "kvm1"}, {Name: "kvm2"}}
 	srv := &Server{Helper: svc, Peers: peers, MaxWait: 5 * time.Second, Log: zerolog.Nop()}
 	if configure != nil {
 		configure(srv)
@@ -99,7 +98,7 @@ func startPeerServer(t *testing.T, svc PeerService, configure func(s *Server)) *
 // dialTLS opens a TLS connection to the server as kvm2, offering protos.
 func (p *peerSetup) dialTLS(t *testing.T, protos ...string) *tls.Conn {
 	t.Helper()
-	cfg := clientTLS(p.client, hook.Peer{Name: "kvm1"})
+	cfg := clientTLS(p.client, config.Peer{Name: "kvm1"})
 	cfg.NextProtos = protos
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", p.addr, cfg)
 	if err != nil {
@@ -160,7 +159,7 @@ func TestServerLimitsConnections(t *testing.T) {
 	svc.releaseAll()
 	p := startPeerServer(t, svc, func(s *Server) { s.MaxConns = 1 })
 	tr := &HTTPSTransport{Credentials: func() (*Credentials, error) { return p.client, nil }}
-	peer := hook.Peer{Name: "kvm1", Address: p.addr}
+	peer := config.Peer{Name: "kvm1", Address: p.addr}
 
 	idle, err := net.Dial("tcp", p.addr)
 	if err != nil {
@@ -239,7 +238,7 @@ func TestServerBoundsHolderReads(t *testing.T) {
 	p := startPeerServer(t, svc, func(s *Server) { s.MaxHolderReads = 2 })
 	t.Cleanup(svc.releaseAll) // before the server stops: it drains
 	tr := &HTTPSTransport{Credentials: func() (*Credentials, error) { return p.client, nil }}
-	peer := hook.Peer{Name: "kvm1", Address: p.addr}
+	peer := config.Peer{Name: "kvm1", Address: p.addr}
 	ask := func(timeout time.Duration) chan error {
 		done := make(chan error, 1)
 		go func() {
@@ -320,7 +319,7 @@ func TestPeerChannelIsHTTP1(t *testing.T) {
 	tr := &HTTPSTransport{Credentials: func() (*Credentials, error) { return p.client, nil }}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	tr.Ask(ctx, hook.Peer{Name: "kvm1", Address: ln.Addr().String()}, DowngradePath, req(uuid1, "a"))
+	tr.Ask(ctx, config.Peer{Name: "kvm1", Address: ln.Addr().String()}, DowngradePath, req(uuid1, "a"))
 	if diff := cmp.Diff([]string{"http/1.1"}, <-offered); diff != "" {
 		t.Errorf("client ALPN (-want +got):\n%s", diff)
 	}
@@ -359,7 +358,7 @@ func TestServeDrainsOnCancel(t *testing.T) {
 	}
 	asked := make(chan result, 1)
 	go func() {
-		ans, err := tr.Ask(context.Background(), hook.Peer{Name: "kvm1", Address: p.addr}, DowngradePath, req(uuid1, "a"))
+		ans, err := tr.Ask(context.Background(), config.Peer{Name: "kvm1", Address: p.addr}, DowngradePath, req(uuid1, "a"))
 		asked <- result{ans, err}
 	}()
 	<-svc.entered

@@ -29,6 +29,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/lvmlock/lvmfake"
@@ -240,21 +241,21 @@ func (s *sim) advance(d time.Duration) {
 	s.mu.Unlock()
 }
 
-func (s *sim) config(h *simHost) hook.Config {
-	cfg := hook.DefaultConfig()
+func (s *sim) configOf(h *simHost) config.Config {
+	cfg := config.Default()
 	cfg.StateDir = h.state.Dir
 	cfg.StoragePoolDir = filepath.Join(s.dir, "pools")
 	cfg.Daemon.HostName = h.name
 	for _, p := range s.hosts {
 		if !h.noPeers {
-			cfg.Daemon.Peers = append(cfg.Daemon.Peers, hook.Peer{Name: p.name, Address: p.name, HostID: p.id})
+			cfg.Daemon.Peers = append(cfg.Daemon.Peers, config.Peer{Name: p.name, Address: p.name, HostID: p.id})
 		}
 	}
 	return cfg
 }
 
 func (s *sim) newHook(h *simHost) *hook.Hook {
-	cfg := s.config(h)
+	cfg := s.configOf(h)
 	log := s.log.With().Str("host", h.name).Logger()
 	ho := &Handover{Self: h.name, Peers: cfg.Daemon.Peers, Timeout: cfg.Daemon.PeerTimeout.D(),
 		Transport: &memTransport{s: s, from: h}, Log: log,
@@ -300,7 +301,7 @@ func (w *simHandover) Downgrade(ctx context.Context, source string, d *hook.Doma
 }
 
 func (s *sim) startHelper(h *simHost) {
-	cfg := s.config(h)
+	cfg := s.configOf(h)
 	log := s.log.With().Str("host", h.name).Str("role", "helper").Logger()
 	h.helper = NewHelper(cfg, h.name, &lvmlock.Client{Runner: &checkRunner{s: s, h: h}, RollbackTimeout: cfg.RollbackTimeout.D(), Log: log},
 		h.state, log)
@@ -1212,7 +1213,7 @@ type memTransport struct {
 	from *simHost
 }
 
-func (t *memTransport) Ask(ctx context.Context, peer hook.Peer, path string, req Request) (Answer, error) {
+func (t *memTransport) Ask(ctx context.Context, peer config.Peer, path string, req Request) (Answer, error) {
 	s := t.s
 	to := s.host(peer.Name)
 	s.mu.Lock()

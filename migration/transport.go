@@ -19,9 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lvhook/lvhook/config"
 	"github.com/rs/zerolog"
-
-	"github.com/lvhook/lvhook/hook"
 )
 
 // The peer channel: JSON over HTTPS, mutual TLS. A live migration's
@@ -107,7 +106,7 @@ func certMatches(c *x509.Certificate, id string) bool {
 
 // peerIDs are what a peer's certificate may name it by: its configured name
 // and the host of its address.
-func peerIDs(p hook.Peer) []string {
+func peerIDs(p config.Peer) []string {
 	ids := []string{p.Name}
 	host := p.Address
 	if h, _, err := net.SplitHostPort(p.Address); err == nil {
@@ -125,7 +124,7 @@ func describeCert(c *x509.Certificate) string {
 }
 
 // PeerName returns the configured peer a certificate names, if any.
-func PeerName(c *x509.Certificate, peers []hook.Peer) (string, bool) {
+func PeerName(c *x509.Certificate, peers []config.Peer) (string, bool) {
 	for _, p := range peers {
 		if slices.ContainsFunc(peerIDs(p), func(id string) bool { return certMatches(c, id) }) {
 			return p.Name, true
@@ -137,7 +136,7 @@ func PeerName(c *x509.Certificate, peers []hook.Peer) (string, bool) {
 // ServerTLS is the peer server's TLS configuration: a client certificate is
 // required, signed by the CA for client use and naming a configured peer;
 // anything else fails the handshake.
-func ServerTLS(cr *Credentials, peers []hook.Peer, log zerolog.Logger) *tls.Config {
+func ServerTLS(cr *Credentials, peers []config.Peer, log zerolog.Logger) *tls.Config {
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{cr.Cert},
@@ -161,7 +160,7 @@ func ServerTLS(cr *Credentials, peers []hook.Peer, log zerolog.Logger) *tls.Conf
 
 // clientTLS is the configuration to reach peer: its server certificate must
 // be signed by the CA for server use and name it, by name or address.
-func clientTLS(cr *Credentials, peer hook.Peer) *tls.Config {
+func clientTLS(cr *Credentials, peer config.Peer) *tls.Config {
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{cr.Cert},
@@ -201,7 +200,7 @@ func LazyCredentials(caFile, certFile, keyFile string) func() (*Credentials, err
 var errLocal = errors.New("cannot ask")
 
 // Ask implements Transport.
-func (t *HTTPSTransport) Ask(ctx context.Context, peer hook.Peer, path string, req Request) (Answer, error) {
+func (t *HTTPSTransport) Ask(ctx context.Context, peer config.Peer, path string, req Request) (Answer, error) {
 	cr, err := t.Credentials()
 	if err != nil {
 		return Answer{}, fmt.Errorf("%w: %w", errLocal, err)
@@ -232,7 +231,7 @@ func (t *HTTPSTransport) Ask(ctx context.Context, peer hook.Peer, path string, r
 
 // peerClient is the HTTP client of one request to peer: HTTP/1.1 (as the
 // server), one connection per request.
-func peerClient(cr *Credentials, peer hook.Peer) *http.Client {
+func peerClient(cr *Credentials, peer config.Peer) *http.Client {
 	return &http.Client{Transport: &http.Transport{
 		TLSClientConfig: clientTLS(cr, peer),
 		// A non-nil empty map keeps h2 off whatever the defaults.
@@ -263,7 +262,7 @@ type PeerService interface {
 // concurrent lock reads. The zero values of the bounds mean the defaults.
 type Server struct {
 	Helper PeerService
-	Peers  []hook.Peer
+	Peers  []config.Peer
 	// MaxWait bounds the work on one request whatever it asks (default 30 s).
 	MaxWait time.Duration
 	// MaxConns bounds the connections open at once (default 32); further

@@ -24,6 +24,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/rs/zerolog"
 
+	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
 )
@@ -145,7 +146,7 @@ func (s *syncBuffer) String() string {
 
 // serve runs the peer server of host h on loopback with server credentials
 // cr, and returns its address.
-func serve(t *testing.T, h *testHost, cr *Credentials, peers []hook.Peer, log zerolog.Logger) string {
+func serve(t *testing.T, h *testHost, cr *Credentials, peers []config.Peer, log zerolog.Logger) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -181,7 +182,7 @@ func serveWith(t *testing.T, srv *Server, ln net.Listener, cr *Credentials) (add
 func TestPeerChannel(t *testing.T) {
 	ca := newPKI(t, "cluster CA")
 	rogue := newPKI(t, "rogue CA")
-	peers := []hook.Peer{{Name: "kvm1", HostID: 1}, {Name: "kvm2", HostID: 2}}
+	peers := []config.Peer{{Name: "kvm1", HostID: 1}, {Name: "kvm2", HostID: 2}}
 	for _, tc := range []struct {
 		name       string
 		server     *Credentials
@@ -225,7 +226,7 @@ func TestPeerChannel(t *testing.T) {
 			tr := &HTTPSTransport{Credentials: func() (*Credentials, error) { return tc.client, nil }}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			peer := hook.Peer{Name: "kvm1", Address: addr}
+			peer := config.Peer{Name: "kvm1", Address: addr}
 			reserve := Request{Domain: "vm1", UUID: uuid1, TimeoutMS: 5000}
 			if ans, err := tr.Ask(ctx, peer, ReservePath, reserve); tc.err == "" && (err != nil || ans.Granted != tc.granted) {
 				t.Fatalf("Ask(%s) = %+v, %v; want granted=%v", ReservePath, ans, err, tc.granted)
@@ -262,13 +263,13 @@ func TestServerRefusesRequestsWithoutDeadline(t *testing.T) {
 	c := newTestCluster(t, 2)
 	c.hosts[0].lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a")
 	c.hold(1, "a", lvmlock.ModeEx)
-	peers := []hook.Peer{{Name: "kvm1"}, {Name: "kvm2"}}
+	peers := []config.Peer{{Name: "kvm1"}, {Name: "kvm2"}}
 	addr := serve(t, c.hosts[0], ca.issue("kvm1", x509.ExtKeyUsageServerAuth, false), peers, zerolog.Nop())
 	client := ca.issue("kvm2", x509.ExtKeyUsageClientAuth, false)
 	tr := &HTTPSTransport{Credentials: func() (*Credentials, error) { return client, nil }}
 	r := req(uuid1, "a")
 	r.TimeoutMS = 0
-	ans, err := tr.Ask(context.Background(), hook.Peer{Name: "kvm1", Address: addr}, DowngradePath, r)
+	ans, err := tr.Ask(context.Background(), config.Peer{Name: "kvm1", Address: addr}, DowngradePath, r)
 	if err != nil || ans.Granted || !strings.Contains(ans.Reason, "no deadline") {
 		t.Errorf("Ask() = %+v, %v; want a refusal: no deadline", ans, err)
 	}
@@ -284,7 +285,7 @@ func TestHandoverOverTLS(t *testing.T) {
 	src.lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a", "/dev/vg0/b")
 	c.hold(1, "a", lvmlock.ModeEx)
 	c.hold(1, "b", lvmlock.ModeEx)
-	peers := []hook.Peer{{Name: "kvm1", HostID: 1}, {Name: "kvm2", HostID: 2}, {Name: "kvm3", HostID: 3}}
+	peers := []config.Peer{{Name: "kvm1", HostID: 1}, {Name: "kvm2", HostID: 2}, {Name: "kvm3", HostID: 3}}
 	peers[0].Address = serve(t, src, ca.issue("kvm1", x509.ExtKeyUsageServerAuth, false), peers, zerolog.Nop())
 	peers[2].Address = serve(t, other, ca.issue("kvm3", x509.ExtKeyUsageServerAuth, false), peers, zerolog.Nop())
 	client := ca.issue("kvm2", x509.ExtKeyUsageClientAuth, false)
@@ -318,11 +319,11 @@ func TestPeerHoldersOverTLS(t *testing.T) {
 	c.hold(1, "a", lvmlock.ModeEx)
 	c.hold(1, "iso", lvmlock.ModeSh)
 	c.hold(3, "iso", lvmlock.ModeSh)
-	peers := []hook.Peer{{Name: "kvm1"}, {Name: "kvm2"}, {Name: "kvm3"}}
+	peers := []config.Peer{{Name: "kvm1"}, {Name: "kvm2"}, {Name: "kvm3"}}
 	peers[0].Address = serve(t, c.hosts[0], ca.issue("kvm1", x509.ExtKeyUsageServerAuth, false), peers, zerolog.Nop())
 	peers[2].Address = serve(t, c.hosts[2], ca.issue("kvm3", x509.ExtKeyUsageServerAuth, false), peers, zerolog.Nop())
 	client := ca.issue("kvm2", x509.ExtKeyUsageClientAuth, false)
-	ph := &PeerHolders{Self: "kvm2", Peers: []hook.Peer{peers[0], peers[2]}, Timeout: 5 * time.Second,
+	ph := &PeerHolders{Self: "kvm2", Peers: []config.Peer{peers[0], peers[2]}, Timeout: 5 * time.Second,
 		Transport: &HTTPSTransport{Credentials: func() (*Credentials, error) { return client, nil }}}
 	ref := func(lv string) lvmlock.Ref { return lvmlock.Ref{VG: "vg0", LV: lv} }
 	got, err := ph.Holders(context.Background(), []lvmlock.Ref{ref("a"), ref("b"), ref("iso")})
@@ -336,7 +337,7 @@ func TestPeerHoldersOverTLS(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Holders() mismatch (-want +got):\n%s", diff)
 	}
-	ph.Peers = append(ph.Peers, hook.Peer{Name: "kvm4", Address: "127.0.0.1:1"})
+	ph.Peers = append(ph.Peers, config.Peer{Name: "kvm4", Address: "127.0.0.1:1"})
 	if got, err := ph.Holders(context.Background(), []lvmlock.Ref{ref("a")}); err == nil || got != nil {
 		t.Errorf("Holders() with a peer down = %v, %v; want an error", got, err)
 	}
@@ -408,13 +409,13 @@ func TestPeerIdentity(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			peers := []hook.Peer{{Name: "kvm1", Address: ln.Addr().String()}, {Name: "kvm2", Address: tc.clientAddr}}
+			peers := []config.Peer{{Name: "kvm1", Address: ln.Addr().String()}, {Name: "kvm2", Address: tc.clientAddr}}
 			addr, _ := serveWith(t, &Server{Helper: svc, Peers: peers, Log: zerolog.Nop()}, ln, ca.issueSpec(tc.server))
 			cr := ca.issueSpec(tc.client)
 			tr := &HTTPSTransport{Credentials: func() (*Credentials, error) { return cr, nil }}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			ans, err := tr.Ask(ctx, hook.Peer{Name: "kvm1", Address: addr}, DowngradePath, req(uuid1, "a"))
+			ans, err := tr.Ask(ctx, config.Peer{Name: "kvm1", Address: addr}, DowngradePath, req(uuid1, "a"))
 			switch {
 			case tc.err == "" && (err != nil || !ans.Granted):
 				t.Errorf("Ask() = %+v, %v; want an answer", ans, err)

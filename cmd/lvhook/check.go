@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
+	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
 )
@@ -20,7 +21,7 @@ const exitCannotCheck = 2
 // checkHolders, when set, returns the client that asks the peers' lock
 // helpers who holds an LV (package migration provides it); without it check
 // reports other holders as unknown unless this host holds the LV ex.
-var checkHolders func(cfg hook.Config) hook.HolderSource
+var checkHolders func(cfg config.Config) hook.HolderSource
 
 // dialLibvirt connects check to libvirtd; tests replace it.
 var dialLibvirt = func(ctx context.Context, sock string) (interface {
@@ -118,7 +119,7 @@ func init() {
 					return errors.New("check: name the domains to check, or give --all")
 				}
 				rep, err := runCheck(c, e, names)
-				var cfgErr *hook.ConfigError
+				var cfgErr *config.Error
 				switch {
 				case errors.As(err, &cfgErr):
 					// Reported as a problem; nothing else was checked.
@@ -150,8 +151,8 @@ func init() {
 }
 
 func runCheck(c *cli.Context, e *env, names []string) (*hook.Report, error) {
-	cfgPath, mustExist := hook.ConfigPath()
-	cfg, err := hook.LoadConfig(cfgPath, mustExist)
+	cfgPath, mustExist := config.Path()
+	cfg, err := config.Load(cfgPath, mustExist)
 	if err != nil {
 		return nil, err
 	}
@@ -174,10 +175,7 @@ func runCheck(c *cli.Context, e *env, names []string) (*hook.Report, error) {
 		LVM:     &lvmlock.Client{Runner: lvmlock.ExecRunner{Timeout: cfg.LVMTimeout.D()}, Log: log},
 		State:   &hook.State{Dir: cfg.StateDir},
 		PoolDir: cfg.StoragePoolDir,
-		Host:    cfg.Daemon.HostName,
-	}
-	if checker.Host == "" {
-		checker.Host, _ = os.Hostname()
+		Host:    cfg.HostName(),
 	}
 	if checkHolders != nil {
 		checker.Holders = checkHolders(cfg)

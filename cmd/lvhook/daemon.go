@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
+	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/migration"
@@ -40,14 +41,14 @@ tried. Stops on SIGTERM or SIGINT.`,
 }
 
 func runDaemon(parent context.Context, e *env) error {
-	cfgPath, mustExist := hook.ConfigPath()
-	cfg, err := hook.LoadConfig(cfgPath, mustExist)
+	cfgPath, mustExist := config.Path()
+	cfg, err := config.Load(cfgPath, mustExist)
 	if err != nil {
 		// Not a half-read config: refuse, in the one line systemd shows.
 		return fmt.Errorf("refusing to start the lock helper: %w", err)
 	}
 	log := newLogger(cfg.LogLevel, e.stderr, zerolog.InfoLevel)
-	host := migration.HostName(cfg)
+	host := cfg.HostName()
 	lvm := &lvmlock.Client{
 		Runner:          lvmlock.ExecRunner{Timeout: cfg.LVMTimeout.D()},
 		DryRun:          cfg.DryRun,

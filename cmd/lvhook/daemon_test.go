@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lvhook/lvhook/hook"
+	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/migration"
 )
 
@@ -215,7 +215,7 @@ address = "127.0.0.1:1"
 	go func() {
 		// The daemon may still be starting: ask until it listens.
 		for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
-			_, err := tr.AskHolders(context.Background(), hook.Peer{Name: "kvm1", Address: addr},
+			_, err := tr.AskHolders(context.Background(), config.Peer{Name: "kvm1", Address: addr},
 				migration.HoldersRequest{LVs: []migration.LVRef{{VG: "vg0", LV: "a"}}, TimeoutMS: 10000})
 			if err == nil || !strings.Contains(err.Error(), "connection refused") || time.Since(start) > 5*time.Second {
 				asked <- err

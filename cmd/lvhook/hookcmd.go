@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/migration"
@@ -73,8 +74,8 @@ func runHook(argv []string, stdin io.Reader, stderr io.Writer, fromLibvirt bool)
 	if err != nil {
 		return fail(err)
 	}
-	cfgPath, mustExist := hook.ConfigPath()
-	cfg, err := hook.LoadConfig(cfgPath, mustExist)
+	cfgPath, mustExist := config.Path()
+	cfg, err := config.Load(cfgPath, mustExist)
 	if err != nil {
 		// Nothing is done with a config lvhook cannot fully use, not
 		// even a verification with the defaults: another state_dir.
@@ -111,7 +112,7 @@ func runHook(argv []string, stdin io.Reader, stderr io.Writer, fromLibvirt bool)
 	return exitOK
 }
 
-func newHook(cfg hook.Config, log zerolog.Logger) *hook.Hook {
+func newHook(cfg config.Config, log zerolog.Logger) *hook.Hook {
 	h := &hook.Hook{
 		Config: cfg,
 		LVM: &lvmlock.Client{
@@ -122,7 +123,7 @@ func newHook(cfg hook.Config, log zerolog.Logger) *hook.Hook {
 		},
 		State:    &hook.State{Dir: cfg.StateDir},
 		Log:      log,
-		HostName: hostNames(cfg),
+		HostName: cfg.Daemon.PeerName,
 		Sanlock:  &lvmlock.Sanlock{Runner: lvmlock.ExecRunner{Timeout: cfg.LVMTimeout.D()}},
 	}
 	if len(cfg.Daemon.Peers) > 0 {
@@ -131,18 +132,6 @@ func newHook(cfg hook.Config, log zerolog.Logger) *hook.Hook {
 		h.Handover = migration.NewHandover(cfg, log)
 	}
 	return h
-}
-
-// hostNames maps sanlock host_ids to the peer names of the config.
-func hostNames(cfg hook.Config) func(int) string {
-	return func(id int) string {
-		for _, p := range cfg.Daemon.Peers {
-			if p.HostID == id {
-				return p.Name
-			}
-		}
-		return ""
-	}
 }
 
 // parseHookArgs checks libvirt's argv: DOMAIN OP SUBOP EXTRA.

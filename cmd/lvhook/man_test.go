@@ -12,8 +12,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-
-	"github.com/lvhook/lvhook/hook"
+	"github.com/lvhook/lvhook/config"
 )
 
 func TestManPage(t *testing.T) {
@@ -137,12 +136,12 @@ func TestSampleConfig(t *testing.T) {
 	if err := os.WriteFile(path, uncommented, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	got, err := hook.LoadConfig(path, true)
+	got, err := config.Load(path, true)
 	if err != nil {
 		t.Fatalf("sample config, uncommented: %v", err)
 	}
-	want := hook.DefaultConfig()
-	want.Daemon.Peers = []hook.Peer{{Name: "kvm2.example.org", Address: "kvm2.example.org:16520", HostID: 2}}
+	want := config.Default()
+	want.Daemon.Peers = []config.Peer{{Name: "kvm2.example.org", Address: "kvm2.example.org:16520", HostID: 2}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("sample config differs from the defaults (-want +got):\n%s", diff)
 	}
@@ -151,7 +150,7 @@ func TestSampleConfig(t *testing.T) {
 	for _, k := range keys {
 		present[k[1]] = true
 	}
-	for _, k := range tomlKeys(reflect.TypeOf(hook.Config{})) {
+	for _, k := range tomlKeys(reflect.TypeOf(config.Config{})) {
 		if !present[k] {
 			t.Errorf("sample config lacks key %q: add it, commented, with its default and what it does", k)
 		}

@@ -1,4 +1,4 @@
-package hook
+package config
 
 import (
 	"errors"
@@ -12,14 +12,14 @@ import (
 )
 
 func TestDefaultConfigIsValid(t *testing.T) {
-	if err := DefaultConfig().validate(); err != nil {
+	if err := Default().validate(); err != nil {
 		t.Errorf("DefaultConfig().validate() = %v", err)
 	}
-	cfg, err := LoadConfig(filepath.Join(t.TempDir(), "none.toml"), false)
+	cfg, err := Load(filepath.Join(t.TempDir(), "none.toml"), false)
 	if err != nil {
 		t.Errorf("LoadConfig of a missing optional file = %v", err)
 	}
-	if !reflect.DeepEqual(cfg, DefaultConfig()) {
+	if !reflect.DeepEqual(cfg, Default()) {
 		t.Errorf("LoadConfig of a missing optional file: %+v, want the defaults", cfg)
 	}
 }
@@ -64,12 +64,12 @@ func TestLoadConfigRefuses(t *testing.T) {
 			if err := os.WriteFile(path, []byte(tt.text), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			_, err := LoadConfig(path, false)
+			_, err := Load(path, false)
 			want := path + ": " + tt.want
 			if err == nil || err.Error() != want {
 				t.Fatalf("LoadConfig(%q)\n = %v\nwant %s", tt.text, err, want)
 			}
-			var ce *ConfigError
+			var ce *Error
 			if !errors.As(err, &ce) || ce.Path != path {
 				t.Errorf("error %T is not a *ConfigError for %s", err, path)
 			}
@@ -92,7 +92,7 @@ func TestLoadConfigNotAFile(t *testing.T) {
 	} {
 		done := make(chan error, 1)
 		go func() {
-			_, err := LoadConfig(path, false)
+			_, err := Load(path, false)
 			done <- err
 		}()
 		select {
@@ -105,7 +105,7 @@ func TestLoadConfigNotAFile(t *testing.T) {
 		}
 	}
 	missing := filepath.Join(dir, "missing.toml")
-	if _, err := LoadConfig(missing, true); err == nil || !strings.HasPrefix(err.Error(), missing+": ") {
+	if _, err := Load(missing, true); err == nil || !strings.HasPrefix(err.Error(), missing+": ") {
 		t.Errorf("LoadConfig of a missing required file = %v, want an error naming it", err)
 	}
 }
@@ -115,7 +115,7 @@ func TestLoadConfigTooLarge(t *testing.T) {
 	if err := os.WriteFile(path, []byte("#"+strings.Repeat("x", 1<<20)+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadConfig(path, false); err == nil || err.Error() != path+": larger than 1 MiB" {
+	if _, err := Load(path, false); err == nil || err.Error() != path+": larger than 1 MiB" {
 		t.Errorf("LoadConfig of a 1 MiB file = %v", err)
 	}
 }
@@ -126,7 +126,7 @@ func TestLoadConfigValid(t *testing.T) {
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := LoadConfig(path, true)
+	cfg, err := Load(path, true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package hook
+package config
 
 import (
 	"errors"
@@ -14,9 +14,32 @@ import (
 	"github.com/BurntSushi/toml"
 )
 
+// HostName is this host's name as its peers know it: daemon.host_name, or
+// the system's host name ("localhost" when it has none).
+func (c Config) HostName() string {
+	if c.Daemon.HostName != "" {
+		return c.Daemon.HostName
+	}
+	name, err := os.Hostname()
+	if err != nil || name == "" {
+		return "localhost"
+	}
+	return name
+}
+
+// PeerName names the peer whose sanlock host_id is id, or returns "".
+func (d DaemonConfig) PeerName(id int) string {
+	for _, p := range d.Peers {
+		if p.HostID == id {
+			return p.Name
+		}
+	}
+	return ""
+}
+
 // DefaultConfigPath is read when LVHOOK_CONFIG does not name another file.
 // The file is optional: with none, every default below applies.
-const DefaultConfigPath = "/etc/lvhook/lvhook.toml"
+const DefaultPath = "/etc/lvhook/lvhook.toml"
 
 // Config is lvhook's configuration (packaging/lvhook.toml documents it).
 type Config struct {
@@ -85,7 +108,7 @@ type Peer struct {
 }
 
 // DefaultConfig returns the configuration used when no file sets a value.
-func DefaultConfig() Config {
+func Default() Config {
 	return Config{
 		HookTimeout:     Duration(30 * time.Second),
 		LVMTimeout:      Duration(20 * time.Second),
@@ -113,18 +136,18 @@ func DefaultConfig() Config {
 
 // MaxConfigSize bounds the configuration file: the hook reads it at every
 // call and must not hang or fill memory on a wrong path.
-const MaxConfigSize = 1 << 20
+const MaxSize = 1 << 20
 
 // ConfigError is a configuration file lvhook refuses to use. It names the
 // file and the key at fault, or the line when the file does not parse.
-type ConfigError struct {
+type Error struct {
 	Path string
 	Key  string // as written in the file: "hook_timeout", "daemon.peer.address"
 	Line int    // when Key is not known
 	Msg  string
 }
 
-func (e *ConfigError) Error() string {
+func (e *Error) Error() string {
 	switch {
 	case e.Key != "":
 		return fmt.Sprintf("%s: %s: %s", e.Path, e.Key, e.Msg)
@@ -139,24 +162,24 @@ func (e *ConfigError) Error() string {
 // returned Config must then not be used: an unknown key (so that a typo does
 // not go unnoticed), a value of the wrong type, a value out of range, a path
 // that is not a regular file or is larger than MaxConfigSize.
-func LoadConfig(path string, mustExist bool) (Config, error) {
-	cfg := DefaultConfig()
+func Load(path string, mustExist bool) (Config, error) {
+	cfg := Default()
 	data, err := readConfigFile(path)
 	var pe *fs.PathError
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && !mustExist:
 		return cfg, nil
 	case errors.As(err, &pe):
-		return cfg, &ConfigError{Path: path, Msg: pe.Err.Error()}
+		return cfg, &Error{Path: path, Msg: pe.Err.Error()}
 	case err != nil:
-		return cfg, &ConfigError{Path: path, Msg: err.Error()}
+		return cfg, &Error{Path: path, Msg: err.Error()}
 	}
 	md, err := toml.Decode(string(data), &cfg)
 	if err != nil {
 		return cfg, decodeError(path, err)
 	}
 	if undec := md.Undecoded(); len(undec) > 0 {
-		return cfg, &ConfigError{Path: path, Key: undec[0].String(), Msg: "unknown key"}
+		return cfg, &Error{Path: path, Key: undec[0].String(), Msg: "unknown key"}
 	}
 	if err := cfg.validate(); err != nil {
 		err.Path = path
@@ -183,11 +206,11 @@ func readConfigFile(path string) ([]byte, error) {
 	case !st.Mode().IsRegular():
 		return nil, errors.New("not a regular file")
 	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
+	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(data) > MaxConfigSize {
+	if len(data) > MaxSize {
 		return nil, errors.New("larger than 1 MiB")
 	}
 	return data, nil
@@ -200,7 +223,7 @@ var typeError = regexp.MustCompile(`^toml: (?:line (\d+) )?\(last key "([^"]*)"\
 func decodeError(path string, err error) error {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
-		ce := &ConfigError{Path: path, Line: pe.Position.Line, Msg: pe.Message}
+		ce := &Error{Path: path, Line: pe.Position.Line, Msg: pe.Message}
 		// A value lvhook cannot take (a Duration's UnmarshalText) is
 		// named by its key; a syntax error by its line.
 		if strings.HasSuffix(pe.Message, durationHint) {
@@ -209,18 +232,18 @@ func decodeError(path string, err error) error {
 		return ce
 	}
 	if m := typeError.FindStringSubmatch(err.Error()); m != nil {
-		return &ConfigError{Path: path, Key: m[2], Msg: m[3]}
+		return &Error{Path: path, Key: m[2], Msg: m[3]}
 	}
-	return &ConfigError{Path: path, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
+	return &Error{Path: path, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
 }
 
 // ConfigPath returns LVHOOK_CONFIG or the default path, and whether the file
 // must exist (it must when named explicitly).
-func ConfigPath() (string, bool) {
+func Path() (string, bool) {
 	if p := os.Getenv("LVHOOK_CONFIG"); p != "" {
 		return p, true
 	}
-	return DefaultConfigPath, false
+	return DefaultPath, false
 }
 
 // minReconcileInterval keeps the lock helper's full pass (one lvs, one
@@ -228,9 +251,9 @@ func ConfigPath() (string, bool) {
 const minReconcileInterval = time.Second
 
 // validate refuses values lvhook cannot work with; the error names the key.
-func (c Config) validate() *ConfigError {
-	bad := func(key, format string, a ...any) *ConfigError {
-		return &ConfigError{Key: key, Msg: fmt.Sprintf(format, a...)}
+func (c Config) validate() *Error {
+	bad := func(key, format string, a ...any) *Error {
+		return &Error{Key: key, Msg: fmt.Sprintf(format, a...)}
 	}
 	for _, d := range []struct {
 		key string
@@ -296,17 +319,3 @@ type durationError struct{ text string }
 const durationHint = ` is not a duration (e.g. "30s")`
 
 func (e durationError) Error() string { return fmt.Sprintf("%q", e.text) + durationHint }
-
-// MayFail tells whether the hook call op subop may exit non-zero when
-// something goes wrong before its work starts (a config file lvhook cannot
-// use, an unreadable XML): only where lvhook has work whose failure libvirt
-// survives, prepare, migrate and release. Reconnect, attach and unknown ops
-// only verify, and libvirt kills a running guest when reconnect fails; at
-// the other ops lvhook has nothing to do.
-func MayFail(op, subop string) bool {
-	switch actionFor(op, subop) {
-	case doActivate, doMarkIncoming, doDeactivate:
-		return true
-	}
-	return false
-}
