@@ -10,8 +10,8 @@ set -uo pipefail
 HARNESS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$HARNESS_DIR/lib.sh"
-# shellcheck source=scenarios.sh
-source "$HARNESS_DIR/scenarios.sh" # RESULTS_DIR, results_base, results_q
+# shellcheck source=results.sh
+source "$HARNESS_DIR/results.sh" # RESULTS_DIR, results_base, results_q
 # Lines of a failed scenario's own log repeated in the recap (its end: the failed
 # assertion and the diagnostics of every host).
 RECAP_LINES=${LVHOOK_RECAP_LINES:-80}

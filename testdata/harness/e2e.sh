@@ -15,10 +15,22 @@ set -euo pipefail
 HARNESS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$HARNESS_DIR/lib.sh"
+# shellcheck source=results.sh
+source "$HARNESS_DIR/results.sh"
+# shellcheck source=assert.sh
+source "$HARNESS_DIR/assert.sh"
 # shellcheck source=scenarios.sh
 source "$HARNESS_DIR/scenarios.sh"
+# shellcheck source=scenarios-check.sh
+source "$HARNESS_DIR/scenarios-check.sh"
 # shellcheck source=scenarios-migration.sh
 source "$HARNESS_DIR/scenarios-migration.sh"
+# shellcheck source=scenarios-migration-failures.sh
+source "$HARNESS_DIR/scenarios-migration-failures.sh"
+# shellcheck source=scenarios-package.sh
+source "$HARNESS_DIR/scenarios-package.sh"
+# shellcheck source=scenarios-crash.sh
+source "$HARNESS_DIR/scenarios-crash.sh"
 # shellcheck source=scenarios-three.sh
 source "$HARNESS_DIR/scenarios-three.sh"
 
@@ -31,7 +43,7 @@ ALL_SCENARIOS=(start_refuse_stop save_restore managedsave libvirtd_restart multi
 THREE_SCENARIOS=(three_offline_two_starts three_stale_marker three_check_holder
 	three_migrate_peer_off three_migrate_peer_crash)
 
-# Counted here as well as in $RESULTS_FILE (scenarios.sh): what ran, what failed.
+# Counted here as well as in $RESULTS_FILE (results.sh): what ran, what failed.
 RAN=0
 FAILED=0
 # Where die() records why the run stopped, to print it again last (CI shows the tail).

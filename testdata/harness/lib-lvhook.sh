@@ -9,7 +9,7 @@
 #    guests, and /etc/lvhook/lvhook.toml naming every host; then lvhook.service restarted.
 #
 # Without a built .deb (LVHOOK_DEB unset and none in $RUN_DIR/debs) install_lvhook in
-# lib.sh falls back to the plain binary install.
+# lib-cluster.sh falls back to the plain binary install.
 
 PEER_PORT=16520
 # Packages built by build_debs; outside RUN_DIR, which cluster_boot empties.

@@ -2,7 +2,9 @@
 # lvhook e2e scenarios that need a third host (HOSTS=3): the two double-run paths a
 # third host opens, migrations between two hosts while the third is powered off or
 # crashes, and `lvhook check` naming the holder from every host. Sourced by e2e.sh
-# after scenarios-migration.sh; every `expect` checks the invariant on all three.
+# after scenarios-migration.sh (migrate, wait_modes), scenarios-migration-failures.sh
+# (the tslow helpers) and scenarios-check.sh (check_json); every `expect` checks the
+# invariant on all three.
 
 need_three() { ((HOST_COUNT >= 3)) || fail "this scenario needs three hosts (HOSTS=3)"; }
 
