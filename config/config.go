@@ -37,7 +37,7 @@ func (d DaemonConfig) PeerName(id int) string {
 	return ""
 }
 
-// DefaultConfigPath is read when LVHOOK_CONFIG does not name another file.
+// DefaultPath is read when LVHOOK_CONFIG does not name another file.
 // The file is optional: with none, every default below applies.
 const DefaultPath = "/etc/lvhook/lvhook.toml"
 
@@ -107,7 +107,7 @@ type Peer struct {
 	HostID int `toml:"host_id"`
 }
 
-// DefaultConfig returns the configuration used when no file sets a value.
+// Default returns the configuration used when no file sets a value.
 func Default() Config {
 	return Config{
 		HookTimeout:     Duration(30 * time.Second),
@@ -134,11 +134,11 @@ func Default() Config {
 	}
 }
 
-// MaxConfigSize bounds the configuration file: the hook reads it at every
+// MaxSize bounds the configuration file: the hook reads it at every
 // call and must not hang or fill memory on a wrong path.
 const MaxSize = 1 << 20
 
-// ConfigError is a configuration file lvhook refuses to use. It names the
+// Error is a configuration file lvhook refuses to use. It names the
 // file and the key at fault, or the line when the file does not parse.
 type Error struct {
 	Path string
@@ -157,11 +157,11 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%s: %s", e.Path, e.Msg)
 }
 
-// LoadConfig reads path over the defaults. A missing file is not an error
-// unless mustExist. Anything else that is wrong is a *ConfigError, and the
+// Load reads path over the defaults. A missing file is not an error
+// unless mustExist. Anything else that is wrong is a *Error, and the
 // returned Config must then not be used: an unknown key (so that a typo does
 // not go unnoticed), a value of the wrong type, a value out of range, a path
-// that is not a regular file or is larger than MaxConfigSize.
+// that is not a regular file or is larger than MaxSize.
 func Load(path string, mustExist bool) (Config, error) {
 	cfg := Default()
 	data, err := readConfigFile(path)
@@ -188,7 +188,7 @@ func Load(path string, mustExist bool) (Config, error) {
 	return cfg, nil
 }
 
-// readConfigFile reads a regular file of at most MaxConfigSize bytes. It
+// readConfigFile reads a regular file of at most MaxSize bytes. It
 // opens without blocking, so that a FIFO named as the config cannot hang
 // the hook.
 func readConfigFile(path string) ([]byte, error) {
@@ -237,7 +237,7 @@ func decodeError(path string, err error) error {
 	return &Error{Path: path, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
 }
 
-// ConfigPath returns LVHOOK_CONFIG or the default path, and whether the file
+// Path returns LVHOOK_CONFIG or the default path, and whether the file
 // must exist (it must when named explicitly).
 func Path() (string, bool) {
 	if p := os.Getenv("LVHOOK_CONFIG"); p != "" {

@@ -13,14 +13,14 @@ import (
 
 func TestDefaultConfigIsValid(t *testing.T) {
 	if err := Default().validate(); err != nil {
-		t.Errorf("DefaultConfig().validate() = %v", err)
+		t.Errorf("Default().validate() = %v", err)
 	}
 	cfg, err := Load(filepath.Join(t.TempDir(), "none.toml"), false)
 	if err != nil {
-		t.Errorf("LoadConfig of a missing optional file = %v", err)
+		t.Errorf("Load of a missing optional file = %v", err)
 	}
 	if !reflect.DeepEqual(cfg, Default()) {
-		t.Errorf("LoadConfig of a missing optional file: %+v, want the defaults", cfg)
+		t.Errorf("Load of a missing optional file: %+v, want the defaults", cfg)
 	}
 }
 
@@ -67,11 +67,11 @@ func TestLoadConfigRefuses(t *testing.T) {
 			_, err := Load(path, false)
 			want := path + ": " + tt.want
 			if err == nil || err.Error() != want {
-				t.Fatalf("LoadConfig(%q)\n = %v\nwant %s", tt.text, err, want)
+				t.Fatalf("Load(%q)\n = %v\nwant %s", tt.text, err, want)
 			}
 			var ce *Error
 			if !errors.As(err, &ce) || ce.Path != path {
-				t.Errorf("error %T is not a *ConfigError for %s", err, path)
+				t.Errorf("error %T is not a *Error for %s", err, path)
 			}
 		})
 	}
@@ -98,15 +98,15 @@ func TestLoadConfigNotAFile(t *testing.T) {
 		select {
 		case err := <-done:
 			if err == nil || err.Error() != want {
-				t.Errorf("LoadConfig(%s) = %v, want %s", path, err, want)
+				t.Errorf("Load(%s) = %v, want %s", path, err, want)
 			}
 		case <-time.After(5 * time.Second):
-			t.Fatalf("LoadConfig(%s) blocks", path)
+			t.Fatalf("Load(%s) blocks", path)
 		}
 	}
 	missing := filepath.Join(dir, "missing.toml")
 	if _, err := Load(missing, true); err == nil || !strings.HasPrefix(err.Error(), missing+": ") {
-		t.Errorf("LoadConfig of a missing required file = %v, want an error naming it", err)
+		t.Errorf("Load of a missing required file = %v, want an error naming it", err)
 	}
 }
 
@@ -116,7 +116,7 @@ func TestLoadConfigTooLarge(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := Load(path, false); err == nil || err.Error() != path+": larger than 1 MiB" {
-		t.Errorf("LoadConfig of a 1 MiB file = %v", err)
+		t.Errorf("Load of a 1 MiB file = %v", err)
 	}
 }
 
@@ -131,6 +131,6 @@ func TestLoadConfigValid(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.HookTimeout.D() != 40*time.Second || cfg.SharedRetries != 0 || cfg.Daemon.ReconcileInterval.D() != time.Second || len(cfg.Daemon.Peers) != 1 {
-		t.Errorf("LoadConfig = %+v", cfg)
+		t.Errorf("Load = %+v", cfg)
 	}
 }

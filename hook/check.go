@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/lvmlock"
 )
 
@@ -252,7 +253,7 @@ type domainInput struct {
 	job Job
 	xml []byte
 	err error
-	dom *Domain
+	dom *domxml.Domain
 }
 
 // ErrDomainNotFound is returned, wrapped, for a named domain libvirt does not
@@ -280,7 +281,7 @@ func (c *Checker) Check(ctx context.Context, names []string) (*Report, error) {
 	var refs []lvmlock.Ref
 	for _, in := range inputs {
 		if in.err == nil && !in.dom.OptedOut {
-			refs = append(refs, refsOf(in.dom.Disks)...)
+			refs = append(refs, in.dom.Refs()...)
 		}
 	}
 	records, pending, err := c.records()
@@ -390,7 +391,7 @@ func (c *Checker) readDomains(ctx context.Context, doms []LibvirtDomain) []*doma
 					return
 				}
 			}
-			in.dom, in.err = ParseDomain(in.xml, c.PoolDir)
+			in.dom, in.err = domxml.Parse(in.xml, c.PoolDir)
 		}()
 	}
 	wg.Wait()
@@ -606,7 +607,7 @@ func (ev *evaluation) domain(in *domainInput) {
 }
 
 // lv evaluates one LV of a domain; ok is false for a disk that is not an LV.
-func (ev *evaluation) lv(in *domainInput, disk Disk) (LVReport, bool) {
+func (ev *evaluation) lv(in *domainInput, disk domxml.Disk) (LVReport, bool) {
 	d, ref := in.lib, disk.Ref
 	lr := LVReport{VG: ref.VG, LV: ref.LV, Disk: disk.Target, Need: disk.Mode, Expected: "none",
 		Actual: "none", Lockspace: ev.lockspaceOf(ref.VG), Others: Others{Source: OthersUnknown, Holders: []Holder{}},

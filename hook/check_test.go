@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/rs/zerolog"
 
+	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/lvmlock/lvmfake"
 )
@@ -150,7 +151,7 @@ func domainXMLFor(name, uuid string, disks ...string) []byte {
 	}
 	b.WriteString("  </devices>\n")
 	if optOut {
-		fmt.Fprintf(&b, "  <metadata><lvhook:domain xmlns:lvhook='%s' manage='no'/></metadata>\n", MetadataNS)
+		fmt.Fprintf(&b, "  <metadata><lvhook:domain xmlns:lvhook='%s' manage='no'/></metadata>\n", domxml.MetadataNS)
 	}
 	b.WriteString("</domain>\n")
 	return []byte(b.String())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/lvmlock"
 )
 
@@ -19,10 +20,10 @@ type Handover interface {
 	// Reserve asks the peers which one has d migrating out now and
 	// reserves that job's handover for this host; it returns that peer.
 	// Without a reservation the error wraps ErrHandoverRefused.
-	Reserve(ctx context.Context, d *Domain) (source string, err error)
+	Reserve(ctx context.Context, d *domxml.Domain) (source string, err error)
 	// Downgrade asks source, which reserved the handover, to convert the
 	// LVs to sh. Without its yes the error wraps ErrHandoverRefused.
-	Downgrade(ctx context.Context, source string, d *Domain, refs []lvmlock.Ref) error
+	Downgrade(ctx context.Context, source string, d *domxml.Domain, refs []lvmlock.Ref) error
 }
 
 // ErrHandoverRefused is what a Handover returns (wrapped) when no peer said

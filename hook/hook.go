@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/lvhook/lvhook/config"
+	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/lvmlock"
 )
 
@@ -64,7 +65,7 @@ func (h *Hook) Run(ctx context.Context, c Call, xmlData []byte) error {
 		}
 		return err
 	}
-	dom, err := ParseDomain(xmlData, h.Config.StoragePoolDir)
+	dom, err := domxml.Parse(xmlData, h.Config.StoragePoolDir)
 	if err == nil && dom.Name != c.Domain {
 		err = fmt.Errorf("domain XML names %q, libvirt called the hook for %q", dom.Name, c.Domain)
 	}
@@ -123,7 +124,7 @@ type run struct {
 	*Hook
 	lvm *lvmlock.Client
 	log zerolog.Logger
-	dom *Domain
+	dom *domxml.Domain
 	// noHandover says why an incoming migration got no lock handover; a
 	// refusal of the ordinary start that follows repeats it.
 	noHandover string
@@ -310,7 +311,7 @@ func (r *run) undo(ctx context.Context) {
 func (r *run) activateAsStart(ctx context.Context, targets *[]lvmlock.Target, prior map[lvmlock.Ref]lvmlock.Mode) error {
 	own := make([]lvmlock.Target, 0, len(*targets))
 	for _, t := range *targets {
-		if d := r.diskOf(func(d Disk) bool { return d.Ref == t.Ref }); d != nil {
+		if d := r.diskOf(func(d domxml.Disk) bool { return d.Ref == t.Ref }); d != nil {
 			own = append(own, lvmlock.Target{Ref: t.Ref, Mode: d.Mode})
 		}
 	}
@@ -423,8 +424,8 @@ func (r *run) sleep(ctx context.Context, d time.Duration) error {
 // managedDisks returns the domain's disks that are LVs of shared VGs. A disk
 // whose VG lvm does not know is an error unless its path exists (then it is
 // some other device that merely looks like /dev/VG/LV).
-func (r *run) managedDisks(st *lvmlock.State) ([]Disk, error) {
-	var out []Disk
+func (r *run) managedDisks(st *lvmlock.State) ([]domxml.Disk, error) {
+	var out []domxml.Disk
 	for _, d := range r.dom.Disks {
 		if slices.Contains(st.MissingVGs, d.VG) {
 			if strings.HasPrefix(d.Path, "/dev/") && pathExists(d.Path) {
@@ -529,7 +530,7 @@ func (r *run) leavePending() {
 func (r *run) stoppedRefs() []lvmlock.Ref {
 	var refs []lvmlock.Ref
 	if !r.dom.OptedOut {
-		refs = refsOf(r.dom.Disks)
+		refs = r.dom.Refs()
 	}
 	for _, dir := range []string{DomainsDir, PendingDir} {
 		rec, _, err := r.State.Load(dir, r.dom.UUID)
@@ -569,7 +570,7 @@ func (r *run) verify(ctx context.Context) {
 	if len(r.dom.Disks) == 0 {
 		return
 	}
-	st, err := r.lvm.State(ctx, true, lvmlock.VGsOf(refsOf(r.dom.Disks))...)
+	st, err := r.lvm.State(ctx, true, lvmlock.VGsOf(r.dom.Refs())...)
 	if err != nil {
 		r.log.Error().Err(err).Msg("cannot read lock state; nothing verified")
 		return
@@ -603,22 +604,14 @@ func (r *run) verify(ctx context.Context) {
 
 // recordedDomain is the domain lvhook recorded under name, for a release
 // whose XML cannot be read; cause is why not.
-func (h *Hook) recordedDomain(name string, cause error) (*Domain, error) {
+func (h *Hook) recordedDomain(name string, cause error) (*domxml.Domain, error) {
 	recs, err := h.State.All(DomainsDir)
 	for _, rec := range recs {
 		if rec.Name == name {
 			h.Log.Warn().Err(cause).Str("domain", name).Str("uuid", rec.UUID).
 				Msg("domain XML unusable at release: deactivating the LVs of lvhook's record")
-			return &Domain{Name: rec.Name, UUID: rec.UUID}, nil
+			return &domxml.Domain{Name: rec.Name, UUID: rec.UUID}, nil
 		}
 	}
 	return nil, errors.Join(fmt.Errorf("%s stopped, but its XML cannot be read and lvhook has no record of it: %w", name, cause), err)
-}
-
-func refsOf(disks []Disk) []lvmlock.Ref {
-	refs := make([]lvmlock.Ref, len(disks))
-	for i, d := range disks {
-		refs[i] = d.Ref
-	}
-	return refs
 }

@@ -3,6 +3,8 @@ package hook
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/lvhook/lvhook/config"
+	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/lvmlock/lvmfake"
 )
@@ -51,7 +54,7 @@ func newCluster(t *testing.T) *cluster {
 func (c *cluster) call(host int, file, op, subop string) error {
 	c.t.Helper()
 	xml := readDomain(c.t, file)
-	d, err := ParseDomain(xml, poolDir)
+	d, err := domxml.Parse(xml, poolDir)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -271,7 +274,7 @@ func TestLiveMigrationDestination(t *testing.T) {
 			t.Fatal(err)
 		}
 		handover := 0
-		c.hosts[2].Handover = &fakeHandover{source: "kvm1", downgrade: func(ctx context.Context, source string, d *Domain, refs []lvmlock.Ref) error {
+		c.hosts[2].Handover = &fakeHandover{source: "kvm1", downgrade: func(ctx context.Context, source string, d *domxml.Domain, refs []lvmlock.Ref) error {
 			handover++
 			if source != "kvm1" {
 				t.Errorf("downgrade asked of %q, want kvm1 (the peer that reserved)", source)
@@ -461,17 +464,17 @@ func TestSameLVTwoDomainsOneHostRefused(t *testing.T) {
 // whose downgrade is downgrade (a refusal when nil).
 type fakeHandover struct {
 	source    string
-	downgrade func(ctx context.Context, source string, d *Domain, refs []lvmlock.Ref) error
+	downgrade func(ctx context.Context, source string, d *domxml.Domain, refs []lvmlock.Ref) error
 }
 
-func (f *fakeHandover) Reserve(context.Context, *Domain) (string, error) {
+func (f *fakeHandover) Reserve(context.Context, *domxml.Domain) (string, error) {
 	if f.source == "" {
 		return "", fmt.Errorf("%w (kvm1: domain is shut off on kvm1)", ErrHandoverRefused)
 	}
 	return f.source, nil
 }
 
-func (f *fakeHandover) Downgrade(ctx context.Context, source string, d *Domain, refs []lvmlock.Ref) error {
+func (f *fakeHandover) Downgrade(ctx context.Context, source string, d *domxml.Domain, refs []lvmlock.Ref) error {
 	if f.downgrade == nil {
 		return fmt.Errorf("%w (%s: no handover reserved for this migration job)", ErrHandoverRefused, source)
 	}
@@ -509,4 +512,15 @@ func TestRefusedHandoverFallsBackToStart(t *testing.T) {
 			"(an incoming live migration got no lock handover: no peer agreed to hand its locks over (kvm1: domain is shut off on kvm1))")
 		c.wantModes("source keeps ex", "vg0", held(1, lvmlock.ModeEx), vm1LVs...)
 	})
+}
+
+const poolDir = "../testdata/pools"
+
+func readDomain(t testing.TB, name string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("../testdata/domains", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }

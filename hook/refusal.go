@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/lvmlock"
 )
 
@@ -67,12 +68,12 @@ func (r *run) refusal(ctx context.Context, verb string, targets []lvmlock.Target
 		msg = fmt.Sprintf("lvmlockd is not running on this host, so %s cannot be locked; run `systemctl start lvmlockd` then `vgchange --lock-start %s`", what, vg)
 	case lvmlock.KindLVNotFound:
 		msg = fmt.Sprintf("LV %s not found", what)
-		if d := r.diskOf(func(d Disk) bool { return len(failed) > 0 && d.Ref == failed[0] }); d != nil {
+		if d := r.diskOf(func(d domxml.Disk) bool { return len(failed) > 0 && d.Ref == failed[0] }); d != nil {
 			msg = fmt.Sprintf("disk %s: LV %s not found", d.Target, d.Ref)
 		}
 	case lvmlock.KindVGNotFound:
 		msg = fmt.Sprintf("volume group %s not found", vg)
-		if d := r.diskOf(func(d Disk) bool { return d.VG == vg }); d != nil {
+		if d := r.diskOf(func(d domxml.Disk) bool { return d.VG == vg }); d != nil {
 			msg = fmt.Sprintf("disk %s: volume group %s not found (source %s)", d.Target, vg, d.Path)
 		}
 	case lvmlock.KindStorageFailed:
@@ -99,7 +100,7 @@ func (e *Refusal) Error() string { return e.Line }
 func (e *Refusal) Unwrap() error { return e.Err }
 
 // diskOf returns the first disk of the domain that match accepts, or nil.
-func (r *run) diskOf(match func(Disk) bool) *Disk {
+func (r *run) diskOf(match func(domxml.Disk) bool) *domxml.Disk {
 	for i := range r.dom.Disks {
 		if match(r.dom.Disks[i]) {
 			return &r.dom.Disks[i]

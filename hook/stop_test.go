@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/lvmlock"
 )
 
@@ -78,7 +79,7 @@ func TestOptOutWhileRunning(t *testing.T) {
 	c.start(1)
 	xml := strings.Replace(string(readDomain(t, "block-three.xml")), "<devices>",
 		`<metadata><lvhook:domain xmlns:lvhook="https://lvhook.dev/xmlns/domain/1" manage="no"/></metadata><devices>`, 1)
-	if d, err := ParseDomain([]byte(xml), poolDir); err != nil || !d.OptedOut {
+	if d, err := domxml.Parse([]byte(xml), poolDir); err != nil || !d.OptedOut {
 		t.Fatalf("test XML does not opt out: %v", err)
 	}
 	if err := c.runXML(1, xml, "release", "end"); err != nil {

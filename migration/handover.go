@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/lvhook/lvhook/config"
+	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
 )
@@ -56,7 +57,7 @@ func NewHandover(cfg config.Config, log zerolog.Logger) *Handover {
 // that says yes: only the host where libvirt shows d migrating out can.
 // Without a yes the error wraps hook.ErrHandoverRefused and names every
 // peer's reason.
-func (h *Handover) Reserve(ctx context.Context, d *hook.Domain) (string, error) {
+func (h *Handover) Reserve(ctx context.Context, d *domxml.Domain) (string, error) {
 	var peers []config.Peer
 	for _, p := range h.Peers {
 		if !strings.EqualFold(p.Name, h.Self) {
@@ -72,7 +73,7 @@ func (h *Handover) Reserve(ctx context.Context, d *hook.Domain) (string, error) 
 // Downgrade asks source, the peer that reserved the handover at migrate
 // begin, to convert refs to sh. Without its yes the error wraps
 // hook.ErrHandoverRefused.
-func (h *Handover) Downgrade(ctx context.Context, source string, d *hook.Domain, refs []lvmlock.Ref) error {
+func (h *Handover) Downgrade(ctx context.Context, source string, d *domxml.Domain, refs []lvmlock.Ref) error {
 	i := slices.IndexFunc(h.Peers, func(p config.Peer) bool { return p.Name == source })
 	if i < 0 || strings.EqualFold(source, h.Self) {
 		return fmt.Errorf("%w: %q, which reserved the handover, is not a configured peer", hook.ErrHandoverRefused, source)

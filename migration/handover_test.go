@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/lvhook/lvhook/config"
+	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
 )
@@ -78,7 +79,7 @@ func TestHandoverReserve(t *testing.T) {
 			var slept time.Duration
 			ho := &Handover{Self: "kvm2", Peers: peers, Timeout: 10 * time.Second, Transport: tr, Log: zerolog.Nop(),
 				Sleep: func(_ context.Context, d time.Duration) error { slept += d; return nil }}
-			source, err := ho.Reserve(context.Background(), &hook.Domain{Name: "vm1", UUID: uuid1})
+			source, err := ho.Reserve(context.Background(), &domxml.Domain{Name: "vm1", UUID: uuid1})
 			switch {
 			case tc.source != "" && (err != nil || source != tc.source):
 				t.Fatalf("Reserve() = %q, %v; want %q", source, err, tc.source)
@@ -110,7 +111,7 @@ func TestHandoverReserve(t *testing.T) {
 func TestHandoverDowngradeAsksTheSourceAlone(t *testing.T) {
 	peers := []config.Peer{{Name: "kvm1"}, {Name: "kvm2"}, {Name: "kvm3"}}
 	refs := []lvmlock.Ref{{VG: "vg0", LV: "a"}}
-	dom := &hook.Domain{Name: "vm1", UUID: uuid1}
+	dom := &domxml.Domain{Name: "vm1", UUID: uuid1}
 	tr := &scriptedTransport{script: map[string][]scripted{"kvm1": {yes}, "kvm3": {yes}}}
 	ho := &Handover{Self: "kvm2", Peers: peers, Timeout: time.Second, Transport: tr, Log: zerolog.Nop()}
 	if err := ho.Downgrade(context.Background(), "kvm1", dom, refs); err != nil {
@@ -136,7 +137,7 @@ func TestHandoverDowngradeAsksTheSourceAlone(t *testing.T) {
 // refuses rather than trying -asy.
 func TestHandoverWithoutPeers(t *testing.T) {
 	ho := &Handover{Self: "kvm1", Peers: []config.Peer{{Name: "KVM1"}}, Timeout: time.Second, Transport: &scriptedTransport{}, Log: zerolog.Nop()}
-	_, err := ho.Reserve(context.Background(), &hook.Domain{Name: "vm1", UUID: uuid1})
+	_, err := ho.Reserve(context.Background(), &domxml.Domain{Name: "vm1", UUID: uuid1})
 	if !errors.Is(err, hook.ErrHandoverRefused) {
 		t.Errorf("Reserve() = %v, want ErrHandoverRefused", err)
 	}
@@ -152,7 +153,7 @@ func TestHandoverMissingCertificates(t *testing.T) {
 			t.Error("asked again after a local failure")
 			return nil
 		}}
-	err := ho.Downgrade(context.Background(), "kvm1", &hook.Domain{Name: "vm1", UUID: uuid1}, []lvmlock.Ref{{VG: "vg0", LV: "a"}})
+	err := ho.Downgrade(context.Background(), "kvm1", &domxml.Domain{Name: "vm1", UUID: uuid1}, []lvmlock.Ref{{VG: "vg0", LV: "a"}})
 	if !errors.Is(err, hook.ErrHandoverRefused) || !strings.Contains(err.Error(), dir+"/cacert.pem") {
 		t.Errorf("Downgrade() = %v, want ErrHandoverRefused naming the CA file", err)
 	}

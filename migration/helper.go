@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/lvhook/lvhook/config"
+	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
 )
@@ -133,7 +134,7 @@ func (h *Helper) Downgrade(ctx context.Context, peer string, req Request) (ans A
 	needs := map[lvmlock.Ref]lvmlock.Mode{}
 	for _, r := range req.LVs {
 		ref := lvmlock.Ref{VG: r.VG, LV: r.LV}
-		i := slices.IndexFunc(dom.Disks, func(d hook.Disk) bool { return d.Ref == ref })
+		i := slices.IndexFunc(dom.Disks, func(d domxml.Disk) bool { return d.Ref == ref })
 		if i < 0 {
 			return refuse("%s is not a disk of %s on %s", ref, dom.Name, h.Host)
 		}
@@ -252,7 +253,7 @@ func (h *Helper) answering(peer string, req Request, ans *Answer) (zerolog.Logge
 // examine is what every peer request needs: well-formed (peerreq.go), time left,
 // a libvirt connection, and the domain running here with an outgoing
 // migration job. It returns the domain, or nil and why not.
-func (h *Helper) examine(ctx context.Context, path string, req Request) (*hook.Domain, string) {
+func (h *Helper) examine(ctx context.Context, path string, req Request) (*domxml.Domain, string) {
 	// The peer server checked already; a caller in this process did not.
 	if err := req.check(path); err != nil {
 		return nil, fmt.Sprintf("malformed request: %v", err)
@@ -273,7 +274,7 @@ func (h *Helper) examine(ctx context.Context, path string, req Request) (*hook.D
 
 // outgoing returns the domain uuid when libvirt shows it active
 // here with an outgoing migration job, else an error saying why not.
-func (h *Helper) outgoing(ctx context.Context, lv Libvirt, uuid string) (*hook.Domain, error) {
+func (h *Helper) outgoing(ctx context.Context, lv Libvirt, uuid string) (*domxml.Domain, error) {
 	state, err := lv.DomainState(ctx, uuid)
 	switch {
 	case errors.Is(err, ErrNoDomain):
@@ -296,7 +297,7 @@ func (h *Helper) outgoing(ctx context.Context, lv Libvirt, uuid string) (*hook.D
 	if err != nil {
 		return nil, fmt.Errorf("libvirt on %s: %w", h.Host, err)
 	}
-	dom, err := hook.ParseDomain(x, h.Config.StoragePoolDir)
+	dom, err := domxml.Parse(x, h.Config.StoragePoolDir)
 	switch {
 	case err != nil:
 		return nil, err

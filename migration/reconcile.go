@@ -10,6 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
 )
@@ -38,7 +39,7 @@ type domView struct {
 	Domain
 	state    DomainState
 	job      Job
-	disks    []hook.Disk
+	disks    []domxml.Disk
 	rec      hook.Record
 	recorded bool
 }
@@ -289,7 +290,7 @@ func (h *Helper) view(ctx context.Context, lv Libvirt, d Domain) (*domView, erro
 	if err != nil {
 		return nil, err
 	}
-	dom, err := hook.ParseDomain(x, h.Config.StoragePoolDir)
+	dom, err := domxml.Parse(x, h.Config.StoragePoolDir)
 	if err != nil {
 		return nil, err
 	}

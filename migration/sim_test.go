@@ -30,6 +30,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/lvhook/lvhook/config"
+	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/lvmlock/lvmfake"
@@ -73,7 +74,7 @@ func (a *simStats) add(b simStats) {
 
 type simDom struct {
 	name, uuid string
-	disks      []hook.Disk // LVs of shared VGs, with the mode they need
+	disks      []domxml.Disk // LVs of shared VGs, with the mode they need
 	xml        []byte
 	busy       int  // starts, stops or migrations under way
 	offline    bool // an offline migration is under way
@@ -217,7 +218,7 @@ func newSimDom(i int, sources ...string) *simDom {
 	}
 	b.WriteString("</devices></domain>")
 	d.xml = []byte(b.String())
-	parsed, err := hook.ParseDomain(d.xml, "")
+	parsed, err := domxml.Parse(d.xml, "")
 	if err != nil {
 		panic(err)
 	}
@@ -285,13 +286,13 @@ type simHandover struct {
 	ho *Handover
 }
 
-func (w *simHandover) Reserve(ctx context.Context, d *hook.Domain) (string, error) {
+func (w *simHandover) Reserve(ctx context.Context, d *domxml.Domain) (string, error) {
 	src, err := w.ho.Reserve(ctx, d)
 	w.s.nest(w.h.id, false)
 	return src, err
 }
 
-func (w *simHandover) Downgrade(ctx context.Context, source string, d *hook.Domain, refs []lvmlock.Ref) error {
+func (w *simHandover) Downgrade(ctx context.Context, source string, d *domxml.Domain, refs []lvmlock.Ref) error {
 	err := w.ho.Downgrade(ctx, source, d, refs)
 	if err == nil {
 		w.s.stats.handoverYes++

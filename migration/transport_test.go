@@ -25,6 +25,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/lvhook/lvhook/config"
+	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
 )
@@ -291,7 +292,7 @@ func TestHandoverOverTLS(t *testing.T) {
 	client := ca.issue("kvm2", x509.ExtKeyUsageClientAuth, false)
 	ho := &Handover{Self: "kvm2", Peers: peers, Timeout: 5 * time.Second, Log: zerolog.Nop(),
 		Transport: &HTTPSTransport{Credentials: func() (*Credentials, error) { return client, nil }}}
-	dom := &hook.Domain{Name: "vm1", UUID: uuid1}
+	dom := &domxml.Domain{Name: "vm1", UUID: uuid1}
 	refs := []lvmlock.Ref{{VG: "vg0", LV: "a"}, {VG: "vg0", LV: "b"}}
 	source, err := ho.Reserve(context.Background(), dom)
 	if err != nil || source != "kvm1" {
@@ -305,7 +306,7 @@ func TestHandoverOverTLS(t *testing.T) {
 	}
 	// The migration is over; a second request (forged) is refused by all.
 	src.lv.setJob(uuid1, JobNone)
-	err = ho.Downgrade(context.Background(), "kvm1", &hook.Domain{Name: "vm1", UUID: uuid1}, refs)
+	err = ho.Downgrade(context.Background(), "kvm1", &domxml.Domain{Name: "vm1", UUID: uuid1}, refs)
 	if !errors.Is(err, hook.ErrHandoverRefused) || !strings.Contains(err.Error(), "kvm1: domain "+uuid1+" has no outgoing migration job") {
 		t.Errorf("Downgrade() without a job = %v, want ErrHandoverRefused naming kvm1's reason", err)
 	}

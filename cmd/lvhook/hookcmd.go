@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lvhook/lvhook/config"
+	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/migration"
@@ -101,7 +102,7 @@ func runHook(argv []string, stdin io.Reader, stderr io.Writer, fromLibvirt bool)
 	ctx, cancel := context.WithTimeout(sigCtx, cfg.HookTimeout.D())
 	defer cancel()
 
-	xmlData, err := hook.ReadXML(stdin)
+	xmlData, err := domxml.Read(stdin)
 	if err != nil {
 		return fail(refusal(call, err))
 	}

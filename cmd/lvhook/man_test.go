@@ -117,7 +117,7 @@ func runCaptured(t *testing.T, stdout, stderr *bytes.Buffer, args ...string) int
 }
 
 // TestSampleConfig keeps packaging/lvhook.toml, the conffile the packages
-// install, true to hook.Config: every key is there, commented out, with its
+// install, true to config.Config: every key is there, commented out, with its
 // default; uncommented, the file loads as the defaults plus the example peer.
 func TestSampleConfig(t *testing.T) {
 	data, err := os.ReadFile("../../packaging/lvhook.toml")

@@ -1,4 +1,4 @@
-package hook
+package domxml
 
 import (
 	"errors"
@@ -59,12 +59,12 @@ func TestParseDomain(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
-			got, err := ParseDomain(readDomain(t, tt.file), poolDir)
+			got, err := Parse(readDomain(t, tt.file), poolDir)
 			if err != nil {
-				t.Fatalf("ParseDomain: %v", err)
+				t.Fatalf("Parse: %v", err)
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
-				t.Errorf("ParseDomain(%s) mismatch (-want +got):\n%s", tt.file, diff)
+				t.Errorf("Parse(%s) mismatch (-want +got):\n%s", tt.file, diff)
 			}
 		})
 	}
@@ -89,9 +89,9 @@ func TestParseDomainErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParseDomain([]byte(tt.xml), poolDir)
+			_, err := Parse([]byte(tt.xml), poolDir)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("ParseDomain error = %v, want it to contain %q", err, tt.want)
+				t.Errorf("Parse error = %v, want it to contain %q", err, tt.want)
 			}
 		})
 	}
@@ -101,10 +101,10 @@ func TestParseDomainErrors(t *testing.T) {
 // them stays one line.
 func TestParseDomainErrorOneLine(t *testing.T) {
 	xml := "<domain><name>a&#10;b</name><uuid>1</uuid><devices><disk type='volume'><source pool='nopool' volume='v'/><target dev='vd&#13;a'/></disk></devices></domain>"
-	_, err := ParseDomain([]byte(xml), poolDir)
+	_, err := Parse([]byte(xml), poolDir)
 	want := `domain "a\nb": disk "vd\ra": storage pool nopool`
 	if err == nil || !strings.HasPrefix(err.Error(), want) {
-		t.Errorf("ParseDomain error = %q, want it to start with %q", err, want)
+		t.Errorf("Parse error = %q, want it to start with %q", err, want)
 	}
 }
 
@@ -153,13 +153,13 @@ func TestParseDevPath(t *testing.T) {
 }
 
 func TestReadXMLLimit(t *testing.T) {
-	_, err := ReadXML(strings.NewReader(strings.Repeat("x", MaxXMLSize+1)))
+	_, err := Read(strings.NewReader(strings.Repeat("x", MaxSize+1)))
 	if err == nil || !strings.Contains(err.Error(), "larger than 16 MiB") {
-		t.Errorf("ReadXML of 16 MiB + 1 = %v, want a size error", err)
+		t.Errorf("Read of 16 MiB + 1 = %v, want a size error", err)
 	}
-	data, err := ReadXML(strings.NewReader("<domain/>"))
+	data, err := Read(strings.NewReader("<domain/>"))
 	if err != nil || string(data) != "<domain/>" {
-		t.Errorf("ReadXML = %q, %v", data, err)
+		t.Errorf("Read = %q, %v", data, err)
 	}
 }
 
@@ -179,7 +179,7 @@ func FuzzParseDomain(f *testing.F) {
 	}
 	p := testParser()
 	f.Fuzz(func(t *testing.T, data []byte) {
-		d, err := p.ParseDomain(data)
+		d, err := p.Parse(data)
 		if err != nil {
 			if strings.Contains(err.Error(), "\n") {
 				t.Errorf("multi-line error %q", err)
@@ -350,12 +350,12 @@ func TestParseDomainDeviceMapper(t *testing.T) {
 	p := testParser()
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
-			got, err := p.ParseDomain(readDomain(t, tt.file))
+			got, err := p.Parse(readDomain(t, tt.file))
 			if err != nil {
-				t.Fatalf("ParseDomain: %v", err)
+				t.Fatalf("Parse: %v", err)
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
-				t.Errorf("ParseDomain(%s) mismatch (-want +got):\n%s", tt.file, diff)
+				t.Errorf("Parse(%s) mismatch (-want +got):\n%s", tt.file, diff)
 			}
 		})
 	}
@@ -429,9 +429,9 @@ func TestParseDomainRefusesUnmappedDM(t *testing.T) {
 	p := testParser()
 	for _, tt := range refusals {
 		t.Run(tt.name, func(t *testing.T) {
-			d, err := p.ParseDomain([]byte(wrapDevices(tt.devices)))
+			d, err := p.Parse([]byte(wrapDevices(tt.devices)))
 			if err == nil {
-				t.Fatalf("ParseDomain = %+v, want a refusal", d)
+				t.Fatalf("Parse = %+v, want a refusal", d)
 			}
 			msg := err.Error()
 			if strings.Contains(msg, "\n") {
@@ -450,26 +450,26 @@ func TestParseDomainRefusesUnmappedDM(t *testing.T) {
 }
 
 // Without a UUID lookup, a dm-uuid-LVM- path is refused; so it is by the
-// ParseDomain the hook calls today, which has none.
+// Parse the hook calls today, which has none.
 func TestParseDomainDMUUIDWithoutLookup(t *testing.T) {
 	p := testParser()
 	p.LVByUUID = nil
-	_, err := p.ParseDomain(readDomain(t, "dm-uuid.xml"))
+	_, err := p.Parse(readDomain(t, "dm-uuid.xml"))
 	want := "domain vm-dmuuid: disk vda: /dev/disk/by-id/dm-uuid-LVM-" + testVGUUID + testLVUUID + " names an LV by its UUID"
 	if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.HasSuffix(err.Error(), "use /dev/VG/LV in the domain XML") {
-		t.Errorf("ParseDomain error = %v, want %q ... use /dev/VG/LV in the domain XML", err, want)
+		t.Errorf("Parse error = %v, want %q ... use /dev/VG/LV in the domain XML", err, want)
 	}
-	if _, err := ParseDomain(readDomain(t, "dm-uuid.xml"), poolDir); err == nil || !strings.Contains(err.Error(), "names an LV by its UUID") {
-		t.Errorf("ParseDomain (default) error = %v, want the UUID refusal", err)
+	if _, err := Parse(readDomain(t, "dm-uuid.xml"), poolDir); err == nil || !strings.Contains(err.Error(), "names an LV by its UUID") {
+		t.Errorf("Parse (default) error = %v, want the UUID refusal", err)
 	}
 }
 
-// ParseDomain, as the hook calls it, reads the real sysfs: a dm-N this
+// Parse, as the hook calls it, reads the real sysfs: a dm-N this
 // machine does not have is refused.
 func TestParseDomainDefaultSysfs(t *testing.T) {
-	_, err := ParseDomain([]byte(wrapDevices(blockDisk("/dev/dm-999999"))), poolDir)
+	_, err := Parse([]byte(wrapDevices(blockDisk("/dev/dm-999999"))), poolDir)
 	if err == nil || !strings.Contains(err.Error(), "/dev/dm-999999 is a device-mapper device lvhook cannot map to an LV") {
-		t.Errorf("ParseDomain error = %v, want the refusal of /dev/dm-999999", err)
+		t.Errorf("Parse error = %v, want the refusal of /dev/dm-999999", err)
 	}
 }
 
