@@ -11,6 +11,7 @@ import (
 	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/lvmlock/lvmfake"
+	"github.com/lvhook/lvhook/state"
 )
 
 // eightDisks is a domain with 8 LVs of one shared VG.
@@ -38,7 +39,7 @@ func BenchmarkHook8Disks(b *testing.B) {
 	h := &Hook{
 		Config: config.Default(),
 		LVM:    &lvmlock.Client{Runner: lvm.Host(1), Log: zerolog.Nop()},
-		State:  &State{Dir: b.TempDir()},
+		State:  &state.State{Dir: b.TempDir()},
 		Log:    zerolog.Nop(),
 	}
 	ctx := context.Background()

@@ -20,6 +20,7 @@ import (
 
 	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/lvmlock"
+	"github.com/lvhook/lvhook/state"
 )
 
 // CheckVersion is the version of the JSON document check writes. It changes
@@ -81,7 +82,7 @@ type HolderSource interface {
 type Checker struct {
 	Libvirt Libvirt
 	LVM     *lvmlock.Client
-	State   *State
+	State   *state.State
 	// PoolDir holds libvirt's storage pool definitions (StoragePoolDir).
 	PoolDir string
 	// Holders, when set, names the other hosts holding an LV; without it
@@ -289,7 +290,7 @@ func (c *Checker) Check(ctx context.Context, names []string) (*Report, error) {
 		return nil, err
 	}
 	if len(names) > 0 {
-		pending = slices.DeleteFunc(pending, func(r Record) bool {
+		pending = slices.DeleteFunc(pending, func(r state.Record) bool {
 			return !slices.ContainsFunc(selected, func(d LibvirtDomain) bool { return strings.EqualFold(d.UUID, r.UUID) })
 		})
 	}
@@ -431,19 +432,19 @@ func (c *Checker) lvmState(ctx context.Context, vgs []string) (st *lvmlock.State
 }
 
 // records reads lvhook's domain and pending records of this host.
-func (c *Checker) records() (map[string]Record, []Record, error) {
+func (c *Checker) records() (map[string]state.Record, []state.Record, error) {
 	if c.State == nil {
-		return map[string]Record{}, nil, nil
+		return map[string]state.Record{}, nil, nil
 	}
-	doms, err := c.State.All(DomainsDir)
+	doms, err := c.State.All(state.DomainsDir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("state directory %s: %w", c.State.Dir, err)
 	}
-	pending, err := c.State.All(PendingDir)
+	pending, err := c.State.All(state.PendingDir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("state directory %s: %w", c.State.Dir, err)
 	}
-	byUUID := make(map[string]Record, len(doms))
+	byUUID := make(map[string]state.Record, len(doms))
 	for _, r := range doms {
 		byUUID[r.UUID] = r
 	}
@@ -453,7 +454,7 @@ func (c *Checker) records() (map[string]Record, []Record, error) {
 // hostNeeds maps each LV to the strongest mode the domains active on this
 // host need: from the XML of the checked ones, from lvhook's records for the
 // others. An LV in it is in use here whichever domain is being looked at.
-func hostNeeds(listed []LibvirtDomain, inputs []*domainInput, records map[string]Record) map[lvmlock.Ref]lvmlock.Mode {
+func hostNeeds(listed []LibvirtDomain, inputs []*domainInput, records map[string]state.Record) map[lvmlock.Ref]lvmlock.Mode {
 	need := map[lvmlock.Ref]lvmlock.Mode{}
 	add := func(r lvmlock.Ref, m lvmlock.Mode) {
 		if need[r] != lvmlock.ModeEx {
@@ -494,7 +495,7 @@ type evaluation struct {
 	lockErr  error
 	rep      *Report
 	hostNeed map[lvmlock.Ref]lvmlock.Mode
-	records  map[string]Record
+	records  map[string]state.Record
 	// vgs holds one LV of each VG lvs reported, for the VG's lock type.
 	vgs map[string]lvmlock.LV
 	// lvs points at every LVReport, for filling in other holders.
@@ -784,7 +785,7 @@ func (ev *evaluation) others(ctx context.Context) {
 
 // pending reports the deactivations the hook could not finish and that
 // are still not done: the LV is active here and no running domain uses it.
-func (ev *evaluation) pending(recs []Record) {
+func (ev *evaluation) pending(recs []state.Record) {
 	for _, rec := range recs {
 		i := slices.IndexFunc(ev.rep.Domains, func(d DomainReport) bool { return d.UUID == rec.UUID })
 		for _, l := range rec.LVs {

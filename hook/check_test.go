@@ -20,6 +20,7 @@ import (
 	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/lvmlock/lvmfake"
+	"github.com/lvhook/lvhook/state"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/check")
@@ -97,7 +98,7 @@ type checkWorld struct {
 	t       testing.TB
 	lvm     *lvmfake.Cluster
 	lib     *fakeLibvirt
-	state   *State
+	state   *state.State
 	holders HolderSource
 	// sanlock: check reads sanlock too; hostIDs names its host_ids.
 	sanlock bool
@@ -108,7 +109,7 @@ type checkWorld struct {
 
 func newCheckWorld(t testing.TB) *checkWorld {
 	w := &checkWorld{t: t, lvm: lvmfake.NewCluster(2), lib: newFakeLibvirt(), devs: map[string]bool{},
-		state: &State{Dir: t.TempDir(), Now: func() time.Time { return checkNow }}}
+		state: &state.State{Dir: t.TempDir(), Now: func() time.Time { return checkNow }}}
 	w.lvm.AddVG("vg0", true, "web-root", "web-data", "db-root", "db-data", "cfs", "thin1", "golden")
 	w.lvm.AddVG("vg1", true, "mig-root", "old-root", "left-root")
 	w.lvm.AddVG("local", false, "scratch")
@@ -400,8 +401,8 @@ var checkCases = []checkCase{
 		setup: func(w *checkWorld) {
 			d := w.domain("mig", "running", JobNone, "vg1/mig-root")
 			w.hold(1, "vg1", "mig-root", lvmlock.ModeSh)
-			if err := w.state.Save(DomainsDir, Record{Name: "mig", UUID: d.UUID, Incoming: true,
-				LVs: []RecordLV{{VG: "vg1", LV: "mig-root", Mode: lvmlock.ModeEx}}}); err != nil {
+			if err := w.state.Save(state.DomainsDir, state.Record{Name: "mig", UUID: d.UUID, Incoming: true,
+				LVs: []state.RecordLV{{VG: "vg1", LV: "mig-root", Mode: lvmlock.ModeEx}}}); err != nil {
 				w.t.Fatal(err)
 			}
 		},
@@ -424,12 +425,12 @@ var checkCases = []checkCase{
 			w.hold(1, "vg1", "old-root", lvmlock.ModeEx)
 			w.hold(1, "vg1", "left-root", lvmlock.ModeEx)
 			since := checkNow.Add(-10 * time.Minute)
-			for _, r := range []Record{
-				{Name: "old", UUID: d.UUID, LVs: []RecordLV{{VG: "vg1", LV: "old-root"}}, Since: since},
+			for _, r := range []state.Record{
+				{Name: "old", UUID: d.UUID, LVs: []state.RecordLV{{VG: "vg1", LV: "old-root"}}, Since: since},
 				// a domain undefined since its failed stop
-				{Name: "gone", UUID: "99999999-1111-4222-8333-999999999999", LVs: []RecordLV{{VG: "vg1", LV: "left-root"}}, Since: since},
+				{Name: "gone", UUID: "99999999-1111-4222-8333-999999999999", LVs: []state.RecordLV{{VG: "vg1", LV: "left-root"}}, Since: since},
 			} {
-				if err := w.state.Save(PendingDir, r); err != nil {
+				if err := w.state.Save(state.PendingDir, r); err != nil {
 					w.t.Fatal(err)
 				}
 			}

@@ -15,6 +15,7 @@ import (
 	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/lvmlock"
+	"github.com/lvhook/lvhook/state"
 )
 
 // Call is one hook invocation: argv after the program name.
@@ -26,7 +27,7 @@ type Call struct {
 type Hook struct {
 	Config config.Config
 	LVM    *lvmlock.Client
-	State  *State
+	State  *state.State
 	Log    zerolog.Logger
 	// Sleep pauses between retries; tests replace it to run without waiting.
 	Sleep func(ctx context.Context, d time.Duration) error
@@ -138,7 +139,7 @@ type run struct {
 // the job goes to: the handover is reserved here, for this host and that
 // job, and the marker tells the prepare that follows which peer to ask.
 func (r *run) markIncoming(ctx context.Context) error {
-	var m Incoming
+	var m state.Incoming
 	switch {
 	case len(r.dom.Disks) == 0:
 		r.log.Debug().Msg("incoming migration: no LV disks, no handover needed")
@@ -248,19 +249,19 @@ func (r *run) activate(ctx context.Context) error {
 	if err != nil {
 		return r.refusal(ctx, verb, targets, err)
 	}
-	rec := Record{Name: r.dom.Name, UUID: r.dom.UUID, Incoming: incoming}
+	rec := state.Record{Name: r.dom.Name, UUID: r.dom.UUID, Incoming: incoming}
 	for _, d := range r.dom.Disks {
 		if slices.ContainsFunc(targets, func(t lvmlock.Target) bool { return t.Ref == d.Ref }) {
-			rec.LVs = append(rec.LVs, RecordLV{VG: d.VG, LV: d.LV, Mode: d.Mode})
+			rec.LVs = append(rec.LVs, state.RecordLV{VG: d.VG, LV: d.LV, Mode: d.Mode})
 		}
 	}
-	if err := r.State.Save(DomainsDir, rec); err != nil {
+	if err := r.State.Save(state.DomainsDir, rec); err != nil {
 		// Without its record a destination never returns to ex and a
 		// detached disk is never released: undo and refuse.
 		r.undo(ctx)
 		return fmt.Errorf("refusing to %s %s: cannot record its LVs in %s (%v); what this call activated was deactivated", verb, r.dom.Name, r.State.Dir, err)
 	}
-	if err := r.State.Remove(PendingDir, r.dom.UUID); err != nil {
+	if err := r.State.Remove(state.PendingDir, r.dom.UUID); err != nil {
 		r.log.Warn().Err(err).Msg("cannot remove the intent record: the lock helper will find the LVs in use and leave them")
 	}
 	return nil
@@ -269,17 +270,17 @@ func (r *run) activate(ctx context.Context) error {
 // recordIntent saves, as the domain's pending deactivation, the LVs this
 // call is about to activate (with any the record already held).
 func (r *run) recordIntent(targets []lvmlock.Target) error {
-	rec, _, err := r.State.Load(PendingDir, r.dom.UUID)
+	rec, _, err := r.State.Load(state.PendingDir, r.dom.UUID)
 	if err != nil {
 		r.log.Warn().Err(err).Msg("pending record unreadable: replaced")
 	}
 	rec.Name, rec.UUID = r.dom.Name, r.dom.UUID
 	for _, t := range targets {
-		if !slices.ContainsFunc(rec.LVs, func(l RecordLV) bool { return l.Ref() == t.Ref }) {
-			rec.LVs = append(rec.LVs, RecordLV{VG: t.VG, LV: t.LV})
+		if !slices.ContainsFunc(rec.LVs, func(l state.RecordLV) bool { return l.Ref() == t.Ref }) {
+			rec.LVs = append(rec.LVs, state.RecordLV{VG: t.VG, LV: t.LV})
 		}
 	}
-	return r.State.Save(PendingDir, rec)
+	return r.State.Save(state.PendingDir, rec)
 }
 
 // activateTargets activates targets and remembers what it changed, for undo.
@@ -457,7 +458,7 @@ func (r *run) deactivate(ctx context.Context) error {
 	}
 	refs := r.stoppedRefs()
 	if len(refs) == 0 {
-		return errors.Join(r.State.Remove(PendingDir, r.dom.UUID), r.State.Remove(DomainsDir, r.dom.UUID))
+		return errors.Join(r.State.Remove(state.PendingDir, r.dom.UUID), r.State.Remove(state.DomainsDir, r.dom.UUID))
 	}
 	inUse := r.usedByOthers()
 	var off []lvmlock.Ref
@@ -479,10 +480,10 @@ func (r *run) deactivate(ctx context.Context) error {
 		r.savePending(left)
 		return fmt.Errorf("%s stopped, but %s could not be deactivated (%s); the lock helper retries", r.dom.Name, lvmlock.JoinRefs(left), lvmlock.Reason(err))
 	}
-	if err := r.State.Remove(PendingDir, r.dom.UUID); err != nil {
+	if err := r.State.Remove(state.PendingDir, r.dom.UUID); err != nil {
 		r.log.Warn().Err(err).Msg("cannot remove pending record")
 	}
-	return r.State.Remove(DomainsDir, r.dom.UUID)
+	return r.State.Remove(state.DomainsDir, r.dom.UUID)
 }
 
 type use struct {
@@ -493,7 +494,7 @@ type use struct {
 // usedByOthers maps each LV recorded for another domain running here to
 // that domain and the mode it needs (ex wins when several use it).
 func (r *run) usedByOthers() map[lvmlock.Ref]use {
-	recs, err := r.State.All(DomainsDir)
+	recs, err := r.State.All(state.DomainsDir)
 	if err != nil {
 		// One unreadable or stray file must not block every start and
 		// stop on the host; lvhook check reports it.
@@ -532,7 +533,7 @@ func (r *run) stoppedRefs() []lvmlock.Ref {
 	if !r.dom.OptedOut {
 		refs = r.dom.Refs()
 	}
-	for _, dir := range []string{DomainsDir, PendingDir} {
+	for _, dir := range []string{state.DomainsDir, state.PendingDir} {
 		rec, _, err := r.State.Load(dir, r.dom.UUID)
 		if err != nil {
 			r.log.Warn().Err(err).Str("dir", dir).Msg("record unreadable: the other sources of the domain's LVs are used")
@@ -547,14 +548,14 @@ func (r *run) stoppedRefs() []lvmlock.Ref {
 }
 
 func (r *run) savePending(refs []lvmlock.Ref) {
-	rec := Record{Name: r.dom.Name, UUID: r.dom.UUID}
+	rec := state.Record{Name: r.dom.Name, UUID: r.dom.UUID}
 	for _, ref := range refs {
-		rec.LVs = append(rec.LVs, RecordLV{VG: ref.VG, LV: ref.LV})
+		rec.LVs = append(rec.LVs, state.RecordLV{VG: ref.VG, LV: ref.LV})
 	}
-	if err := r.State.Save(PendingDir, rec); err != nil {
+	if err := r.State.Save(state.PendingDir, rec); err != nil {
 		r.log.Error().Err(err).Msg("cannot save pending deactivation")
 	}
-	if err := r.State.Remove(DomainsDir, r.dom.UUID); err != nil {
+	if err := r.State.Remove(state.DomainsDir, r.dom.UUID); err != nil {
 		r.log.Warn().Err(err).Msg("cannot remove domain record")
 	}
 }
@@ -563,7 +564,7 @@ func (r *run) savePending(refs []lvmlock.Ref) {
 // running domain needs, log what differs, and record the domain so that its
 // release knows its LVs. It changes no lock and never fails.
 func (r *run) verify(ctx context.Context) {
-	rec, found, err := r.State.Load(DomainsDir, r.dom.UUID)
+	rec, found, err := r.State.Load(state.DomainsDir, r.dom.UUID)
 	if err != nil {
 		r.log.Warn().Err(err).Msg("domain record unreadable")
 	}
@@ -592,11 +593,11 @@ func (r *run) verify(ctx context.Context) {
 	}
 	r.log.Info().Int("lvs", len(disks)).Int("mismatches", mismatches).Msg("verified")
 	if !found {
-		rec = Record{Name: r.dom.Name, UUID: r.dom.UUID}
+		rec = state.Record{Name: r.dom.Name, UUID: r.dom.UUID}
 		for _, d := range disks {
-			rec.LVs = append(rec.LVs, RecordLV{VG: d.VG, LV: d.LV, Mode: d.Mode})
+			rec.LVs = append(rec.LVs, state.RecordLV{VG: d.VG, LV: d.LV, Mode: d.Mode})
 		}
-		if err := r.State.Save(DomainsDir, rec); err != nil {
+		if err := r.State.Save(state.DomainsDir, rec); err != nil {
 			r.log.Warn().Err(err).Msg("cannot save domain record")
 		}
 	}
@@ -605,7 +606,7 @@ func (r *run) verify(ctx context.Context) {
 // recordedDomain is the domain lvhook recorded under name, for a release
 // whose XML cannot be read; cause is why not.
 func (h *Hook) recordedDomain(name string, cause error) (*domxml.Domain, error) {
-	recs, err := h.State.All(DomainsDir)
+	recs, err := h.State.All(state.DomainsDir)
 	for _, rec := range recs {
 		if rec.Name == name {
 			h.Log.Warn().Err(cause).Str("domain", name).Str("uuid", rec.UUID).

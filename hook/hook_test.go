@@ -16,6 +16,7 @@ import (
 	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/lvmlock/lvmfake"
+	"github.com/lvhook/lvhook/state"
 )
 
 // cluster is two hosts on one fake lvmlockd cluster, each with its own hook
@@ -39,7 +40,7 @@ func newCluster(t *testing.T) *cluster {
 		c.hosts[id] = &Hook{
 			Config: cfg,
 			LVM:    &lvmlock.Client{Runner: c.lvm.Host(id), Log: zerolog.Nop()},
-			State:  &State{Dir: cfg.StateDir, Now: func() time.Time { return c.now }},
+			State:  &state.State{Dir: cfg.StateDir, Now: func() time.Time { return c.now }},
 			Log:    zerolog.Nop(),
 			Sleep:  func(context.Context, time.Duration) error { return nil },
 			HostName: func(id int) string {
@@ -295,7 +296,7 @@ func TestLiveMigrationDestination(t *testing.T) {
 			t.Errorf("handover asked %d times, want 1", handover)
 		}
 		c.wantModes("during migration", "vg0", held(1, sh, 2, sh), vm1LVs...)
-		rec, ok, err := c.hosts[2].State.Load(DomainsDir, "6f1c5b7e-2a1d-4c53-9a43-2b8f0d1e7c11")
+		rec, ok, err := c.hosts[2].State.Load(state.DomainsDir, "6f1c5b7e-2a1d-4c53-9a43-2b8f0d1e7c11")
 		if err != nil || !ok || !rec.Incoming {
 			t.Errorf("destination record = %+v, %v, %v; want an Incoming record", rec, ok, err)
 		}
@@ -389,14 +390,14 @@ func TestReconnectAdoptsRunningDomain(t *testing.T) {
 	}
 	// lvhook's state lost (an upgrade from a version without it).
 	st := c.hosts[1].State
-	if err := st.Remove(DomainsDir, "6f1c5b7e-2a1d-4c53-9a43-2b8f0d1e7c11"); err != nil {
+	if err := st.Remove(state.DomainsDir, "6f1c5b7e-2a1d-4c53-9a43-2b8f0d1e7c11"); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.call(1, "block-three.xml", "reconnect", "begin"); err != nil {
 		t.Fatal(err)
 	}
 	c.wantModes("reconnect changes no lock", "vg0", held(1, lvmlock.ModeEx), vm1LVs...)
-	if _, ok, _ := st.Load(DomainsDir, "6f1c5b7e-2a1d-4c53-9a43-2b8f0d1e7c11"); !ok {
+	if _, ok, _ := st.Load(state.DomainsDir, "6f1c5b7e-2a1d-4c53-9a43-2b8f0d1e7c11"); !ok {
 		t.Errorf("reconnect did not record the running domain")
 	}
 }
@@ -493,7 +494,7 @@ func TestRefusedHandoverFallsBackToStart(t *testing.T) {
 			t.Fatalf("start after an offline migration: %v", err)
 		}
 		c.wantModes("start after an offline migration", "vg0", held(2, lvmlock.ModeEx), vm1LVs...)
-		rec, _, _ := c.hosts[2].State.Load(DomainsDir, "6f1c5b7e-2a1d-4c53-9a43-2b8f0d1e7c11")
+		rec, _, _ := c.hosts[2].State.Load(state.DomainsDir, "6f1c5b7e-2a1d-4c53-9a43-2b8f0d1e7c11")
 		if rec.Incoming {
 			t.Errorf("record marked incoming after an ordinary start")
 		}

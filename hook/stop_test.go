@@ -11,6 +11,7 @@ import (
 
 	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/lvmlock"
+	"github.com/lvhook/lvhook/state"
 )
 
 const vm1UUID = "6f1c5b7e-2a1d-4c53-9a43-2b8f0d1e7c11"
@@ -44,7 +45,7 @@ func TestReleaseFallsBackToTheRecord(t *testing.T) {
 				t.Errorf("release end: %v", err)
 			}
 			c.wantModes("after release", "vg0", held(), vm1LVs...)
-			if recs, _ := c.hosts[1].State.All(DomainsDir); len(recs) != 0 {
+			if recs, _ := c.hosts[1].State.All(state.DomainsDir); len(recs) != 0 {
 				t.Errorf("records left: %+v", recs)
 			}
 		})
@@ -55,7 +56,7 @@ func TestReleaseFallsBackToTheRecord(t *testing.T) {
 // state/domains/ is skipped (found by review: it blocked every start).
 func TestStrayStateFilesBlockNothing(t *testing.T) {
 	c := newCluster(t)
-	dir := filepath.Join(c.hosts[1].State.Dir, DomainsDir)
+	dir := filepath.Join(c.hosts[1].State.Dir, state.DomainsDir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +93,7 @@ func TestOptOutWhileRunning(t *testing.T) {
 // is refused and leaves nothing active (found by review: a full state tmpfs
 // started the domain with no record).
 func TestStartRefusedWithoutItsRecord(t *testing.T) {
-	for _, dir := range []string{DomainsDir, PendingDir} {
+	for _, dir := range []string{state.DomainsDir, state.PendingDir} {
 		t.Run(dir, func(t *testing.T) {
 			c := newCluster(t)
 			// A file where the directory should be: every write fails.
@@ -112,7 +113,7 @@ func TestStartRefusedWithoutItsRecord(t *testing.T) {
 type intentChecker struct {
 	lvmlock.Runner
 	t     *testing.T
-	state *State
+	state *state.State
 	uuid  string
 	seen  int
 }
@@ -120,7 +121,7 @@ type intentChecker struct {
 func (r *intentChecker) Run(ctx context.Context, name string, args ...string) ([]byte, []byte, error) {
 	if name == "lvchange" && len(args) > 0 && (args[0] == "-aey" || args[0] == "-asy") {
 		r.seen++
-		rec, ok, err := r.state.Load(PendingDir, r.uuid)
+		rec, ok, err := r.state.Load(state.PendingDir, r.uuid)
 		if err != nil || !ok || len(rec.LVs) == 0 {
 			r.t.Errorf("%s %q ran with no intent recorded (%v, %v)", name, args, ok, err)
 		}
@@ -137,7 +138,7 @@ func TestIntentRecordedBeforeActivation(t *testing.T) {
 	if ic.seen == 0 {
 		t.Fatal("no activation seen")
 	}
-	if _, ok, _ := h.State.Load(PendingDir, vm1UUID); ok {
+	if _, ok, _ := h.State.Load(state.PendingDir, vm1UUID); ok {
 		t.Errorf("intent left after a successful start")
 	}
 	// A refused start: its intent stays until release end clears it.
@@ -147,7 +148,7 @@ func TestIntentRecordedBeforeActivation(t *testing.T) {
 	if err := c.call(2, "block-three.xml", "release", "end"); err != nil {
 		t.Errorf("release after the refused start: %v", err)
 	}
-	if _, ok, _ := c.hosts[2].State.Load(PendingDir, vm1UUID); ok {
+	if _, ok, _ := c.hosts[2].State.Load(state.PendingDir, vm1UUID); ok {
 		t.Errorf("intent left after release end")
 	}
 	c.wantModes("end", "vg0", held(1, lvmlock.ModeEx), vm1LVs...)
@@ -172,7 +173,7 @@ func TestReleaseWithoutTheHostLock(t *testing.T) {
 	if err == nil {
 		t.Fatal("release without the host lock reported success")
 	}
-	rec, ok, err := h.State.Load(PendingDir, vm1UUID)
+	rec, ok, err := h.State.Load(state.PendingDir, vm1UUID)
 	if err != nil || !ok {
 		t.Fatalf("no pending record: %v", err)
 	}
@@ -183,7 +184,7 @@ func TestReleaseWithoutTheHostLock(t *testing.T) {
 	if strings.Join(got, " ") != strings.Join(vm1LVs, " ") {
 		t.Errorf("pending LVs = %v, want %v", got, vm1LVs)
 	}
-	if _, ok, _ := h.State.Load(DomainsDir, vm1UUID); ok {
+	if _, ok, _ := h.State.Load(state.DomainsDir, vm1UUID); ok {
 		t.Errorf("domain record left: the lock helper would take the LVs as in use")
 	}
 }

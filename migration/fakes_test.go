@@ -15,9 +15,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/lvhook/lvhook/config"
-	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/lvmlock/lvmfake"
+	"github.com/lvhook/lvhook/state"
 )
 
 // fakeLibvirt is a host's libvirtd for unit tests: domains with a state, a
@@ -157,7 +157,7 @@ type testHost struct {
 	id     int
 	name   string
 	lv     *fakeLibvirt
-	state  *hook.State
+	state  *state.State
 	helper *Helper
 }
 
@@ -183,7 +183,7 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 		cfg := config.Default()
 		cfg.StateDir = filepath.Join(t.TempDir(), h.name)
 		cfg.Daemon.HostName = h.name
-		h.state = &hook.State{Dir: cfg.StateDir, Now: c.clock}
+		h.state = &state.State{Dir: cfg.StateDir, Now: c.clock}
 		h.helper = NewHelper(cfg, h.name, &lvmlock.Client{Runner: c.lvm.Host(id), Log: zerolog.Nop()}, h.state, zerolog.Nop())
 		h.helper.Now = c.clock
 		h.helper.JobFlags = h.lv.jobFlags
@@ -220,11 +220,11 @@ func (c *testCluster) hold(host int, lv string, m lvmlock.Mode) {
 // record writes lvhook's record of a domain on a host, as a prepare does.
 func (c *testCluster) record(host int, name, uuid string, incoming bool, lvs ...string) {
 	c.t.Helper()
-	rec := hook.Record{Name: name, UUID: uuid, Incoming: incoming}
+	rec := state.Record{Name: name, UUID: uuid, Incoming: incoming}
 	for _, lv := range lvs {
-		rec.LVs = append(rec.LVs, hook.RecordLV{VG: "vg0", LV: lv, Mode: lvmlock.ModeEx})
+		rec.LVs = append(rec.LVs, state.RecordLV{VG: "vg0", LV: lv, Mode: lvmlock.ModeEx})
 	}
-	if err := c.hosts[host-1].state.Save(hook.DomainsDir, rec); err != nil {
+	if err := c.hosts[host-1].state.Save(state.DomainsDir, rec); err != nil {
 		c.t.Fatal(err)
 	}
 }

@@ -12,8 +12,8 @@ import (
 
 	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/domxml"
-	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
+	"github.com/lvhook/lvhook/state"
 )
 
 // Request asks a peer's lock helper to downgrade a domain's LVs to sh for
@@ -48,7 +48,7 @@ type Helper struct {
 	// Host is this host's name, as peers know it.
 	Host  string
 	LVM   *lvmlock.Client
-	State *hook.State
+	State *state.State
 	Log   zerolog.Logger
 	// Now is the clock; tests replace it.
 	Now func() time.Time
@@ -73,7 +73,7 @@ type Helper struct {
 	grants       map[string]grant
 	due          map[string]*dueDomain
 	lastPass     time.Time
-	problems     map[string][]Problem
+	problems     map[string][]state.Problem
 }
 
 type grant struct {
@@ -82,7 +82,7 @@ type grant struct {
 }
 
 // NewHelper returns the lock helper of host.
-func NewHelper(cfg config.Config, host string, lvm *lvmlock.Client, state *hook.State, log zerolog.Logger) *Helper {
+func NewHelper(cfg config.Config, host string, lvm *lvmlock.Client, state *state.State, log zerolog.Logger) *Helper {
 	return &Helper{Config: cfg, Host: host, LVM: lvm, State: state, Log: log}
 }
 

@@ -11,8 +11,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/lvhook/lvhook/domxml"
-	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
+	"github.com/lvhook/lvhook/state"
 )
 
 // Pace of the sh->ex retries after a migration: the source's release end
@@ -40,7 +40,7 @@ type domView struct {
 	state    DomainState
 	job      Job
 	disks    []domxml.Disk
-	rec      hook.Record
+	rec      state.Record
 	recorded bool
 }
 
@@ -125,7 +125,7 @@ func (h *Helper) reconcile(ctx context.Context, only []string) {
 	slices.SortFunc(active, func(a, b Domain) int { return cmp.Compare(a.UUID, b.UUID) })
 	running := map[string]bool{}
 	var views []*domView
-	problems := map[string][]Problem{}
+	problems := map[string][]state.Problem{}
 	names := map[string]string{}
 	for _, d := range active {
 		if !wanted(d.UUID) {
@@ -139,7 +139,7 @@ func (h *Helper) reconcile(ctx context.Context, only []string) {
 		case err != nil:
 			running[d.UUID] = true
 			names[d.UUID] = d.Name
-			problems[d.UUID] = append(problems[d.UUID], Problem{What: fmt.Sprintf("cannot read from libvirt: %v", err)})
+			problems[d.UUID] = append(problems[d.UUID], state.Problem{What: fmt.Sprintf("cannot read from libvirt: %v", err)})
 			h.Log.Warn().Err(err).Str("domain", d.Name).Str("uuid", d.UUID).Msg("cannot read domain from libvirt")
 			continue
 		}
@@ -147,8 +147,8 @@ func (h *Helper) reconcile(ctx context.Context, only []string) {
 		names[d.UUID] = d.Name
 		views = append(views, v)
 	}
-	var pendings []hook.Record
-	recs, err := h.State.All(hook.PendingDir)
+	var pendings []state.Record
+	recs, err := h.State.All(state.PendingDir)
 	if err != nil {
 		h.Log.Warn().Err(err).Msg("unreadable pending deactivation")
 	}
@@ -196,8 +196,8 @@ func (h *Helper) reconcile(ctx context.Context, only []string) {
 
 // locked does the lvm part of a reconciliation under the host lock, so that
 // no hook changes a lock between the state read and the repair.
-func (h *Helper) locked(ctx context.Context, views []*domView, pendings []hook.Record, running map[string]bool,
-	seen uint64, full bool, problems map[string][]Problem, names map[string]string) {
+func (h *Helper) locked(ctx context.Context, views []*domView, pendings []state.Record, running map[string]bool,
+	seen uint64, full bool, problems map[string][]state.Problem, names map[string]string) {
 	ctx, cancel := context.WithTimeout(ctx, h.Config.HookTimeout.D())
 	defer cancel()
 	unlock, err := h.State.Lock(ctx)
@@ -206,7 +206,7 @@ func (h *Helper) locked(ctx context.Context, views []*domView, pendings []hook.R
 		return
 	}
 	defer unlock()
-	records, err := h.State.All(hook.DomainsDir)
+	records, err := h.State.All(state.DomainsDir)
 	if err != nil {
 		h.Log.Warn().Err(err).Msg("unreadable domain record")
 	}
@@ -235,7 +235,7 @@ func (h *Helper) locked(ctx context.Context, views []*domView, pendings []hook.R
 		// restarted the domain since. lvhook's record, which hooks write
 		// under the lock, tells; a domain it did not start is not its to
 		// repair.
-		i := slices.IndexFunc(records, func(r hook.Record) bool { return r.UUID == v.UUID })
+		i := slices.IndexFunc(records, func(r state.Record) bool { return r.UUID == v.UUID })
 		act := repair
 		switch {
 		case i < 0 && !v.recorded:
@@ -269,17 +269,17 @@ func (h *Helper) locked(ctx context.Context, views []*domView, pendings []hook.R
 			continue
 		}
 		names[r.UUID] = r.Name
-		problems[r.UUID] = append(problems[r.UUID], Problem{What: fmt.Sprintf(
+		problems[r.UUID] = append(problems[r.UUID], state.Problem{What: fmt.Sprintf(
 			"recorded as running here since %s, but libvirt does not list it; its LVs stay as they are", r.Since.Format(time.RFC3339))})
 	}
 }
 
 func (h *Helper) view(ctx context.Context, lv Libvirt, d Domain) (*domView, error) {
-	state, err := lv.DomainState(ctx, d.UUID)
+	ds, err := lv.DomainState(ctx, d.UUID)
 	if err != nil {
 		return nil, err
 	}
-	if state == StateShutoff {
+	if ds == StateShutoff {
 		return nil, ErrNoDomain
 	}
 	job, err := lv.DomainJob(ctx, d.UUID)
@@ -297,11 +297,11 @@ func (h *Helper) view(ctx context.Context, lv Libvirt, d Domain) (*domView, erro
 	if dom.UUID != d.UUID {
 		return nil, fmt.Errorf("libvirt returned the XML of %s for %s", dom.UUID, d.UUID)
 	}
-	v := &domView{Domain: Domain{Name: dom.Name, UUID: d.UUID}, state: state, job: job}
+	v := &domView{Domain: Domain{Name: dom.Name, UUID: d.UUID}, state: ds, job: job}
 	if !dom.OptedOut {
 		v.disks = dom.Disks
 	}
-	if v.rec, v.recorded, err = h.State.Load(hook.DomainsDir, d.UUID); err != nil {
+	if v.rec, v.recorded, err = h.State.Load(state.DomainsDir, d.UUID); err != nil {
 		return nil, err
 	}
 	return v, nil
@@ -317,9 +317,9 @@ const (
 // repairRunning converts the LVs of a domain running here from sh back to ex
 // when no migration needs them shared any more. It never activates an LV and
 // never downgrades one.
-func (h *Helper) repairRunning(ctx context.Context, st *lvmlock.State, v *domView, seen uint64, act int) []Problem {
+func (h *Helper) repairRunning(ctx context.Context, st *lvmlock.State, v *domView, seen uint64, act int) []state.Problem {
 	log := h.Log.With().Str("domain", v.Name).Str("uuid", v.UUID).Logger()
-	var probs []Problem
+	var probs []state.Problem
 	var due []lvmlock.Target
 	for _, d := range v.disks {
 		info, ok := st.LVs[d.Ref]
@@ -327,14 +327,14 @@ func (h *Helper) repairRunning(ctx context.Context, st *lvmlock.State, v *domVie
 		case !ok && slices.Contains(st.MissingVGs, d.VG):
 			continue // not an LV, or a VG this host does not see: the hook judged it at start
 		case !ok:
-			probs = append(probs, Problem{VG: d.VG, LV: d.LV, What: "LV not found"})
+			probs = append(probs, state.Problem{VG: d.VG, LV: d.LV, What: "LV not found"})
 			continue
 		case !info.Shared():
 			continue
 		}
 		switch mode := st.Mode(d.Ref); {
 		case mode == lvmlock.ModeNone:
-			probs = append(probs, Problem{VG: d.VG, LV: d.LV, What: fmt.Sprintf(
+			probs = append(probs, state.Problem{VG: d.VG, LV: d.LV, What: fmt.Sprintf(
 				"not active here although %s runs here; lvhook activates an LV only when libvirt starts or receives the domain", v.Name)})
 		case mode == lvmlock.ModeSh && d.Mode == lvmlock.ModeEx:
 			due = append(due, lvmlock.Target{Ref: d.Ref, Mode: lvmlock.ModeEx})
@@ -346,7 +346,7 @@ func (h *Helper) repairRunning(ctx context.Context, st *lvmlock.State, v *domVie
 		h.schedule(v, false)
 		return nil
 	case act == unrecorded && len(due)+len(probs) > 0:
-		return append(probs, Problem{What: "lvhook has no record of this domain here (started before lvhook was installed?): its LVs are not repaired"})
+		return append(probs, state.Problem{What: "lvhook has no record of this domain here (started before lvhook was installed?): its LVs are not repaired"})
 	case act == unrecorded:
 		return nil
 	case len(due) == 0:
@@ -417,16 +417,16 @@ func (h *Helper) repairRunning(ctx context.Context, st *lvmlock.State, v *domVie
 // notYetExclusive schedules the next sh->ex try of a domain and, once
 // exclusive_timeout has passed, reports its LVs as stuck (once in the log, and
 // in the problems file for lvhook check).
-func (h *Helper) notYetExclusive(log zerolog.Logger, v *domView, due []lvmlock.Target, err error) []Problem {
+func (h *Helper) notYetExclusive(log zerolog.Logger, v *domView, due []lvmlock.Target, err error) []state.Problem {
 	d := h.schedule(v, true)
 	held := h.now().Sub(d.since)
 	if held < h.Config.Daemon.ExclusiveTimeout.D() {
 		log.Info().Err(err).Str("lvs", lvmlock.JoinRefs(lvmlock.RefsOf(due))).Msg("exclusive lock not yet available; retrying")
 		return nil
 	}
-	var probs []Problem
+	var probs []state.Problem
 	for _, t := range due {
-		probs = append(probs, Problem{VG: t.VG, LV: t.LV, What: fmt.Sprintf(
+		probs = append(probs, state.Problem{VG: t.VG, LV: t.LV, What: fmt.Sprintf(
 			"still shared since %s although no migration needs it (%v); another host still holds it shared",
 			d.since.UTC().Format(time.RFC3339), lvmlock.Reason(err))})
 	}
@@ -481,12 +481,12 @@ func (h *Helper) dueLocked(uuid, name string) *dueDomain {
 // finishIncoming clears the Incoming flag of a domain's record once its LVs
 // are ex here (the hook sets it on a migration's destination).
 func (h *Helper) finishIncoming(log zerolog.Logger, uuid string) {
-	rec, ok, err := h.State.Load(hook.DomainsDir, uuid)
+	rec, ok, err := h.State.Load(state.DomainsDir, uuid)
 	if err != nil || !ok || !rec.Incoming {
 		return
 	}
 	rec.Incoming = false
-	if err := h.State.Save(hook.DomainsDir, rec); err != nil {
+	if err := h.State.Save(state.DomainsDir, rec); err != nil {
 		log.Warn().Err(err).Msg("cannot update domain record")
 		return
 	}
@@ -496,7 +496,7 @@ func (h *Helper) finishIncoming(log zerolog.Logger, uuid string) {
 // retryPending deactivates the LVs a failed release left active. An LV that
 // a domain running (or starting) here uses is dropped from the record: that
 // domain's own release deactivates it.
-func (h *Helper) retryPending(ctx context.Context, st *lvmlock.State, p hook.Record, used map[lvmlock.Ref]string) []Problem {
+func (h *Helper) retryPending(ctx context.Context, st *lvmlock.State, p state.Record, used map[lvmlock.Ref]string) []state.Problem {
 	log := h.Log.With().Str("domain", p.Name).Str("uuid", p.UUID).Logger()
 	var off []lvmlock.Ref
 	for _, l := range p.LVs {
@@ -513,31 +513,31 @@ func (h *Helper) retryPending(ctx context.Context, st *lvmlock.State, p hook.Rec
 	lvm := *h.LVM
 	lvm.Log = log
 	done, err := lvm.Deactivate(ctx, st, off)
-	var left []hook.RecordLV
-	var probs []Problem
+	var left []state.RecordLV
+	var probs []state.Problem
 	for _, ref := range off {
 		if !slices.ContainsFunc(done, func(c lvmlock.Change) bool { return c.Ref == ref }) {
-			left = append(left, hook.RecordLV{VG: ref.VG, LV: ref.LV})
-			probs = append(probs, Problem{VG: ref.VG, LV: ref.LV, What: fmt.Sprintf(
+			left = append(left, state.RecordLV{VG: ref.VG, LV: ref.LV})
+			probs = append(probs, state.Problem{VG: ref.VG, LV: ref.LV, What: fmt.Sprintf(
 				"left active after %s stopped here (%v); lvhook retries the deactivation", p.Name, lvmlock.Reason(err))})
 		}
 	}
 	if len(left) == 0 {
-		if err := h.State.Remove(hook.PendingDir, p.UUID); err != nil {
+		if err := h.State.Remove(state.PendingDir, p.UUID); err != nil {
 			log.Warn().Err(err).Msg("cannot remove pending record")
 		}
 		log.Info().Msg("pending deactivation done")
 		return nil
 	}
 	p.LVs = left
-	if err := h.State.Save(hook.PendingDir, p); err != nil {
+	if err := h.State.Save(state.PendingDir, p); err != nil {
 		log.Warn().Err(err).Msg("cannot save pending record")
 	}
 	log.Warn().Err(err).Str("lvs", lvmlock.JoinRefs(recordRefs(left))).Msg("deactivation failed again")
 	return probs
 }
 
-func recordRefs(lvs []hook.RecordLV) []lvmlock.Ref {
+func recordRefs(lvs []state.RecordLV) []lvmlock.Ref {
 	refs := make([]lvmlock.Ref, len(lvs))
 	for i, l := range lvs {
 		refs[i] = l.Ref()

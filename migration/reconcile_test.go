@@ -8,16 +8,16 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/lvmlock/lvmfake"
+	"github.com/lvhook/lvhook/state"
 )
 
 type lock = map[int]lvmlock.Mode
 
 func problemsOf(t *testing.T, h *testHost) map[string][]string {
 	t.Helper()
-	dps, err := ReadProblems(h.state.Dir)
+	dps, err := h.state.Problems()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestExclusiveAfterMigration(t *testing.T) {
 	if diff := cmp.Diff(map[string]map[int]lvmlock.Mode{"a": {2: "ex"}, "b": {2: "ex"}}, c.holders("a", "b")); diff != "" {
 		t.Errorf("after the source's release (-want +got):\n%s", diff)
 	}
-	rec, _, err := dst.state.Load(hook.DomainsDir, uuid1)
+	rec, _, err := dst.state.Load(state.DomainsDir, uuid1)
 	if err != nil || rec.Incoming {
 		t.Errorf("record after ex: %+v, %v; want Incoming cleared", rec, err)
 	}
@@ -168,8 +168,8 @@ func TestPendingDeactivation(t *testing.T) {
 			c := newTestCluster(t, 2)
 			h := c.hosts[0]
 			c.hold(1, "b", lvmlock.ModeEx)
-			if err := h.state.Save(hook.PendingDir, hook.Record{Name: "vm2", UUID: uuid2,
-				LVs: []hook.RecordLV{{VG: "vg0", LV: "b"}}}); err != nil {
+			if err := h.state.Save(state.PendingDir, state.Record{Name: "vm2", UUID: uuid2,
+				LVs: []state.RecordLV{{VG: "vg0", LV: "b"}}}); err != nil {
 				t.Fatal(err)
 			}
 			if tc.runningHere {
@@ -183,7 +183,7 @@ func TestPendingDeactivation(t *testing.T) {
 			if diff := cmp.Diff(tc.after, c.lvm.Holders("vg0", "b")); diff != "" {
 				t.Errorf("vg0/b after a pass (-want +got):\n%s", diff)
 			}
-			_, pending, err := h.state.Load(hook.PendingDir, uuid2)
+			_, pending, err := h.state.Load(state.PendingDir, uuid2)
 			if err != nil || pending != tc.pendingLeft {
 				t.Errorf("pending record left = %v (%v), want %v", pending, err, tc.pendingLeft)
 			}

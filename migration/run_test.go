@@ -148,7 +148,7 @@ func TestHandleEventHungLibvirt(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("HandleEvent took %s, want about the 200 ms call timeout", d)
 	}
-	probs, err := ReadProblems(h.State.Dir)
+	probs, err := h.State.Problems()
 	if err != nil || len(probs) != 1 || probs[0].UUID != mockUUID {
 		t.Errorf("problems = %+v, %v; want one for the domain libvirt did not answer about", probs, err)
 	}

@@ -34,6 +34,7 @@ import (
 	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/lvmlock/lvmfake"
+	"github.com/lvhook/lvhook/state"
 )
 
 // nestKey marks the context of a lock helper's work in the model: a fake
@@ -95,7 +96,7 @@ type vm struct {
 type simHost struct {
 	id        int
 	name      string
-	state     *hook.State
+	state     *state.State
 	hook      *hook.Hook
 	helper    *Helper // nil while the lock helper is down
 	libvirtUp bool
@@ -187,7 +188,7 @@ func newSim(seed int64, dir string, log zerolog.Logger) *sim {
 	for id := 1; id <= s.n; id++ {
 		h := &simHost{id: id, name: fmt.Sprintf("host%d", id), libvirtUp: true, vms: map[string]*vm{},
 			failAn: map[lvmlock.Ref]int{}, rollbackOK: map[lvmlock.Ref]bool{}}
-		h.state = &hook.State{Dir: filepath.Join(dir, h.name), Now: s.now}
+		h.state = &state.State{Dir: filepath.Join(dir, h.name), Now: s.now}
 		s.hosts = append(s.hosts, h)
 	}
 	if s.rng.Intn(4) == 0 {
@@ -613,7 +614,7 @@ func (s *sim) staleMarker() {
 		return
 	}
 	age := time.Duration(s.rng.Int63n(int64(50 * time.Second)))
-	if err := h.state.MarkIncoming(d.uuid, hook.Incoming{At: s.now().Add(-age).UTC(), Source: src.name}); err != nil {
+	if err := h.state.MarkIncoming(d.uuid, state.Incoming{At: s.now().Add(-age).UTC(), Source: src.name}); err != nil {
 		s.violate("writing a marker: %v", err)
 	}
 	s.stats.staleMarkers++
@@ -1475,7 +1476,7 @@ func (s *sim) check() {
 			return p
 		}
 		p := map[lvmlock.Ref]bool{}
-		recs, _ := h.state.All(hook.PendingDir)
+		recs, _ := h.state.All(state.PendingDir)
 		for _, r := range recs {
 			for _, l := range r.LVs {
 				p[l.Ref()] = true
@@ -1555,7 +1556,7 @@ func (s *sim) settled() []string {
 			}
 		}
 		if len(on) == 1 {
-			rec, ok, err := on[0].state.Load(hook.DomainsDir, d.uuid)
+			rec, ok, err := on[0].state.Load(state.DomainsDir, d.uuid)
 			switch {
 			case err != nil || !ok:
 				bad = append(bad, fmt.Sprintf("%s runs on %s without a domain record (%v)", d.name, on[0].name, err))
@@ -1565,10 +1566,10 @@ func (s *sim) settled() []string {
 		}
 	}
 	for _, h := range s.hosts {
-		if recs, _ := h.state.All(hook.PendingDir); len(recs) > 0 {
+		if recs, _ := h.state.All(state.PendingDir); len(recs) > 0 {
 			bad = append(bad, fmt.Sprintf("%s: pending deactivation left: %v", h.name, recs))
 		}
-		if probs, _ := ReadProblems(h.state.Dir); len(probs) > 0 {
+		if probs, _ := h.state.Problems(); len(probs) > 0 {
 			bad = append(bad, fmt.Sprintf("%s: problems left: %+v", h.name, probs))
 		}
 	}

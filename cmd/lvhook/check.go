@@ -13,6 +13,7 @@ import (
 	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
+	"github.com/lvhook/lvhook/state"
 )
 
 // exitCannotCheck is check's status when nothing could be checked.
@@ -173,7 +174,7 @@ func runCheck(c *cli.Context, e *env, names []string) (*hook.Report, error) {
 	checker := &hook.Checker{
 		Libvirt: conn,
 		LVM:     &lvmlock.Client{Runner: lvmlock.ExecRunner{Timeout: cfg.LVMTimeout.D()}, Log: log},
-		State:   &hook.State{Dir: cfg.StateDir},
+		State:   &state.State{Dir: cfg.StateDir},
 		PoolDir: cfg.StoragePoolDir,
 		Host:    cfg.HostName(),
 	}

@@ -11,9 +11,9 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/lvhook/lvhook/config"
-	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/migration"
+	"github.com/lvhook/lvhook/state"
 )
 
 func init() {
@@ -55,7 +55,7 @@ func runDaemon(parent context.Context, e *env) error {
 		RollbackTimeout: cfg.RollbackTimeout.D(),
 		Log:             log,
 	}
-	helper := migration.NewHelper(cfg, host, lvm, &hook.State{Dir: cfg.StateDir}, log)
+	helper := migration.NewHelper(cfg, host, lvm, &state.State{Dir: cfg.StateDir}, log)
 
 	// A signal ends the peer server first; the helper (its libvirt
 	// connection, which a downgrade in flight still uses) only once the

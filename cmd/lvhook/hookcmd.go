@@ -16,6 +16,7 @@ import (
 	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/migration"
+	"github.com/lvhook/lvhook/state"
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 )
@@ -122,7 +123,7 @@ func newHook(cfg config.Config, log zerolog.Logger) *hook.Hook {
 			RollbackTimeout: cfg.RollbackTimeout.D(),
 			Log:             log,
 		},
-		State:    &hook.State{Dir: cfg.StateDir},
+		State:    &state.State{Dir: cfg.StateDir},
 		Log:      log,
 		HostName: cfg.Daemon.PeerName,
 		Sanlock:  &lvmlock.Sanlock{Runner: lvmlock.ExecRunner{Timeout: cfg.LVMTimeout.D()}},

@@ -1,4 +1,4 @@
-package hook
+package state
 
 import (
 	"context"
@@ -22,6 +22,8 @@ import (
 //	                  reserved the handover), consumed by prepare
 //	domains/UUID.json the LVs lvhook activated for a running domain, and how
 //	pending/UUID.json LVs whose deactivation failed, for the lock helper
+//	problems/UUID.json what the lock helper could not repair for a domain,
+//	                  for `lvhook check` (problems.go)
 type State struct {
 	Dir string
 	Now func() time.Time
@@ -158,39 +160,56 @@ func (s *State) ClearIncoming(uuid string) error {
 
 // Save writes the record of a domain in dir (domains or pending).
 func (s *State) Save(dir string, r Record) error {
-	if err := validUUID(r.UUID); err != nil {
-		return err
-	}
 	if r.Since.IsZero() {
 		r.Since = s.now().UTC()
 	}
-	data, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	return WriteFileAtomic(filepath.Join(s.Dir, dir, r.UUID+".json"), append(data, '\n'))
+	return s.saveJSON(dir, r.UUID, r)
 }
 
 // Load reads the record of uuid in dir; ok is false when there is none.
 func (s *State) Load(dir, uuid string) (r Record, ok bool, err error) {
-	if err := validUUID(uuid); err != nil {
-		return r, false, err
-	}
-	data, err := os.ReadFile(filepath.Join(s.Dir, dir, uuid+".json"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return r, false, nil
-	}
-	if err != nil {
-		return r, false, err
-	}
-	if err := json.Unmarshal(data, &r); err != nil {
-		return r, false, fmt.Errorf("state record %s: %w", uuid, err)
-	}
-	return r, true, nil
+	return loadJSON[Record](s, dir, uuid)
 }
 
 // Remove deletes the record of uuid in dir.
-func (s *State) Remove(dir, uuid string) error {
+func (s *State) Remove(dir, uuid string) error { return s.removeJSON(dir, uuid) }
+
+// All reads every record in dir. Unreadable records are skipped and
+// returned joined in err so that one corrupt file does not hide the others.
+func (s *State) All(dir string) ([]Record, error) { return allJSON[Record](s, dir) }
+
+// saveJSON writes v as dir/UUID.json.
+func (s *State) saveJSON(dir, uuid string, v any) error {
+	if err := validUUID(uuid); err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(filepath.Join(s.Dir, dir, uuid+".json"), append(data, '\n'))
+}
+
+// loadJSON reads dir/UUID.json; ok is false when there is none.
+func loadJSON[T any](s *State, dir, uuid string) (v T, ok bool, err error) {
+	if err := validUUID(uuid); err != nil {
+		return v, false, err
+	}
+	data, err := os.ReadFile(filepath.Join(s.Dir, dir, uuid+".json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return v, false, nil
+	}
+	if err != nil {
+		return v, false, err
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return v, false, fmt.Errorf("state file %s/%s.json: %w", dir, uuid, err)
+	}
+	return v, true, nil
+}
+
+// removeJSON deletes dir/UUID.json; a missing file is not an error.
+func (s *State) removeJSON(dir, uuid string) error {
 	if validUUID(uuid) != nil {
 		return nil
 	}
@@ -201,9 +220,9 @@ func (s *State) Remove(dir, uuid string) error {
 	return err
 }
 
-// All reads every record in dir. Unreadable records are skipped and
-// returned joined in err so that one corrupt file does not hide the others.
-func (s *State) All(dir string) ([]Record, error) {
+// allJSON reads every UUID.json of dir, skipping the unreadable ones and
+// returning their errors joined.
+func allJSON[T any](s *State, dir string) ([]T, error) {
 	entries, err := os.ReadDir(filepath.Join(s.Dir, dir))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -211,23 +230,23 @@ func (s *State) All(dir string) ([]Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	var recs []Record
+	var out []T
 	var errs []error
 	for _, e := range entries {
 		uuid, ok := strings.CutSuffix(e.Name(), ".json")
 		if !ok {
 			continue
 		}
-		r, found, err := s.Load(dir, uuid)
+		v, found, err := loadJSON[T](s, dir, uuid)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		if found {
-			recs = append(recs, r)
+			out = append(out, v)
 		}
 	}
-	return recs, errors.Join(errs...)
+	return out, errors.Join(errs...)
 }
 
 // Record directories.
