@@ -20,6 +20,7 @@ import (
 
 	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/lvmlock"
+	"github.com/lvhook/lvhook/peer"
 	"github.com/lvhook/lvhook/state"
 )
 
@@ -75,7 +76,7 @@ type Holder struct {
 // helpers answer it; check asks it once per run, for the LVs whose other
 // holders cannot be deduced locally.
 type HolderSource interface {
-	Holders(ctx context.Context, refs []lvmlock.Ref) (map[lvmlock.Ref][]Holder, error)
+	Holders(ctx context.Context, refs []lvmlock.Ref) (map[lvmlock.Ref][]peer.Holder, error)
 }
 
 // Checker runs `lvhook check` on this host.
@@ -734,8 +735,15 @@ func (ev *evaluation) others(ctx context.Context) {
 	why, whyVG := "", map[string]string{}
 	source, holders, err := OthersPeers, map[lvmlock.Ref][]Holder(nil), error(nil)
 	if ev.Holders != nil {
-		if holders, err = ev.Holders.Holders(ctx, refs); err != nil {
+		var answered map[lvmlock.Ref][]peer.Holder
+		if answered, err = ev.Holders.Holders(ctx, refs); err != nil {
 			why = "peers: " + lvmlock.OneLine(err.Error())
+		}
+		holders = map[lvmlock.Ref][]Holder{}
+		for ref, hs := range answered {
+			for _, h := range hs {
+				holders[ref] = append(holders[ref], Holder{Host: h.Host, Mode: h.Mode})
+			}
 		}
 	}
 	if (ev.Holders == nil || err != nil) && len(ev.spaces) > 0 {

@@ -20,6 +20,7 @@ import (
 	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/lvmlock/lvmfake"
+	"github.com/lvhook/lvhook/peer"
 	"github.com/lvhook/lvhook/state"
 )
 
@@ -80,13 +81,13 @@ type peersFromCluster struct {
 	asked [][]lvmlock.Ref
 }
 
-func (p *peersFromCluster) Holders(_ context.Context, refs []lvmlock.Ref) (map[lvmlock.Ref][]Holder, error) {
+func (p *peersFromCluster) Holders(_ context.Context, refs []lvmlock.Ref) (map[lvmlock.Ref][]peer.Holder, error) {
 	p.asked = append(p.asked, refs)
-	out := map[lvmlock.Ref][]Holder{}
+	out := map[lvmlock.Ref][]peer.Holder{}
 	for _, r := range refs {
 		for host, m := range p.lvm.Holders(r.VG, r.LV) {
 			if host != p.self {
-				out[r] = append(out[r], Holder{Host: p.names[host], Mode: m})
+				out[r] = append(out[r], peer.Holder{Host: p.names[host], Mode: m})
 			}
 		}
 	}
@@ -189,7 +190,7 @@ func sanlockOf(w *checkWorld) *lvmlock.Sanlock {
 // peersDown is a HolderSource whose peers do not answer.
 type peersDown struct{}
 
-func (peersDown) Holders(context.Context, []lvmlock.Ref) (map[lvmlock.Ref][]Holder, error) {
+func (peersDown) Holders(context.Context, []lvmlock.Ref) (map[lvmlock.Ref][]peer.Holder, error) {
 	return nil, errors.New("kvm2: dial tcp 10.0.0.2:16515: connect: no route to host")
 }
 

@@ -2,7 +2,6 @@ package hook
 
 import (
 	"context"
-	"errors"
 
 	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/lvmlock"
@@ -25,10 +24,3 @@ type Handover interface {
 	// LVs to sh. Without its yes the error wraps ErrHandoverRefused.
 	Downgrade(ctx context.Context, source string, d *domxml.Domain, refs []lvmlock.Ref) error
 }
-
-// ErrHandoverRefused is what a Handover returns (wrapped) when no peer said
-// yes within its bound. The prepare is then an ordinary start (the domain's
-// own modes, ex): lvmlockd grants sh to any number of hosts, so an -asy
-// without the source's yes could join LVs that some host still holds
-// shared, while ex is refused as long as any other host holds them.
-var ErrHandoverRefused = errors.New("no peer agreed to hand its locks over")

@@ -15,6 +15,7 @@ import (
 	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/lvmlock"
+	"github.com/lvhook/lvhook/peer"
 	"github.com/lvhook/lvhook/state"
 )
 
@@ -232,7 +233,7 @@ func (r *run) activate(ctx context.Context) error {
 	}
 	if incoming {
 		err = r.activateIncoming(ctx, marker.Source, targets, activate)
-		if errors.Is(err, ErrHandoverRefused) {
+		if errors.Is(err, peer.ErrRefused) {
 			// The source that reserved the handover no longer grants
 			// it: its migration job ended (cancelled), or its lock helper
 			// restarted. The domain's own modes, ex above all, are safe
@@ -369,7 +370,7 @@ func (r *run) activateIncoming(ctx context.Context, source string, targets []lvm
 		ev = r.log.Warn().Err(handoverErr)
 	}
 	ev.Str("peer", source).Dur("took", time.Since(start)).Msg("source downgrade requested")
-	if errors.Is(handoverErr, ErrHandoverRefused) {
+	if errors.Is(handoverErr, peer.ErrRefused) {
 		r.noHandover = handoverErr.Error()
 		return handoverErr
 	}

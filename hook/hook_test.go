@@ -16,6 +16,7 @@ import (
 	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/lvmlock/lvmfake"
+	"github.com/lvhook/lvhook/peer"
 	"github.com/lvhook/lvhook/state"
 )
 
@@ -470,14 +471,14 @@ type fakeHandover struct {
 
 func (f *fakeHandover) Reserve(context.Context, *domxml.Domain) (string, error) {
 	if f.source == "" {
-		return "", fmt.Errorf("%w (kvm1: domain is shut off on kvm1)", ErrHandoverRefused)
+		return "", fmt.Errorf("%w (kvm1: domain is shut off on kvm1)", peer.ErrRefused)
 	}
 	return f.source, nil
 }
 
 func (f *fakeHandover) Downgrade(ctx context.Context, source string, d *domxml.Domain, refs []lvmlock.Ref) error {
 	if f.downgrade == nil {
-		return fmt.Errorf("%w (%s: no handover reserved for this migration job)", ErrHandoverRefused, source)
+		return fmt.Errorf("%w (%s: no handover reserved for this migration job)", peer.ErrRefused, source)
 	}
 	return f.downgrade(ctx, source, d, refs)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/lvmlock/lvmfake"
+	"github.com/lvhook/lvhook/peer"
 	"github.com/lvhook/lvhook/state"
 )
 
@@ -237,10 +238,10 @@ func (c *testCluster) holders(lvs ...string) map[string]map[int]lvmlock.Mode {
 	return out
 }
 
-func req(uuid string, lvs ...string) Request {
-	r := Request{Domain: "vm1", UUID: uuid, TimeoutMS: 10000}
+func req(uuid string, lvs ...string) peer.Request {
+	r := peer.Request{Domain: "vm1", UUID: uuid, TimeoutMS: 10000}
 	for _, lv := range lvs {
-		r.LVs = append(r.LVs, LVRef{VG: "vg0", LV: lv})
+		r.LVs = append(r.LVs, peer.LVRef{VG: "vg0", LV: lv})
 	}
 	return r
 }

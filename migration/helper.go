@@ -13,33 +13,9 @@ import (
 	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/lvmlock"
+	"github.com/lvhook/lvhook/peer"
 	"github.com/lvhook/lvhook/state"
 )
-
-// Request asks a peer's lock helper to downgrade a domain's LVs to sh for
-// the live migration of that domain to the asking host.
-type Request struct {
-	Domain string  `json:"domain"`
-	UUID   string  `json:"uuid"`
-	LVs    []LVRef `json:"lvs"`
-	// TimeoutMS is how long the asking hook still waits, in milliseconds,
-	// when it sends the request. It is relative so that clock skew between
-	// hosts cannot stretch or expire it; the server bounds its work by it.
-	TimeoutMS int64 `json:"timeout_ms"`
-}
-
-// LVRef names an LV on the wire.
-type LVRef struct {
-	VG string `json:"vg"`
-	LV string `json:"lv"`
-}
-
-// Answer is a lock helper's decision.
-type Answer struct {
-	Host    string `json:"host"`
-	Granted bool   `json:"granted"`
-	Reason  string `json:"reason,omitempty"`
-}
 
 // Helper is the lock helper of one host: it answers peers' downgrade
 // requests and reconciles lock modes (reconcile.go).
@@ -122,10 +98,10 @@ func (h *Helper) Disconnected() {
 // job's handover (Reserve, at its migrate begin), and every LV asked is one
 // of the domain's disks; the LVs held ex here are then converted to sh. An LV
 // already sh counts as done, so a repeated request (a lost answer) gets yes.
-func (h *Helper) Downgrade(ctx context.Context, peer string, req Request) (ans Answer) {
-	log, refuse, done := h.answering(peer, req, &ans)
+func (h *Helper) Downgrade(ctx context.Context, from string, req peer.Request) (ans peer.Answer) {
+	log, refuse, done := h.answering(from, req, &ans)
 	defer done("downgrade request answered")
-	dom, why := h.examine(ctx, DowngradePath, req)
+	dom, why := h.examine(ctx, peer.DowngradePath, req)
 	if dom == nil {
 		return refuse("%s", why)
 	}
@@ -143,7 +119,7 @@ func (h *Helper) Downgrade(ctx context.Context, peer string, req Request) (ans A
 			needs[ref] = dom.Disks[i].Mode
 		}
 	}
-	jobID, why := h.reservedFor(req.UUID, dom.Name, peer)
+	jobID, why := h.reservedFor(req.UUID, dom.Name, from)
 	if why != "" {
 		return refuse("%s", why)
 	}
@@ -217,7 +193,7 @@ func (h *Helper) Downgrade(ctx context.Context, peer string, req Request) (ans A
 	if h.grants == nil {
 		h.grants = map[string]grant{}
 	}
-	h.grants[req.UUID] = grant{peer: peer, job: jobID}
+	h.grants[req.UUID] = grant{peer: from, job: jobID}
 	// Watch the job: a migration cancelled or failed before the guest was
 	// paused ends with no lifecycle event on this host (no
 	// RESUMED_MIGRATED), so only the job's end tells that the LVs must be
@@ -232,11 +208,11 @@ func (h *Helper) Downgrade(ctx context.Context, peer string, req Request) (ans A
 // answering starts the answer to peer's request in *ans: the log with the
 // request's fields, refuse, which sets the reason and returns *ans, and
 // done, which logs the decision as msg.
-func (h *Helper) answering(peer string, req Request, ans *Answer) (zerolog.Logger, func(string, ...any) Answer, func(string)) {
+func (h *Helper) answering(from string, req peer.Request, ans *peer.Answer) (zerolog.Logger, func(string, ...any) peer.Answer, func(string)) {
 	start := h.now()
-	log := h.Log.With().Str("peer", peer).Str("domain", req.Domain).Str("uuid", req.UUID).Logger()
-	*ans = Answer{Host: h.Host}
-	refuse := func(format string, args ...any) Answer {
+	log := h.Log.With().Str("peer", from).Str("domain", req.Domain).Str("uuid", req.UUID).Logger()
+	*ans = peer.Answer{Host: h.Host}
+	refuse := func(format string, args ...any) peer.Answer {
 		ans.Reason = fmt.Sprintf(format, args...)
 		return *ans
 	}
@@ -253,9 +229,9 @@ func (h *Helper) answering(peer string, req Request, ans *Answer) (zerolog.Logge
 // examine is what every peer request needs: well-formed (peerreq.go), time left,
 // a libvirt connection, and the domain running here with an outgoing
 // migration job. It returns the domain, or nil and why not.
-func (h *Helper) examine(ctx context.Context, path string, req Request) (*domxml.Domain, string) {
+func (h *Helper) examine(ctx context.Context, path string, req peer.Request) (*domxml.Domain, string) {
 	// The peer server checked already; a caller in this process did not.
-	if err := req.check(path); err != nil {
+	if err := req.Check(path); err != nil {
 		return nil, fmt.Sprintf("malformed request: %v", err)
 	}
 	if ctx.Err() != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/lvhook/lvhook/lvmlock"
+	"github.com/lvhook/lvhook/peer"
 )
 
 // TestDowngrade: the source's lock helper says yes only for a domain running
@@ -19,7 +20,7 @@ func TestDowngrade(t *testing.T) {
 		name string
 		// setup arranges host 1 (the source) and the lock table.
 		setup   func(c *testCluster)
-		req     Request
+		req     peer.Request
 		peer    string
 		granted bool
 		reason  string // a substring of the refusal
@@ -119,7 +120,7 @@ func TestDowngrade(t *testing.T) {
 			c := newTestCluster(t, 3)
 			tc.setup(c)
 			// The destination's migrate begin reserved the handover.
-			c.hosts[0].helper.Reserve(context.Background(), tc.peer, Request{Domain: "vm1", UUID: tc.req.UUID, TimeoutMS: 10000})
+			c.hosts[0].helper.Reserve(context.Background(), tc.peer, peer.Request{Domain: "vm1", UUID: tc.req.UUID, TimeoutMS: 10000})
 			ans := c.hosts[0].helper.Downgrade(context.Background(), tc.peer, tc.req)
 			if ans.Granted != tc.granted || !strings.Contains(ans.Reason, tc.reason) || ans.Host != "kvm1" {
 				t.Errorf("Downgrade() = %+v, want granted=%v with reason containing %q", ans, tc.granted, tc.reason)
@@ -144,10 +145,10 @@ func TestDowngradeIsIdempotentPerDestination(t *testing.T) {
 	c.hold(1, "a", lvmlock.ModeEx)
 	h := c.hosts[0].helper
 	ctx := context.Background()
-	h.Reserve(ctx, "kvm2", Request{Domain: "vm1", UUID: uuid1, TimeoutMS: 10000})
+	h.Reserve(ctx, "kvm2", peer.Request{Domain: "vm1", UUID: uuid1, TimeoutMS: 10000})
 	var got []bool
-	for _, peer := range []string{"kvm2", "kvm2", "kvm3"} {
-		got = append(got, h.Downgrade(ctx, peer, req(uuid1, "a")).Granted)
+	for _, from := range []string{"kvm2", "kvm2", "kvm3"} {
+		got = append(got, h.Downgrade(ctx, from, req(uuid1, "a")).Granted)
 	}
 	if diff := cmp.Diff([]bool{true, true, false}, got); diff != "" {
 		t.Errorf("granted per request mismatch (-want +got):\n%s", diff)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/lvmlock/lvmfake"
+	"github.com/lvhook/lvhook/peer"
 	"github.com/lvhook/lvhook/state"
 )
 
@@ -241,7 +242,7 @@ func TestSourceExclusiveAfterSilentCancel(t *testing.T) {
 	ctx := context.Background()
 	src.helper.ReconcileAll(ctx) // the periodic pass has just run
 	t0 := c.clock()
-	if ans := src.helper.Reserve(ctx, "kvm2", Request{Domain: "vm1", UUID: uuid1, TimeoutMS: 10000}); !ans.Granted {
+	if ans := src.helper.Reserve(ctx, "kvm2", peer.Request{Domain: "vm1", UUID: uuid1, TimeoutMS: 10000}); !ans.Granted {
 		t.Fatalf("reservation refused: %s", ans.Reason)
 	}
 	if ans := src.helper.Downgrade(ctx, "kvm2", req(uuid1, "a")); !ans.Granted {

@@ -3,6 +3,8 @@ package migration
 import (
 	"context"
 	"fmt"
+
+	"github.com/lvhook/lvhook/peer"
 )
 
 // reservation binds the handover of one outgoing migration job (by its
@@ -25,13 +27,13 @@ type reservation struct {
 // peer to reserve during the job is the host libvirt migrates to; a host
 // that merely holds an old marker runs no migrate begin and cannot. It
 // changes no lock: Downgrade, later in the same migration, does.
-func (h *Helper) Reserve(ctx context.Context, peer string, req Request) (ans Answer) {
-	_, refuse, done := h.answering(peer, req, &ans)
+func (h *Helper) Reserve(ctx context.Context, from string, req peer.Request) (ans peer.Answer) {
+	_, refuse, done := h.answering(from, req, &ans)
 	defer done("handover reservation answered")
-	if peer == h.Host {
+	if from == h.Host {
 		return refuse("%s cannot migrate a domain to itself", h.Host)
 	}
-	dom, why := h.examine(ctx, ReservePath, req)
+	dom, why := h.examine(ctx, peer.ReservePath, req)
 	if dom == nil {
 		return refuse("%s", why)
 	}
@@ -41,15 +43,15 @@ func (h *Helper) Reserve(ctx context.Context, peer string, req Request) (ans Ans
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if r, ok := h.reservations[req.UUID]; ok && r.job == flags.Started && (r.contested || r.peer != peer) {
+	if r, ok := h.reservations[req.UUID]; ok && r.job == flags.Started && (r.contested || r.peer != from) {
 		r.contested = true
 		h.reservations[req.UUID] = r
-		return refuse("%s and %s both asked for the handover of %s's migration job: neither gets it", r.peer, peer, dom.Name)
+		return refuse("%s and %s both asked for the handover of %s's migration job: neither gets it", r.peer, from, dom.Name)
 	}
 	if h.reservations == nil {
 		h.reservations = map[string]reservation{}
 	}
-	h.reservations[req.UUID] = reservation{peer: peer, job: flags.Started}
+	h.reservations[req.UUID] = reservation{peer: from, job: flags.Started}
 	ans.Granted = true
 	return ans
 }
@@ -81,7 +83,7 @@ func (h *Helper) liveJob(name string) (JobFlags, string) {
 // reservedFor returns the job running now (read again from libvirt: a
 // reservation of an earlier job, or an offline job that followed it, is no
 // grant) when peer reserved its handover, else why not.
-func (h *Helper) reservedFor(uuid, name, peer string) (job uint64, why string) {
+func (h *Helper) reservedFor(uuid, name, from string) (job uint64, why string) {
 	flags, why := h.liveJob(name)
 	if why != "" {
 		return 0, why
@@ -94,7 +96,7 @@ func (h *Helper) reservedFor(uuid, name, peer string) (job uint64, why string) {
 		return 0, fmt.Sprintf("no handover of %s is reserved for its current migration job (the destination's migrate begin reserves it; a start after an offline or an older migration has none)", name)
 	case r.contested:
 		return 0, fmt.Sprintf("two hosts asked for the handover of %s's migration job: neither gets it", name)
-	case r.peer != peer:
+	case r.peer != from:
 		return 0, fmt.Sprintf("the handover of %s is reserved for %s, the destination of this migration", name, r.peer)
 	}
 	return r.job, ""

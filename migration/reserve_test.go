@@ -9,9 +9,12 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/lvhook/lvhook/lvmlock"
+	"github.com/lvhook/lvhook/peer"
 )
 
-func reserveReq(uuid string) Request { return Request{Domain: "vm1", UUID: uuid, TimeoutMS: 10000} }
+func reserveReq(uuid string) peer.Request {
+	return peer.Request{Domain: "vm1", UUID: uuid, TimeoutMS: 10000}
+}
 
 // TestThirdHostCannotTakeTheHandover: kvm1 live-migrates vm1 to kvm2; kvm3,
 // holding a stale marker, starts vm1 and asks kvm1 first. kvm1 must say no
@@ -52,15 +55,15 @@ func TestContestedReservation(t *testing.T) {
 	c.hold(1, "a", lvmlock.ModeEx)
 	h, ctx := c.hosts[0].helper, context.Background()
 	var got []bool
-	for _, peer := range []string{"kvm3", "kvm3", "kvm2", "kvm3"} {
-		got = append(got, h.Reserve(ctx, peer, reserveReq(uuid1)).Granted)
+	for _, from := range []string{"kvm3", "kvm3", "kvm2", "kvm3"} {
+		got = append(got, h.Reserve(ctx, from, reserveReq(uuid1)).Granted)
 	}
 	if diff := cmp.Diff([]bool{true, true, false, false}, got); diff != "" {
 		t.Errorf("reservations granted (-want +got):\n%s", diff)
 	}
-	for _, peer := range []string{"kvm2", "kvm3"} {
-		if ans := h.Downgrade(ctx, peer, req(uuid1, "a")); ans.Granted || !strings.Contains(ans.Reason, "neither gets it") {
-			t.Errorf("Downgrade(%s) of a contested job = %+v, want refused", peer, ans)
+	for _, from := range []string{"kvm2", "kvm3"} {
+		if ans := h.Downgrade(ctx, from, req(uuid1, "a")); ans.Granted || !strings.Contains(ans.Reason, "neither gets it") {
+			t.Errorf("Downgrade(%s) of a contested job = %+v, want refused", from, ans)
 		}
 	}
 	if diff := cmp.Diff(map[int]lvmlock.Mode{1: lvmlock.ModeEx}, c.lvm.Holders("vg0", "a")); diff != "" {
@@ -120,7 +123,7 @@ func TestReserveRefusals(t *testing.T) {
 		name   string
 		setup  func(c *testCluster)
 		peer   string
-		req    Request
+		req    peer.Request
 		reason string
 	}{
 		{name: "no job", setup: func(c *testCluster) { c.hosts[0].lv.run("vm1", uuid1, StateRunning, JobNone, "/dev/vg0/a") },

@@ -34,6 +34,7 @@ import (
 	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/lvmlock/lvmfake"
+	"github.com/lvhook/lvhook/peer"
 	"github.com/lvhook/lvhook/state"
 )
 
@@ -259,7 +260,7 @@ func (s *sim) configOf(h *simHost) config.Config {
 func (s *sim) newHook(h *simHost) *hook.Hook {
 	cfg := s.configOf(h)
 	log := s.log.With().Str("host", h.name).Logger()
-	ho := &Handover{Self: h.name, Peers: cfg.Daemon.Peers, Timeout: cfg.Daemon.PeerTimeout.D(),
+	ho := &peer.Handover{Self: h.name, Peers: cfg.Daemon.Peers, Timeout: cfg.Daemon.PeerTimeout.D(),
 		Transport: &memTransport{s: s, from: h}, Log: log,
 		Sleep: func(context.Context, time.Duration) error { return nil }}
 	hk := &hook.Hook{
@@ -284,7 +285,7 @@ func (s *sim) newHook(h *simHost) *hook.Hook {
 type simHandover struct {
 	s  *sim
 	h  *simHost
-	ho *Handover
+	ho *peer.Handover
 }
 
 func (w *simHandover) Reserve(ctx context.Context, d *domxml.Domain) (string, error) {
@@ -684,19 +685,19 @@ func (s *sim) forge() {
 	if from == to || to.helper == nil {
 		return
 	}
-	req := Request{Domain: d.name, UUID: d.uuid, TimeoutMS: 10000}
+	req := peer.Request{Domain: d.name, UUID: d.uuid, TimeoutMS: 10000}
 	for _, disk := range d.disks {
-		req.LVs = append(req.LVs, LVRef{VG: disk.VG, LV: disk.LV})
+		req.LVs = append(req.LVs, peer.LVRef{VG: disk.VG, LV: disk.LV})
 	}
 	if s.rng.Intn(3) == 0 {
 		other := s.doms[s.rng.Intn(len(s.doms))]
-		req.LVs = append(req.LVs, LVRef{VG: other.disks[0].VG, LV: other.disks[0].LV})
+		req.LVs = append(req.LVs, peer.LVRef{VG: other.disks[0].VG, LV: other.disks[0].LV})
 	}
 	s.stats.forged++
 	if s.rng.Intn(2) == 0 {
 		// A peer that lies: it reserves a handover it is no
 		// destination of, as its migrate begin would.
-		r := to.helper.Reserve(context.Background(), from.name, Request{Domain: d.name, UUID: d.uuid, TimeoutMS: 10000})
+		r := to.helper.Reserve(context.Background(), from.name, peer.Request{Domain: d.name, UUID: d.uuid, TimeoutMS: 10000})
 		s.tracef("forged reservation %s -> %s for %s: granted=%v %s", from.name, to.name, d.name, r.Granted, r.Reason)
 	}
 	ans := to.helper.Downgrade(context.Background(), from.name, req)
@@ -1215,29 +1216,29 @@ type memTransport struct {
 	from *simHost
 }
 
-func (t *memTransport) Ask(ctx context.Context, peer config.Peer, path string, req Request) (Answer, error) {
+func (t *memTransport) Ask(ctx context.Context, dst config.Peer, path string, req peer.Request) (peer.Answer, error) {
 	s := t.s
-	to := s.host(peer.Name)
+	to := s.host(dst.Name)
 	s.mu.Lock()
 	what := delivered
-	if p := s.plans[peer.Name]; p != nil && p.next < len(p.outcomes) {
+	if p := s.plans[dst.Name]; p != nil && p.next < len(p.outcomes) {
 		what = p.outcomes[p.next]
 		p.next++
 	}
 	s.mu.Unlock()
 	if to == nil || to.helper == nil {
-		return Answer{}, errors.New("connection refused")
+		return peer.Answer{}, errors.New("connection refused")
 	}
 	if what == dropped {
-		return Answer{}, context.DeadlineExceeded
+		return peer.Answer{}, context.DeadlineExceeded
 	}
 	decide := to.helper.Downgrade
-	if path == ReservePath {
+	if path == peer.ReservePath {
 		decide = to.helper.Reserve
 	}
 	ans := decide(ctx, t.from.name, req)
 	if what == answerLost {
-		return Answer{}, errors.New("connection reset before the answer")
+		return peer.Answer{}, errors.New("connection reset before the answer")
 	}
 	return ans, nil
 }

@@ -13,16 +13,12 @@ import (
 	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
+	"github.com/lvhook/lvhook/peer"
 	"github.com/lvhook/lvhook/state"
 )
 
 // exitCannotCheck is check's status when nothing could be checked.
 const exitCannotCheck = 2
-
-// checkHolders, when set, returns the client that asks the peers' lock
-// helpers who holds an LV (package migration provides it); without it check
-// reports other holders as unknown unless this host holds the LV ex.
-var checkHolders func(cfg config.Config) hook.HolderSource
 
 // dialLibvirt connects check to libvirtd; tests replace it.
 var dialLibvirt = func(ctx context.Context, sock string) (interface {
@@ -178,8 +174,10 @@ func runCheck(c *cli.Context, e *env, names []string) (*hook.Report, error) {
 		PoolDir: cfg.StoragePoolDir,
 		Host:    cfg.HostName(),
 	}
-	if checkHolders != nil {
-		checker.Holders = checkHolders(cfg)
+	// The peers' lock helpers tell who else holds an LV; with no peer
+	// configured, the sanlock leases do.
+	if holders := peer.NewHolders(cfg); holders != nil {
+		checker.Holders = holders
 	}
 	checker.Sanlock = &lvmlock.Sanlock{Runner: lvmlock.ExecRunner{Timeout: cfg.LVMTimeout.D()}}
 	checker.HostIDs = map[int]string{}

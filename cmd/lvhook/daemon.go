@@ -13,12 +13,11 @@ import (
 	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/migration"
+	"github.com/lvhook/lvhook/peer"
 	"github.com/lvhook/lvhook/state"
 )
 
 func init() {
-	// lvhook check asks the peers' lock helpers which LVs they hold.
-	checkHolders = migration.NewPeerHolders
 	commands = append(commands, func(e *env) *cli.Command {
 		return &cli.Command{
 			Name:  "daemon",
@@ -67,7 +66,7 @@ func runDaemon(parent context.Context, e *env) error {
 
 	serveErr := make(chan error, 1)
 	if cfg.Daemon.Listen != "" && len(cfg.Daemon.Peers) > 0 {
-		cr, err := migration.LoadCredentials(cfg.Daemon.CACert, cfg.Daemon.Cert, cfg.Daemon.Key)
+		cr, err := peer.LoadCredentials(cfg.Daemon.CACert, cfg.Daemon.Cert, cfg.Daemon.Key)
 		if err != nil {
 			return fmt.Errorf("%w (set daemon.ca_cert, daemon.cert and daemon.key)", err)
 		}
@@ -75,8 +74,8 @@ func runDaemon(parent context.Context, e *env) error {
 		if err != nil {
 			return fmt.Errorf("peer server: %w", err)
 		}
-		srv := &migration.Server{Helper: helper, Peers: cfg.Daemon.Peers, MaxWait: cfg.Daemon.PeerTimeout.D(), Log: log}
-		go func() { serveErr <- srv.Serve(ctx, ln, migration.ServerTLS(cr, cfg.Daemon.Peers, log)) }()
+		srv := &peer.Server{Helper: helper, Peers: cfg.Daemon.Peers, MaxWait: cfg.Daemon.PeerTimeout.D(), Log: log}
+		go func() { serveErr <- srv.Serve(ctx, ln, peer.ServerTLS(cr, cfg.Daemon.Peers, log)) }()
 		log.Info().Str("listen", ln.Addr().String()).Str("host", host).Int("peers", len(cfg.Daemon.Peers)).Msg("peer server listening")
 	} else {
 		log.Warn().Msg("no daemon.listen or no [[daemon.peer]]: peer server off, live migrations cannot be handed over")

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/lvhook/lvhook/config"
-	"github.com/lvhook/lvhook/migration"
+	"github.com/lvhook/lvhook/peer"
 )
 
 func writeConfig(t *testing.T, text string) {
@@ -206,17 +206,17 @@ address = "127.0.0.1:1"
 	done := make(chan error, 1)
 	go func() { done <- runDaemon(ctx, &env{stderr: &bytes.Buffer{}}) }()
 
-	cr, err := migration.LoadCredentials(dir+"/ca.pem", dir+"/kvm2.pem", dir+"/kvm2-key.pem")
+	cr, err := peer.LoadCredentials(dir+"/ca.pem", dir+"/kvm2.pem", dir+"/kvm2-key.pem")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := &migration.HTTPSTransport{Credentials: func() (*migration.Credentials, error) { return cr, nil }}
+	tr := &peer.HTTPSTransport{Credentials: func() (*peer.Credentials, error) { return cr, nil }}
 	asked := make(chan error, 1)
 	go func() {
 		// The daemon may still be starting: ask until it listens.
 		for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
 			_, err := tr.AskHolders(context.Background(), config.Peer{Name: "kvm1", Address: addr},
-				migration.HoldersRequest{LVs: []migration.LVRef{{VG: "vg0", LV: "a"}}, TimeoutMS: 10000})
+				peer.HoldersRequest{LVs: []peer.LVRef{{VG: "vg0", LV: "a"}}, TimeoutMS: 10000})
 			if err == nil || !strings.Contains(err.Error(), "connection refused") || time.Since(start) > 5*time.Second {
 				asked <- err
 				return

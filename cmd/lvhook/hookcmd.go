@@ -15,7 +15,7 @@ import (
 	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
-	"github.com/lvhook/lvhook/migration"
+	"github.com/lvhook/lvhook/peer"
 	"github.com/lvhook/lvhook/state"
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
@@ -131,7 +131,7 @@ func newHook(cfg config.Config, log zerolog.Logger) *hook.Hook {
 	if len(cfg.Daemon.Peers) > 0 {
 		// The destination of a live migration asks the source's lock
 		// helper to downgrade; certificates are read only then.
-		h.Handover = migration.NewHandover(cfg, log)
+		h.Handover = peer.NewHandover(cfg, log)
 	}
 	return h
 }

@@ -1,4 +1,4 @@
-package migration
+package peer_test
 
 import (
 	"bufio"
@@ -17,6 +17,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/lvhook/lvhook/config"
+	"github.com/lvhook/lvhook/peer"
+	"github.com/lvhook/lvhook/peer/peertest"
 	"github.com/rs/zerolog"
 )
 
@@ -49,19 +51,19 @@ func (b *blockingService) hold(path string) {
 	b.mu.Unlock()
 }
 
-func (b *blockingService) Reserve(_ context.Context, _ string, req Request) Answer {
-	b.hold(ReservePath)
-	return Answer{Host: "kvm1", Granted: true}
+func (b *blockingService) Reserve(_ context.Context, _ string, req peer.Request) peer.Answer {
+	b.hold(peer.ReservePath)
+	return peer.Answer{Host: "kvm1", Granted: true}
 }
 
-func (b *blockingService) Downgrade(_ context.Context, _ string, req Request) Answer {
-	b.hold(DowngradePath)
-	return Answer{Host: "kvm1", Granted: true}
+func (b *blockingService) Downgrade(_ context.Context, _ string, req peer.Request) peer.Answer {
+	b.hold(peer.DowngradePath)
+	return peer.Answer{Host: "kvm1", Granted: true}
 }
 
-func (b *blockingService) Holds(context.Context, HoldersRequest) HoldersAnswer {
-	b.hold(HoldersPath)
-	return HoldersAnswer{Host: "kvm1", Holds: []Hold{}}
+func (b *blockingService) Holds(context.Context, peer.HoldersRequest) peer.HoldersAnswer {
+	b.hold(peer.HoldersPath)
+	return peer.HoldersAnswer{Host: "kvm1", Holds: []peer.Hold{}}
 }
 
 func (b *blockingService) maxIn() int {
@@ -75,15 +77,15 @@ func (b *blockingService) maxIn() int {
 type peerSetup struct {
 	addr   string
 	stop   func() error
-	client *Credentials
-	ca     *pki
+	client *peer.Credentials
+	ca     *peertest.PKI
 }
 
-func startPeerServer(t *testing.T, svc PeerService, configure func(s *Server)) *peerSetup {
+func startPeerServer(t *testing.T, svc peer.Service, configure func(s *peer.Server)) *peerSetup {
 	t.Helper()
-	ca := newPKI(t, "cluster CA")
+	ca := peertest.NewPKI(t, "cluster CA")
 	peers := []config.Peer{{Name: "kvm1"}, {Name: "kvm2"}}
-	srv := &Server{Helper: svc, Peers: peers, MaxWait: 5 * time.Second, Log: zerolog.Nop()}
+	srv := &peer.Server{Helper: svc, Peers: peers, MaxWait: 5 * time.Second, Log: zerolog.Nop()}
 	if configure != nil {
 		configure(srv)
 	}
@@ -91,14 +93,14 @@ func startPeerServer(t *testing.T, svc PeerService, configure func(s *Server)) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr, stop := serveWith(t, srv, ln, ca.issue("kvm1", x509.ExtKeyUsageServerAuth, false))
-	return &peerSetup{addr: addr, stop: stop, client: ca.issue("kvm2", x509.ExtKeyUsageClientAuth, false), ca: ca}
+	addr, stop := peertest.Serve(t, srv, ln, ca.Issue("kvm1", x509.ExtKeyUsageServerAuth, false))
+	return &peerSetup{addr: addr, stop: stop, client: ca.Issue("kvm2", x509.ExtKeyUsageClientAuth, false), ca: ca}
 }
 
 // dialTLS opens a TLS connection to the server as kvm2, offering protos.
 func (p *peerSetup) dialTLS(t *testing.T, protos ...string) *tls.Conn {
 	t.Helper()
-	cfg := clientTLS(p.client, config.Peer{Name: "kvm1"})
+	cfg := peer.ClientTLS(p.client, config.Peer{Name: "kvm1"})
 	cfg.NextProtos = protos
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", p.addr, cfg)
 	if err != nil {
@@ -122,7 +124,7 @@ func waitClosed(t *testing.T, conn net.Conn, d time.Duration, what string) {
 // TestServerCutsSlowClients: a connection that sends nothing, or its
 // headers a byte at a time, is closed after the header timeout.
 func TestServerCutsSlowClients(t *testing.T) {
-	p := startPeerServer(t, newBlockingService(), func(s *Server) { s.HeaderTimeout = 300 * time.Millisecond })
+	p := startPeerServer(t, newBlockingService(), func(s *peer.Server) { s.HeaderTimeout = 300 * time.Millisecond })
 
 	silent, err := net.Dial("tcp", p.addr)
 	if err != nil {
@@ -131,7 +133,7 @@ func TestServerCutsSlowClients(t *testing.T) {
 	defer silent.Close()
 
 	slow := p.dialTLS(t, "http/1.1")
-	if _, err := io.WriteString(slow, "POST "+HoldersPath+" HTTP/1.1\r\nHost: kvm1\r\n"); err != nil {
+	if _, err := io.WriteString(slow, "POST "+peer.HoldersPath+" HTTP/1.1\r\nHost: kvm1\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	stopDribble := make(chan struct{})
@@ -157,9 +159,9 @@ func TestServerCutsSlowClients(t *testing.T) {
 func TestServerLimitsConnections(t *testing.T) {
 	svc := newBlockingService()
 	svc.releaseAll()
-	p := startPeerServer(t, svc, func(s *Server) { s.MaxConns = 1 })
-	tr := &HTTPSTransport{Credentials: func() (*Credentials, error) { return p.client, nil }}
-	peer := config.Peer{Name: "kvm1", Address: p.addr}
+	p := startPeerServer(t, svc, func(s *peer.Server) { s.MaxConns = 1 })
+	tr := &peer.HTTPSTransport{Credentials: func() (*peer.Credentials, error) { return p.client, nil }}
+	kvm1 := config.Peer{Name: "kvm1", Address: p.addr}
 
 	idle, err := net.Dial("tcp", p.addr)
 	if err != nil {
@@ -169,13 +171,13 @@ func TestServerLimitsConnections(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
-	if _, err := tr.AskHolders(ctx, peer, HoldersRequest{TimeoutMS: 1000}); err == nil {
+	if _, err := tr.AskHolders(ctx, kvm1, peer.HoldersRequest{TimeoutMS: 1000}); err == nil {
 		t.Errorf("AskHolders() beside an idle connection at MaxConns 1 answered, want it kept waiting")
 	}
 	idle.Close()
 	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := tr.AskHolders(ctx, peer, HoldersRequest{TimeoutMS: 1000}); err != nil {
+	if _, err := tr.AskHolders(ctx, kvm1, peer.HoldersRequest{TimeoutMS: 1000}); err != nil {
 		t.Errorf("AskHolders() once the slot is free = %v", err)
 	}
 }
@@ -216,7 +218,7 @@ func TestServerRefusesOversizedBodies(t *testing.T) {
 		}
 		io.WriteString(w, "0\r\n\r\n")
 	}
-	for _, path := range []string{HoldersPath, DowngradePath} {
+	for _, path := range []string{peer.HoldersPath, peer.DowngradePath} {
 		head := "POST " + path + " HTTP/1.1\r\nHost: kvm1\r\nContent-Type: application/json\r\n"
 		if got := p.rawRequest(t, head+"Content-Length: 2097152\r\n", nil); got != http.StatusRequestEntityTooLarge {
 			t.Errorf("POST %s announcing 2 MiB = %d, want 413", path, got)
@@ -235,14 +237,14 @@ func TestServerRefusesOversizedBodies(t *testing.T) {
 // waits within its timeout, then gets 503.
 func TestServerBoundsHolderReads(t *testing.T) {
 	svc := newBlockingService()
-	p := startPeerServer(t, svc, func(s *Server) { s.MaxHolderReads = 2 })
+	p := startPeerServer(t, svc, func(s *peer.Server) { s.MaxHolderReads = 2 })
 	t.Cleanup(svc.releaseAll) // before the server stops: it drains
-	tr := &HTTPSTransport{Credentials: func() (*Credentials, error) { return p.client, nil }}
-	peer := config.Peer{Name: "kvm1", Address: p.addr}
+	tr := &peer.HTTPSTransport{Credentials: func() (*peer.Credentials, error) { return p.client, nil }}
+	kvm1 := config.Peer{Name: "kvm1", Address: p.addr}
 	ask := func(timeout time.Duration) chan error {
 		done := make(chan error, 1)
 		go func() {
-			_, err := tr.AskHolders(context.Background(), peer, HoldersRequest{TimeoutMS: timeout.Milliseconds()})
+			_, err := tr.AskHolders(context.Background(), kvm1, peer.HoldersRequest{TimeoutMS: timeout.Milliseconds()})
 			done <- err
 		}()
 		return done
@@ -304,7 +306,7 @@ func TestPeerChannelIsHTTP1(t *testing.T) {
 	}
 	defer ln.Close()
 	offered := make(chan []string, 1)
-	cfg := ServerTLS(p.ca.issue("kvm1", x509.ExtKeyUsageServerAuth, false), nil, zerolog.Nop())
+	cfg := peer.ServerTLS(p.ca.Issue("kvm1", x509.ExtKeyUsageServerAuth, false), nil, zerolog.Nop())
 	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		offered <- hello.SupportedProtos
 		return nil, errors.New("enough")
@@ -316,10 +318,10 @@ func TestPeerChannelIsHTTP1(t *testing.T) {
 			c.Close()
 		}
 	}()
-	tr := &HTTPSTransport{Credentials: func() (*Credentials, error) { return p.client, nil }}
+	tr := &peer.HTTPSTransport{Credentials: func() (*peer.Credentials, error) { return p.client, nil }}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	tr.Ask(ctx, config.Peer{Name: "kvm1", Address: ln.Addr().String()}, DowngradePath, req(uuid1, "a"))
+	tr.Ask(ctx, config.Peer{Name: "kvm1", Address: ln.Addr().String()}, peer.DowngradePath, req(uuid1, "a"))
 	if diff := cmp.Diff([]string{"http/1.1"}, <-offered); diff != "" {
 		t.Errorf("client ALPN (-want +got):\n%s", diff)
 	}
@@ -328,8 +330,8 @@ func TestPeerChannelIsHTTP1(t *testing.T) {
 // TestServerTimeouts: every phase of a connection is bounded, and the
 // bounds leave a request its whole wait.
 func TestServerTimeouts(t *testing.T) {
-	s := &Server{MaxWait: 40 * time.Second}
-	h := s.httpServer(&tls.Config{})
+	s := &peer.Server{MaxWait: 40 * time.Second}
+	h := s.HTTPServer(&tls.Config{})
 	for name, d := range map[string]time.Duration{"ReadHeaderTimeout": h.ReadHeaderTimeout, "ReadTimeout": h.ReadTimeout,
 		"WriteTimeout": h.WriteTimeout, "IdleTimeout": h.IdleTimeout} {
 		if d <= 0 {
@@ -351,14 +353,14 @@ func TestServeDrainsOnCancel(t *testing.T) {
 	svc := newBlockingService()
 	t.Cleanup(svc.releaseAll)
 	p := startPeerServer(t, svc, nil)
-	tr := &HTTPSTransport{Credentials: func() (*Credentials, error) { return p.client, nil }}
+	tr := &peer.HTTPSTransport{Credentials: func() (*peer.Credentials, error) { return p.client, nil }}
 	type result struct {
-		ans Answer
+		ans peer.Answer
 		err error
 	}
 	asked := make(chan result, 1)
 	go func() {
-		ans, err := tr.Ask(context.Background(), config.Peer{Name: "kvm1", Address: p.addr}, DowngradePath, req(uuid1, "a"))
+		ans, err := tr.Ask(context.Background(), config.Peer{Name: "kvm1", Address: p.addr}, peer.DowngradePath, req(uuid1, "a"))
 		asked <- result{ans, err}
 	}()
 	<-svc.entered

@@ -1,4 +1,4 @@
-package migration
+package peer_test
 
 import (
 	"context"
@@ -14,8 +14,8 @@ import (
 
 	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/domxml"
-	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
+	"github.com/lvhook/lvhook/peer"
 )
 
 // scriptedTransport answers each peer from a script: one entry per try,
@@ -28,11 +28,11 @@ type scriptedTransport struct {
 }
 
 type scripted struct {
-	ans Answer
+	ans peer.Answer
 	err error
 }
 
-func (s *scriptedTransport) Ask(_ context.Context, p config.Peer, path string, req Request) (Answer, error) {
+func (s *scriptedTransport) Ask(_ context.Context, p config.Peer, path string, req peer.Request) (peer.Answer, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.asked = append(s.asked, p.Name)
@@ -43,14 +43,14 @@ func (s *scriptedTransport) Ask(_ context.Context, p config.Peer, path string, r
 		s.script[p.Name] = steps[1:]
 	}
 	if req.TimeoutMS <= 0 {
-		return Answer{}, errors.New("request without deadline")
+		return peer.Answer{}, errors.New("request without deadline")
 	}
 	return r.ans, r.err
 }
 
 var (
-	yes     = scripted{ans: Answer{Granted: true}}
-	no      = scripted{ans: Answer{Reason: "no outgoing migration job"}}
+	yes     = scripted{ans: peer.Answer{Granted: true}}
+	no      = scripted{ans: peer.Answer{Reason: "no outgoing migration job"}}
 	refused = scripted{err: errors.New("connection refused")}
 )
 
@@ -77,13 +77,13 @@ func TestHandoverReserve(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tr := &scriptedTransport{script: tc.script}
 			var slept time.Duration
-			ho := &Handover{Self: "kvm2", Peers: peers, Timeout: 10 * time.Second, Transport: tr, Log: zerolog.Nop(),
+			ho := &peer.Handover{Self: "kvm2", Peers: peers, Timeout: 10 * time.Second, Transport: tr, Log: zerolog.Nop(),
 				Sleep: func(_ context.Context, d time.Duration) error { slept += d; return nil }}
 			source, err := ho.Reserve(context.Background(), &domxml.Domain{Name: "vm1", UUID: uuid1})
 			switch {
 			case tc.source != "" && (err != nil || source != tc.source):
 				t.Fatalf("Reserve() = %q, %v; want %q", source, err, tc.source)
-			case tc.source == "" && (!errors.Is(err, hook.ErrHandoverRefused) || !strings.Contains(err.Error(), tc.reason)):
+			case tc.source == "" && (!errors.Is(err, peer.ErrRefused) || !strings.Contains(err.Error(), tc.reason)):
 				t.Fatalf("Reserve() = %q, %v; want ErrHandoverRefused with %q", source, err, tc.reason)
 			}
 			if slept > ho.Timeout {
@@ -97,7 +97,7 @@ func TestHandoverReserve(t *testing.T) {
 				t.Errorf("the host asked itself")
 			}
 			for _, p := range tr.paths {
-				if p != ReservePath {
+				if p != peer.ReservePath {
 					t.Errorf("Reserve sent %s", p)
 				}
 			}
@@ -113,18 +113,18 @@ func TestHandoverDowngradeAsksTheSourceAlone(t *testing.T) {
 	refs := []lvmlock.Ref{{VG: "vg0", LV: "a"}}
 	dom := &domxml.Domain{Name: "vm1", UUID: uuid1}
 	tr := &scriptedTransport{script: map[string][]scripted{"kvm1": {yes}, "kvm3": {yes}}}
-	ho := &Handover{Self: "kvm2", Peers: peers, Timeout: time.Second, Transport: tr, Log: zerolog.Nop()}
+	ho := &peer.Handover{Self: "kvm2", Peers: peers, Timeout: time.Second, Transport: tr, Log: zerolog.Nop()}
 	if err := ho.Downgrade(context.Background(), "kvm1", dom, refs); err != nil {
 		t.Fatalf("Downgrade(kvm1) = %v", err)
 	}
 	if diff := cmp.Diff([]string{"kvm1"}, tr.asked); diff != "" {
 		t.Errorf("peers asked (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]string{DowngradePath}, tr.paths); diff != "" {
+	if diff := cmp.Diff([]string{peer.DowngradePath}, tr.paths); diff != "" {
 		t.Errorf("paths (-want +got):\n%s", diff)
 	}
 	for _, src := range []string{"kvm9", "kvm2", ""} {
-		if err := ho.Downgrade(context.Background(), src, dom, refs); !errors.Is(err, hook.ErrHandoverRefused) {
+		if err := ho.Downgrade(context.Background(), src, dom, refs); !errors.Is(err, peer.ErrRefused) {
 			t.Errorf("Downgrade(%q) = %v, want ErrHandoverRefused", src, err)
 		}
 	}
@@ -136,9 +136,9 @@ func TestHandoverDowngradeAsksTheSourceAlone(t *testing.T) {
 // TestHandoverWithoutPeers: a configuration that names only this host
 // refuses rather than trying -asy.
 func TestHandoverWithoutPeers(t *testing.T) {
-	ho := &Handover{Self: "kvm1", Peers: []config.Peer{{Name: "KVM1"}}, Timeout: time.Second, Transport: &scriptedTransport{}, Log: zerolog.Nop()}
+	ho := &peer.Handover{Self: "kvm1", Peers: []config.Peer{{Name: "KVM1"}}, Timeout: time.Second, Transport: &scriptedTransport{}, Log: zerolog.Nop()}
 	_, err := ho.Reserve(context.Background(), &domxml.Domain{Name: "vm1", UUID: uuid1})
-	if !errors.Is(err, hook.ErrHandoverRefused) {
+	if !errors.Is(err, peer.ErrRefused) {
 		t.Errorf("Reserve() = %v, want ErrHandoverRefused", err)
 	}
 }
@@ -147,14 +147,14 @@ func TestHandoverWithoutPeers(t *testing.T) {
 // once, with the file named, instead of retrying until the timeout.
 func TestHandoverMissingCertificates(t *testing.T) {
 	dir := t.TempDir()
-	ho := &Handover{Self: "kvm2", Peers: []config.Peer{{Name: "kvm1", Address: "127.0.0.1:1"}}, Timeout: time.Hour, Log: zerolog.Nop(),
-		Transport: &HTTPSTransport{Credentials: LazyCredentials(dir+"/cacert.pem", dir+"/clientcert.pem", dir+"/clientkey.pem")},
+	ho := &peer.Handover{Self: "kvm2", Peers: []config.Peer{{Name: "kvm1", Address: "127.0.0.1:1"}}, Timeout: time.Hour, Log: zerolog.Nop(),
+		Transport: &peer.HTTPSTransport{Credentials: peer.LazyCredentials(dir+"/cacert.pem", dir+"/clientcert.pem", dir+"/clientkey.pem")},
 		Sleep: func(context.Context, time.Duration) error {
 			t.Error("asked again after a local failure")
 			return nil
 		}}
 	err := ho.Downgrade(context.Background(), "kvm1", &domxml.Domain{Name: "vm1", UUID: uuid1}, []lvmlock.Ref{{VG: "vg0", LV: "a"}})
-	if !errors.Is(err, hook.ErrHandoverRefused) || !strings.Contains(err.Error(), dir+"/cacert.pem") {
+	if !errors.Is(err, peer.ErrRefused) || !strings.Contains(err.Error(), dir+"/cacert.pem") {
 		t.Errorf("Downgrade() = %v, want ErrHandoverRefused naming the CA file", err)
 	}
 }

@@ -1,4 +1,4 @@
-package migration
+package peer
 
 import (
 	"context"
@@ -12,15 +12,8 @@ import (
 
 	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/domxml"
-	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
 )
-
-// Transport carries a request (a reservation or a downgrade, by its path)
-// to one peer's lock helper.
-type Transport interface {
-	Ask(ctx context.Context, peer config.Peer, path string, req Request) (Answer, error)
-}
 
 // Handover is the destination's side of a live migration, a hook.Handover:
 // at migrate begin it finds the source among the peers and reserves the
@@ -55,7 +48,7 @@ func NewHandover(cfg config.Config, log zerolog.Logger) *Handover {
 // Reserve asks every peer but this host, concurrently, to reserve the
 // handover of d's outgoing migration for this host, and returns the first
 // that says yes: only the host where libvirt shows d migrating out can.
-// Without a yes the error wraps hook.ErrHandoverRefused and names every
+// Without a yes the error wraps ErrRefused and names every
 // peer's reason.
 func (h *Handover) Reserve(ctx context.Context, d *domxml.Domain) (string, error) {
 	var peers []config.Peer
@@ -65,18 +58,18 @@ func (h *Handover) Reserve(ctx context.Context, d *domxml.Domain) (string, error
 		}
 	}
 	if len(peers) == 0 {
-		return "", fmt.Errorf("%w: [[daemon.peer]] names no other host", hook.ErrHandoverRefused)
+		return "", fmt.Errorf("%w: [[daemon.peer]] names no other host", ErrRefused)
 	}
 	return h.askFirst(ctx, peers, ReservePath, Request{Domain: d.Name, UUID: d.UUID})
 }
 
 // Downgrade asks source, the peer that reserved the handover at migrate
 // begin, to convert refs to sh. Without its yes the error wraps
-// hook.ErrHandoverRefused.
+// ErrRefused.
 func (h *Handover) Downgrade(ctx context.Context, source string, d *domxml.Domain, refs []lvmlock.Ref) error {
 	i := slices.IndexFunc(h.Peers, func(p config.Peer) bool { return p.Name == source })
 	if i < 0 || strings.EqualFold(source, h.Self) {
-		return fmt.Errorf("%w: %q, which reserved the handover, is not a configured peer", hook.ErrHandoverRefused, source)
+		return fmt.Errorf("%w: %q, which reserved the handover, is not a configured peer", ErrRefused, source)
 	}
 	req := Request{Domain: d.Name, UUID: d.UUID}
 	for _, r := range refs {
@@ -140,7 +133,7 @@ func (h *Handover) askFirst(ctx context.Context, peers []config.Peer, path strin
 		return granted, nil
 	}
 	slices.Sort(reasons) // by peer, whatever the order of the answers
-	return "", fmt.Errorf("%w (%s)", hook.ErrHandoverRefused, strings.Join(reasons, "; "))
+	return "", fmt.Errorf("%w (%s)", ErrRefused, strings.Join(reasons, "; "))
 }
 
 // ask sends req to one peer until it answers, ctx ends, or the pauses
@@ -172,8 +165,12 @@ func (h *Handover) ask(ctx context.Context, p config.Peer, path string, req Requ
 }
 
 func sleepErr(ctx context.Context, d time.Duration) error {
-	if !sleepCtx(ctx, d) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
 		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
-	return nil
 }

@@ -1,4 +1,4 @@
-package migration
+package peer
 
 import (
 	"fmt"
@@ -26,9 +26,9 @@ const (
 // ".xml") cannot run.
 const maxDomainName = 251
 
-// check applies the peer channel's rules to a reservation (no LVs) or a
+// Check applies the peer channel's rules to a reservation (no LVs) or a
 // downgrade request (the LVs to hand over), by its path.
-func (r Request) check(path string) error {
+func (r Request) Check(path string) error {
 	if err := checkDomainName(r.Domain); err != nil {
 		return err
 	}
@@ -47,8 +47,8 @@ func (r Request) check(path string) error {
 	return checkLVRefs(r.LVs)
 }
 
-// check applies the peer channel's rules to a holders request.
-func (r HoldersRequest) check() error {
+// Check applies the peer channel's rules to a holders request.
+func (r HoldersRequest) Check() error {
 	if len(r.LVs) > maxHoldersLVs {
 		return fmt.Errorf("%d LVs, more than %d", len(r.LVs), maxHoldersLVs)
 	}

@@ -1,0 +1,234 @@
+package peer
+
+import (
+	"cmp"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	stdlog "log"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lvhook/lvhook/config"
+	"github.com/rs/zerolog"
+)
+
+// Service answers the peers' requests (the lock helper, migration.Helper).
+type Service interface {
+	Reserve(ctx context.Context, peer string, req Request) Answer
+	Downgrade(ctx context.Context, peer string, req Request) Answer
+	Holds(ctx context.Context, req HoldersRequest) HoldersAnswer
+}
+
+// Server is the peer server: it authenticates the asking host by its client
+// certificate, bounds the request by its deadline, and logs request and
+// answer. It faces the network as root's daemon, so every resource a client
+// can hold is bounded: connections, the time of each phase, body size, and
+// concurrent lock reads. The zero values of the bounds mean the defaults.
+type Server struct {
+	Helper Service
+	Peers  []config.Peer
+	// MaxWait bounds the work on one request whatever it asks (default 30 s).
+	MaxWait time.Duration
+	// MaxConns bounds the connections open at once (default 32); further
+	// ones wait in the listen backlog. Peers open one per request.
+	MaxConns int
+	// MaxHolderReads bounds the holders questions answered at once
+	// (default 2): each runs `lvmlockctl -i`, and lvmlockd has one dump
+	// socket, so more at once would only make each other, and the hooks'
+	// own reads, retry. Others wait within their timeout, then get 503.
+	MaxHolderReads int
+	// HeaderTimeout bounds the TLS handshake and the reading of the
+	// headers (default 10 s); the body gets as long again.
+	HeaderTimeout time.Duration
+	Log           zerolog.Logger
+
+	slotsOnce   sync.Once
+	holderSlots chan struct{}
+}
+
+// Defaults of the Server's bounds.
+const (
+	defaultMaxWait        = 30 * time.Second
+	defaultMaxConns       = 32
+	defaultMaxHolderReads = 2
+	defaultHeaderTimeout  = 10 * time.Second
+)
+
+func (s *Server) maxWait() time.Duration { return cmp.Or(s.MaxWait, defaultMaxWait) }
+
+// httpServer is the http.Server of Serve.
+func (s *Server) httpServer(cfg *tls.Config) *http.Server {
+	header := cmp.Or(s.HeaderTimeout, defaultHeaderTimeout)
+	read := 2 * header
+	return &http.Server{
+		Handler:   s,
+		TLSConfig: cfg,
+		// HTTP/1.1 only: a non-nil empty map keeps ServeTLS from adding h2.
+		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		ReadHeaderTimeout: header,
+		ReadTimeout:       read,
+		// Counted from the end of the headers: the body, the work, and the
+		// answer.
+		WriteTimeout: read + s.maxWait() + 5*time.Second,
+		// Peers do not keep connections alive; one that stays is cut.
+		IdleTimeout: header,
+		ErrorLog:    stdlog.New(logWriter{s.Log}, "", 0),
+	}
+}
+
+// decodeBody reads a request's JSON body into v and checks it; on failure it
+// returns the HTTP status to answer: 413 for a body over maxBody, else 400.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any, check func() error) (int, error) {
+	if r.ContentLength > maxBody {
+		return http.StatusRequestEntityTooLarge, fmt.Errorf("body of %d bytes, more than %d", r.ContentLength, maxBody)
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return http.StatusRequestEntityTooLarge, fmt.Errorf("body larger than %d bytes", maxBody)
+		}
+		return http.StatusBadRequest, err
+	}
+	if err := check(); err != nil {
+		return http.StatusBadRequest, err
+	}
+	// net/http cancels the request's context when the read deadline
+	// (ReadTimeout) passes while the handler works; the work has its own
+	// bound, and a request read whole needs none.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
+	return 0, nil
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	log := s.Log.With().Str("remote", r.RemoteAddr).Logger()
+	answer := func(code int, ans Answer) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(ans)
+	}
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		answer(http.StatusUnauthorized, Answer{Reason: "a client certificate is required"})
+		return
+	}
+	peer, ok := NameOf(r.TLS.PeerCertificates[0], s.Peers)
+	if !ok {
+		// The handshake already refuses these; kept for a Server used
+		// behind another TLS configuration.
+		log.Warn().Str("certificate", describeCert(r.TLS.PeerCertificates[0])).Msg("request refused: not a configured peer")
+		answer(http.StatusForbidden, Answer{Reason: "not a configured peer"})
+		return
+	}
+	log = log.With().Str("peer", peer).Logger()
+	if r.Method == http.MethodPost && r.URL.Path == HoldersPath {
+		s.holders(w, r, log)
+		return
+	}
+	decide := map[string]func(context.Context, string, Request) Answer{
+		ReservePath: s.Helper.Reserve, DowngradePath: s.Helper.Downgrade}[r.URL.Path]
+	if r.Method != http.MethodPost || decide == nil {
+		log.Warn().Str("method", r.Method).Str("path", r.URL.Path).Msg("request refused: unknown request")
+		answer(http.StatusNotFound, Answer{Reason: "unknown request " + r.Method + " " + r.URL.Path})
+		return
+	}
+	var req Request
+	if code, err := decodeBody(w, r, &req, func() error { return req.Check(r.URL.Path) }); err != nil {
+		log.Warn().Err(err).Msg("request refused: malformed")
+		answer(code, Answer{Reason: "malformed request: " + err.Error()})
+		return
+	}
+	lvs := make([]string, len(req.LVs))
+	for i, l := range req.LVs {
+		lvs[i] = l.VG + "/" + l.LV
+	}
+	log = log.With().Str("request", r.URL.Path).Logger()
+	log.Info().Str("domain", req.Domain).Str("uuid", req.UUID).Strs("lvs", lvs).Int64("timeout_ms", req.TimeoutMS).
+		Msg("request received")
+	if req.TimeoutMS <= 0 {
+		answer(http.StatusOK, Answer{Reason: "the request carries no deadline"})
+		return
+	}
+	wait := min(time.Duration(req.TimeoutMS)*time.Millisecond, s.maxWait())
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	ans := decide(ctx, peer, req)
+	log.Info().Str("domain", req.Domain).Str("uuid", req.UUID).Bool("granted", ans.Granted).Str("reason", ans.Reason).
+		Dur("took", time.Since(start)).Msg("answer sent")
+	answer(http.StatusOK, ans)
+}
+
+// holders answers the read-only holders question of `lvhook check`.
+func (s *Server) holders(w http.ResponseWriter, r *http.Request, log zerolog.Logger) {
+	var req HoldersRequest
+	w.Header().Set("Content-Type", "application/json")
+	if code, err := decodeBody(w, r, &req, func() error { return req.Check() }); err != nil {
+		log.Warn().Err(err).Msg("holders request refused: malformed")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(HoldersAnswer{Error: "malformed request: " + err.Error()})
+		return
+	}
+	wait := s.maxWait()
+	if req.TimeoutMS > 0 {
+		wait = min(wait, time.Duration(req.TimeoutMS)*time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	s.slotsOnce.Do(func() { s.holderSlots = make(chan struct{}, cmp.Or(s.MaxHolderReads, defaultMaxHolderReads)) })
+	select {
+	case s.holderSlots <- struct{}{}:
+		defer func() { <-s.holderSlots }()
+	case <-ctx.Done():
+		log.Warn().Int("reads", cap(s.holderSlots)).Msg("holders request refused: busy")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = json.NewEncoder(w).Encode(HoldersAnswer{Error: fmt.Sprintf("busy: %d other holders questions took the whole wait", cap(s.holderSlots))})
+		return
+	}
+	ans := s.Helper.Holds(ctx, req)
+	log.Debug().Int("lvs", len(req.LVs)).Int("held", len(ans.Holds)).Str("error", ans.Error).Msg("holders answered")
+	_ = json.NewEncoder(w).Encode(ans)
+}
+
+// Serve serves the peer channel on ln until ctx ends. Then it closes ln
+// and answers the requests in flight before it returns: a source that has
+// converted its LVs to sh must tell the destination so. The work of a
+// request is bounded by MaxWait, and so is the wait, plus 5 s (15 s with
+// the default peer_timeout, within lvhook.service's TimeoutStopSec); a
+// request still being read then has not begun and is cut.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, cfg *tls.Config) error {
+	srv := s.httpServer(cfg)
+	ln = newLimitListener(ln, cmp.Or(s.MaxConns, defaultMaxConns))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.maxWait()+5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			s.Log.Warn().Err(err).Msg("peer server: requests still in flight cut")
+			_ = srv.Close()
+		}
+	}()
+	err := srv.ServeTLS(ln, "", "")
+	if errors.Is(err, http.ErrServerClosed) {
+		<-done
+		return nil
+	}
+	return err
+}
+
+// logWriter sends net/http's own messages (TLS handshake failures among
+// them) to the log.
+type logWriter struct{ log zerolog.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.log.Warn().Str("error", strings.TrimSpace(string(p))).Msg("peer server")
+	return len(p), nil
+}
