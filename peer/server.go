@@ -50,6 +50,8 @@ type Server struct {
 
 	slotsOnce   sync.Once
 	holderSlots chan struct{}
+	muxOnce     sync.Once
+	mux         *http.ServeMux
 }
 
 // Defaults of the Server's bounds.
@@ -107,66 +109,101 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any, check func() erro
 	return 0, nil
 }
 
+// ServeHTTP authenticates the asking host by its client certificate, then
+// routes the request: POST to one of the paths of wire.go, nothing else.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
 	log := s.Log.With().Str("remote", r.RemoteAddr).Logger()
-	answer := func(code int, ans Answer) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(code)
-		_ = json.NewEncoder(w).Encode(ans)
-	}
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-		answer(http.StatusUnauthorized, Answer{Reason: "a client certificate is required"})
+		answer(w, http.StatusUnauthorized, Answer{Reason: "a client certificate is required"})
 		return
 	}
-	peer, ok := NameOf(r.TLS.PeerCertificates[0], s.Peers)
+	from, ok := NameOf(r.TLS.PeerCertificates[0], s.Peers)
 	if !ok {
 		// The handshake already refuses these; kept for a Server used
 		// behind another TLS configuration.
 		log.Warn().Str("certificate", describeCert(r.TLS.PeerCertificates[0])).Msg("request refused: not a configured peer")
-		answer(http.StatusForbidden, Answer{Reason: "not a configured peer"})
+		answer(w, http.StatusForbidden, Answer{Reason: "not a configured peer"})
 		return
 	}
-	log = log.With().Str("peer", peer).Logger()
-	if r.Method == http.MethodPost && r.URL.Path == HoldersPath {
-		s.holders(w, r, log)
-		return
+	s.muxOnce.Do(s.route)
+	ctx := context.WithValue(r.Context(), askerKey{}, asker{name: from, log: log.With().Str("peer", from).Logger()})
+	s.mux.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// askerKey carries the authenticated asker from ServeHTTP to the routes.
+type askerKey struct{}
+
+type asker struct {
+	name string
+	log  zerolog.Logger
+}
+
+func askerOf(r *http.Request) asker { return r.Context().Value(askerKey{}).(asker) }
+
+// route registers the requests the channel answers. Any other method on a
+// known path gets 405, any other path 404, both as JSON Answers.
+func (s *Server) route() {
+	s.mux = http.NewServeMux()
+	s.mux.HandleFunc("POST "+ReservePath, s.decision(s.Helper.Reserve))
+	s.mux.HandleFunc("POST "+DowngradePath, s.decision(s.Helper.Downgrade))
+	s.mux.HandleFunc("POST "+HoldersPath, s.holders)
+	for _, path := range []string{ReservePath, DowngradePath, HoldersPath} {
+		s.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			log := askerOf(r).log
+			log.Warn().Str("method", r.Method).Str("path", r.URL.Path).Msg("request refused: method not allowed")
+			w.Header().Set("Allow", http.MethodPost)
+			answer(w, http.StatusMethodNotAllowed, Answer{Reason: r.Method + " " + r.URL.Path + ": only POST is answered"})
+		})
 	}
-	decide := map[string]func(context.Context, string, Request) Answer{
-		ReservePath: s.Helper.Reserve, DowngradePath: s.Helper.Downgrade}[r.URL.Path]
-	if r.Method != http.MethodPost || decide == nil {
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		log := askerOf(r).log
 		log.Warn().Str("method", r.Method).Str("path", r.URL.Path).Msg("request refused: unknown request")
-		answer(http.StatusNotFound, Answer{Reason: "unknown request " + r.Method + " " + r.URL.Path})
-		return
+		answer(w, http.StatusNotFound, Answer{Reason: "unknown request " + r.Method + " " + r.URL.Path})
+	})
+}
+
+// answer writes ans as the JSON body of a code answer.
+func answer(w http.ResponseWriter, code int, ans Answer) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(ans)
+}
+
+// decision answers a reservation or a downgrade request with decide's answer.
+func (s *Server) decision(decide func(context.Context, string, Request) Answer) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		from := askerOf(r)
+		log := from.log.With().Str("request", r.URL.Path).Logger()
+		var req Request
+		if code, err := decodeBody(w, r, &req, func() error { return req.Check(r.URL.Path) }); err != nil {
+			log.Warn().Err(err).Msg("request refused: malformed")
+			answer(w, code, Answer{Reason: "malformed request: " + err.Error()})
+			return
+		}
+		lvs := make([]string, len(req.LVs))
+		for i, l := range req.LVs {
+			lvs[i] = l.VG + "/" + l.LV
+		}
+		log.Info().Str("domain", req.Domain).Str("uuid", req.UUID).Strs("lvs", lvs).Int64("timeout_ms", req.TimeoutMS).
+			Msg("request received")
+		if req.TimeoutMS <= 0 {
+			answer(w, http.StatusOK, Answer{Reason: "the request carries no deadline"})
+			return
+		}
+		wait := min(time.Duration(req.TimeoutMS)*time.Millisecond, s.maxWait())
+		ctx, cancel := context.WithTimeout(r.Context(), wait)
+		defer cancel()
+		ans := decide(ctx, from.name, req)
+		log.Info().Str("domain", req.Domain).Str("uuid", req.UUID).Bool("granted", ans.Granted).Str("reason", ans.Reason).
+			Dur("took", time.Since(start)).Msg("answer sent")
+		answer(w, http.StatusOK, ans)
 	}
-	var req Request
-	if code, err := decodeBody(w, r, &req, func() error { return req.Check(r.URL.Path) }); err != nil {
-		log.Warn().Err(err).Msg("request refused: malformed")
-		answer(code, Answer{Reason: "malformed request: " + err.Error()})
-		return
-	}
-	lvs := make([]string, len(req.LVs))
-	for i, l := range req.LVs {
-		lvs[i] = l.VG + "/" + l.LV
-	}
-	log = log.With().Str("request", r.URL.Path).Logger()
-	log.Info().Str("domain", req.Domain).Str("uuid", req.UUID).Strs("lvs", lvs).Int64("timeout_ms", req.TimeoutMS).
-		Msg("request received")
-	if req.TimeoutMS <= 0 {
-		answer(http.StatusOK, Answer{Reason: "the request carries no deadline"})
-		return
-	}
-	wait := min(time.Duration(req.TimeoutMS)*time.Millisecond, s.maxWait())
-	ctx, cancel := context.WithTimeout(r.Context(), wait)
-	defer cancel()
-	ans := decide(ctx, peer, req)
-	log.Info().Str("domain", req.Domain).Str("uuid", req.UUID).Bool("granted", ans.Granted).Str("reason", ans.Reason).
-		Dur("took", time.Since(start)).Msg("answer sent")
-	answer(http.StatusOK, ans)
 }
 
 // holders answers the read-only holders question of `lvhook check`.
-func (s *Server) holders(w http.ResponseWriter, r *http.Request, log zerolog.Logger) {
+func (s *Server) holders(w http.ResponseWriter, r *http.Request) {
+	log := askerOf(r).log
 	var req HoldersRequest
 	w.Header().Set("Content-Type", "application/json")
 	if code, err := decodeBody(w, r, &req, func() error { return req.Check() }); err != nil {

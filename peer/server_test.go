@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -187,20 +188,29 @@ func TestServerLimitsConnections(t *testing.T) {
 // and returns the status.
 func (p *peerSetup) rawRequest(t *testing.T, head string, body func(w io.Writer)) int {
 	t.Helper()
+	resp := p.rawResponse(t, head, body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// rawResponse is rawRequest's answer, body unread (the caller closes it).
+func (p *peerSetup) rawResponse(t *testing.T, head string, body ...func(w io.Writer)) *http.Response {
+	t.Helper()
 	conn := p.dialTLS(t, "http/1.1")
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.WriteString(conn, head+"\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	if body != nil {
-		go body(conn)
+	for _, b := range body {
+		if b != nil {
+			go b(conn)
+		}
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		t.Fatalf("reading the answer: %v", err)
 	}
-	resp.Body.Close()
-	return resp.StatusCode
+	return resp
 }
 
 // TestServerRefusesOversizedBodies: a body over 1 MiB, announced or
@@ -390,5 +400,41 @@ func TestServeDrainsOnCancel(t *testing.T) {
 	}
 	if err := <-served; err != nil {
 		t.Errorf("Serve() = %v", err)
+	}
+}
+
+// TestServerRoutes: only POST to the channel's paths reaches the service;
+// another method on them is 405 (Allow: POST), another path 404, both with
+// a JSON answer that says why.
+func TestServerRoutes(t *testing.T) {
+	svc := newBlockingService()
+	svc.releaseAll()
+	p := startPeerServer(t, svc, nil)
+	for _, tc := range []struct {
+		head string
+		code int
+	}{
+		{"GET " + peer.DowngradePath + " HTTP/1.1\r\nHost: kvm1\r\n", http.StatusMethodNotAllowed},
+		{"PUT " + peer.ReservePath + " HTTP/1.1\r\nHost: kvm1\r\nContent-Length: 0\r\n", http.StatusMethodNotAllowed},
+		{"DELETE " + peer.HoldersPath + " HTTP/1.1\r\nHost: kvm1\r\n", http.StatusMethodNotAllowed},
+		{"POST /v1/downgrade/x HTTP/1.1\r\nHost: kvm1\r\nContent-Length: 0\r\n", http.StatusNotFound},
+		{"POST /v2/downgrade HTTP/1.1\r\nHost: kvm1\r\nContent-Length: 0\r\n", http.StatusNotFound},
+		{"GET / HTTP/1.1\r\nHost: kvm1\r\n", http.StatusNotFound},
+	} {
+		resp := p.rawResponse(t, tc.head)
+		var ans peer.Answer
+		err := json.NewDecoder(resp.Body).Decode(&ans)
+		resp.Body.Close()
+		if resp.StatusCode != tc.code || err != nil || ans.Reason == "" || ans.Granted {
+			t.Errorf("%q: HTTP %d, answer %+v (%v); want %d with a JSON reason", strings.SplitN(tc.head, "\r", 2)[0], resp.StatusCode, ans, err, tc.code)
+		}
+		if tc.code == http.StatusMethodNotAllowed && resp.Header.Get("Allow") != http.MethodPost {
+			t.Errorf("%q: Allow %q, want POST", tc.head, resp.Header.Get("Allow"))
+		}
+	}
+	select {
+	case path := <-svc.entered:
+		t.Errorf("the service got a %s request", path)
+	default:
 	}
 }
