@@ -1,13 +1,9 @@
 package hook
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -15,7 +11,6 @@ import (
 	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/lvmlock"
-	"github.com/lvhook/lvhook/peer"
 	"github.com/lvhook/lvhook/state"
 )
 
@@ -41,6 +36,24 @@ type Hook struct {
 	// Sanlock, when set, is read after a start refused because another host
 	// holds an LV, to name that host.
 	Sanlock *lvmlock.Sanlock
+}
+
+// Handover is the destination's side of a live migration's lock handover,
+// done by the peers' lock helpers (package peer's Handover asks them). libvirt's order makes
+// it two steps: the destination's migrate begin runs while the source
+// already has its outgoing migration job, so it reserves the handover of
+// that job for this host; the prepare that follows then asks that one source
+// to downgrade. A source accepts one reservation per outgoing job and grants
+// the downgrade only to the host that made it, during that job: a marker
+// left by an offline migration or an older job reserves nothing.
+type Handover interface {
+	// Reserve asks the peers which one has d migrating out now and
+	// reserves that job's handover for this host; it returns that peer.
+	// Without a reservation the error wraps peer.ErrRefused.
+	Reserve(ctx context.Context, d *domxml.Domain) (source string, err error)
+	// Downgrade asks source, which reserved the handover, to convert the
+	// LVs to sh. Without its yes the error wraps peer.ErrRefused.
+	Downgrade(ctx context.Context, source string, d *domxml.Domain, refs []lvmlock.Ref) error
 }
 
 // Run performs the action the event table gives for c. An error is a refusal
@@ -132,433 +145,6 @@ type run struct {
 	noHandover string
 	// changes is what this call's activations changed.
 	changes []lvmlock.Change
-}
-
-// markIncoming is migrate begin on the destination. It activates nothing (an
-// offline migration gets only this call). The source's libvirt already has
-// its outgoing migration job, so this is when the source can tell which host
-// the job goes to: the handover is reserved here, for this host and that
-// job, and the marker tells the prepare that follows which peer to ask.
-func (r *run) markIncoming(ctx context.Context) error {
-	var m state.Incoming
-	switch {
-	case len(r.dom.Disks) == 0:
-		r.log.Debug().Msg("incoming migration: no LV disks, no handover needed")
-		return nil
-	case r.Handover == nil:
-		// No peer can hand its locks over: the prepare that follows is
-		// an ordinary start, refused while the source holds the LVs.
-		m.Refused = "no [[daemon.peer]] configured"
-		r.log.Info().Msg("incoming migration: no [[daemon.peer]] configured, so no lock handover; a live migration is refused while the source holds the LVs")
-	default:
-		start := time.Now()
-		src, err := r.Handover.Reserve(ctx, r.dom)
-		if err != nil {
-			m.Refused = err.Error()
-			r.log.Info().Err(err).Dur("took", time.Since(start)).
-				Msg("incoming migration: no peer has the domain migrating out (an offline migration, or the source's lock helper is down); a following prepare is an ordinary start")
-		} else {
-			m.Source = src
-			r.log.Info().Str("peer", src).Dur("took", time.Since(start)).Msg("incoming migration: lock handover reserved on the source, nothing activated")
-		}
-	}
-	if err := r.State.MarkIncoming(r.dom.UUID, m); err != nil {
-		return fmt.Errorf("refusing incoming migration of %s: cannot record it: %w", r.dom.Name, err)
-	}
-	return nil
-}
-
-// activate is prepare begin: ex for a start or restore, sh for the
-// destination of a live migration. It asks lvm nothing before lvchange:
-// the domain is not running here, so its LVs are inactive here except those
-// lvhook's records give to other domains; lvchange itself skips LVs of
-// local VGs and names missing LVs and VGs.
-func (r *run) activate(ctx context.Context) error {
-	marker, fresh, err := r.State.TakeIncoming(r.dom.UUID, r.Config.MarkerTTL.D())
-	if err != nil {
-		return fmt.Errorf("refusing to start %s: %w", r.dom.Name, err)
-	}
-	// Only a handover reserved on the source by this host's migrate begin
-	// makes an incoming migration; a marker alone is an ordinary start.
-	incoming := fresh && marker.Source != "" && r.Handover != nil
-	if fresh && !incoming {
-		r.noHandover = cmp.Or(marker.Refused, "no [[daemon.peer]] configured")
-	}
-	verb := "start"
-	if incoming {
-		verb = "accept the incoming migration of"
-	}
-	if len(r.dom.Disks) == 0 {
-		r.log.Info().Msg("no LV disks: nothing to activate")
-		return nil
-	}
-	// lvmlockd cannot tell two domains of the same host apart: an LV this
-	// host already holds ex for another domain would be granted again.
-	inUse := r.usedByOthers()
-	prior := map[lvmlock.Ref]lvmlock.Mode{}
-	targets := make([]lvmlock.Target, 0, len(r.dom.Disks))
-	for _, d := range r.dom.Disks {
-		t := lvmlock.Target{Ref: d.Ref, Mode: d.Mode}
-		if incoming {
-			t.Mode = lvmlock.ModeSh
-		}
-		if u, ok := inUse[d.Ref]; ok {
-			if t.Mode == lvmlock.ModeEx || u.mode == lvmlock.ModeEx {
-				return fmt.Errorf("refusing to %s %s: %s is already used by domain %s on this host (mark the disk <shareable/> in both domains if that is intended)", verb, r.dom.Name, d.Ref, u.domain)
-			}
-			prior[d.Ref] = u.mode
-		}
-		targets = append(targets, t)
-	}
-
-	// Intent first: a hook killed from here on (SIGKILL, its hard
-	// timeout) leaves a pending deactivation of these LVs that release end
-	// and the lock helper carry out, so nothing this call activates is ever
-	// left active with no record. A start that cannot write it is refused
-	// before any lock is taken.
-	if err := r.recordIntent(targets); err != nil {
-		return fmt.Errorf("refusing to %s %s: cannot record its LVs in %s: %w", verb, r.dom.Name, r.State.Dir, err)
-	}
-	activate := func() error {
-		err := r.activateTargets(ctx, prior, targets)
-		if err != nil && lvmlock.IsVGNotFound(err) {
-			// A path that only looks like /dev/VG/LV (a dm-crypt or
-			// multipath name): drop its disks if the device exists.
-			if rest, dropped := r.dropNonLVM(err, targets); dropped {
-				targets = rest
-				err = r.activateTargets(ctx, prior, targets)
-			}
-		}
-		return err
-	}
-	if incoming {
-		err = r.activateIncoming(ctx, marker.Source, targets, activate)
-		if errors.Is(err, peer.ErrRefused) {
-			// The source that reserved the handover no longer grants
-			// it: its migration job ended (cancelled), or its lock helper
-			// restarted. The domain's own modes, ex above all, are safe
-			// to ask: lvmlockd refuses them while any other host holds
-			// the LVs, as a live source does.
-			if r.activateAsStart(ctx, &targets, prior) == nil {
-				incoming = false
-				err = nil
-			}
-		}
-	} else {
-		err = r.retry(ctx, startRetryable, activate)
-	}
-	if err != nil {
-		return r.refusal(ctx, verb, targets, err)
-	}
-	rec := state.Record{Name: r.dom.Name, UUID: r.dom.UUID, Incoming: incoming}
-	for _, d := range r.dom.Disks {
-		if slices.ContainsFunc(targets, func(t lvmlock.Target) bool { return t.Ref == d.Ref }) {
-			rec.LVs = append(rec.LVs, state.RecordLV{VG: d.VG, LV: d.LV, Mode: d.Mode})
-		}
-	}
-	if err := r.State.Save(state.DomainsDir, rec); err != nil {
-		// Without its record a destination never returns to ex and a
-		// detached disk is never released: undo and refuse.
-		r.undo(ctx)
-		return fmt.Errorf("refusing to %s %s: cannot record its LVs in %s (%v); what this call activated was deactivated", verb, r.dom.Name, r.State.Dir, err)
-	}
-	if err := r.State.Remove(state.PendingDir, r.dom.UUID); err != nil {
-		r.log.Warn().Err(err).Msg("cannot remove the intent record: the lock helper will find the LVs in use and leave them")
-	}
-	return nil
-}
-
-// recordIntent saves, as the domain's pending deactivation, the LVs this
-// call is about to activate (with any the record already held).
-func (r *run) recordIntent(targets []lvmlock.Target) error {
-	rec, _, err := r.State.Load(state.PendingDir, r.dom.UUID)
-	if err != nil {
-		r.log.Warn().Err(err).Msg("pending record unreadable: replaced")
-	}
-	rec.Name, rec.UUID = r.dom.Name, r.dom.UUID
-	for _, t := range targets {
-		if !slices.ContainsFunc(rec.LVs, func(l state.RecordLV) bool { return l.Ref() == t.Ref }) {
-			rec.LVs = append(rec.LVs, state.RecordLV{VG: t.VG, LV: t.LV})
-		}
-	}
-	return r.State.Save(state.PendingDir, rec)
-}
-
-// activateTargets activates targets and remembers what it changed, for undo.
-func (r *run) activateTargets(ctx context.Context, prior map[lvmlock.Ref]lvmlock.Mode, targets []lvmlock.Target) error {
-	changes, err := r.lvm.Activate(ctx, lvmlock.Assume(prior), targets)
-	r.changes = append(r.changes, changes...)
-	return err
-}
-
-// undo deactivates what this call activated (not what it only converted),
-// within the rollback bound even when ctx has ended.
-func (r *run) undo(ctx context.Context) {
-	var off []lvmlock.Ref
-	for _, c := range r.changes {
-		if c.From == lvmlock.ModeNone && !slices.Contains(off, c.Ref) {
-			off = append(off, c.Ref)
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.Config.RollbackTimeout.D())
-	defer cancel()
-	if _, err := r.lvm.Deactivate(ctx, nil, off); err != nil {
-		r.log.Error().Err(err).Msg("undo failed: the pending record makes the lock helper retry")
-	}
-}
-
-// activateAsStart activates the domain's LVs in their own modes, as a start
-// does, after a refused handover. On failure it leaves targets as they were
-// and the caller reports the handover's refusal, the more useful line.
-func (r *run) activateAsStart(ctx context.Context, targets *[]lvmlock.Target, prior map[lvmlock.Ref]lvmlock.Mode) error {
-	own := make([]lvmlock.Target, 0, len(*targets))
-	for _, t := range *targets {
-		if d := r.diskOf(func(d domxml.Disk) bool { return d.Ref == t.Ref }); d != nil {
-			own = append(own, lvmlock.Target{Ref: t.Ref, Mode: d.Mode})
-		}
-	}
-	if err := r.activateTargets(ctx, prior, own); err != nil {
-		r.log.Info().Err(err).Msg("no peer downgraded and the LVs are held elsewhere: refused")
-		return err
-	}
-	r.log.Info().Msg("no host has the domain migrating out and no other host holds its LVs: activated as an ordinary start")
-	*targets = own
-	return nil
-}
-
-// dropNonLVM removes the targets of VGs lvm does not know when every disk
-// naming that VG exists as a device: those are not LVs. It reports whether
-// it removed any; a missing VG whose path is missing too stays an error.
-func (r *run) dropNonLVM(err error, targets []lvmlock.Target) ([]lvmlock.Target, bool) {
-	var e *lvmlock.Error
-	if !errors.As(err, &e) {
-		return targets, false
-	}
-	for _, f := range e.Failures {
-		if f.Kind != lvmlock.KindVGNotFound {
-			continue
-		}
-		for _, d := range r.dom.Disks {
-			if d.VG == f.VG && !(strings.HasPrefix(d.Path, "/dev/") && pathExists(d.Path)) {
-				return targets, false
-			}
-		}
-	}
-	var rest []lvmlock.Target
-	for _, t := range targets {
-		if !slices.ContainsFunc(e.Failures, func(f lvmlock.Failure) bool { return f.Kind == lvmlock.KindVGNotFound && f.VG == t.VG }) {
-			rest = append(rest, t)
-		} else {
-			r.log.Debug().Str("vg", t.VG).Str("lv", t.LV).Msg("not an LV: left alone")
-		}
-	}
-	return rest, len(rest) < len(targets)
-}
-
-// activateIncoming takes sh for an incoming live migration: first the
-// source's downgrade through the peers' lock helpers (a refused -asy costs
-// several seconds of sanlock retries), then -asy with bounded retries.
-func (r *run) activateIncoming(ctx context.Context, source string, targets []lvmlock.Target, activate func() error) error {
-	refs := make([]lvmlock.Ref, len(targets))
-	for i, t := range targets {
-		refs[i] = t.Ref
-	}
-	start := time.Now()
-	handoverErr := r.Handover.Downgrade(ctx, source, r.dom, refs)
-	ev := r.log.Info()
-	if handoverErr != nil {
-		ev = r.log.Warn().Err(handoverErr)
-	}
-	ev.Str("peer", source).Dur("took", time.Since(start)).Msg("source downgrade requested")
-	if errors.Is(handoverErr, peer.ErrRefused) {
-		r.noHandover = handoverErr.Error()
-		return handoverErr
-	}
-	retryable := func(err error) bool {
-		// Without a yes from the source, more -asy tries only cost time.
-		return handoverErr == nil && lvmlock.Transient(err) || startRetryable(err)
-	}
-	err := r.retry(ctx, retryable, activate)
-	if err != nil && handoverErr != nil {
-		return fmt.Errorf("%w (source downgrade: %v)", err, handoverErr)
-	}
-	return err
-}
-
-// retry runs f until it succeeds, fails with an error retryable rejects, or
-// SharedRetries more tries are spent, doubling RetryDelay between tries.
-// startRetryable: a start is tried again while the lockspace is still
-// starting, and after a lock manager error (sanlock failed a VG lock: seen
-// once under load on the harness), never when another host holds an LV.
-func startRetryable(err error) bool {
-	return lvmlock.IsLockspaceStarting(err) || lvmlock.IsLockManagerError(err)
-}
-
-func (r *run) retry(ctx context.Context, retryable func(error) bool, f func() error) error {
-	delay := r.Config.RetryDelay.D()
-	for attempt := 0; ; attempt++ {
-		err := f()
-		if err == nil || attempt >= r.Config.SharedRetries || !retryable(err) {
-			return err
-		}
-		r.log.Info().Err(err).Int("attempt", attempt+1).Dur("delay", delay).Msg("retrying")
-		if serr := r.sleep(ctx, delay); serr != nil {
-			return err
-		}
-		delay *= 2
-	}
-}
-
-func (r *run) sleep(ctx context.Context, d time.Duration) error {
-	if r.Sleep != nil {
-		return r.Sleep(ctx, d)
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
-// managedDisks returns the domain's disks that are LVs of shared VGs. A disk
-// whose VG lvm does not know is an error unless its path exists (then it is
-// some other device that merely looks like /dev/VG/LV).
-func (r *run) managedDisks(st *lvmlock.State) ([]domxml.Disk, error) {
-	var out []domxml.Disk
-	for _, d := range r.dom.Disks {
-		if slices.Contains(st.MissingVGs, d.VG) {
-			if strings.HasPrefix(d.Path, "/dev/") && pathExists(d.Path) {
-				r.log.Debug().Str("path", d.Path).Msg("not an LV: left alone")
-				continue
-			}
-			return nil, fmt.Errorf("disk %s: volume group %s not found (source %s)", d.Target, d.VG, d.Path)
-		}
-		lv, ok := st.LVs[d.Ref]
-		if !ok {
-			return nil, fmt.Errorf("disk %s: LV %s not found", d.Target, d.Ref)
-		}
-		if !lv.Shared() {
-			r.log.Debug().Str("vg", d.VG).Str("lv", d.LV).Msg("VG is not shared: left alone")
-			continue
-		}
-		out = append(out, d)
-	}
-	return out, nil
-}
-
-var pathExists = func(p string) bool { _, err := os.Stat(p); return err == nil }
-
-// deactivate is release end: -an every LV of the domain (from its XML and
-// from lvhook's record) that no other domain running here uses.
-func (r *run) deactivate(ctx context.Context) error {
-	if err := r.State.ClearIncoming(r.dom.UUID); err != nil {
-		r.log.Warn().Err(err).Msg("cannot clear incoming-migration marker")
-	}
-	refs := r.stoppedRefs()
-	if len(refs) == 0 {
-		return errors.Join(r.State.Remove(state.PendingDir, r.dom.UUID), r.State.Remove(state.DomainsDir, r.dom.UUID))
-	}
-	inUse := r.usedByOthers()
-	var off []lvmlock.Ref
-	for _, ref := range refs {
-		if u := inUse[ref]; u.domain != "" {
-			r.log.Info().Str("vg", ref.VG).Str("lv", ref.LV).Str("used_by", u.domain).Msg("still used by another domain here: left active")
-			continue
-		}
-		off = append(off, ref)
-	}
-	done, err := r.lvm.Deactivate(ctx, nil, off)
-	if err != nil {
-		var left []lvmlock.Ref
-		for _, ref := range off {
-			if !slices.ContainsFunc(done, func(c lvmlock.Change) bool { return c.Ref == ref }) {
-				left = append(left, ref)
-			}
-		}
-		r.savePending(left)
-		return fmt.Errorf("%s stopped, but %s could not be deactivated (%s); the lock helper retries", r.dom.Name, lvmlock.JoinRefs(left), lvmlock.Reason(err))
-	}
-	if err := r.State.Remove(state.PendingDir, r.dom.UUID); err != nil {
-		r.log.Warn().Err(err).Msg("cannot remove pending record")
-	}
-	return r.State.Remove(state.DomainsDir, r.dom.UUID)
-}
-
-type use struct {
-	domain string
-	mode   lvmlock.Mode
-}
-
-// usedByOthers maps each LV recorded for another domain running here to
-// that domain and the mode it needs (ex wins when several use it).
-func (r *run) usedByOthers() map[lvmlock.Ref]use {
-	recs, err := r.State.All(state.DomainsDir)
-	if err != nil {
-		// One unreadable or stray file must not block every start and
-		// stop on the host; lvhook check reports it.
-		r.log.Warn().Err(err).Msg("unreadable domain record skipped")
-	}
-	used := map[lvmlock.Ref]use{}
-	for _, rec := range recs {
-		if rec.UUID == r.dom.UUID {
-			continue
-		}
-		for _, l := range rec.LVs {
-			if used[l.Ref()].mode != lvmlock.ModeEx {
-				used[l.Ref()] = use{domain: rec.Name, mode: l.Mode}
-			}
-		}
-	}
-	return used
-}
-
-// leavePending hands every LV of the stopped domain (its XML's, its
-// record's, a start's intent) to the lock helper as a pending deactivation,
-// without the host lock: a file replaced by rename. libvirt runs no other
-// hook of this domain meanwhile.
-func (r *run) leavePending() {
-	if refs := r.stoppedRefs(); len(refs) > 0 {
-		r.savePending(refs)
-	}
-}
-
-// stoppedRefs are the LVs a stop of the domain releases: its XML's (unless
-// it opted out), its record's (detached while running, which no hook tells,
-// or activated before it opted out) and a start's intent. An unreadable
-// record is logged and the rest used.
-func (r *run) stoppedRefs() []lvmlock.Ref {
-	var refs []lvmlock.Ref
-	if !r.dom.OptedOut {
-		refs = r.dom.Refs()
-	}
-	for _, dir := range []string{state.DomainsDir, state.PendingDir} {
-		rec, _, err := r.State.Load(dir, r.dom.UUID)
-		if err != nil {
-			r.log.Warn().Err(err).Str("dir", dir).Msg("record unreadable: the other sources of the domain's LVs are used")
-		}
-		for _, l := range rec.LVs {
-			if !slices.Contains(refs, l.Ref()) {
-				refs = append(refs, l.Ref())
-			}
-		}
-	}
-	return refs
-}
-
-func (r *run) savePending(refs []lvmlock.Ref) {
-	rec := state.Record{Name: r.dom.Name, UUID: r.dom.UUID}
-	for _, ref := range refs {
-		rec.LVs = append(rec.LVs, state.RecordLV{VG: ref.VG, LV: ref.LV})
-	}
-	if err := r.State.Save(state.PendingDir, rec); err != nil {
-		r.log.Error().Err(err).Msg("cannot save pending deactivation")
-	}
-	if err := r.State.Remove(state.DomainsDir, r.dom.UUID); err != nil {
-		r.log.Warn().Err(err).Msg("cannot remove domain record")
-	}
 }
 
 // verify is reconnect and unknown ops: compare each LV's mode with what the
