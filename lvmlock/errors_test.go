@@ -15,8 +15,8 @@ type exitErr int
 func (e exitErr) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 func (e exitErr) ExitCode() int { return int(e) }
 
-// The stderr texts of lvm 2.03.16 with LC_ALL=C (docs: lvmlockd.md; lvm2
-// lib/locking/lvmlockd.c), each as lvm prints it, indented.
+// The stderr texts of lvm 2.03.16 with LC_ALL=C (captured for real in
+// testdata/real/*/lvm-errors; lvm2 lib/locking/lvmlockd.c), each as lvm prints it, indented.
 func TestClassify(t *testing.T) {
 	tests := []struct {
 		name     string

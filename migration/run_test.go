@@ -3,8 +3,6 @@ package migration
 import (
 	"context"
 	"errors"
-	"net"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -16,36 +14,6 @@ import (
 
 	"github.com/lvhook/lvhook/lvmlock"
 )
-
-// TestNotify speaks sd_notify's protocol to a real datagram socket.
-func TestNotify(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "notify.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	t.Setenv("NOTIFY_SOCKET", path)
-	if err := Notify("READY=1\nSTATUS=connected to libvirt"); err != nil {
-		t.Fatalf("Notify: %v", err)
-	}
-	buf := make([]byte, 256)
-	n, err := conn.Read(buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, want := string(buf[:n]), "READY=1\nSTATUS=connected to libvirt"; got != want {
-		t.Errorf("datagram = %q, want %q", got, want)
-	}
-	t.Setenv("NOTIFY_SOCKET", "")
-	if err := Notify("READY=1"); err != nil {
-		t.Errorf("Notify without NOTIFY_SOCKET = %v, want nil (nothing to do)", err)
-	}
-	t.Setenv("NOTIFY_SOCKET", "relative/path")
-	if err := Notify("READY=1"); err == nil {
-		t.Errorf("Notify to a relative path accepted")
-	}
-}
 
 // TestRunReconnects: Run waits for a libvirtd that is down (READY anyway),
 // connects, handles events, and reconnects when libvirtd restarts,

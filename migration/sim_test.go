@@ -3,10 +3,10 @@ package migration
 // The model: a deterministic, seeded simulation of N hosts sharing VGs under
 // lvmlockd (lvmfake), each with a fake libvirtd that calls the REAL hook
 // (hook.Hook.Run) and emits lifecycle events in libvirt's order
-// (docs/libvirt-hooks.md), and the REAL lock helper (Helper: events, ticks,
+// (docs/operator-guide.md, section 5), and the REAL lock helper (Helper: events, ticks,
 // downgrade requests) and Handover, over an in-memory peer transport. Time
-// is a fake clock. Every step is followed by a check of design.md's
-// invariant; every lvchange is checked as it happens (rule 4).
+// is a fake clock. Every step is followed by a check of the safety
+// invariant (docs/operator-guide.md, section 1); every lvchange is checked as it happens (rule 4).
 //
 // Interleavings: one step at a time, chosen at random among the enabled
 // ones; in addition some steps run nested inside others where real code
@@ -786,7 +786,7 @@ func (s *sim) nest(excl int, inDaemon bool) {
 }
 
 // ---------------------------------------------------------------------------
-// Activities, in libvirt's order of calls and events (libvirt-hooks.md)
+// Activities, in libvirt's order of calls and events (operator guide, section 5)
 
 // startAct is virsh start: prepare -> start -> QEMU -> started; a failure
 // after prepare began gives stopped end + release end.

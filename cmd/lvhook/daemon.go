@@ -7,6 +7,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/coreos/go-systemd/v22/daemon"
+
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
@@ -86,7 +88,9 @@ func runDaemon(parent context.Context, e *env) error {
 	}
 
 	notify := func(state string) {
-		if err := migration.Notify(state); err != nil {
+		// sd_notify(3); without $NOTIFY_SOCKET (not started by systemd
+		// with Type=notify) nothing is sent.
+		if _, err := daemon.SdNotify(false, state); err != nil {
 			log.Warn().Err(err).Msg("cannot notify systemd")
 		}
 	}

@@ -1,7 +1,7 @@
 // Package lvmfake models lvm and lvmlockd on several hosts sharing one set of
 // VGs, behind lvmlock.Runner: lvs, lvchange -aey/-asy/-an and lvmlockctl -i,
-// with lvmlockd's lock semantics and lvm 2.03.16's exact messages (lvmlockd.md
-// in the design notes: ex/sh conflicts, in-place conversion, lockspaces,
+// with lvmlockd's lock semantics and lvm 2.03.16's exact messages (as
+// captured in testdata/real, see its README: ex/sh conflicts, in-place conversion, lockspaces,
 // LV types that cannot be shared), and the sanlock reads of `lvhook check`
 // (client status, client host_status -D, direct dump of the LV leases; host
 // h is host_id h). Tests drive real lvhook code through it.

@@ -2,8 +2,8 @@
 # Capture real outputs from the running cluster into testdata/real/debian$DEBIAN/ (the
 # guests' Debian release, 12 or 13; LVHOOK_CAPTURE_DIR overrides the directory) for
 # unit tests: the versions of lvm2, sanlock, libvirt and the kernel, lvs/vgs JSON
-# reports, `lvmlockctl -i` with ex and sh locks, the lvm error texts of
-# docs/lvmlockd.md provoked for real, sanlock's view of hosts and leases, the domain
+# reports, `lvmlockctl -i` with ex and sh locks, the lvm error texts
+# lvhook classifies (lvmlock/errors.go), provoked for real, sanlock's view of hosts and leases, the domain
 # XML libvirt passes to hooks, the argv of every hook call and `virsh dumpxml` of each
 # running test domain.
 #
