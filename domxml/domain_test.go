@@ -231,17 +231,17 @@ func testParser() *Parser {
 		"/sys/block/dm-15":     {Name: "-x-y", UUID: lvmUUID("Dash0000000000000000000000000015")},
 	}
 	links := map[string]string{
-		"/dev/disk/by-id/wwn-0x600a0b8000aa0001":                                               "/dev/dm-5",
-		"/dev/disk/by-path/pci-0000:00:1f.2-ata-1":                                             "/dev/sda",
-		"/dev/disk/by-id/scsi-3600a0b80001234":                                                 "/dev/dm-6",
-		"/dev/disk/by-id/dm-name-mpatha":                                                       "/dev/dm-6",
-		"/dev/disk/by-id/dm-uuid-mpath-3600a0b80001234":                                        "/dev/dm-6",
-		"/dev/mapper/mpatha":                                                                   "/dev/dm-6",
-		"/dev/mapper/vg0-snapped-real":                                                         "/dev/dm-8",
+		"/dev/disk/by-id/wwn-0x600a0b8000aa0001":        "/dev/dm-5",
+		"/dev/disk/by-path/pci-0000:00:1f.2-ata-1":      "/dev/sda",
+		"/dev/disk/by-id/scsi-3600a0b80001234":          "/dev/dm-6",
+		"/dev/disk/by-id/dm-name-mpatha":                "/dev/dm-6",
+		"/dev/disk/by-id/dm-uuid-mpath-3600a0b80001234": "/dev/dm-6",
+		"/dev/mapper/mpatha":                            "/dev/dm-6",
+		"/dev/mapper/vg0-snapped-real":                  "/dev/dm-8",
 		"/dev/disk/by-id/dm-uuid-part1-LVM-" + testVGUUID + "Part0000000000000000000000000011": "/dev/dm-11",
-		"/dev/disk/by-id/dm-name-luks-x":                                                       "/dev/dm-14",
-		"/dev/sda":                                                                             "/dev/sda",
-		"/dev/vg0/not-a-link":                                                                  "/dev/vg0/not-a-link",
+		"/dev/disk/by-id/dm-name-luks-x": "/dev/dm-14",
+		"/dev/sda":                       "/dev/sda",
+		"/dev/vg0/not-a-link":            "/dev/vg0/not-a-link",
 	}
 	for dir := range sys {
 		if dm, ok := strings.CutPrefix(dir, "/sys/block/"); ok {

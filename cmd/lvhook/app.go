@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 
 	"github.com/lvhook/lvhook/lvmlock"
@@ -20,26 +19,33 @@ const (
 	exitUsage   = 2
 )
 
-// env is what every command gets: the process's streams and its exit status.
+// Streams are the process's standard streams.
+type Streams struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+}
+
+// env is what every command gets: the streams and its exit status.
 type env struct {
-	stdin  io.Reader
-	stderr io.Writer
+	Streams
 	// code is the exit status a command sets when it is not 0 or 2.
 	code int
 }
 
-// commands lists the subcommands; each file registers its own in init.
-var commands []func(e *env) *cli.Command
+// commands lists the subcommands, in the order of lvhook --help.
+func commands(e *env) []*cli.Command {
+	return []*cli.Command{checkCommand(e), daemonCommand(e), hookCommand(e), manCommand(e), completionCommand(e)}
+}
 
-// run is the whole program: argv, stdin, stderr in; exit status out.
-func run(args []string, stdin io.Reader, stderr io.Writer) int {
+// Run is the whole program: argv and streams in, exit status out.
+func Run(args []string, s Streams) int {
 	if argv, fromLibvirt, ok := hookInvocation(args); ok {
-		return runHook(argv, stdin, stderr, fromLibvirt)
+		return runHook(argv, s.Stdin, s.Stderr, fromLibvirt)
 	}
-	e := &env{stdin: stdin, stderr: stderr}
+	e := &env{Streams: s}
 	app := newApp(e)
 	if err := app.Run(args); err != nil {
-		fmt.Fprintf(stderr, "lvhook: %s\n", lvmlock.OneLine(err.Error()))
+		fmt.Fprintf(s.Stderr, "lvhook: %s\n", lvmlock.OneLine(err.Error()))
 		if e.code != exitOK {
 			return e.code
 		}
@@ -54,13 +60,11 @@ func newApp(e *env) *cli.App {
 		Name:           "lvhook",
 		Usage:          "keep a libvirt domain's LVs locked by lvmlockd on the host that runs it",
 		Version:        version,
-		Writer:         os.Stdout,
-		ErrWriter:      e.stderr,
+		Writer:         e.Stdout,
+		ErrWriter:      e.Stderr,
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
-	for _, c := range commands {
-		app.Commands = append(app.Commands, c(e))
-	}
+	app.Commands = commands(e)
 	return app
 }
 

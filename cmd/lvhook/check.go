@@ -96,55 +96,53 @@ one problem config-invalid).
 New fields may appear in version 1; removing or redefining one changes the
 version.`
 
-func init() {
-	commands = append(commands, func(e *env) *cli.Command {
-		return &cli.Command{
-			Name:        "check",
-			Usage:       "show each domain's LV locks on this host and what would break a start or a live migration",
-			ArgsUsage:   "DOMAIN... | --all",
-			Description: checkDoc,
-			Flags: []cli.Flag{
-				&cli.BoolFlag{Name: "all", Usage: "check every domain defined or running on this host"},
-				&cli.BoolFlag{Name: "json", Usage: "write the report as JSON (version 1) instead of a table"},
-				&cli.StringFlag{Name: "socket", Usage: "libvirtd's UNIX socket (default: daemon.libvirt_socket of the config, its -ro twin when it exists)"},
-				&cli.DurationFlag{Name: "timeout", Value: time.Minute, Usage: "give up after this long"},
-			},
-			Action: func(c *cli.Context) error {
+func checkCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:        "check",
+		Usage:       "show each domain's LV locks on this host and what would break a start or a live migration",
+		ArgsUsage:   "DOMAIN... | --all",
+		Description: checkDoc,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "all", Usage: "check every domain defined or running on this host"},
+			&cli.BoolFlag{Name: "json", Usage: "write the report as JSON (version 1) instead of a table"},
+			&cli.StringFlag{Name: "socket", Usage: "libvirtd's UNIX socket (default: daemon.libvirt_socket of the config, its -ro twin when it exists)"},
+			&cli.DurationFlag{Name: "timeout", Value: time.Minute, Usage: "give up after this long"},
+		},
+		Action: func(c *cli.Context) error {
+			e.code = exitCannotCheck
+			names := c.Args().Slice()
+			if c.Bool("all") == (len(names) > 0) {
+				return errors.New("check: name the domains to check, or give --all")
+			}
+			rep, err := runCheck(c, e, names)
+			var cfgErr *config.Error
+			switch {
+			case errors.As(err, &cfgErr):
+				// Reported as a problem; nothing else was checked.
+				host, _ := os.Hostname()
+				rep = hook.ConfigInvalidReport(host, time.Now(), cfgErr)
+			case err != nil:
+				return fmt.Errorf("could not check: %w", err)
+			}
+			if c.Bool("json") {
+				err = rep.WriteJSON(c.App.Writer)
+			} else {
+				err = rep.WriteTable(c.App.Writer)
+			}
+			if err != nil {
+				return fmt.Errorf("write report: %w", err)
+			}
+			switch {
+			case cfgErr != nil:
 				e.code = exitCannotCheck
-				names := c.Args().Slice()
-				if c.Bool("all") == (len(names) > 0) {
-					return errors.New("check: name the domains to check, or give --all")
-				}
-				rep, err := runCheck(c, e, names)
-				var cfgErr *config.Error
-				switch {
-				case errors.As(err, &cfgErr):
-					// Reported as a problem; nothing else was checked.
-					host, _ := os.Hostname()
-					rep = hook.ConfigInvalidReport(host, time.Now(), cfgErr)
-				case err != nil:
-					return fmt.Errorf("could not check: %w", err)
-				}
-				if c.Bool("json") {
-					err = rep.WriteJSON(c.App.Writer)
-				} else {
-					err = rep.WriteTable(c.App.Writer)
-				}
-				if err != nil {
-					return fmt.Errorf("write report: %w", err)
-				}
-				switch {
-				case cfgErr != nil:
-					e.code = exitCannotCheck
-				case !rep.Healthy:
-					e.code = exitFailure
-				default:
-					e.code = exitOK
-				}
-				return nil
-			},
-		}
-	})
+			case !rep.Healthy:
+				e.code = exitFailure
+			default:
+				e.code = exitOK
+			}
+			return nil
+		},
+	}
 }
 
 func runCheck(c *cli.Context, e *env, names []string) (*hook.Report, error) {
@@ -166,7 +164,7 @@ func runCheck(c *cli.Context, e *env, names []string) (*hook.Report, error) {
 	}
 	defer conn.Close()
 
-	log := newLogger(cfg.LogLevel, e.stderr, zerolog.WarnLevel)
+	log := newLogger(cfg.LogLevel, e.Stderr, zerolog.WarnLevel)
 	checker := &hook.Checker{
 		Libvirt: conn,
 		LVM:     &lvmlock.Client{Runner: lvmlock.ExecRunner{Timeout: cfg.LVMTimeout.D()}, Log: log},

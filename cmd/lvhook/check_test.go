@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,19 +69,9 @@ func runCheckCmdConfig(t *testing.T, lib *cmdLibvirt, config string, args ...str
 	}
 	t.Cleanup(func() { dialLibvirt = orig })
 
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout := os.Stdout
-	os.Stdout = w
-	out := make(chan []byte)
-	go func() { b, _ := io.ReadAll(r); out <- b }()
-	var stderr bytes.Buffer
-	code := run(append([]string{filepath.Join(e.dir, "lvhook"), "check"}, args...), nil, &stderr)
-	os.Stdout = stdout
-	w.Close()
-	return string(<-out), stderr.String(), code
+	var stdout, stderr bytes.Buffer
+	code := Run(append([]string{filepath.Join(e.dir, "lvhook"), "check"}, args...), Streams{Stdout: &stdout, Stderr: &stderr})
+	return stdout.String(), stderr.String(), code
 }
 
 func TestCheckCommand(t *testing.T) {

@@ -19,26 +19,24 @@ import (
 	"github.com/lvhook/lvhook/state"
 )
 
-func init() {
-	commands = append(commands, func(e *env) *cli.Command {
-		return &cli.Command{
-			Name:  "daemon",
-			Usage: "run the lock helper: peer handover of live migrations and lock reconciliation (lvhook.service)",
-			Description: `Connects to the local libvirtd (daemon.libvirt_socket), follows domain
+func daemonCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "daemon",
+		Usage: "run the lock helper: peer handover of live migrations and lock reconciliation (lvhook.service)",
+		Description: `Connects to the local libvirtd (daemon.libvirt_socket), follows domain
 lifecycle events, converts LVs back to exclusive after a live migration or a
 cancelled one, retries failed deactivations, and serves the peers' downgrade
 requests on daemon.listen (mutual TLS, only the hosts of [[daemon.peer]]).
 Notifies systemd (Type=notify) once the peer server listens and libvirtd was
 tried. Stops on SIGTERM or SIGINT.`,
-			Action: func(c *cli.Context) error {
-				if err := runDaemon(c.Context, e); err != nil {
-					e.code = exitFailure
-					return err
-				}
-				return nil
-			},
-		}
-	})
+		Action: func(c *cli.Context) error {
+			if err := runDaemon(c.Context, e); err != nil {
+				e.code = exitFailure
+				return err
+			}
+			return nil
+		},
+	}
 }
 
 func runDaemon(parent context.Context, e *env) error {
@@ -48,7 +46,7 @@ func runDaemon(parent context.Context, e *env) error {
 		// Not a half-read config: refuse, in the one line systemd shows.
 		return fmt.Errorf("refusing to start the lock helper: %w", err)
 	}
-	log := newLogger(cfg.LogLevel, e.stderr, zerolog.InfoLevel)
+	log := newLogger(cfg.LogLevel, e.Stderr, zerolog.InfoLevel)
 	host := cfg.HostName()
 	lvm := &lvmlock.Client{
 		Runner:          lvmlock.ExecRunner{Timeout: cfg.LVMTimeout.D()},

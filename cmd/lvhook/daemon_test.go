@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net"
 	"os"
@@ -47,7 +48,7 @@ libvirt_socket = "`+dir+`/no-libvirt-sock"
 	t.Setenv("NOTIFY_SOCKET", sock)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- runDaemon(ctx, &env{stderr: &bytes.Buffer{}}) }()
+	go func() { done <- runDaemon(ctx, &env{Streams: Streams{Stderr: &bytes.Buffer{}}}) }()
 	buf := make([]byte, 512)
 	n, err := conn.Read(buf)
 	if err != nil {
@@ -83,7 +84,7 @@ ca_cert = "`+dir+`/missing-ca.pem"
 name = "kvm2"
 address = "10.0.0.2"
 `)
-	err := runDaemon(context.Background(), &env{stderr: &bytes.Buffer{}})
+	err := runDaemon(context.Background(), &env{Streams: Streams{Stderr: &bytes.Buffer{}}})
 	if err == nil || !strings.Contains(err.Error(), "missing-ca.pem") || !strings.Contains(err.Error(), "daemon.ca_cert") {
 		t.Errorf("runDaemon() = %v, want an error naming the CA file and daemon.ca_cert", err)
 	}
@@ -107,7 +108,7 @@ func TestDaemonRefusesBrokenConfig(t *testing.T) {
 		}
 		t.Setenv("NOTIFY_SOCKET", sock)
 		var stderr bytes.Buffer
-		code := run([]string{"lvhook", "daemon"}, nil, &stderr)
+		code := Run([]string{"lvhook", "daemon"}, Streams{Stdout: io.Discard, Stderr: &stderr})
 		path := os.Getenv("LVHOOK_CONFIG")
 		want := "lvhook: refusing to start the lock helper: " + path + ": "
 		if code != exitFailure || !strings.HasPrefix(stderr.String(), want) || strings.Count(stderr.String(), "\n") != 1 {
@@ -204,7 +205,7 @@ address = "127.0.0.1:1"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- runDaemon(ctx, &env{stderr: &bytes.Buffer{}}) }()
+	go func() { done <- runDaemon(ctx, &env{Streams: Streams{Stderr: &bytes.Buffer{}}}) }()
 
 	cr, err := peer.LoadCredentials(dir+"/ca.pem", dir+"/kvm2.pem", dir+"/kvm2-key.pem")
 	if err != nil {

@@ -21,18 +21,16 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-func init() {
-	commands = append(commands, func(e *env) *cli.Command {
-		return &cli.Command{
-			Name:      "hook",
-			Usage:     "run as libvirt's qemu hook (what libvirtd does through /etc/libvirt/hooks/qemu.d/lvhook)",
-			ArgsUsage: "DOMAIN OP SUBOP [EXTRA]  (domain XML on stdin)",
-			Action: func(c *cli.Context) error {
-				e.code = runHook(c.Args().Slice(), e.stdin, e.stderr, false)
-				return nil
-			},
-		}
-	})
+func hookCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:      "hook",
+		Usage:     "run as libvirt's qemu hook (what libvirtd does through /etc/libvirt/hooks/qemu.d/lvhook)",
+		ArgsUsage: "DOMAIN OP SUBOP [EXTRA]  (domain XML on stdin)",
+		Action: func(c *cli.Context) error {
+			e.code = runHook(c.Args().Slice(), e.Stdin, e.Stderr, false)
+			return nil
+		},
+	}
 }
 
 // runHook is one libvirt hook call. Nothing is ever written to stdout: for

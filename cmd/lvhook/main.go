@@ -7,5 +7,5 @@ package main
 import "os"
 
 func main() {
-	os.Exit(run(os.Args, os.Stdin, os.Stderr))
+	os.Exit(Run(os.Args, Streams{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}))
 }

@@ -15,36 +15,36 @@ import (
 //
 //	lvhook __man                lvhook(8), roff, on stdout
 //	lvhook __completion bash    bash completion, on stdout
-func init() {
-	commands = append(commands, func(e *env) *cli.Command {
-		return &cli.Command{
-			Name:   "__man",
-			Hidden: true,
-			Usage:  "write the lvhook(8) man page (roff) on stdout",
-			Action: func(c *cli.Context) error {
-				page, err := manPage(newApp(e))
-				if err != nil {
-					return err
-				}
-				_, err = io.WriteString(c.App.Writer, page)
+func manCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:   "__man",
+		Hidden: true,
+		Usage:  "write the lvhook(8) man page (roff) on stdout",
+		Action: func(c *cli.Context) error {
+			page, err := manPage(newApp(e))
+			if err != nil {
 				return err
-			},
-		}
-	}, func(e *env) *cli.Command {
-		return &cli.Command{
-			Name:      "__completion",
-			Hidden:    true,
-			Usage:     "write a shell completion script on stdout",
-			ArgsUsage: "bash",
-			Action: func(c *cli.Context) error {
-				if c.Args().First() != "bash" {
-					return fmt.Errorf("__completion: only bash is supported, not %q", c.Args().First())
-				}
-				_, err := io.WriteString(c.App.Writer, bashCompletion(newApp(e)))
-				return err
-			},
-		}
-	})
+			}
+			_, err = io.WriteString(c.App.Writer, page)
+			return err
+		},
+	}
+}
+
+func completionCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:      "__completion",
+		Hidden:    true,
+		Usage:     "write a shell completion script on stdout",
+		ArgsUsage: "bash",
+		Action: func(c *cli.Context) error {
+			if c.Args().First() != "bash" {
+				return fmt.Errorf("__completion: only bash is supported, not %q", c.Args().First())
+			}
+			_, err := io.WriteString(c.App.Writer, bashCompletion(newApp(e)))
+			return err
+		},
+	}
 }
 
 // manDescription opens lvhook(8).

@@ -98,22 +98,10 @@ func TestBashCompletion(t *testing.T) {
 	}
 }
 
-// runCaptured runs lvhook with stdout captured (the app writes to os.Stdout).
+// runCaptured runs lvhook with stdout and stderr captured.
 func runCaptured(t *testing.T, stdout, stderr *bytes.Buffer, args ...string) int {
 	t.Helper()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	orig := os.Stdout
-	os.Stdout = w
-	done := make(chan struct{})
-	go func() { _, _ = stdout.ReadFrom(r); close(done) }()
-	code := run(append([]string{"lvhook"}, args...), nil, stderr)
-	os.Stdout = orig
-	w.Close()
-	<-done
-	return code
+	return Run(append([]string{"lvhook"}, args...), Streams{Stdout: stdout, Stderr: stderr})
 }
 
 // TestSampleConfig keeps packaging/lvhook.toml, the conffile the packages
