@@ -58,7 +58,8 @@ type Libvirt interface {
 	Domains(ctx context.Context) ([]LibvirtDomain, error)
 	// XML returns a domain's XML: the live one of an active domain.
 	XML(ctx context.Context, d LibvirtDomain) ([]byte, error)
-	// Job returns the current job of an active domain.
+	// Job returns the current job of an active domain: JobMigrationIn on
+	// a live migration's destination, where libvirt refuses job statistics.
 	Job(ctx context.Context, d LibvirtDomain) (Job, error)
 }
 

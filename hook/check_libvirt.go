@@ -2,9 +2,11 @@ package hook
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -103,7 +105,8 @@ func (c *LibvirtConn) XML(ctx context.Context, d LibvirtDomain) ([]byte, error) 
 }
 
 // Job implements Libvirt. A job without an operation field (libvirt older
-// than 3.3) is JobOther.
+// than 3.3) is JobOther. On a live migration's destination libvirt refuses
+// job statistics: that refusal is JobMigrationIn, as for the lock helper.
 func (c *LibvirtConn) Job(ctx context.Context, d LibvirtDomain) (Job, error) {
 	dom, err := c.domain(d)
 	if err != nil {
@@ -115,10 +118,22 @@ func (c *LibvirtConn) Job(ctx context.Context, d LibvirtDomain) (Job, error) {
 		typ, params, err = c.l.DomainGetJobStats(dom, 0)
 		return err
 	})
+	if incomingMigration(err) {
+		return JobMigrationIn, nil
+	}
 	if err != nil {
 		return JobNone, err
 	}
 	return jobOf(typ, params), nil
+}
+
+// incomingMigration tells libvirt's refusal of job statistics on a live
+// migration's destination ("migration statistics are available only on the
+// source host"), which is how an incoming migration shows.
+func incomingMigration(err error) bool {
+	var le libvirt.Error
+	return errors.As(err, &le) && le.Code == uint32(libvirt.ErrOperationUnsupported) &&
+		strings.Contains(le.Message, "only on the source host")
 }
 
 func (c *LibvirtConn) domain(d LibvirtDomain) (libvirt.Domain, error) {

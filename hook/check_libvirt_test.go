@@ -1,8 +1,13 @@
 package hook
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"io"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +15,8 @@ import (
 	"github.com/digitalocean/go-libvirt"
 	"github.com/digitalocean/go-libvirt/libvirttest"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/lvhook/lvhook/lvmlock"
 )
 
 // TestLibvirtConnDomains lists domains over libvirt's RPC protocol, against
@@ -106,5 +113,239 @@ func TestReadOnlySocket(t *testing.T) {
 	defer l.Close()
 	if got := ReadOnlySocket(sock); got != sock+"-ro" {
 		t.Errorf("with a -ro socket: %q, want %q", got, sock+"-ro")
+	}
+}
+
+// libvirtd is a libvirtd for the adapter's tests: it speaks libvirt's RPC
+// protocol over a pipe and answers the calls check makes, about its domains.
+type libvirtd struct {
+	doms []libvirtdDomain
+}
+
+type libvirtdDomain struct {
+	name  string
+	uuid  libvirt.UUID
+	state libvirt.DomainState
+	xml   string
+	// job answers virDomainGetJobStats, unless jobErr is set.
+	job    libvirt.DomainJobOperation
+	jobErr *libvirt.Error
+}
+
+// RPC procedures (libvirt's remote_protocol.x).
+const (
+	procConnectOpen              = 1
+	procConnectClose             = 2
+	procDomainGetXMLDesc         = 14
+	procAuthList                 = 66
+	procDomainGetJobStats        = 298
+	procConnectGetAllDomainStats = 344
+)
+
+// errDestinationJobStats is libvirt's answer to virDomainGetJobStats on a
+// live migration's destination (qemuDomainGetJobStats).
+var errDestinationJobStats = &libvirt.Error{Code: uint32(libvirt.ErrOperationUnsupported),
+	Message: "Operation not supported: migration statistics are available only on the source host"}
+
+func (d *libvirtd) Dial() (net.Conn, error) {
+	client, server := net.Pipe()
+	go d.serve(server)
+	return client, nil
+}
+
+func (d *libvirtd) serve(conn net.Conn) {
+	defer conn.Close()
+	for {
+		var n uint32
+		if err := binary.Read(conn, binary.BigEndian, &n); err != nil {
+			return
+		}
+		pkt := make([]byte, n-4)
+		if _, err := io.ReadFull(conn, pkt); err != nil {
+			return
+		}
+		var h struct{ Program, Version, Procedure, Type, Serial, Status uint32 }
+		if err := binary.Read(bytes.NewReader(pkt[:24]), binary.BigEndian, &h); err != nil {
+			return
+		}
+		body, fail := d.answer(h.Procedure, pkt[24:])
+		var ret xdrBuf
+		h.Type, h.Status = 1, 0 // reply, ok
+		if fail != nil {
+			h.Status = 1
+			body = remoteError(fail)
+		}
+		ret.u32(uint32(4 + 24 + len(body)))
+		_ = binary.Write(&ret, binary.BigEndian, h)
+		ret.Write(body)
+		if _, err := conn.Write(ret.Bytes()); err != nil {
+			return
+		}
+	}
+}
+
+// answer returns the reply's payload, or the error libvirtd answers with.
+func (d *libvirtd) answer(proc uint32, args []byte) ([]byte, *libvirt.Error) {
+	var b xdrBuf
+	switch proc {
+	case procAuthList:
+		b.u32(0) // no authentication
+	case procConnectOpen, procConnectClose:
+	case procConnectGetAllDomainStats:
+		b.u32(uint32(len(d.doms)))
+		for _, dom := range d.doms {
+			b.str(dom.name)
+			b.Write(dom.uuid[:])
+			b.u32(1) // id
+			b.u32(1) // one typed parameter: state.state, an int
+			b.str("state.state")
+			b.u32(1)
+			b.u32(uint32(dom.state))
+		}
+	case procDomainGetXMLDesc, procDomainGetJobStats:
+		// The arguments start with the domain: its name, then its UUID.
+		l := binary.BigEndian.Uint32(args)
+		var u libvirt.UUID
+		copy(u[:], args[4+(l+3)/4*4:])
+		i := slices.IndexFunc(d.doms, func(dom libvirtdDomain) bool { return dom.uuid == u })
+		if i < 0 {
+			return nil, &libvirt.Error{Code: uint32(libvirt.ErrNoDomain), Message: "Domain not found"}
+		}
+		dom := d.doms[i]
+		switch {
+		case proc == procDomainGetXMLDesc:
+			b.str(dom.xml)
+		case dom.jobErr != nil:
+			return nil, dom.jobErr
+		case dom.job == 0:
+			b.u32(uint32(libvirt.DomainJobNone))
+			b.u32(0)
+		default:
+			b.u32(uint32(libvirt.DomainJobUnbounded))
+			b.u32(1)
+			b.str(libvirt.DomainJobOperationStr)
+			b.u32(1)
+			b.u32(uint32(dom.job))
+		}
+	default:
+		return nil, &libvirt.Error{Code: 1, Message: "unknown procedure"}
+	}
+	return b.Bytes(), nil
+}
+
+// remoteError encodes libvirt's remote_error.
+func remoteError(e *libvirt.Error) []byte {
+	var b xdrBuf
+	b.u32(e.Code)
+	b.u32(10) // VIR_FROM_QEMU
+	b.u32(1)  // message: set
+	b.str(e.Message)
+	b.u32(2)                   // VIR_ERR_ERROR
+	b.Write(make([]byte, 4*7)) // no dom, str1, str2, str3; int1, int2; no net
+	return b.Bytes()
+}
+
+// xdrBuf writes XDR.
+type xdrBuf struct{ bytes.Buffer }
+
+func (b *xdrBuf) u32(v uint32) { _ = binary.Write(b, binary.BigEndian, v) }
+
+func (b *xdrBuf) str(s string) {
+	b.u32(uint32(len(s)))
+	b.WriteString(s)
+	b.Write(make([]byte, (4-len(s)%4)%4))
+}
+
+func libvirtUUID(t *testing.T, s string) libvirt.UUID {
+	t.Helper()
+	var u libvirt.UUID
+	b, err := hex.DecodeString(strings.ReplaceAll(s, "-", ""))
+	if err != nil || len(b) != len(u) {
+		t.Fatalf("UUID %q: %v", s, err)
+	}
+	copy(u[:], b)
+	return u
+}
+
+// TestLibvirtConnJob reads domains' jobs over libvirt's RPC protocol. On a
+// live migration's destination libvirt refuses job statistics: that is an
+// incoming migration, as the lock helper takes it.
+func TestLibvirtConnJob(t *testing.T) {
+	d := &libvirtd{}
+	for i, dom := range []libvirtdDomain{
+		{name: "idle", state: libvirt.DomainRunning},
+		{name: "source", state: libvirt.DomainRunning, job: libvirt.DomainJobOperationStrMigrationOut},
+		{name: "destination", state: libvirt.DomainPaused, jobErr: errDestinationJobStats},
+		{name: "other-refusal", state: libvirt.DomainRunning, jobErr: &libvirt.Error{Code: uint32(libvirt.ErrOperationUnsupported),
+			Message: "Operation not supported: job statistics are not supported"}},
+	} {
+		dom.uuid[15] = byte(i + 1)
+		d.doms = append(d.doms, dom)
+	}
+	ctx := context.Background()
+	conn, err := NewLibvirtConn(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	doms, err := conn.Domains(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, dom := range doms {
+		job, err := conn.Job(ctx, dom)
+		got[dom.Name] = string(job)
+		switch {
+		case err != nil:
+			got[dom.Name] = "error: " + err.Error()
+		case job == JobNone:
+			got[dom.Name] = "none"
+		}
+	}
+	want := map[string]string{
+		"idle":          "none",
+		"source":        "migration-out",
+		"destination":   "migration-in",
+		"other-refusal": "error: Operation not supported: job statistics are not supported",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("jobs (-want +got):\n%s", diff)
+	}
+}
+
+// TestCheckIncomingMigration checks a live migration's destination through
+// libvirt's RPC protocol: libvirt refuses its job statistics, check takes it
+// for an incoming migration and expects its LVs shared, as the lock helper
+// does, instead of reporting the domain unreadable.
+func TestCheckIncomingMigration(t *testing.T) {
+	w := newCheckWorld(t)
+	dom := w.domain("mig", "paused", JobNone, "vg1/mig-root")
+	w.hold(1, "vg1", "mig-root", lvmlock.ModeSh)
+	w.hold(2, "vg1", "mig-root", lvmlock.ModeSh) // the source's
+	d := &libvirtd{doms: []libvirtdDomain{{name: dom.Name, uuid: libvirtUUID(t, dom.UUID), state: libvirt.DomainPaused,
+		xml: string(w.lib.xml[dom.UUID]), jobErr: errDestinationJobStats}}}
+	ctx := context.Background()
+	conn, err := NewLibvirtConn(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := w.checker()
+	c.Libvirt = conn
+	rep, err := c.Check(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{}, problemKeys(rep)); diff != "" {
+		t.Errorf("problems (-want +got):\n%s", diff)
+	}
+	if len(rep.Domains) != 1 || len(rep.Domains[0].LVs) != 1 {
+		t.Fatalf("report: %+v, want one domain with one LV", rep.Domains)
+	}
+	dr, lr := rep.Domains[0], rep.Domains[0].LVs[0]
+	if dr.Job != JobMigrationIn || !dr.Active || !dr.Managed || lr.Expected != "sh" || lr.Actual != "sh" {
+		t.Errorf("domain: job %q, active %v, managed %v; LV expected %s, actual %s; want migration-in, active, managed, sh held as expected",
+			dr.Job, dr.Active, dr.Managed, lr.Expected, lr.Actual)
 	}
 }

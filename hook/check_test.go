@@ -335,6 +335,16 @@ var checkCases = []checkCase{
 		},
 	},
 	{
+		// The destination of a live migration: paused, sh here and on the
+		// source (libvirt shows it by refusing the job's statistics).
+		name: "migrating-in",
+		setup: func(w *checkWorld) {
+			w.domain("mig", "paused", JobMigrationIn, "vg1/mig-root")
+			w.hold(1, "vg1", "mig-root", lvmlock.ModeSh)
+			w.hold(2, "vg1", "mig-root", lvmlock.ModeSh)
+		},
+	},
+	{
 		name: "lv-missing",
 		setup: func(w *checkWorld) {
 			w.domain("web", "shutoff", JobNone, "vg0/web-root", "vg0/web-gone")
