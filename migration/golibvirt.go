@@ -191,8 +191,11 @@ func stateOf(s libvirt.DomainState) DomainState {
 		return StateRunning
 	case libvirt.DomainPaused, libvirt.DomainPmsuspended:
 		return StatePaused
-	case libvirt.DomainShutoff, libvirt.DomainCrashed:
+	case libvirt.DomainShutoff:
 		return StateShutoff
+	case libvirt.DomainCrashed:
+		// libvirt lists a crashed domain as active: QEMU is kept.
+		return StateCrashed
 	}
 	return StateOther
 }

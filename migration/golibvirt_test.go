@@ -287,6 +287,24 @@ func TestJobOf(t *testing.T) {
 	}
 }
 
+// TestStateOf: a crashed domain keeps its QEMU process and stays in libvirt's
+// active list: it is active (StateCrashed), not shut off.
+func TestStateOf(t *testing.T) {
+	for s, want := range map[libvirt.DomainState]DomainState{
+		libvirt.DomainRunning:     StateRunning,
+		libvirt.DomainPaused:      StatePaused,
+		libvirt.DomainPmsuspended: StatePaused,
+		libvirt.DomainShutoff:     StateShutoff,
+		libvirt.DomainCrashed:     StateCrashed,
+		libvirt.DomainShutdown:    StateOther,
+		libvirt.DomainNostate:     StateOther,
+	} {
+		if got := stateOf(s); got != want {
+			t.Errorf("stateOf(%d) = %s, want %s", s, got, want)
+		}
+	}
+}
+
 func TestEventKind(t *testing.T) {
 	for _, tc := range []struct {
 		typ    libvirt.DomainEventType

@@ -257,7 +257,7 @@ func (h *Helper) outgoing(ctx context.Context, lv Libvirt, uuid string) (*domxml
 		return nil, fmt.Errorf("domain %s does not run on %s", uuid, h.Host)
 	case err != nil:
 		return nil, fmt.Errorf("libvirt on %s: %w", h.Host, err)
-	case state != StateRunning && state != StatePaused:
+	case state != StateRunning && state != StatePaused: // a crashed domain cannot migrate
 		return nil, fmt.Errorf("domain %s is %s on %s", uuid, state, h.Host)
 	}
 	job, err := lv.DomainJob(ctx, uuid)

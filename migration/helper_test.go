@@ -59,6 +59,14 @@ func TestDowngrade(t *testing.T) {
 		req: req(uuid1, "a"), peer: "kvm2", reason: "no outgoing migration job",
 		after: map[string]map[int]lvmlock.Mode{"a": lock{1: "sh"}},
 	}, {
+		name: "crashed domain (QEMU kept) cannot migrate: refused",
+		setup: func(c *testCluster) {
+			c.hosts[0].lv.run("vm1", uuid1, StateCrashed, JobMigrationOut, "/dev/vg0/a")
+			c.hold(1, "a", lvmlock.ModeEx)
+		},
+		req: req(uuid1, "a"), peer: "kvm2", reason: "is crashed on kvm1",
+		after: map[string]map[int]lvmlock.Mode{"a": lock{1: "ex"}},
+	}, {
 		name: "domain not running here",
 		setup: func(c *testCluster) {
 			c.hold(1, "a", lvmlock.ModeEx)

@@ -13,8 +13,9 @@ import (
 // in time fails and closes the connection (Disconnected is then closed, and
 // Run connects again), so a hung libvirtd never stalls the lock helper.
 type Libvirt interface {
-	// ActiveDomains lists the domains whose QEMU runs here (running or
-	// paused, including the paused destination of an incoming migration).
+	// ActiveDomains lists the domains whose QEMU runs here (running,
+	// paused, including the paused destination of an incoming migration, or
+	// crashed with its QEMU kept).
 	ActiveDomains(ctx context.Context) ([]Domain, error)
 	// DomainState is the state of an active domain; ErrNoDomain when the
 	// domain is not defined or not active here.
@@ -52,10 +53,14 @@ const (
 	StateRunning
 	StatePaused
 	StateShutoff
+	// StateCrashed: the guest crashed and libvirt kept its QEMU process
+	// (on_crash preserve). The domain is active: its LVs stay held, as a
+	// paused one's do; it cannot be migrated.
+	StateCrashed
 )
 
 func (s DomainState) String() string {
-	return [...]string{"other", "running", "paused", "shut off"}[s]
+	return [...]string{"other", "running", "paused", "shut off", "crashed"}[s]
 }
 
 // JobKind is the operation of a domain's current job.

@@ -282,6 +282,7 @@ func (h *Helper) view(ctx context.Context, lv Libvirt, d Domain) (*domView, erro
 	if ds == StateShutoff {
 		return nil, ErrNoDomain
 	}
+	// Any other state is active, a crashed domain's too (QEMU is kept).
 	job, err := lv.DomainJob(ctx, d.UUID)
 	if err != nil {
 		return nil, err

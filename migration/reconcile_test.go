@@ -89,6 +89,10 @@ func TestReconcileModes(t *testing.T) {
 			before: lock{1: "sh"}, after: lock{1: "sh"}},
 		{name: "save or dump job: ex due", state: StatePaused, job: JobOther, recorded: true,
 			before: lock{1: "sh"}, after: lock{1: "ex"}},
+		{name: "crashed, QEMU kept: active, ex due as when paused", state: StateCrashed, job: JobNone, recorded: true,
+			before: lock{1: "sh"}, after: lock{1: "ex"}},
+		{name: "crashed, ex: kept", state: StateCrashed, job: JobNone, recorded: true,
+			before: lock{1: "ex"}, after: lock{1: "ex"}},
 		{name: "ex where ex is due: nothing", state: StateRunning, job: JobNone, recorded: true,
 			before: lock{1: "ex"}, after: lock{1: "ex"}},
 		{name: "inactive LV of a running domain: never activated, reported", state: StateRunning, job: JobNone, recorded: true,
@@ -115,6 +119,30 @@ func TestReconcileModes(t *testing.T) {
 				t.Errorf("problems = %q, want one containing %q", got, tc.problem)
 			}
 		})
+	}
+}
+
+// TestReconcileCrashed: a crashed domain whose QEMU libvirt kept is active
+// here: pass after pass, its LVs stay held and nothing is reported (not a
+// domain "recorded as running here but libvirt does not list it").
+func TestReconcileCrashed(t *testing.T) {
+	c := newTestCluster(t, 2)
+	h := c.hosts[0]
+	h.lv.run("vm1", uuid1, StateCrashed, JobNone, "/dev/vg0/a")
+	c.record(1, "vm1", uuid1, false, "a")
+	c.hold(1, "a", lvmlock.ModeEx)
+	for range 3 {
+		c.advance(h.helper.Config.Daemon.ReconcileInterval.D())
+		h.helper.Tick(context.Background())
+	}
+	if diff := cmp.Diff(lock{1: "ex"}, c.lvm.Holders("vg0", "a")); diff != "" {
+		t.Errorf("vg0/a after three passes (-want +got):\n%s", diff)
+	}
+	if got := problemsOf(t, h); len(got) != 0 {
+		t.Errorf("problems = %v, want none", got)
+	}
+	if _, ok, err := h.state.Load(state.DomainsDir, uuid1); !ok || err != nil {
+		t.Errorf("record of the crashed domain: %v, %v; want kept", ok, err)
 	}
 }
 
