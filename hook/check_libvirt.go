@@ -20,8 +20,9 @@ import (
 // virConnectGetAllDomainStats for the list and the states, then per domain
 // virDomainGetXMLDesc and, for an active one, virDomainGetJobStats.
 type LibvirtConn struct {
-	l *libvirt.Libvirt
-	d *closingDialer
+	l       *libvirt.Libvirt
+	d       *closingDialer
+	timeout time.Duration // of each call, when ctx does not end first
 
 	mu   sync.Mutex
 	doms map[string]libvirt.Domain // by UUID, from the last Domains
@@ -45,18 +46,39 @@ func DialLibvirt(ctx context.Context, path string) (*LibvirtConn, error) {
 	return NewLibvirtConn(ctx, dialers.NewLocal(dialers.WithSocket(path), dialers.WithLocalTimeout(timeout)))
 }
 
+// libvirtCallTimeout bounds each call to libvirtd, as the lock helper's
+// does (migration's libvirtCallTimeout): above libvirt's own 30 s wait for a
+// domain's job. check's ctx usually ends first.
+const libvirtCallTimeout = 45 * time.Second
+
+// closeTimeout bounds Close's goodbye to libvirtd (virConnectClose), after
+// which the socket is closed anyway.
+const closeTimeout = 5 * time.Second
+
 // NewLibvirtConn connects to qemu:///system through dialer.
 func NewLibvirtConn(ctx context.Context, dialer socket.Dialer) (*LibvirtConn, error) {
-	c := &LibvirtConn{d: &closingDialer{inner: dialer}, doms: map[string]libvirt.Domain{}}
+	return newLibvirtConn(ctx, dialer, libvirtCallTimeout)
+}
+
+func newLibvirtConn(ctx context.Context, dialer socket.Dialer, timeout time.Duration) (*LibvirtConn, error) {
+	c := &LibvirtConn{d: &closingDialer{inner: dialer}, timeout: timeout, doms: map[string]libvirt.Domain{}}
 	c.l = libvirt.NewWithDialer(c.d)
 	if err := c.bounded(ctx, func() error { return c.l.ConnectToURI(libvirt.QEMUSystem) }); err != nil {
+		// Nothing will use this connection (a handshake libvirtd
+		// refused leaves it open).
+		c.d.close()
 		return nil, fmt.Errorf("connect to libvirt: %w", err)
 	}
 	return c, nil
 }
 
-// Close ends the connection.
-func (c *LibvirtConn) Close() error { return c.l.Disconnect() }
+// Close says goodbye to libvirtd, bounded by closeTimeout, and closes the
+// socket whatever the answer.
+func (c *LibvirtConn) Close() error {
+	err := c.within(context.Background(), min(c.timeout, closeTimeout), c.l.Disconnect)
+	c.d.close()
+	return err
+}
 
 // Domains implements Libvirt with one virConnectGetAllDomainStats call.
 func (c *LibvirtConn) Domains(ctx context.Context) ([]LibvirtDomain, error) {
@@ -146,19 +168,34 @@ func (c *LibvirtConn) domain(d LibvirtDomain) (libvirt.Domain, error) {
 	return dom, nil
 }
 
-// bounded runs one RPC; go-libvirt takes no context, so when ctx ends first
-// the connection is closed, which fails every call in flight.
+// bounded runs f, one go-libvirt call, until the first of its answer, ctx's
+// end and the call timeout. go-libvirt takes no context: without an answer
+// the connection is closed, which fails every call in flight, and bounded
+// waits for f to return, so that no call outlives it.
+//
+// The lock helper's adapter (migration/golibvirt.go, callWithin) does the
+// same: the two adapters are to be merged into one package.
 func (c *LibvirtConn) bounded(ctx context.Context, f func() error) error {
+	return c.within(ctx, c.timeout, f)
+}
+
+func (c *LibvirtConn) within(ctx context.Context, timeout time.Duration, f func() error) error {
 	done := make(chan error, 1)
 	go func() { done <- f() }()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	var err error
 	select {
 	case err := <-done:
 		return err
+	case <-t.C:
+		err = fmt.Errorf("libvirt did not answer within %s: connection closed", timeout)
 	case <-ctx.Done():
-		c.d.close()
-		<-done
-		return fmt.Errorf("libvirt did not answer in time: %w", ctx.Err())
+		err = fmt.Errorf("libvirt did not answer in time: %w", ctx.Err())
 	}
+	c.d.close()
+	<-done
+	return err
 }
 
 // jobOf reads virDomainGetJobStats' answer.
@@ -208,9 +245,10 @@ func formatUUID(u libvirt.UUID) string {
 // closingDialer remembers the connection it made so that a call that
 // outlives its context can be cut off.
 type closingDialer struct {
-	inner socket.Dialer
-	mu    sync.Mutex
-	conn  net.Conn
+	inner  socket.Dialer
+	mu     sync.Mutex
+	conn   net.Conn
+	closed bool
 }
 
 func (d *closingDialer) Dial() (net.Conn, error) {
@@ -219,14 +257,21 @@ func (d *closingDialer) Dial() (net.Conn, error) {
 		return nil, err
 	}
 	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		_ = conn.Close()
+		return nil, errors.New("connection to libvirt abandoned")
+	}
 	d.conn = conn
-	d.mu.Unlock()
 	return conn, nil
 }
 
+// close closes the socket, now or as soon as it is dialed: a call cut
+// while dialing must not go on to wait for libvirtd's answer.
 func (d *closingDialer) close() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.closed = true
 	if d.conn != nil {
 		_ = d.conn.Close()
 	}

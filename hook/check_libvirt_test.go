@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"io"
 	"net"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/digitalocean/go-libvirt"
 	"github.com/digitalocean/go-libvirt/libvirttest"
+	"github.com/digitalocean/go-libvirt/socket"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/lvhook/lvhook/lvmlock"
@@ -120,6 +122,8 @@ func TestReadOnlySocket(t *testing.T) {
 // protocol over a pipe and answers the calls check makes, about its domains.
 type libvirtd struct {
 	doms []libvirtdDomain
+	// hang lists the procedures it reads and never answers.
+	hang map[uint32]bool
 }
 
 type libvirtdDomain struct {
@@ -167,6 +171,9 @@ func (d *libvirtd) serve(conn net.Conn) {
 		var h struct{ Program, Version, Procedure, Type, Serial, Status uint32 }
 		if err := binary.Read(bytes.NewReader(pkt[:24]), binary.BigEndian, &h); err != nil {
 			return
+		}
+		if d.hang[h.Procedure] {
+			continue
 		}
 		body, fail := d.answer(h.Procedure, pkt[24:])
 		var ret xdrBuf
@@ -347,5 +354,144 @@ func TestCheckIncomingMigration(t *testing.T) {
 	if dr.Job != JobMigrationIn || !dr.Active || !dr.Managed || lr.Expected != "sh" || lr.Actual != "sh" {
 		t.Errorf("domain: job %q, active %v, managed %v; LV expected %s, actual %s; want migration-in, active, managed, sh held as expected",
 			dr.Job, dr.Active, dr.Managed, lr.Expected, lr.Actual)
+	}
+}
+
+// TestLibvirtConnHungCall: a call libvirtd does not answer ends at the first
+// of the call timeout and its ctx's end. The connection is then closed, so
+// that the next call fails at once, and the call has returned: nothing is
+// left running once the connection is closed.
+func TestLibvirtConnHungCall(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration // the call timeout
+		ctx     time.Duration // the caller's, when set
+		want    string
+	}{
+		{"call timeout", 200 * time.Millisecond, 0, "libvirt did not answer within 200ms: connection closed"},
+		{"context ends first", 30 * time.Second, 100 * time.Millisecond, "libvirt did not answer in time: context deadline exceeded"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := runtime.NumGoroutine()
+			d := &libvirtd{doms: []libvirtdDomain{{name: "web", state: libvirt.DomainRunning}},
+				hang: map[uint32]bool{procDomainGetJobStats: true}}
+			conn, err := newLibvirtConn(context.Background(), d, tc.timeout)
+			if err != nil {
+				t.Fatal(err)
+			}
+			doms, err := conn.Domains(context.Background())
+			if err != nil || len(doms) != 1 {
+				t.Fatalf("Domains = %v, %v", doms, err)
+			}
+			ctx := context.Background()
+			if tc.ctx > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tc.ctx)
+				defer cancel()
+			}
+			start := time.Now()
+			err = returnsWithin(t, 10*time.Second, "Job on a hung libvirtd", func() error {
+				_, err := conn.Job(ctx, doms[0])
+				return err
+			})
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("Job = %v, want %q", err, tc.want)
+			}
+			if took := time.Since(start); took > 3*time.Second {
+				t.Errorf("Job took %s, want about the first of the call timeout and the context's end", took)
+			}
+			start = time.Now()
+			if _, err := conn.XML(context.Background(), doms[0]); err == nil || time.Since(start) > time.Second {
+				t.Errorf("XML after the connection was closed: %v after %s, want an immediate failure", err, time.Since(start))
+			}
+			if err := returnsWithin(t, 10*time.Second, "Close", conn.Close); err != nil {
+				t.Logf("Close: %v", err)
+			}
+			if n := settleGoroutines(before); n > before {
+				t.Errorf("%d goroutines after the hung call, %d before", n, before)
+			}
+		})
+	}
+}
+
+// TestLibvirtConnCloseBounded: Close says goodbye to a libvirtd that no
+// longer answers for no longer than the close timeout, and closes the socket.
+func TestLibvirtConnCloseBounded(t *testing.T) {
+	before := runtime.NumGoroutine()
+	d := &libvirtd{hang: map[uint32]bool{procConnectClose: true}}
+	conn, err := newLibvirtConn(context.Background(), d, 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = returnsWithin(t, 10*time.Second, "Close on a hung libvirtd", conn.Close)
+	if err == nil || !strings.Contains(err.Error(), "libvirt did not answer within 200ms") {
+		t.Errorf("Close = %v, want libvirt's silence", err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("Close took %s, want about 200ms", took)
+	}
+	if n := settleGoroutines(before); n > before {
+		t.Errorf("%d goroutines after Close, %d before: the socket is still open", n, before)
+	}
+}
+
+// slowDialer dials only once released.
+type slowDialer struct {
+	inner   socket.Dialer
+	release chan struct{}
+}
+
+func (d *slowDialer) Dial() (net.Conn, error) {
+	<-d.release
+	return d.inner.Dial()
+}
+
+// TestLibvirtConnCutWhileDialing: a ctx that ends while the socket is being
+// dialed closes the socket as soon as it is dialed, instead of waiting for the
+// handshake's answer from a libvirtd that never gives one.
+func TestLibvirtConnCutWhileDialing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	d := &slowDialer{inner: &silentDialer{}, release: make(chan struct{})}
+	go func() {
+		<-ctx.Done()
+		time.Sleep(50 * time.Millisecond)
+		close(d.release)
+	}()
+	err := returnsWithin(t, 10*time.Second, "connect, dialing past ctx's end", func() error {
+		_, err := NewLibvirtConn(ctx, d)
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "libvirt did not answer in time") {
+		t.Errorf("connect = %v, want the context's end", err)
+	}
+}
+
+// returnsWithin runs f and fails the test when f has not returned after d.
+func returnsWithin(t *testing.T, d time.Duration, what string, f func() error) error {
+	t.Helper()
+	ch := make(chan error, 1)
+	go func() { ch <- f() }()
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(d):
+		t.Fatalf("%s did not return within %s", what, d)
+		return nil
+	}
+}
+
+// settleGoroutines waits up to 5 s for the number of goroutines to fall to
+// want (those of a closed connection take a moment to end) and returns the
+// last count.
+func settleGoroutines(want int) int {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n := runtime.NumGoroutine()
+		if n <= want || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -35,15 +35,16 @@ func dialLibvirt(path string, timeout time.Duration) Connector {
 	}
 }
 
-// errHung: libvirtd did not answer a call within the call timeout.
+// errHung: libvirtd did not answer a call in time (the call timeout, or its
+// caller's ctx).
 var errHung = errors.New("libvirt did not answer")
 
 func connectLibvirt(ctx context.Context, d socket.Dialer, timeout time.Duration) (Libvirt, error) {
 	c := &conn{dialer: d}
 	g := &goLibvirt{l: libvirt.NewWithDialer(c), conn: c, timeout: timeout}
 	if err := do(ctx, g, timeout, func() error { return g.l.ConnectToURI(libvirt.QEMUSystem) }); err != nil {
-		// Nothing will use this connection: do not leave it to the
-		// call timeout when ctx ended first.
+		// Nothing will use this connection (a handshake libvirtd
+		// refused leaves it open).
 		c.close()
 		return nil, fmt.Errorf("connect to libvirt: %w", err)
 	}
@@ -52,9 +53,9 @@ func connectLibvirt(ctx context.Context, d socket.Dialer, timeout time.Duration)
 
 // goLibvirt implements Libvirt with go-libvirt. go-libvirt's calls take no
 // context, and closing the socket is the one way to end a call that libvirtd
-// does not answer: call bounds each one by the call timeout, then closes the
-// connection (Disconnected tells Run), which ends the call and the goroutines
-// of the connection.
+// does not answer: call bounds each one by its ctx and the call timeout, then
+// closes the connection (Disconnected tells Run), which ends the call and the
+// goroutines of the connection.
 type goLibvirt struct {
 	l       *libvirt.Libvirt
 	conn    *conn
@@ -96,11 +97,14 @@ func (c *conn) close() {
 	}
 }
 
-// call runs f, a go-libvirt call, and waits for it until the call timeout,
-// or until ctx ends. On timeout the connection is closed. A caller whose ctx
-// ends first gets ctx's error at once; the call it leaves still ends by the
-// call timeout, closing the connection if it has to. f's results come back
-// through a channel: an abandoned f writes nothing its caller reads.
+// call runs f, a go-libvirt call, until the first of its answer, ctx's end
+// and the call timeout. Without an answer it closes the connection, which
+// fails f (go-libvirt fails every call in flight when its socket is closed),
+// and waits for f to return: no call outlives its caller. Disconnected then
+// tells Run, which connects again.
+//
+// check's adapter (hook/check_libvirt.go, bounded) does the same: the two
+// adapters are to be merged into one package.
 func call[T any](ctx context.Context, g *goLibvirt, f func() (T, error)) (T, error) {
 	return callWithin(ctx, g, g.timeout, f)
 }
@@ -116,25 +120,20 @@ func callWithin[T any](ctx context.Context, g *goLibvirt, timeout time.Duration,
 		done <- result{v, err}
 	}()
 	t := time.NewTimer(timeout)
-	var zero T
+	defer t.Stop()
+	var err error
 	select {
 	case r := <-done:
-		t.Stop()
 		return r.v, r.err
 	case <-t.C:
-		g.conn.close()
-		return zero, fmt.Errorf("%w within %s: connection closed", errHung, timeout)
+		err = fmt.Errorf("%w within %s: connection closed", errHung, timeout)
 	case <-ctx.Done():
-		go func() {
-			select {
-			case <-done:
-				t.Stop()
-			case <-t.C:
-				g.conn.close()
-			}
-		}()
-		return zero, ctx.Err()
+		err = fmt.Errorf("%w before its caller gave up: connection closed: %w", errHung, ctx.Err())
 	}
+	g.conn.close()
+	<-done
+	var zero T
+	return zero, err
 }
 
 // do is call for a go-libvirt call that returns only an error.

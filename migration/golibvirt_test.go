@@ -94,28 +94,52 @@ func TestGoLibvirtHungCall(t *testing.T) {
 	}
 }
 
-// TestGoLibvirtAbandonedCall: a caller whose context ends first gets its
-// error at once; the call it left still ends by the call timeout, closing
-// the connection, instead of waiting for libvirtd forever.
+// TestGoLibvirtAbandonedCall: a call whose caller's context ends before
+// libvirtd answers ends then, not at the call timeout: the connection is
+// closed (Disconnected tells Run to reconnect), and go-libvirt's call has
+// returned by the time its caller gets the error: no goroutine is left
+// waiting for libvirtd.
 func TestGoLibvirtAbandonedCall(t *testing.T) {
 	before := runtime.NumGoroutine()
-	lv, err := connectLibvirt(context.Background(), libvirttest.New(), 300*time.Millisecond)
+	lv, err := connectLibvirt(context.Background(), libvirttest.New(), 30*time.Second)
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
+	g := lv.(*goLibvirt)
+	u, err := parseUUID(mockUUID)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	err = within(t, 10*time.Second, "DomainJob with a 50 ms context", func() error {
-		_, err := lv.DomainJob(ctx, mockUUID)
+	returned := make(chan struct{})
+	start := time.Now()
+	err = within(t, 10*time.Second, "a call with a 50 ms context", func() error {
+		_, err := call(ctx, g, func() (libvirt.Domain, error) {
+			defer close(returned)
+			return g.l.DomainLookupByUUID(u)
+		})
 		return err
 	})
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("DomainJob = %v, want the context's deadline", err)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, errHung) {
+		t.Errorf("call = %v, want libvirt's silence and the context's deadline", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("call took %s, want about the context's 50 ms (the call timeout is 30 s)", d)
+	}
+	select {
+	case <-returned:
+	default:
+		t.Error("the call returned to its caller while go-libvirt's call still waited for libvirtd")
 	}
 	select {
 	case <-lv.Disconnected():
 	case <-time.After(5 * time.Second):
-		t.Fatal("the abandoned call still holds the connection open")
+		t.Fatal("the abandoned call's connection is still open")
+	}
+	start = time.Now()
+	if _, err := lv.DomainJob(context.Background(), mockUUID); err == nil || time.Since(start) > time.Second {
+		t.Errorf("DomainJob on the closed connection: %v after %s, want an immediate failure", err, time.Since(start))
 	}
 	closeWithin(t, lv)
 	if n := settleGoroutines(before); n > before {

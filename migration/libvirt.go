@@ -9,9 +9,11 @@ import (
 // Libvirt is what the lock helper asks of the local libvirtd. Domains are
 // named by UUID in lowercase 8-4-4-4-12 form. Implementations must be safe for
 // concurrent use: the peer server and the reconciler share one connection.
-// Every call is bounded, whatever its ctx: one that libvirtd does not answer
-// in time fails and closes the connection (Disconnected is then closed, and
-// Run connects again), so a hung libvirtd never stalls the lock helper.
+// Every call ends at the first of libvirtd's answer, its ctx's end and a call
+// timeout: one that libvirtd does not answer in time fails, closes the
+// connection, for every caller (Disconnected is then closed, and Run connects
+// again), and leaves nothing running, so a hung libvirtd never stalls the lock
+// helper.
 type Libvirt interface {
 	// ActiveDomains lists the domains whose QEMU runs here (running,
 	// paused, including the paused destination of an incoming migration, or

@@ -196,6 +196,83 @@ func TestRunHungLibvirt(t *testing.T) {
 	}
 }
 
+// eventsAnswered is a connection whose lifecycle event registration
+// succeeds (go-libvirt's mock never answers it); no event ever comes.
+type eventsAnswered struct{ Libvirt }
+
+func (eventsAnswered) LifecycleEvents(ctx context.Context) (<-chan Event, error) {
+	ch := make(chan Event)
+	go func() {
+		<-ctx.Done()
+		close(ch)
+	}()
+	return ch, nil
+}
+
+// TestRunReconnectsAfterCutCall: connected and subscribed, the lock helper
+// makes a call libvirtd does not answer (the first reconciliation's domain
+// lookup): the call's end closes the connection, and Run, told by
+// Disconnected, connects again.
+func TestRunReconnectsAfterCutCall(t *testing.T) {
+	c := newTestCluster(t, 1)
+	h := c.hosts[0].helper
+	h.Disconnected()
+	h.Now = time.Now
+	h.ReconnectMin, h.ReconnectMax = time.Millisecond, time.Millisecond
+	before := runtime.NumGoroutine()
+	// Two connections, then libvirtd is down, so that the test's end (ctx)
+	// cuts no call: go-libvirt's mock answers a call before it has read
+	// all of it, and if the socket is closed then, the call fails on
+	// writing while go-libvirt's reader, holding the callbacks' lock, waits
+	// to hand it the answer: both wait forever. libvirtd reads a whole
+	// call before it answers.
+	conns := make(chan Libvirt, 2)
+	refused := make(chan struct{})
+	connect := func(ctx context.Context) (Libvirt, error) {
+		if len(conns) == cap(conns) {
+			select {
+			case refused <- struct{}{}:
+			default:
+			}
+			return nil, errors.New("connection refused")
+		}
+		lv, err := connectLibvirt(ctx, libvirttest.New(), 100*time.Millisecond)
+		if err != nil {
+			return nil, err
+		}
+		conns <- lv
+		return eventsAnswered{lv}, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.Run(ctx, connect, nil)
+	}()
+	defer func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("Run did not stop within 5 s of its context's end")
+		}
+		if n := settleGoroutines(before); n > before {
+			t.Errorf("%d goroutines after Run, %d before", n, before)
+		}
+	}()
+	select {
+	case <-refused:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Run made %d connections in 10 s, want 2: it does not connect again once a call closed the connection", len(conns))
+	}
+	first := <-conns
+	select {
+	case <-first.Disconnected():
+	default:
+		t.Error("the first connection is still open after a call libvirtd did not answer")
+	}
+}
+
 // tellingRunner passes each command on to inner and tells it, with its
 // outcome, on cmds.
 type tellingRunner struct {
