@@ -2,13 +2,10 @@ package migration
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,72 +16,20 @@ import (
 	"github.com/lvhook/lvhook/lvmlock/lvmfake"
 	"github.com/lvhook/lvhook/peer"
 	"github.com/lvhook/lvhook/state"
+	"github.com/lvhook/lvhook/virt"
+	"github.com/lvhook/lvhook/virt/virttest"
 )
 
-// fakeLibvirt is a host's libvirtd for unit tests: domains with a state, a
-// job and an XML, and an event channel.
-type fakeLibvirt struct {
-	mu     sync.Mutex
-	doms   map[string]*fakeDom
-	events chan Event
-	gone   chan struct{}
-	calls  int
-}
+// fakeLibvirt is a host's libvirtd for unit tests (virttest.Fake), with
+// domains described by their block devices.
+type fakeLibvirt struct{ *virttest.Fake }
 
-type fakeDom struct {
-	name    string
-	state   DomainState
-	job     Job
-	xml     string
-	offline bool   // its migration job is an offline one
-	started uint64 // its job's start, as libvirt's status file has it
-}
-
-// jobs numbers the fake's jobs: each one started is a new one.
-var jobs atomic.Uint64
-
-func newFakeLibvirt() *fakeLibvirt {
-	return &fakeLibvirt{doms: map[string]*fakeDom{}, events: make(chan Event, 16), gone: make(chan struct{})}
-}
+func newFakeLibvirt() *fakeLibvirt { return &fakeLibvirt{virttest.NewFake()} }
 
 // run makes a domain active here with the given job; the XML lists the
 // block devices given.
-func (f *fakeLibvirt) run(name, uuid string, state DomainState, job JobKind, devs ...string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.doms[uuid] = &fakeDom{name: name, state: state, job: Job{Kind: job, Elapsed: 3 * time.Second}, xml: domainXML(name, uuid, devs...),
-		started: jobs.Add(1)}
-}
-
-func (f *fakeLibvirt) stop(uuid string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.doms, uuid)
-}
-
-// jobFlags is what libvirt's status file tells of a domain's job.
-func (f *fakeLibvirt) jobFlags(name string) (JobFlags, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, d := range f.doms {
-		switch {
-		case d.name != name:
-		case d.job.Kind != JobMigrationOut:
-			return JobFlags{Async: "none"}, nil
-		case d.offline:
-			return JobFlags{Async: asyncMigrationOut, Flags: migrateOffline | 0x8, Started: d.started}, nil // offline|persist_dest
-		default:
-			return JobFlags{Async: asyncMigrationOut, Flags: 0x1 | 0x2, Started: d.started}, nil // live|peer2peer
-		}
-	}
-	return JobFlags{}, errors.New("libvirt's status file: no such file or directory")
-}
-
-func (f *fakeLibvirt) setJob(uuid string, job JobKind) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.doms[uuid].job.Kind = job
-	f.doms[uuid].started = jobs.Add(1)
+func (f *fakeLibvirt) run(name, uuid string, state virt.DomainState, job virt.JobKind, devs ...string) {
+	f.Run(name, uuid, state, job, domainXML(name, uuid, devs...))
 }
 
 func domainXML(name, uuid string, devs ...string) string {
@@ -100,57 +45,6 @@ func domainXML(name, uuid string, devs ...string) string {
 	b.WriteString("</devices></domain>")
 	return b.String()
 }
-
-func (f *fakeLibvirt) get(uuid string) (*fakeDom, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls++
-	d := f.doms[uuid]
-	if d == nil {
-		return nil, fmt.Errorf("%w: %s", ErrNoDomain, uuid)
-	}
-	return d, nil
-}
-
-func (f *fakeLibvirt) ActiveDomains(context.Context) ([]Domain, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls++
-	var out []Domain
-	for u, d := range f.doms {
-		out = append(out, Domain{Name: d.name, UUID: u})
-	}
-	slices.SortFunc(out, func(a, b Domain) int { return strings.Compare(a.UUID, b.UUID) })
-	return out, nil
-}
-
-func (f *fakeLibvirt) DomainState(_ context.Context, uuid string) (DomainState, error) {
-	d, err := f.get(uuid)
-	if err != nil {
-		return StateOther, err
-	}
-	return d.state, nil
-}
-
-func (f *fakeLibvirt) DomainJob(_ context.Context, uuid string) (Job, error) {
-	d, err := f.get(uuid)
-	if err != nil {
-		return Job{}, err
-	}
-	return d.job, nil
-}
-
-func (f *fakeLibvirt) DomainXML(_ context.Context, uuid string) ([]byte, error) {
-	d, err := f.get(uuid)
-	if err != nil {
-		return nil, err
-	}
-	return []byte(d.xml), nil
-}
-
-func (f *fakeLibvirt) LifecycleEvents(context.Context) (<-chan Event, error) { return f.events, nil }
-func (f *fakeLibvirt) Disconnected() <-chan struct{}                         { return f.gone }
-func (f *fakeLibvirt) Close() error                                          { return nil }
 
 // testHost is one host of a unit test: its libvirt, state and helper, on a
 // shared fake lvm cluster.
@@ -187,7 +81,7 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 		h.state = &state.State{Dir: cfg.StateDir, Now: c.clock}
 		h.helper = NewHelper(cfg, h.name, &lvmlock.Client{Runner: c.lvm.Host(id), Log: zerolog.Nop()}, h.state, zerolog.Nop())
 		h.helper.Now = c.clock
-		h.helper.JobFlags = h.lv.jobFlags
+		h.helper.JobFlags = h.lv.JobFlags
 		h.helper.Connected(context.Background(), h.lv)
 		c.hosts = append(c.hosts, h)
 	}

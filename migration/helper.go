@@ -15,6 +15,7 @@ import (
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/peer"
 	"github.com/lvhook/lvhook/state"
+	"github.com/lvhook/lvhook/virt"
 )
 
 // Helper is the lock helper of one host: it answers peers' downgrade
@@ -30,13 +31,13 @@ type Helper struct {
 	Now func() time.Time
 	// JobFlags reads the flags of a running domain's current job (an
 	// offline migration is no handover); nil reads libvirt's status file.
-	JobFlags func(name string) (JobFlags, error)
+	JobFlags func(name string) (virt.JobFlags, error)
 	// ReconnectMin and ReconnectMax pace Run's reconnections to libvirtd
 	// (default 1 s doubling up to 30 s).
 	ReconnectMin, ReconnectMax time.Duration
 
 	mu sync.Mutex
-	lv Libvirt // nil while libvirtd is not connected
+	lv virt.Libvirt // nil while libvirtd is not connected
 	// downgrades counts the downgrades granted; downgradedAt maps a
 	// domain to the count at its last one. A reconciliation skips a
 	// domain downgraded after it read libvirt (its view is then stale).
@@ -69,7 +70,7 @@ func (h *Helper) now() time.Time {
 	return time.Now()
 }
 
-func (h *Helper) libvirt() Libvirt {
+func (h *Helper) libvirt() virt.Libvirt {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.lv
@@ -77,7 +78,7 @@ func (h *Helper) libvirt() Libvirt {
 
 // Connected makes lv the helper's libvirt connection and reconciles every
 // domain: events may have been lost while it was away.
-func (h *Helper) Connected(ctx context.Context, lv Libvirt) {
+func (h *Helper) Connected(ctx context.Context, lv virt.Libvirt) {
 	h.mu.Lock()
 	h.lv = lv
 	h.mu.Unlock()
@@ -250,23 +251,23 @@ func (h *Helper) examine(ctx context.Context, path string, req peer.Request) (*d
 
 // outgoing returns the domain uuid when libvirt shows it active
 // here with an outgoing migration job, else an error saying why not.
-func (h *Helper) outgoing(ctx context.Context, lv Libvirt, uuid string) (*domxml.Domain, error) {
+func (h *Helper) outgoing(ctx context.Context, lv virt.Libvirt, uuid string) (*domxml.Domain, error) {
 	state, err := lv.DomainState(ctx, uuid)
 	switch {
-	case errors.Is(err, ErrNoDomain):
+	case errors.Is(err, virt.ErrNoDomain):
 		return nil, fmt.Errorf("domain %s does not run on %s", uuid, h.Host)
 	case err != nil:
 		return nil, fmt.Errorf("libvirt on %s: %w", h.Host, err)
-	case state != StateRunning && state != StatePaused: // a crashed domain cannot migrate
+	case state != virt.StateRunning && state != virt.StatePaused: // a crashed domain cannot migrate
 		return nil, fmt.Errorf("domain %s is %s on %s", uuid, state, h.Host)
 	}
 	job, err := lv.DomainJob(ctx, uuid)
 	switch {
-	case errors.Is(err, ErrNoDomain):
+	case errors.Is(err, virt.ErrNoDomain):
 		return nil, fmt.Errorf("domain %s does not run on %s", uuid, h.Host)
 	case err != nil:
 		return nil, fmt.Errorf("libvirt on %s: %w", h.Host, err)
-	case job.Kind != JobMigrationOut:
+	case job.Kind != virt.JobMigrationOut:
 		return nil, fmt.Errorf("domain %s has no outgoing migration job on %s (job: %s)", uuid, h.Host, job.Kind)
 	}
 	x, err := lv.DomainXML(ctx, uuid)

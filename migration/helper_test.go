@@ -9,6 +9,7 @@ import (
 
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/peer"
+	"github.com/lvhook/lvhook/virt"
 )
 
 // TestDowngrade: the source's lock helper says yes only for a domain running
@@ -28,7 +29,7 @@ func TestDowngrade(t *testing.T) {
 	}{{
 		name: "outgoing migration: ex becomes sh",
 		setup: func(c *testCluster) {
-			c.hosts[0].lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a", "/dev/vg0/b")
+			c.hosts[0].lv.run("vm1", uuid1, virt.StateRunning, virt.JobMigrationOut, "/dev/vg0/a", "/dev/vg0/b")
 			c.hold(1, "a", lvmlock.ModeEx)
 			c.hold(1, "b", lvmlock.ModeEx)
 		},
@@ -37,7 +38,7 @@ func TestDowngrade(t *testing.T) {
 	}, {
 		name: "paused source (end of Perform) still hands over",
 		setup: func(c *testCluster) {
-			c.hosts[0].lv.run("vm1", uuid1, StatePaused, JobMigrationOut, "/dev/vg0/a")
+			c.hosts[0].lv.run("vm1", uuid1, virt.StatePaused, virt.JobMigrationOut, "/dev/vg0/a")
 			c.hold(1, "a", lvmlock.ModeEx)
 		},
 		req: req(uuid1, "a"), peer: "kvm2", granted: true,
@@ -45,7 +46,7 @@ func TestDowngrade(t *testing.T) {
 	}, {
 		name: "no job: forged request refused, ex kept",
 		setup: func(c *testCluster) {
-			c.hosts[0].lv.run("vm1", uuid1, StateRunning, JobNone, "/dev/vg0/a")
+			c.hosts[0].lv.run("vm1", uuid1, virt.StateRunning, virt.JobNone, "/dev/vg0/a")
 			c.hold(1, "a", lvmlock.ModeEx)
 		},
 		req: req(uuid1, "a"), peer: "kvm2", reason: "no outgoing migration job",
@@ -53,7 +54,7 @@ func TestDowngrade(t *testing.T) {
 	}, {
 		name: "incoming job is no outgoing one",
 		setup: func(c *testCluster) {
-			c.hosts[0].lv.run("vm1", uuid1, StatePaused, JobMigrationIn, "/dev/vg0/a")
+			c.hosts[0].lv.run("vm1", uuid1, virt.StatePaused, virt.JobMigrationIn, "/dev/vg0/a")
 			c.hold(1, "a", lvmlock.ModeSh)
 		},
 		req: req(uuid1, "a"), peer: "kvm2", reason: "no outgoing migration job",
@@ -61,7 +62,7 @@ func TestDowngrade(t *testing.T) {
 	}, {
 		name: "crashed domain (QEMU kept) cannot migrate: refused",
 		setup: func(c *testCluster) {
-			c.hosts[0].lv.run("vm1", uuid1, StateCrashed, JobMigrationOut, "/dev/vg0/a")
+			c.hosts[0].lv.run("vm1", uuid1, virt.StateCrashed, virt.JobMigrationOut, "/dev/vg0/a")
 			c.hold(1, "a", lvmlock.ModeEx)
 		},
 		req: req(uuid1, "a"), peer: "kvm2", reason: "is crashed on kvm1",
@@ -76,7 +77,7 @@ func TestDowngrade(t *testing.T) {
 	}, {
 		name: "LV of another domain refused",
 		setup: func(c *testCluster) {
-			c.hosts[0].lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a")
+			c.hosts[0].lv.run("vm1", uuid1, virt.StateRunning, virt.JobMigrationOut, "/dev/vg0/a")
 			c.hold(1, "a", lvmlock.ModeEx)
 			c.hold(1, "other", lvmlock.ModeEx)
 		},
@@ -85,7 +86,7 @@ func TestDowngrade(t *testing.T) {
 	}, {
 		name: "LV not active here: never activated",
 		setup: func(c *testCluster) {
-			c.hosts[0].lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a", "/dev/vg0/b")
+			c.hosts[0].lv.run("vm1", uuid1, virt.StateRunning, virt.JobMigrationOut, "/dev/vg0/a", "/dev/vg0/b")
 			c.hold(1, "a", lvmlock.ModeEx)
 		},
 		req: req(uuid1, "a", "b"), peer: "kvm2", reason: "vg0/b is not active on kvm1",
@@ -93,7 +94,7 @@ func TestDowngrade(t *testing.T) {
 	}, {
 		name: "still shared with a third host from an earlier migration",
 		setup: func(c *testCluster) {
-			c.hosts[0].lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a")
+			c.hosts[0].lv.run("vm1", uuid1, virt.StateRunning, virt.JobMigrationOut, "/dev/vg0/a")
 			c.hold(1, "a", lvmlock.ModeSh)
 			c.hold(3, "a", lvmlock.ModeSh)
 		},
@@ -102,7 +103,7 @@ func TestDowngrade(t *testing.T) {
 	}, {
 		name: "still shared from a cancelled migration, nobody else: taken back, then handed over",
 		setup: func(c *testCluster) {
-			c.hosts[0].lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a")
+			c.hosts[0].lv.run("vm1", uuid1, virt.StateRunning, virt.JobMigrationOut, "/dev/vg0/a")
 			c.hold(1, "a", lvmlock.ModeSh)
 		},
 		req: req(uuid1, "a"), peer: "kvm2", granted: true,
@@ -110,7 +111,7 @@ func TestDowngrade(t *testing.T) {
 	}, {
 		name: "shareable disk stays sh, handed over as is",
 		setup: func(c *testCluster) {
-			c.hosts[0].lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a", "shareable:/dev/vg0/iso")
+			c.hosts[0].lv.run("vm1", uuid1, virt.StateRunning, virt.JobMigrationOut, "/dev/vg0/a", "shareable:/dev/vg0/iso")
 			c.hold(1, "a", lvmlock.ModeEx)
 			c.hold(1, "iso", lvmlock.ModeSh)
 			c.hold(3, "iso", lvmlock.ModeSh)
@@ -149,7 +150,7 @@ func TestDowngrade(t *testing.T) {
 // asking for the same migration gets no.
 func TestDowngradeIsIdempotentPerDestination(t *testing.T) {
 	c := newTestCluster(t, 3)
-	c.hosts[0].lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a")
+	c.hosts[0].lv.run("vm1", uuid1, virt.StateRunning, virt.JobMigrationOut, "/dev/vg0/a")
 	c.hold(1, "a", lvmlock.ModeEx)
 	h := c.hosts[0].helper
 	ctx := context.Background()
@@ -166,7 +167,7 @@ func TestDowngradeIsIdempotentPerDestination(t *testing.T) {
 // TestDowngradeWithoutLibvirt: a helper that lost libvirtd says no.
 func TestDowngradeWithoutLibvirt(t *testing.T) {
 	c := newTestCluster(t, 2)
-	c.hosts[0].lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a")
+	c.hosts[0].lv.run("vm1", uuid1, virt.StateRunning, virt.JobMigrationOut, "/dev/vg0/a")
 	c.hold(1, "a", lvmlock.ModeEx)
 	c.hosts[0].helper.Disconnected()
 	ans := c.hosts[0].helper.Downgrade(context.Background(), "kvm2", req(uuid1, "a"))

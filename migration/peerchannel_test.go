@@ -17,6 +17,7 @@ import (
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/peer"
 	"github.com/lvhook/lvhook/peer/peertest"
+	"github.com/lvhook/lvhook/virt"
 )
 
 // serve runs the peer server of host h on loopback with server credentials
@@ -71,11 +72,11 @@ func TestPeerChannel(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newTestCluster(t, 2)
-			job := JobNone
+			job := virt.JobNone
 			if tc.migrating {
-				job = JobMigrationOut
+				job = virt.JobMigrationOut
 			}
-			c.hosts[0].lv.run("vm1", uuid1, StateRunning, job, "/dev/vg0/a")
+			c.hosts[0].lv.run("vm1", uuid1, virt.StateRunning, job, "/dev/vg0/a")
 			c.hold(1, "a", lvmlock.ModeEx)
 			logs := &peertest.SyncBuffer{}
 			addr := serve(t, c.hosts[0], tc.server, peers, zerolog.New(logs))
@@ -117,7 +118,7 @@ func TestPeerChannel(t *testing.T) {
 func TestServerRefusesRequestsWithoutDeadline(t *testing.T) {
 	ca := peertest.NewPKI(t, "cluster CA")
 	c := newTestCluster(t, 2)
-	c.hosts[0].lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a")
+	c.hosts[0].lv.run("vm1", uuid1, virt.StateRunning, virt.JobMigrationOut, "/dev/vg0/a")
 	c.hold(1, "a", lvmlock.ModeEx)
 	peers := []config.Peer{{Name: "kvm1"}, {Name: "kvm2"}}
 	addr := serve(t, c.hosts[0], ca.Issue("kvm1", x509.ExtKeyUsageServerAuth, false), peers, zerolog.Nop())
@@ -138,7 +139,7 @@ func TestHandoverOverTLS(t *testing.T) {
 	ca := peertest.NewPKI(t, "cluster CA")
 	c := newTestCluster(t, 3)
 	src, other := c.hosts[0], c.hosts[2]
-	src.lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a", "/dev/vg0/b")
+	src.lv.run("vm1", uuid1, virt.StateRunning, virt.JobMigrationOut, "/dev/vg0/a", "/dev/vg0/b")
 	c.hold(1, "a", lvmlock.ModeEx)
 	c.hold(1, "b", lvmlock.ModeEx)
 	peers := []config.Peer{{Name: "kvm1", HostID: 1}, {Name: "kvm2", HostID: 2}, {Name: "kvm3", HostID: 3}}
@@ -160,7 +161,7 @@ func TestHandoverOverTLS(t *testing.T) {
 		t.Errorf("locks after the handover (-want +got):\n%s", diff)
 	}
 	// The migration is over; a second request (forged) is refused by all.
-	src.lv.setJob(uuid1, JobNone)
+	src.lv.SetJob(uuid1, virt.JobNone)
 	err = ho.Downgrade(context.Background(), "kvm1", &domxml.Domain{Name: "vm1", UUID: uuid1}, refs)
 	if !errors.Is(err, peer.ErrRefused) || !strings.Contains(err.Error(), "kvm1: domain "+uuid1+" has no outgoing migration job") {
 		t.Errorf("Downgrade() without a job = %v, want ErrHandoverRefused naming kvm1's reason", err)

@@ -17,6 +17,7 @@ import (
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/peer"
 	"github.com/lvhook/lvhook/peer/peertest"
+	"github.com/lvhook/lvhook/virt"
 )
 
 // post sends body to path on the peer server at addr as the holder of cr,
@@ -73,13 +74,11 @@ func TestServerRefusesInvalidNames(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newTestCluster(t, 2)
 			src := c.hosts[0]
-			src.lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a")
+			src.lv.run("vm1", uuid1, virt.StateRunning, virt.JobMigrationOut, "/dev/vg0/a")
 			c.hold(1, "a", lvmlock.ModeEx)
 			addr := serve(t, src, server, peers, zerolog.Nop())
 			c.lvm.ResetCalls()
-			src.lv.mu.Lock()
-			src.lv.calls = 0
-			src.lv.mu.Unlock()
+			src.lv.ResetCalls()
 
 			code, ans := post(t, addr, client, tc.path, tc.body)
 			if code != http.StatusBadRequest {
@@ -88,11 +87,9 @@ func TestServerRefusesInvalidNames(t *testing.T) {
 			if calls := c.lvm.Calls(1); len(calls) != 0 {
 				t.Errorf("lvm ran %q, want nothing run", calls)
 			}
-			src.lv.mu.Lock()
-			if src.lv.calls != 0 {
-				t.Errorf("libvirt asked %d times, want never", src.lv.calls)
+			if src.lv.Calls() != 0 {
+				t.Errorf("libvirt asked %d times, want never", src.lv.Calls())
 			}
-			src.lv.mu.Unlock()
 		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/state"
+	"github.com/lvhook/lvhook/virt"
 )
 
 // Pace of the sh->ex retries after a migration: the source's release end
@@ -34,9 +35,9 @@ type dueDomain struct {
 // domView is what libvirt says of one domain running here, with lvhook's
 // record of it as it was when libvirt was asked.
 type domView struct {
-	Domain
-	state    DomainState
-	job      Job
+	virt.Domain
+	state    virt.DomainState
+	job      virt.Job
 	disks    []domxml.Disk
 	rec      state.Record
 	recorded bool
@@ -49,9 +50,9 @@ func (h *Helper) ReconcileAll(ctx context.Context) { h.reconcile(ctx, nil) }
 // HandleEvent reacts to a lifecycle event: the domain is reconciled at once.
 // RESUMED_MIGRATED starts the sh->ex retries (destination after a migration,
 // source after a cancelled one).
-func (h *Helper) HandleEvent(ctx context.Context, ev Event) {
+func (h *Helper) HandleEvent(ctx context.Context, ev virt.Event) {
 	h.Log.Info().Str("domain", ev.Name).Str("uuid", ev.UUID).Stringer("event", ev.Kind).Msg("lifecycle event")
-	if ev.Kind == EventResumedMigrated {
+	if ev.Kind == virt.EventResumedMigrated {
 		h.mu.Lock()
 		d := h.dueLocked(ev.UUID, ev.Name)
 		d.event, d.delay, d.since, d.reported = h.now(), 0, time.Time{}, false
@@ -120,7 +121,7 @@ func (h *Helper) reconcile(ctx context.Context, only []string) {
 		h.Log.Warn().Err(err).Msg("cannot list domains: nothing reconciled")
 		return
 	}
-	slices.SortFunc(active, func(a, b Domain) int { return cmp.Compare(a.UUID, b.UUID) })
+	slices.SortFunc(active, func(a, b virt.Domain) int { return cmp.Compare(a.UUID, b.UUID) })
 	running := map[string]bool{}
 	var views []*domView
 	problems := map[string][]state.Problem{}
@@ -132,7 +133,7 @@ func (h *Helper) reconcile(ctx context.Context, only []string) {
 		}
 		v, err := h.view(ctx, lv, d)
 		switch {
-		case errors.Is(err, ErrNoDomain):
+		case errors.Is(err, virt.ErrNoDomain):
 			continue // gone since the list: its release deals with it
 		case err != nil:
 			running[d.UUID] = true
@@ -162,7 +163,7 @@ func (h *Helper) reconcile(ctx context.Context, only []string) {
 		}
 	}
 	for _, v := range views {
-		if v.job.Kind != JobMigrationOut {
+		if v.job.Kind != virt.JobMigrationOut {
 			delete(h.grants, v.UUID)
 		}
 	}
@@ -272,13 +273,13 @@ func (h *Helper) locked(ctx context.Context, views []*domView, pendings []state.
 	}
 }
 
-func (h *Helper) view(ctx context.Context, lv Libvirt, d Domain) (*domView, error) {
+func (h *Helper) view(ctx context.Context, lv virt.Libvirt, d virt.Domain) (*domView, error) {
 	ds, err := lv.DomainState(ctx, d.UUID)
 	if err != nil {
 		return nil, err
 	}
-	if ds == StateShutoff {
-		return nil, ErrNoDomain
+	if ds == virt.StateShutoff {
+		return nil, virt.ErrNoDomain
 	}
 	// Any other state is active, a crashed domain's too (QEMU is kept).
 	job, err := lv.DomainJob(ctx, d.UUID)
@@ -296,7 +297,7 @@ func (h *Helper) view(ctx context.Context, lv Libvirt, d Domain) (*domView, erro
 	if dom.UUID != d.UUID {
 		return nil, fmt.Errorf("libvirt returned the XML of %s for %s", dom.UUID, d.UUID)
 	}
-	v := &domView{Domain: Domain{Name: dom.Name, UUID: d.UUID}, state: ds, job: job}
+	v := &domView{Domain: virt.Domain{Name: dom.Name, UUID: d.UUID}, state: ds, job: job}
 	if !dom.OptedOut {
 		v.disks = dom.Disks
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/lvhook/lvhook/lvmlock/lvmfake"
 	"github.com/lvhook/lvhook/peer"
 	"github.com/lvhook/lvhook/state"
+	"github.com/lvhook/lvhook/virt"
 )
 
 type lock = map[int]lvmlock.Mode
@@ -37,14 +38,14 @@ func problemsOf(t *testing.T, h *testHost) map[string][]string {
 func TestExclusiveAfterMigration(t *testing.T) {
 	c := newTestCluster(t, 2)
 	dst := c.hosts[1]
-	dst.lv.run("vm1", uuid1, StateRunning, JobNone, "/dev/vg0/a", "/dev/vg0/b")
+	dst.lv.run("vm1", uuid1, virt.StateRunning, virt.JobNone, "/dev/vg0/a", "/dev/vg0/b")
 	c.record(2, "vm1", uuid1, true, "a", "b")
 	for _, lv := range []string{"a", "b"} {
 		c.hold(1, lv, lvmlock.ModeSh)
 		c.hold(2, lv, lvmlock.ModeSh)
 	}
 	ctx := context.Background()
-	dst.helper.HandleEvent(ctx, Event{Domain: Domain{Name: "vm1", UUID: uuid1}, Kind: EventResumedMigrated})
+	dst.helper.HandleEvent(ctx, virt.Event{Domain: virt.Domain{Name: "vm1", UUID: uuid1}, Kind: virt.EventResumedMigrated})
 	if diff := cmp.Diff(map[string]map[int]lvmlock.Mode{"a": {1: "sh", 2: "sh"}, "b": {1: "sh", 2: "sh"}}, c.holders("a", "b")); diff != "" {
 		t.Fatalf("while the source holds sh (-want +got):\n%s", diff)
 	}
@@ -72,32 +73,32 @@ func TestExclusiveAfterMigration(t *testing.T) {
 func TestReconcileModes(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
-		state    DomainState
-		job      JobKind
+		state    virt.DomainState
+		job      virt.JobKind
 		recorded bool
 		before   map[int]lvmlock.Mode // lock table of vg0/a
 		after    map[int]lvmlock.Mode
 		problem  string
 	}{
-		{name: "cancelled migration, source alone: back to ex", state: StateRunning, job: JobNone, recorded: true,
+		{name: "cancelled migration, source alone: back to ex", state: virt.StateRunning, job: virt.JobNone, recorded: true,
 			before: lock{1: "sh"}, after: lock{1: "ex"}},
-		{name: "cancelled migration, destination not yet released: kept", state: StateRunning, job: JobNone, recorded: true,
+		{name: "cancelled migration, destination not yet released: kept", state: virt.StateRunning, job: virt.JobNone, recorded: true,
 			before: lock{1: "sh", 2: "sh"}, after: lock{1: "sh", 2: "sh"}},
-		{name: "outgoing migration: sh kept", state: StateRunning, job: JobMigrationOut, recorded: true,
+		{name: "outgoing migration: sh kept", state: virt.StateRunning, job: virt.JobMigrationOut, recorded: true,
 			before: lock{1: "sh"}, after: lock{1: "sh"}},
-		{name: "incoming migration: sh kept", state: StatePaused, job: JobMigrationIn, recorded: true,
+		{name: "incoming migration: sh kept", state: virt.StatePaused, job: virt.JobMigrationIn, recorded: true,
 			before: lock{1: "sh"}, after: lock{1: "sh"}},
-		{name: "save or dump job: ex due", state: StatePaused, job: JobOther, recorded: true,
+		{name: "save or dump job: ex due", state: virt.StatePaused, job: virt.JobOther, recorded: true,
 			before: lock{1: "sh"}, after: lock{1: "ex"}},
-		{name: "crashed, QEMU kept: active, ex due as when paused", state: StateCrashed, job: JobNone, recorded: true,
+		{name: "crashed, QEMU kept: active, ex due as when paused", state: virt.StateCrashed, job: virt.JobNone, recorded: true,
 			before: lock{1: "sh"}, after: lock{1: "ex"}},
-		{name: "crashed, ex: kept", state: StateCrashed, job: JobNone, recorded: true,
+		{name: "crashed, ex: kept", state: virt.StateCrashed, job: virt.JobNone, recorded: true,
 			before: lock{1: "ex"}, after: lock{1: "ex"}},
-		{name: "ex where ex is due: nothing", state: StateRunning, job: JobNone, recorded: true,
+		{name: "ex where ex is due: nothing", state: virt.StateRunning, job: virt.JobNone, recorded: true,
 			before: lock{1: "ex"}, after: lock{1: "ex"}},
-		{name: "inactive LV of a running domain: never activated, reported", state: StateRunning, job: JobNone, recorded: true,
+		{name: "inactive LV of a running domain: never activated, reported", state: virt.StateRunning, job: virt.JobNone, recorded: true,
 			before: lock{}, after: lock{}, problem: "not active here"},
-		{name: "domain lvhook did not start: not repaired, reported", state: StateRunning, job: JobNone,
+		{name: "domain lvhook did not start: not repaired, reported", state: virt.StateRunning, job: virt.JobNone,
 			before: lock{1: "sh"}, after: lock{1: "sh"}, problem: "no record"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -128,7 +129,7 @@ func TestReconcileModes(t *testing.T) {
 func TestReconcileCrashed(t *testing.T) {
 	c := newTestCluster(t, 2)
 	h := c.hosts[0]
-	h.lv.run("vm1", uuid1, StateCrashed, JobNone, "/dev/vg0/a")
+	h.lv.run("vm1", uuid1, virt.StateCrashed, virt.JobNone, "/dev/vg0/a")
 	c.record(1, "vm1", uuid1, false, "a")
 	c.hold(1, "a", lvmlock.ModeEx)
 	for range 3 {
@@ -151,12 +152,12 @@ func TestReconcileCrashed(t *testing.T) {
 func TestStuckSharedReported(t *testing.T) {
 	c := newTestCluster(t, 2)
 	dst := c.hosts[1]
-	dst.lv.run("vm1", uuid1, StateRunning, JobNone, "/dev/vg0/a")
+	dst.lv.run("vm1", uuid1, virt.StateRunning, virt.JobNone, "/dev/vg0/a")
 	c.record(2, "vm1", uuid1, true, "a")
 	c.hold(1, "a", lvmlock.ModeSh)
 	c.hold(2, "a", lvmlock.ModeSh)
 	ctx := context.Background()
-	dst.helper.HandleEvent(ctx, Event{Domain: Domain{Name: "vm1", UUID: uuid1}, Kind: EventResumedMigrated})
+	dst.helper.HandleEvent(ctx, virt.Event{Domain: virt.Domain{Name: "vm1", UUID: uuid1}, Kind: virt.EventResumedMigrated})
 	timeout := dst.helper.Config.Daemon.ExclusiveTimeout.D()
 	for end := c.clock().Add(timeout); c.clock().Before(end); {
 		c.advance(dst.helper.NextWake().Sub(c.clock()))
@@ -202,7 +203,7 @@ func TestPendingDeactivation(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tc.runningHere {
-				h.lv.run("vm2", uuid2, StateRunning, JobNone, "/dev/vg0/b")
+				h.lv.run("vm2", uuid2, virt.StateRunning, virt.JobNone, "/dev/vg0/b")
 				c.record(1, "vm2", uuid2, false, "b")
 			}
 			if tc.open {
@@ -234,19 +235,13 @@ func TestTickPacing(t *testing.T) {
 	if got, want := h.helper.NextWake(), c.clock().Add(interval); !got.Equal(want) {
 		t.Fatalf("NextWake() after connecting = %v, want %v", got, want)
 	}
-	h.lv.mu.Lock()
-	h.lv.calls = 0
-	h.lv.mu.Unlock()
+	h.lv.ResetCalls()
 	c.advance(interval / 2)
 	h.helper.Tick(ctx)
-	h.lv.mu.Lock()
-	early := h.lv.calls
-	h.lv.mu.Unlock()
+	early := h.lv.Calls()
 	c.advance(interval / 2)
 	h.helper.Tick(ctx)
-	h.lv.mu.Lock()
-	due := h.lv.calls
-	h.lv.mu.Unlock()
+	due := h.lv.Calls()
 	if early != 0 || due == 0 {
 		t.Errorf("libvirt calls: %d before the interval (want 0), %d at it (want some)", early, due)
 	}
@@ -264,7 +259,7 @@ func TestTickPacing(t *testing.T) {
 func TestSourceExclusiveAfterSilentCancel(t *testing.T) {
 	c := newTestCluster(t, 2)
 	src := c.hosts[0]
-	src.lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a")
+	src.lv.run("vm1", uuid1, virt.StateRunning, virt.JobMigrationOut, "/dev/vg0/a")
 	c.record(1, "vm1", uuid1, false, "a")
 	c.hold(1, "a", lvmlock.ModeEx)
 	ctx := context.Background()
@@ -288,7 +283,7 @@ func TestSourceExclusiveAfterSilentCancel(t *testing.T) {
 	}
 	// Cancelled: the job ends, the destination's release drops its sh, and
 	// no event comes.
-	src.lv.setJob(uuid1, JobNone)
+	src.lv.SetJob(uuid1, virt.JobNone)
 	c.hold(2, "a", lvmlock.ModeNone)
 	for i := 0; i < 10 && src.helper.NextWake().Before(c.clock().Add(time.Minute)); i++ {
 		c.advance(src.helper.NextWake().Sub(c.clock()))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/state"
+	"github.com/lvhook/lvhook/virt"
 )
 
 // What repairRunning may do with a domain.
@@ -58,13 +59,13 @@ func (h *Helper) repairRunning(ctx context.Context, st *lvmlock.State, v *domVie
 		h.mu.Lock()
 		delete(h.due, v.UUID)
 		h.mu.Unlock()
-		if v.job.Kind == JobNone || v.job.Kind == JobOther {
+		if v.job.Kind == virt.JobNone || v.job.Kind == virt.JobOther {
 			h.finishIncoming(log, v.UUID)
 		}
 		return probs
 	}
 	switch v.job.Kind {
-	case JobMigrationOut, JobUnknown:
+	case virt.JobMigrationOut, virt.JobUnknown:
 		// sh is right while the domain migrates away (or may). A domain
 		// handed over from here is looked at again until its job ends:
 		// a cancel before the guest was paused sends no event here.
@@ -78,10 +79,10 @@ func (h *Helper) repairRunning(ctx context.Context, st *lvmlock.State, v *domVie
 			h.schedule(v, false)
 		}
 		return probs
-	case JobMigrationIn:
+	case virt.JobMigrationIn:
 		// The incoming migration still runs; once the guest is resumed
 		// here only libvirt's Finish is left: look again soon.
-		if v.state == StateRunning {
+		if v.state == virt.StateRunning {
 			h.schedule(v, false)
 		}
 		return probs

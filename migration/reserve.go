@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/lvhook/lvhook/peer"
+	"github.com/lvhook/lvhook/virt"
 )
 
 // reservation binds the handover of one outgoing migration job (by its
@@ -56,21 +57,21 @@ func (h *Helper) Reserve(ctx context.Context, from string, req peer.Request) (an
 	return ans
 }
 
-func (h *Helper) jobFlags(name string) (JobFlags, error) {
+func (h *Helper) jobFlags(name string) (virt.JobFlags, error) {
 	if h.JobFlags != nil {
 		return h.JobFlags(name)
 	}
-	return readJobFlags(LibvirtStatusDir, name)
+	return virt.ReadJobFlags(virt.LibvirtStatusDir, name)
 }
 
 // liveJob reads the job of domain name from libvirt's status file: an
 // outgoing live migration's, with its start, or why not.
-func (h *Helper) liveJob(name string) (JobFlags, string) {
+func (h *Helper) liveJob(name string) (virt.JobFlags, string) {
 	flags, err := h.jobFlags(name)
 	switch {
 	case err != nil:
 		return flags, fmt.Sprintf("cannot tell whether the migration of %s on %s is live: %v", name, h.Host, err)
-	case flags.Async != asyncMigrationOut:
+	case flags.Async != virt.AsyncMigrationOut:
 		return flags, fmt.Sprintf("libvirt on %s records no outgoing migration job of %s (job: %s)", h.Host, name, flags.Async)
 	case flags.Offline():
 		return flags, fmt.Sprintf("the migration of %s from %s is offline (--offline): the domain keeps running on %s, nothing to hand over", name, h.Host, h.Host)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/peer"
+	"github.com/lvhook/lvhook/virt"
 )
 
 func reserveReq(uuid string) peer.Request {
@@ -22,7 +23,7 @@ func reserveReq(uuid string) peer.Request {
 // and kvm3 at once) and yes to kvm2, whose migrate begin reserved it.
 func TestThirdHostCannotTakeTheHandover(t *testing.T) {
 	c := newTestCluster(t, 3)
-	c.hosts[0].lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a")
+	c.hosts[0].lv.run("vm1", uuid1, virt.StateRunning, virt.JobMigrationOut, "/dev/vg0/a")
 	c.hold(1, "a", lvmlock.ModeEx)
 	h, ctx := c.hosts[0].helper, context.Background()
 	ans := h.Downgrade(ctx, "kvm3", req(uuid1, "a"))
@@ -51,7 +52,7 @@ func TestThirdHostCannotTakeTheHandover(t *testing.T) {
 // neither gets it, and the one that asked first loses it too.
 func TestContestedReservation(t *testing.T) {
 	c := newTestCluster(t, 3)
-	c.hosts[0].lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a")
+	c.hosts[0].lv.run("vm1", uuid1, virt.StateRunning, virt.JobMigrationOut, "/dev/vg0/a")
 	c.hold(1, "a", lvmlock.ModeEx)
 	h, ctx := c.hosts[0].helper, context.Background()
 	var got []bool
@@ -76,7 +77,7 @@ func TestContestedReservation(t *testing.T) {
 func TestReservationIsBoundToTheJob(t *testing.T) {
 	c := newTestCluster(t, 3)
 	src := c.hosts[0]
-	src.lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a")
+	src.lv.run("vm1", uuid1, virt.StateRunning, virt.JobMigrationOut, "/dev/vg0/a")
 	c.hold(1, "a", lvmlock.ModeEx)
 	ctx := context.Background()
 	if ans := src.helper.Reserve(ctx, "kvm3", reserveReq(uuid1)); !ans.Granted {
@@ -84,9 +85,9 @@ func TestReservationIsBoundToTheJob(t *testing.T) {
 	}
 	// That job ends; a new one starts a minute later (the fake reports the
 	// same elapsed time, so its start moves with the clock).
-	src.lv.setJob(uuid1, JobNone)
+	src.lv.SetJob(uuid1, virt.JobNone)
 	c.advance(time.Minute)
-	src.lv.setJob(uuid1, JobMigrationOut)
+	src.lv.SetJob(uuid1, virt.JobMigrationOut)
 	if ans := src.helper.Downgrade(ctx, "kvm3", req(uuid1, "a")); ans.Granted || !strings.Contains(ans.Reason, "current migration job") {
 		t.Errorf("Downgrade with the old job's reservation = %+v, want refused", ans)
 	}
@@ -101,8 +102,9 @@ func TestReservationIsBoundToTheJob(t *testing.T) {
 func TestOfflineMigrationReservesNothing(t *testing.T) {
 	c := newTestCluster(t, 2)
 	src := c.hosts[0]
-	src.lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a")
-	src.lv.doms[uuid1].offline = true
+	src.lv.run("vm1", uuid1, virt.StateRunning, virt.JobMigrationOut, "/dev/vg0/a")
+	d := src.lv.Domain(uuid1)
+	src.lv.Do(func() { d.Offline = true })
 	c.hold(1, "a", lvmlock.ModeEx)
 	ctx := context.Background()
 	if ans := src.helper.Reserve(ctx, "kvm2", reserveReq(uuid1)); ans.Granted || !strings.Contains(ans.Reason, "offline") {
@@ -126,16 +128,20 @@ func TestReserveRefusals(t *testing.T) {
 		req    peer.Request
 		reason string
 	}{
-		{name: "no job", setup: func(c *testCluster) { c.hosts[0].lv.run("vm1", uuid1, StateRunning, JobNone, "/dev/vg0/a") },
+		{name: "no job", setup: func(c *testCluster) { c.hosts[0].lv.run("vm1", uuid1, virt.StateRunning, virt.JobNone, "/dev/vg0/a") },
 			peer: "kvm2", req: reserveReq(uuid1), reason: "no outgoing migration job"},
 		{name: "not running here", setup: func(c *testCluster) {}, peer: "kvm2", req: reserveReq(uuid1), reason: "does not run on kvm1"},
-		{name: "from itself", setup: func(c *testCluster) { c.hosts[0].lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a") },
+		{name: "from itself", setup: func(c *testCluster) {
+			c.hosts[0].lv.run("vm1", uuid1, virt.StateRunning, virt.JobMigrationOut, "/dev/vg0/a")
+		},
 			peer: "kvm1", req: reserveReq(uuid1), reason: "to itself"},
 		{name: "malformed uuid", setup: func(c *testCluster) {}, peer: "kvm2", req: reserveReq("../x"), reason: "malformed"},
-		{name: "LVs named", setup: func(c *testCluster) { c.hosts[0].lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a") },
+		{name: "LVs named", setup: func(c *testCluster) {
+			c.hosts[0].lv.run("vm1", uuid1, virt.StateRunning, virt.JobMigrationOut, "/dev/vg0/a")
+		},
 			peer: "kvm2", req: req(uuid1, "a"), reason: "malformed"},
 		{name: "status file unreadable", setup: func(c *testCluster) {
-			c.hosts[0].lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a")
+			c.hosts[0].lv.run("vm1", uuid1, virt.StateRunning, virt.JobMigrationOut, "/dev/vg0/a")
 			c.hosts[0].helper.JobFlags = nil // the real reader, on a host with no libvirt
 		}, peer: "kvm2", req: reserveReq(uuid1), reason: "cannot tell whether the migration of vm1 on kvm1 is live"},
 	} {
@@ -164,20 +170,21 @@ func TestReservationOfAnEarlierJobGrantsNothing(t *testing.T) {
 	for _, offline := range []bool{true, false} {
 		c := newTestCluster(t, 3)
 		src := c.hosts[0]
-		src.lv.run("vm1", uuid1, StateRunning, JobMigrationOut, "/dev/vg0/a")
-		src.lv.doms[uuid1].job.Elapsed = 300 * time.Millisecond
+		src.lv.run("vm1", uuid1, virt.StateRunning, virt.JobMigrationOut, "/dev/vg0/a")
+		d := src.lv.Domain(uuid1)
+		src.lv.Do(func() { d.Job.Elapsed = 300 * time.Millisecond })
 		c.hold(1, "a", lvmlock.ModeEx)
 		ctx := context.Background()
 		if ans := src.helper.Reserve(ctx, "kvm2", reserveReq(uuid1)); !ans.Granted {
 			t.Fatalf("job A reservation refused: %s", ans.Reason)
 		}
-		src.lv.setJob(uuid1, JobNone)
+		src.lv.SetJob(uuid1, virt.JobNone)
 		c.advance(time.Second)
-		src.lv.setJob(uuid1, JobMigrationOut)
-		src.lv.mu.Lock()
-		src.lv.doms[uuid1].job.Elapsed = 200 * time.Millisecond // started 1.1 s after A
-		src.lv.doms[uuid1].offline = offline
-		src.lv.mu.Unlock()
+		src.lv.SetJob(uuid1, virt.JobMigrationOut)
+		src.lv.Do(func() {
+			d.Job.Elapsed = 200 * time.Millisecond // started 1.1 s after A
+			d.Offline = offline
+		})
 		if ans := src.helper.Downgrade(ctx, "kvm2", req(uuid1, "a")); ans.Granted {
 			t.Errorf("offline=%v: kvm2 got the downgrade of job B on job A's reservation", offline)
 		}

@@ -3,6 +3,8 @@ package migration
 import (
 	"context"
 	"time"
+
+	"github.com/lvhook/lvhook/virt"
 )
 
 // Reconnection pace when libvirtd is down or restarting, unless the Helper's
@@ -18,7 +20,7 @@ const (
 // until ctx ends. notify, when not nil, gets sd_notify states: READY=1 after
 // the first connection attempt, whatever its outcome (a libvirtd that is down
 // must not keep the unit from starting), then STATUS= changes.
-func (h *Helper) Run(ctx context.Context, connect Connector, notify func(state string)) {
+func (h *Helper) Run(ctx context.Context, connect virt.Connector, notify func(state string)) {
 	if notify == nil {
 		notify = func(string) {}
 	}
@@ -62,7 +64,7 @@ func (h *Helper) Run(ctx context.Context, connect Connector, notify func(state s
 	}
 }
 
-func (h *Helper) subscribe(ctx context.Context, connect Connector) (Libvirt, <-chan Event, context.CancelFunc, error) {
+func (h *Helper) subscribe(ctx context.Context, connect virt.Connector) (virt.Libvirt, <-chan virt.Event, context.CancelFunc, error) {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	lv, err := connect(cctx)
 	cancel()
@@ -80,7 +82,7 @@ func (h *Helper) subscribe(ctx context.Context, connect Connector) (Libvirt, <-c
 }
 
 // serve handles events and timers until the connection is lost or ctx ends.
-func (h *Helper) serve(ctx context.Context, lv Libvirt, events <-chan Event) {
+func (h *Helper) serve(ctx context.Context, lv virt.Libvirt, events <-chan virt.Event) {
 	for {
 		wait := max(h.NextWake().Sub(h.now()), 10*time.Millisecond)
 		t := time.NewTimer(wait)

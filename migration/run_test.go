@@ -10,9 +10,13 @@ import (
 	"time"
 
 	"github.com/digitalocean/go-libvirt/libvirttest"
+	"github.com/digitalocean/go-libvirt/socket"
+	"github.com/digitalocean/go-libvirt/socket/dialers"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/lvhook/lvhook/internal/testutil"
 	"github.com/lvhook/lvhook/lvmlock"
+	"github.com/lvhook/lvhook/virt"
 )
 
 // TestRunReconnects: Run waits for a libvirtd that is down (READY anyway),
@@ -30,7 +34,7 @@ func TestRunReconnects(t *testing.T) {
 	// libvirtd: down at first, then two lives.
 	lives := []*fakeLibvirt{newFakeLibvirt(), newFakeLibvirt()}
 	for _, lv := range lives {
-		lv.run("vm1", uuid1, StateRunning, JobNone, "/dev/vg0/a")
+		lv.run("vm1", uuid1, virt.StateRunning, virt.JobNone, "/dev/vg0/a")
 	}
 	c.record(2, "vm1", uuid1, true, "a")
 	c.hold(1, "a", lvmlock.ModeSh)
@@ -38,7 +42,7 @@ func TestRunReconnects(t *testing.T) {
 	connects := make(chan int, 8)
 	var mu sync.Mutex
 	attempt := 0
-	connect := func(context.Context) (Libvirt, error) {
+	connect := func(context.Context) (virt.Libvirt, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		attempt++
@@ -71,7 +75,7 @@ func TestRunReconnects(t *testing.T) {
 	}
 	// The source's release drops its sh; the event makes the helper try.
 	c.hold(1, "a", lvmlock.ModeNone)
-	lives[0].events <- Event{Domain: Domain{Name: "vm1", UUID: uuid1}, Kind: EventResumedMigrated}
+	lives[0].Events <- virt.Event{Domain: virt.Domain{Name: "vm1", UUID: uuid1}, Kind: virt.EventResumedMigrated}
 	waitCmd(t, cmds, "lvchange -aey --select vg_shared=1 -- vg0/a: ok")
 	if diff := cmp.Diff(map[int]lvmlock.Mode{2: "ex"}, c.lvm.Holders("vg0", "a")); diff != "" {
 		t.Errorf("vg0/a after the event (-want +got):\n%s", diff)
@@ -79,7 +83,7 @@ func TestRunReconnects(t *testing.T) {
 
 	// libvirtd restarts: the helper reconnects and reconciles again.
 	c.hold(2, "a", lvmlock.ModeSh)
-	close(lives[0].gone)
+	close(lives[0].Gone)
 	if note := <-notes; note != "STATUS=libvirt connection lost; reconnecting" {
 		t.Errorf("notification %q, want connection lost", note)
 	}
@@ -92,6 +96,21 @@ func TestRunReconnects(t *testing.T) {
 	}
 }
 
+// connector connects through d with a 100 ms call timeout.
+func connector(d socket.Dialer) virt.Connector {
+	return func(ctx context.Context) (virt.Libvirt, error) {
+		c, err := virt.ConnectWith(ctx, d, 100*time.Millisecond)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+}
+
+// mockUUID is a domain that go-libvirt's mock lists as active; the mock
+// never answers virDomainLookupByUUID.
+const mockUUID = "dc329f87-d4de-4719-8cfd-2e21c6105b01"
+
 // TestHandleEventHungLibvirt: a RESUMED_MIGRATED event while libvirtd hangs
 // in the middle of the reconciliation's calls. HandleEvent returns after the
 // call timeout, the domain is reported, and the connection is closed so that
@@ -99,18 +118,18 @@ func TestRunReconnects(t *testing.T) {
 func TestHandleEventHungLibvirt(t *testing.T) {
 	c := newTestCluster(t, 1)
 	h := c.hosts[0].helper
-	lv, err := connectLibvirt(context.Background(), libvirttest.New(), 200*time.Millisecond)
+	lv, err := virt.ConnectWith(context.Background(), libvirttest.New(), 200*time.Millisecond)
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
-	t.Cleanup(func() { closeWithin(t, lv) })
+	t.Cleanup(func() { testutil.CloseWithin(t, lv) })
 	// Not Connected: its full reconciliation would meet the hang first.
 	h.mu.Lock()
 	h.lv = lv
 	h.mu.Unlock()
 	start := time.Now()
-	within(t, 10*time.Second, "HandleEvent(RESUMED_MIGRATED) on a hung libvirtd", func() struct{} {
-		h.HandleEvent(context.Background(), Event{Domain: Domain{Name: "aaaaaaa-1", UUID: mockUUID}, Kind: EventResumedMigrated})
+	testutil.Within(t, 10*time.Second, "HandleEvent(RESUMED_MIGRATED) on a hung libvirtd", func() struct{} {
+		h.HandleEvent(context.Background(), virt.Event{Domain: virt.Domain{Name: "aaaaaaa-1", UUID: mockUUID}, Kind: virt.EventResumedMigrated})
 		return struct{}{}
 	})
 	if d := time.Since(start); d > 3*time.Second {
@@ -133,15 +152,13 @@ func TestHandleEventHungLibvirt(t *testing.T) {
 // Run connects again; many reconnections leave no goroutine behind, and Run
 // still stops at once when asked.
 func TestRunHungLibvirt(t *testing.T) {
-	path, _ := hungLibvirtd(t)
+	path, _ := testutil.HungLibvirtd(t)
 	for _, tc := range []struct {
 		name    string
-		connect Connector
+		connect virt.Connector
 	}{
-		{"never answers", dialLibvirt(path, 100*time.Millisecond)},
-		{"hangs after the handshake", func(ctx context.Context) (Libvirt, error) {
-			return connectLibvirt(ctx, libvirttest.New(), 100*time.Millisecond)
-		}},
+		{"never answers", connector(dialers.NewLocal(dialers.WithSocket(path)))},
+		{"hangs after the handshake", connector(libvirttest.New())},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if raceDetector && tc.name == "hangs after the handshake" {
@@ -161,7 +178,7 @@ func TestRunHungLibvirt(t *testing.T) {
 			before := runtime.NumGoroutine()
 			const reconnects = 8
 			connects := make(chan struct{}, 100)
-			connect := func(ctx context.Context) (Libvirt, error) {
+			connect := func(ctx context.Context) (virt.Libvirt, error) {
 				select {
 				case connects <- struct{}{}:
 				default:
@@ -189,7 +206,7 @@ func TestRunHungLibvirt(t *testing.T) {
 			case <-time.After(5 * time.Second):
 				t.Fatal("Run did not stop within 5 s of its context's end")
 			}
-			if n := settleGoroutines(before); n > before {
+			if n := testutil.SettleGoroutines(before); n > before {
 				t.Errorf("%d goroutines after %d reconnections, %d before", n, reconnects, before)
 			}
 		})
@@ -198,10 +215,10 @@ func TestRunHungLibvirt(t *testing.T) {
 
 // eventsAnswered is a connection whose lifecycle event registration
 // succeeds (go-libvirt's mock never answers it); no event ever comes.
-type eventsAnswered struct{ Libvirt }
+type eventsAnswered struct{ virt.Libvirt }
 
-func (eventsAnswered) LifecycleEvents(ctx context.Context) (<-chan Event, error) {
-	ch := make(chan Event)
+func (eventsAnswered) LifecycleEvents(ctx context.Context) (<-chan virt.Event, error) {
+	ch := make(chan virt.Event)
 	go func() {
 		<-ctx.Done()
 		close(ch)
@@ -226,9 +243,9 @@ func TestRunReconnectsAfterCutCall(t *testing.T) {
 	// writing while go-libvirt's reader, holding the callbacks' lock, waits
 	// to hand it the answer: both wait forever. libvirtd reads a whole
 	// call before it answers.
-	conns := make(chan Libvirt, 2)
+	conns := make(chan virt.Libvirt, 2)
 	refused := make(chan struct{})
-	connect := func(ctx context.Context) (Libvirt, error) {
+	connect := func(ctx context.Context) (virt.Libvirt, error) {
 		if len(conns) == cap(conns) {
 			select {
 			case refused <- struct{}{}:
@@ -236,7 +253,7 @@ func TestRunReconnectsAfterCutCall(t *testing.T) {
 			}
 			return nil, errors.New("connection refused")
 		}
-		lv, err := connectLibvirt(ctx, libvirttest.New(), 100*time.Millisecond)
+		lv, err := virt.ConnectWith(ctx, libvirttest.New(), 100*time.Millisecond)
 		if err != nil {
 			return nil, err
 		}
@@ -256,7 +273,7 @@ func TestRunReconnectsAfterCutCall(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("Run did not stop within 5 s of its context's end")
 		}
-		if n := settleGoroutines(before); n > before {
+		if n := testutil.SettleGoroutines(before); n > before {
 			t.Errorf("%d goroutines after Run, %d before", n, before)
 		}
 	}()

@@ -36,6 +36,7 @@ import (
 	"github.com/lvhook/lvhook/lvmlock/lvmfake"
 	"github.com/lvhook/lvhook/peer"
 	"github.com/lvhook/lvhook/state"
+	"github.com/lvhook/lvhook/virt"
 )
 
 // nestKey marks the context of a lock helper's work in the model: a fake
@@ -88,7 +89,7 @@ type vm struct {
 	qemu      bool // QEMU runs (its LVs are open)
 	paused    bool
 	incoming  bool // destination waiting for the migration's Finish
-	job       JobKind
+	job       virt.JobKind
 	jobStart  time.Time
 	offline   bool // job is an offline migration's (virsh migrate --offline)
 	inPrepare bool // the prepare hook is running
@@ -105,7 +106,7 @@ type simHost struct {
 	// default): its hook has no handover, every prepare is a start.
 	noPeers bool
 	connGen int
-	events  []Event
+	events  []virt.Event
 	vms     map[string]*vm
 	failAn  map[lvmlock.Ref]int // -an refused ("in use") this many more times
 	// rollbackOK: LVs a failed -aey may have converted; lvmlock's rollback
@@ -309,21 +310,21 @@ func (s *sim) startHelper(h *simHost) {
 	h.helper = NewHelper(cfg, h.name, &lvmlock.Client{Runner: &checkRunner{s: s, h: h}, RollbackTimeout: cfg.RollbackTimeout.D(), Log: log},
 		h.state, log)
 	h.helper.Now = s.now
-	h.helper.JobFlags = func(name string) (JobFlags, error) {
+	h.helper.JobFlags = func(name string) (virt.JobFlags, error) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		for _, d := range s.doms {
 			if v := h.vms[d.uuid]; d.name == name && v != nil && v.qemu {
 				switch {
-				case v.job != JobMigrationOut:
-					return JobFlags{Async: "none"}, nil
+				case v.job != virt.JobMigrationOut:
+					return virt.JobFlags{Async: "none"}, nil
 				case v.offline:
-					return JobFlags{Async: asyncMigrationOut, Flags: migrateOffline, Started: uint64(v.jobStart.UnixMilli())}, nil
+					return virt.JobFlags{Async: virt.AsyncMigrationOut, Flags: virt.MigrateOffline, Started: uint64(v.jobStart.UnixMilli())}, nil
 				}
-				return JobFlags{Async: asyncMigrationOut, Flags: 0x1, Started: uint64(v.jobStart.UnixMilli())}, nil
+				return virt.JobFlags{Async: virt.AsyncMigrationOut, Flags: 0x1, Started: uint64(v.jobStart.UnixMilli())}, nil
 			}
 		}
-		return JobFlags{}, errors.New("no status file: the domain does not run")
+		return virt.JobFlags{}, errors.New("no status file: the domain does not run")
 	}
 	h.events = nil
 	if h.libvirtUp {
@@ -364,9 +365,9 @@ func (s *sim) failed() bool {
 }
 
 // emit queues a lifecycle event for host's lock helper, if one listens.
-func (s *sim) emit(h *simHost, d *simDom, k EventKind) {
+func (s *sim) emit(h *simHost, d *simDom, k virt.EventKind) {
 	if h.libvirtUp && h.helper != nil {
-		h.events = append(h.events, Event{Domain: Domain{Name: d.name, UUID: d.uuid}, Kind: k})
+		h.events = append(h.events, virt.Event{Domain: virt.Domain{Name: d.name, UUID: d.uuid}, Kind: k})
 	}
 }
 
@@ -434,7 +435,7 @@ func (s *sim) edit(f func()) {
 // runningOn returns the host where d runs idle (QEMU, not migrating).
 func (s *sim) runningOn(d *simDom) *simHost {
 	for _, h := range s.hosts {
-		if v := s.vmOf(h, d); v != nil && v.qemu && !v.incoming && !v.paused && v.job == JobNone {
+		if v := s.vmOf(h, d); v != nil && v.qemu && !v.incoming && !v.paused && v.job == virt.JobNone {
 			return h
 		}
 	}
@@ -810,7 +811,7 @@ func (a *startAct) options(s *sim) []option {
 		return nil
 	}
 	if a.failed {
-		return a.td.options(s, h, d, name, EventStoppedFailed)
+		return a.td.options(s, h, d, name, virt.EventStoppedFailed)
 	}
 	switch a.phase {
 	case 0:
@@ -847,7 +848,7 @@ func (a *startAct) options(s *sim) []option {
 	default:
 		return []option{{name: name("started begin"), weight: 10, host: h.id, run: func() {
 			_ = s.callHook(h, d, "started", "begin")
-			s.emit(h, d, EventStarted)
+			s.emit(h, d, virt.EventStarted)
 			a.finished = true
 		}}}
 	}
@@ -859,7 +860,7 @@ type teardown struct {
 	stopped, hadQemu, finished bool
 }
 
-func (td *teardown) options(s *sim, h *simHost, d *simDom, name func(string) string, ev EventKind) []option {
+func (td *teardown) options(s *sim, h *simHost, d *simDom, name func(string) string, ev virt.EventKind) []option {
 	v := s.vmOf(h, d)
 	switch {
 	case td.finished:
@@ -871,7 +872,7 @@ func (td *teardown) options(s *sim, h *simHost, d *simDom, name func(string) str
 		return []option{{name: name("QEMU killed, stopped end"), weight: 10, host: h.id, run: func() {
 			if v.qemu {
 				td.hadQemu = true
-				s.edit(func() { v.qemu, v.paused, v.incoming, v.job = false, false, false, JobNone })
+				s.edit(func() { v.qemu, v.paused, v.incoming, v.job = false, false, false, virt.JobNone })
 				s.open(h, d, false)
 			}
 			_ = s.callHook(h, d, "stopped", "end")
@@ -909,7 +910,7 @@ func (a *stopAct) options(s *sim) []option {
 		return nil
 	}
 	name := func(what string) string { return fmt.Sprintf("%s: stop %s: %s", a.h.name, a.d.name, what) }
-	return a.td.options(s, a.h, a.d, name, EventStopped)
+	return a.td.options(s, a.h, a.d, name, virt.EventStopped)
 }
 
 // migAct is virsh migrate --live from s to t, with its cancellations.
@@ -969,7 +970,7 @@ func (a *migAct) options(s *sim) []option {
 		if v := s.vmOf(dst, d); v != nil && v.qemu {
 			opts = append(opts, option{name: name("destination QEMU dies"), weight: 1, host: dst.id, bg: true, run: func() {
 				s.stats.migrationsCancelled++
-				s.edit(func() { v.qemu, v.incoming, v.job = false, false, JobNone })
+				s.edit(func() { v.qemu, v.incoming, v.job = false, false, virt.JobNone })
 				s.open(dst, d, false)
 				a.td.hadQemu = true
 				a.failed = true
@@ -981,21 +982,21 @@ func (a *migAct) options(s *sim) []option {
 		// Begin on the source: the outgoing job starts; no hook, no event.
 		opts = append(opts, option{name: name("Begin (source job starts)"), weight: 10, host: src.id, bg: true, run: func() {
 			v := s.vmOf(src, d)
-			if v.job != JobNone {
+			if v.job != virt.JobNone {
 				// libvirt refuses a second job (an offline migration
 				// began first): nothing happened anywhere.
 				s.tracef("live migration of %s refused at Begin on %s: another job", d.name, src.name)
 				a.finished = true
 				return
 			}
-			s.edit(func() { v.job, v.jobStart = JobMigrationOut, s.clock })
+			s.edit(func() { v.job, v.jobStart = virt.JobMigrationOut, s.clock })
 			a.phase++
 		}})
 	case mMigrateBegin:
 		// libvirt's Prepare on the destination: migrate begin, then (in
 		// the same call) prepare begin, which asks for the handover.
 		opts = append(opts, option{name: name("destination migrate begin + prepare begin"), weight: 10, host: dst.id, run: func() {
-			s.setVM(dst, d, &vm{job: JobMigrationIn})
+			s.setVM(dst, d, &vm{job: virt.JobMigrationIn})
 			if s.callHook(dst, d, "migrate", "begin") != nil {
 				s.setVM(dst, d, nil) // no stopped/release follow
 				a.failed, a.destDone = true, true
@@ -1043,27 +1044,27 @@ func (a *migAct) options(s *sim) []option {
 	case mStarted:
 		opts = append(opts, option{name: name("destination started begin"), weight: 10, host: dst.id, run: func() {
 			_ = s.callHook(dst, d, "started", "begin")
-			s.emit(dst, d, EventStartedMigrated)
+			s.emit(dst, d, virt.EventStartedMigrated)
 			a.phase++
 		}})
 	case mPerform:
 		opts = append(opts, option{name: name("Perform: memory copied, source paused"), weight: 10, host: src.id, bg: true, run: func() {
 			v := s.vmOf(src, d)
 			s.edit(func() { v.paused = true })
-			s.emit(src, d, EventSuspended)
+			s.emit(src, d, virt.EventSuspended)
 			a.phase++
 		}})
 	case mFinish:
 		opts = append(opts, option{name: name("Finish: destination resumed"), weight: 10, host: dst.id, bg: true, run: func() {
 			v := s.vmOf(dst, d)
 			s.edit(func() { v.paused, v.incoming = false, false })
-			s.emit(dst, d, EventResumedMigrated)
+			s.emit(dst, d, virt.EventResumedMigrated)
 			a.phase++
 		}})
 	case mDestJobEnd:
 		opts = append(opts, option{name: name("destination job ends"), weight: 10, host: dst.id, bg: true, run: func() {
 			v := s.vmOf(dst, d)
-			s.edit(func() { v.job = JobNone })
+			s.edit(func() { v.job = virt.JobNone })
 			a.phase++
 		}})
 	case mConfirm:
@@ -1086,7 +1087,7 @@ func (a *migAct) options(s *sim) []option {
 			}
 			_ = s.callHook(src, d, "release", "end")
 			s.setVM(src, d, nil)
-			s.emit(src, d, EventStoppedMigrated)
+			s.emit(src, d, virt.EventStoppedMigrated)
 			s.stats.migrationsDone++
 			a.finished = true
 		}})
@@ -1119,14 +1120,14 @@ func (a *offAct) options(s *sim) []option {
 		return []option{{name: name("Begin"), weight: 10, bg: true, run: func() {
 			if src != nil {
 				v := s.vmOf(src, d)
-				if v == nil || !v.qemu || v.paused || v.job != JobNone {
+				if v == nil || !v.qemu || v.paused || v.job != virt.JobNone {
 					// libvirt refuses a second job (or the domain
 					// stopped meanwhile: nothing left to model).
 					s.tracef("offline migration of %s refused at Begin on %s", d.name, src.name)
 					a.finished = true
 					return
 				}
-				s.edit(func() { v.job, v.jobStart, v.offline = JobMigrationOut, s.clock, true })
+				s.edit(func() { v.job, v.jobStart, v.offline = virt.JobMigrationOut, s.clock, true })
 				a.hadJob = true
 			}
 			a.phase++
@@ -1143,7 +1144,7 @@ func (a *offAct) options(s *sim) []option {
 	return []option{{name: name("source Confirm: the job ends"), weight: 10, bg: true, run: func() {
 		if a.hadJob {
 			if v := s.vmOf(src, d); v != nil {
-				s.edit(func() { v.job, v.offline = JobNone, false })
+				s.edit(func() { v.job, v.offline = virt.JobNone, false })
 			}
 		}
 		a.finished = true
@@ -1158,7 +1159,7 @@ func (a *migAct) recovery(s *sim, name func(string) string) []option {
 		if v := s.vmOf(a.t, a.d); v == nil {
 			a.destDone = true
 		} else if a.t.libvirtUp {
-			opts = append(opts, a.td.options(s, a.t, a.d, func(w string) string { return name("destination " + w) }, EventStoppedFailed)...)
+			opts = append(opts, a.td.options(s, a.t, a.d, func(w string) string { return name("destination " + w) }, virt.EventStoppedFailed)...)
 		}
 		if a.td.finished {
 			a.destDone = true
@@ -1168,9 +1169,9 @@ func (a *migAct) recovery(s *sim, name func(string) string) []option {
 		opts = append(opts, option{name: name("source recovers"), weight: 10, host: a.s.id, bg: true, run: func() {
 			v := s.vmOf(a.s, a.d)
 			wasPaused := v.paused
-			s.edit(func() { v.paused, v.job = false, JobNone })
+			s.edit(func() { v.paused, v.job = false, virt.JobNone })
 			if wasPaused {
-				s.emit(a.s, a.d, EventResumedMigrated)
+				s.emit(a.s, a.d, virt.EventResumedMigrated)
 			}
 			a.srcDone = true
 		}})
@@ -1262,16 +1263,16 @@ func (c *simConn) enter(ctx context.Context) error {
 	return nil
 }
 
-func (c *simConn) ActiveDomains(ctx context.Context) ([]Domain, error) {
+func (c *simConn) ActiveDomains(ctx context.Context) ([]virt.Domain, error) {
 	if err := c.enter(ctx); err != nil {
 		return nil, err
 	}
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
-	var out []Domain
+	var out []virt.Domain
 	for _, d := range c.s.doms {
 		if v := c.h.vms[d.uuid]; v != nil && v.qemu {
-			out = append(out, Domain{Name: d.name, UUID: d.uuid})
+			out = append(out, virt.Domain{Name: d.name, UUID: d.uuid})
 		}
 	}
 	return out, nil
@@ -1286,36 +1287,36 @@ func (c *simConn) dom(uuid string) (*simDom, *vm) {
 	return nil, nil
 }
 
-func (c *simConn) DomainState(ctx context.Context, uuid string) (DomainState, error) {
+func (c *simConn) DomainState(ctx context.Context, uuid string) (virt.DomainState, error) {
 	if err := c.enter(ctx); err != nil {
-		return StateOther, err
+		return virt.StateOther, err
 	}
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
 	d, v := c.dom(uuid)
 	switch {
 	case d == nil:
-		return StateOther, ErrNoDomain
+		return virt.StateOther, virt.ErrNoDomain
 	case v == nil || !v.qemu:
-		return StateShutoff, nil
+		return virt.StateShutoff, nil
 	case v.paused:
-		return StatePaused, nil
+		return virt.StatePaused, nil
 	}
-	return StateRunning, nil
+	return virt.StateRunning, nil
 }
 
-func (c *simConn) DomainJob(ctx context.Context, uuid string) (Job, error) {
+func (c *simConn) DomainJob(ctx context.Context, uuid string) (virt.Job, error) {
 	if err := c.enter(ctx); err != nil {
-		return Job{}, err
+		return virt.Job{}, err
 	}
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
 	d, v := c.dom(uuid)
 	if d == nil || v == nil || !v.qemu {
-		return Job{}, fmt.Errorf("%w: domain is not running", ErrNoDomain)
+		return virt.Job{}, fmt.Errorf("%w: domain is not running", virt.ErrNoDomain)
 	}
-	j := Job{Kind: v.job}
-	if v.job == JobMigrationOut {
+	j := virt.Job{Kind: v.job}
+	if v.job == virt.JobMigrationOut {
 		j.Elapsed = c.s.clock.Sub(v.jobStart)
 	}
 	return j, nil
@@ -1329,12 +1330,12 @@ func (c *simConn) DomainXML(ctx context.Context, uuid string) ([]byte, error) {
 	defer c.s.mu.Unlock()
 	d, _ := c.dom(uuid)
 	if d == nil {
-		return nil, ErrNoDomain
+		return nil, virt.ErrNoDomain
 	}
 	return d.xml, nil
 }
 
-func (c *simConn) LifecycleEvents(context.Context) (<-chan Event, error) {
+func (c *simConn) LifecycleEvents(context.Context) (<-chan virt.Event, error) {
 	return nil, errors.New("the model delivers events itself")
 }
 func (c *simConn) Disconnected() <-chan struct{} { return nil }
@@ -1458,9 +1459,9 @@ func (s *sim) checkChange(h *simHost, flag string, refs []lvmlock.Ref, before ma
 			s.violations = append(s.violations, fmt.Sprintf("rule 4: %s %s on %s, where libvirt is not starting or receiving %s", flag, ref, h.name, d.name))
 		case flag == "-aey" && from == lvmlock.ModeSh && v == nil:
 			s.violations = append(s.violations, fmt.Sprintf("rule 4: -aey %s on %s converts the LV of %s, which is not there", ref, h.name, d.name))
-		case flag == "-asy" && from == lvmlock.ModeEx && !h.rollbackOK[ref] && (v == nil || v.job != JobMigrationOut || v.offline):
+		case flag == "-asy" && from == lvmlock.ModeEx && !h.rollbackOK[ref] && (v == nil || v.job != virt.JobMigrationOut || v.offline):
 			s.violations = append(s.violations, fmt.Sprintf("rule 4: -asy %s on %s drops ex to sh without an outgoing live migration job of %s there", ref, h.name, d.name))
-		case flag == "-asy" && from == lvmlock.ModeNone && s.exclusive(ref) && v.job != JobMigrationIn:
+		case flag == "-asy" && from == lvmlock.ModeNone && s.exclusive(ref) && v.job != virt.JobMigrationIn:
 			s.violations = append(s.violations, fmt.Sprintf("rule 4: -asy %s on %s, which is no live migration's destination of %s", ref, h.name, d.name))
 		}
 	}

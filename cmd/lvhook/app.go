@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -25,9 +26,11 @@ type Streams struct {
 	Stdout, Stderr io.Writer
 }
 
-// env is what every command gets: the streams and its exit status.
+// env is what every command gets: the streams, the connection to libvirtd
+// (check's; tests replace it) and its exit status.
 type env struct {
 	Streams
+	dial func(ctx context.Context, sock string) (checkConn, error)
 	// code is the exit status a command sets when it is not 0 or 2.
 	code int
 }
@@ -38,14 +41,15 @@ func commands(e *env) []*cli.Command {
 }
 
 // Run is the whole program: argv and streams in, exit status out.
-func Run(args []string, s Streams) int {
+func Run(args []string, s Streams) int { return (&env{Streams: s, dial: dialLibvirt}).run(args) }
+
+func (e *env) run(args []string) int {
 	if argv, fromLibvirt, ok := hookInvocation(args); ok {
-		return runHook(argv, s.Stdin, s.Stderr, fromLibvirt)
+		return runHook(argv, e.Stdin, e.Stderr, fromLibvirt)
 	}
-	e := &env{Streams: s}
 	app := newApp(e)
 	if err := app.Run(args); err != nil {
-		fmt.Fprintf(s.Stderr, "lvhook: %s\n", lvmlock.OneLine(err.Error()))
+		fmt.Fprintf(e.Stderr, "lvhook: %s\n", lvmlock.OneLine(err.Error()))
 		if e.code != exitOK {
 			return e.code
 		}

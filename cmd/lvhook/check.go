@@ -10,22 +10,30 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
+	"github.com/lvhook/lvhook/check"
 	"github.com/lvhook/lvhook/config"
-	"github.com/lvhook/lvhook/hook"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/peer"
 	"github.com/lvhook/lvhook/state"
+	"github.com/lvhook/lvhook/virt"
 )
 
 // exitCannotCheck is check's status when nothing could be checked.
 const exitCannotCheck = 2
 
-// dialLibvirt connects check to libvirtd; tests replace it.
-var dialLibvirt = func(ctx context.Context, sock string) (interface {
-	hook.Libvirt
+// checkConn is check's connection to libvirtd.
+type checkConn interface {
+	check.Libvirt
 	Close() error
-}, error) {
-	return hook.DialLibvirt(ctx, sock)
+}
+
+// dialLibvirt connects check to the libvirtd at sock.
+func dialLibvirt(ctx context.Context, sock string) (checkConn, error) {
+	c, err := virt.Connect(ctx, sock)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // checkDoc is check's description, in `lvhook check --help` and lvhook(8).
@@ -120,7 +128,7 @@ func checkCommand(e *env) *cli.Command {
 			case errors.As(err, &cfgErr):
 				// Reported as a problem; nothing else was checked.
 				host, _ := os.Hostname()
-				rep = hook.ConfigInvalidReport(host, time.Now(), cfgErr)
+				rep = check.ConfigInvalidReport(host, time.Now(), cfgErr)
 			case err != nil:
 				return fmt.Errorf("could not check: %w", err)
 			}
@@ -145,7 +153,7 @@ func checkCommand(e *env) *cli.Command {
 	}
 }
 
-func runCheck(c *cli.Context, e *env, names []string) (*hook.Report, error) {
+func runCheck(c *cli.Context, e *env, names []string) (*check.Report, error) {
 	cfgPath, mustExist := config.Path()
 	cfg, err := config.Load(cfgPath, mustExist)
 	if err != nil {
@@ -156,16 +164,16 @@ func runCheck(c *cli.Context, e *env, names []string) (*hook.Report, error) {
 
 	sock := c.String("socket")
 	if sock == "" {
-		sock = hook.ReadOnlySocket(cfg.Daemon.LibvirtSocket)
+		sock = virt.ReadOnlySocket(cfg.Daemon.LibvirtSocket)
 	}
-	conn, err := dialLibvirt(ctx, sock)
+	conn, err := e.dial(ctx, sock)
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close()
 
 	log := newLogger(cfg.LogLevel, e.Stderr, zerolog.WarnLevel)
-	checker := &hook.Checker{
+	checker := &check.Checker{
 		Libvirt: conn,
 		LVM:     &lvmlock.Client{Runner: lvmlock.ExecRunner{Timeout: cfg.LVMTimeout.D()}, Log: log},
 		State:   &state.State{Dir: cfg.StateDir},

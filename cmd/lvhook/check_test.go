@@ -10,25 +10,28 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lvhook/lvhook/hook"
+	"github.com/lvhook/lvhook/check"
+	"github.com/lvhook/lvhook/virt"
+	"github.com/lvhook/lvhook/virt/virttest"
 )
 
-// cmdLibvirt is libvirtd for the check command: block-three.xml's vm1.
+// cmdLibvirt is libvirtd for the check command: block-three.xml's vm1, in
+// state (running or shutoff).
 type cmdLibvirt struct {
-	state  string
+	*virttest.Fake
 	closed bool
 }
 
-func (l *cmdLibvirt) Domains(context.Context) ([]hook.LibvirtDomain, error) {
-	return []hook.LibvirtDomain{{Name: "vm1", UUID: "6f1c5b7e-2a1d-4c53-9a43-2b8f0d1e7c11", State: l.state, Active: l.state != "shutoff"}}, nil
-}
-
-func (l *cmdLibvirt) XML(context.Context, hook.LibvirtDomain) ([]byte, error) {
-	return os.ReadFile("../../testdata/domains/block-three.xml")
-}
-
-func (l *cmdLibvirt) Job(context.Context, hook.LibvirtDomain) (hook.Job, error) {
-	return hook.JobNone, nil
+func libvirtWith(t *testing.T, state string) *cmdLibvirt {
+	t.Helper()
+	xml, err := os.ReadFile("../../testdata/domains/block-three.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := map[string]virt.DomainState{"running": virt.StateRunning, "shutoff": virt.StateShutoff}[state]
+	l := &cmdLibvirt{Fake: virttest.NewFake()}
+	l.Run("vm1", "6f1c5b7e-2a1d-4c53-9a43-2b8f0d1e7c11", st, virt.JobNone, string(xml))
+	return l
 }
 
 func (l *cmdLibvirt) Close() error { l.closed = true; return nil }
@@ -57,20 +60,16 @@ func runCheckCmdConfig(t *testing.T, lib *cmdLibvirt, config string, args ...str
 			}
 		}
 	}
-	orig := dialLibvirt
-	dialLibvirt = func(ctx context.Context, sock string) (interface {
-		hook.Libvirt
-		Close() error
-	}, error) {
+	dial := func(ctx context.Context, sock string) (checkConn, error) {
 		if lib == nil {
 			return nil, errors.New("dial unix " + sock + ": connect: no such file or directory")
 		}
 		return lib, nil
 	}
-	t.Cleanup(func() { dialLibvirt = orig })
 
 	var stdout, stderr bytes.Buffer
-	code := Run(append([]string{filepath.Join(e.dir, "lvhook"), "check"}, args...), Streams{Stdout: &stdout, Stderr: &stderr})
+	env := &env{Streams: Streams{Stdout: &stdout, Stderr: &stderr}, dial: dial}
+	code := env.run(append([]string{filepath.Join(e.dir, "lvhook"), "check"}, args...))
 	return stdout.String(), stderr.String(), code
 }
 
@@ -83,19 +82,19 @@ func TestCheckCommand(t *testing.T) {
 		stdout   []string // substrings
 		stderrIs string
 	}{
-		{"healthy", &cmdLibvirt{state: "shutoff"}, []string{"--all"}, 0,
+		{"healthy", libvirtWith(t, "shutoff"), []string{"--all"}, 0,
 			[]string{"healthy (1 domain, 3 LVs)", "vm1     shutoff  -    vg0/vm1-root  vda   none      none    started"}, ""},
-		{"problems", &cmdLibvirt{state: "running"}, []string{"vm1"}, 1,
+		{"problems", libvirtWith(t, "running"), []string{"vm1"}, 1,
 			[]string{"3 problems", "[not-locked] vm1: vm1 runs here but vg0/vm1-root is not active here"}, ""},
-		{"json", &cmdLibvirt{state: "running"}, []string{"--json", "6f1c5b7e-2a1d-4c53-9a43-2b8f0d1e7c11"}, 1,
+		{"json", libvirtWith(t, "running"), []string{"--json", "6f1c5b7e-2a1d-4c53-9a43-2b8f0d1e7c11"}, 1,
 			[]string{`"version": 1`, `"code": "not-locked"`}, ""},
-		{"unknown domain", &cmdLibvirt{state: "running"}, []string{"vm9"}, 2,
+		{"unknown domain", libvirtWith(t, "running"), []string{"vm9"}, 2,
 			nil, "lvhook: could not check: vm9: domain not defined on this host\n"},
 		{"libvirtd down", nil, []string{"--all"}, 2,
 			nil, "lvhook: could not check: dial unix /var/run/libvirt/libvirt-sock: connect: no such file or directory\n"},
-		{"neither names nor --all", &cmdLibvirt{}, nil, 2,
+		{"neither names nor --all", libvirtWith(t, "running"), nil, 2,
 			nil, "lvhook: check: name the domains to check, or give --all\n"},
-		{"both names and --all", &cmdLibvirt{}, []string{"--all", "vm1"}, 2,
+		{"both names and --all", libvirtWith(t, "running"), []string{"--all", "vm1"}, 2,
 			nil, "lvhook: check: name the domains to check, or give --all\n"},
 	}
 	for _, tt := range tests {
@@ -123,12 +122,12 @@ func TestCheckCommand(t *testing.T) {
 }
 
 func TestCheckCommandJSONDecodes(t *testing.T) {
-	stdout, _, code := runCheckCmd(t, &cmdLibvirt{state: "running"}, "--json", "--all")
-	var rep hook.Report
+	stdout, _, code := runCheckCmd(t, libvirtWith(t, "running"), "--json", "--all")
+	var rep check.Report
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("exit %d, output is not one JSON document: %v\n%s", code, err, stdout)
 	}
-	if rep.Version != hook.CheckVersion || rep.Summary.Problems != 3 || len(rep.Domains) != 1 {
+	if rep.Version != check.Version || rep.Summary.Problems != 3 || len(rep.Domains) != 1 {
 		t.Errorf("decoded report: version %d, %d problems, %d domains", rep.Version, rep.Summary.Problems, len(rep.Domains))
 	}
 }
@@ -138,13 +137,13 @@ func TestCheckCommandJSONDecodes(t *testing.T) {
 // checked without it, so check exits 2 (could not check) after the report.
 func TestCheckCommandBrokenConfig(t *testing.T) {
 	for _, args := range [][]string{{"--all"}, {"vm1"}, {"--json", "--all"}} {
-		stdout, stderr, code := runCheckCmdConfig(t, &cmdLibvirt{state: "running"}, "hook_timeout = \"30\"\n", args...)
+		stdout, stderr, code := runCheckCmdConfig(t, libvirtWith(t, "running"), "hook_timeout = \"30\"\n", args...)
 		if code != exitCannotCheck || stderr != "" {
 			t.Errorf("check %q: exit %d, stderr %q; want exit 2 and no stderr", args, code, stderr)
 		}
 		want := []string{"[config-invalid]", `lvhook.toml: hook_timeout: \"30\" is not a duration`}
 		if args[0] == "--json" {
-			var rep hook.Report
+			var rep check.Report
 			if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 				t.Fatalf("check %q: not one JSON document: %v\n%s", args, err, stdout)
 			}

@@ -17,6 +17,7 @@ import (
 	"github.com/lvhook/lvhook/migration"
 	"github.com/lvhook/lvhook/peer"
 	"github.com/lvhook/lvhook/state"
+	"github.com/lvhook/lvhook/virt"
 )
 
 func daemonCommand(e *env) *cli.Command {
@@ -95,7 +96,7 @@ func runDaemon(parent context.Context, e *env) error {
 	runDone := make(chan struct{})
 	go func() {
 		defer close(runDone)
-		helper.Run(helperCtx, migration.DialLibvirt(cfg.Daemon.LibvirtSocket), notify)
+		helper.Run(helperCtx, virt.Dialer(cfg.Daemon.LibvirtSocket), notify)
 	}()
 	// Serve returns after a signal, once the requests in flight are
 	// answered, or when the peer server dies: then stop rather than run

@@ -1,4 +1,4 @@
-package migration
+package virt
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -15,34 +16,57 @@ import (
 	"github.com/digitalocean/go-libvirt/socket/dialers"
 )
 
-// DialLibvirt returns a Connector to the libvirtd (or virtqemud) listening on
+// Dialer returns a Connector to the libvirtd (or virtqemud) listening on
 // the UNIX socket at path, speaking qemu:///system.
-func DialLibvirt(path string) Connector { return dialLibvirt(path, libvirtCallTimeout) }
+func Dialer(path string) Connector {
+	return func(ctx context.Context) (Libvirt, error) {
+		c, err := Connect(ctx, path)
+		if err != nil {
+			return nil, err // not a nil *Conn in a non-nil Libvirt
+		}
+		return c, nil
+	}
+}
 
-// libvirtCallTimeout bounds each call to libvirtd, connecting included. It is
+// Connect connects to the libvirtd (or virtqemud) listening on the UNIX
+// socket at path, speaking qemu:///system.
+func Connect(ctx context.Context, path string) (*Conn, error) {
+	return connect(ctx, dialers.NewLocal(dialers.WithSocket(path), dialers.WithLocalTimeout(10*time.Second)), callTimeout)
+}
+
+// ReadOnlySocket returns libvirt's read-only socket next to sock (which
+// needs no root) when it exists, else sock itself.
+func ReadOnlySocket(sock string) string {
+	if _, err := os.Stat(sock + "-ro"); err == nil {
+		return sock + "-ro"
+	}
+	return sock
+}
+
+// callTimeout bounds each call to libvirtd, connecting included. It is
 // above libvirt's own 30 s wait for a domain's job, so that a call waiting for
 // one still gets libvirt's answer; a libvirtd that takes longer is taken for
 // hung: the connection is closed and Run connects again.
-const libvirtCallTimeout = 45 * time.Second
+const callTimeout = 45 * time.Second
 
 // closeTimeout bounds Close's goodbye to libvirtd (virConnectClose), after
 // which the socket is closed anyway.
 const closeTimeout = 5 * time.Second
 
-func dialLibvirt(path string, timeout time.Duration) Connector {
-	return func(ctx context.Context) (Libvirt, error) {
-		return connectLibvirt(ctx, dialers.NewLocal(dialers.WithSocket(path), dialers.WithLocalTimeout(10*time.Second)), timeout)
-	}
-}
-
 // errHung: libvirtd did not answer a call in time (the call timeout, or its
 // caller's ctx).
 var errHung = errors.New("libvirt did not answer")
 
-func connectLibvirt(ctx context.Context, d socket.Dialer, timeout time.Duration) (Libvirt, error) {
+// ConnectWith connects to qemu:///system through d, each call bounded by
+// callTimeout.
+func ConnectWith(ctx context.Context, d socket.Dialer, callTimeout time.Duration) (*Conn, error) {
+	return connect(ctx, d, callTimeout)
+}
+
+func connect(ctx context.Context, d socket.Dialer, timeout time.Duration) (*Conn, error) {
 	c := &conn{dialer: d}
-	g := &goLibvirt{l: libvirt.NewWithDialer(c), conn: c, timeout: timeout}
-	if err := do(ctx, g, timeout, func() error { return g.l.ConnectToURI(libvirt.QEMUSystem) }); err != nil {
+	g := &Conn{l: libvirt.NewWithDialer(c), conn: c, timeout: timeout, handles: map[string]libvirt.Domain{}}
+	if err := do(ctx, g, timeout, true, func() error { return g.l.ConnectToURI(libvirt.QEMUSystem) }); err != nil {
 		// Nothing will use this connection (a handshake libvirtd
 		// refused leaves it open).
 		c.close()
@@ -51,15 +75,22 @@ func connectLibvirt(ctx context.Context, d socket.Dialer, timeout time.Duration)
 	return g, nil
 }
 
-// goLibvirt implements Libvirt with go-libvirt. go-libvirt's calls take no
+// Conn is a connection to the local libvirtd over its RPC protocol
+// (github.com/digitalocean/go-libvirt); it implements Libvirt, and Domains
+// for `lvhook check`. go-libvirt's calls take no
 // context, and closing the socket is the one way to end a call that libvirtd
 // does not answer: call bounds each one by its ctx and the call timeout, then
 // closes the connection (Disconnected tells Run), which ends the call and the
 // goroutines of the connection.
-type goLibvirt struct {
+type Conn struct {
 	l       *libvirt.Libvirt
 	conn    *conn
 	timeout time.Duration
+
+	mu sync.Mutex
+	// handles are the domains of the last Domains, by UUID: the calls
+	// that follow a listing need no lookup.
+	handles map[string]libvirt.Domain
 }
 
 // conn is the dialer of one go-libvirt connection, which keeps the socket so
@@ -97,19 +128,31 @@ func (c *conn) close() {
 	}
 }
 
-// call runs f, a go-libvirt call, until the first of its answer, ctx's end
-// and the call timeout. Without an answer it closes the connection, which
-// fails f (go-libvirt fails every call in flight when its socket is closed),
-// and waits for f to return: no call outlives its caller. Disconnected then
-// tells Run, which connects again.
+// call runs f, a go-libvirt call, for its caller until the first of its
+// answer, ctx's end and the call timeout.
 //
-// check's adapter (hook/check_libvirt.go, bounded) does the same: the two
-// adapters are to be merged into one package.
-func call[T any](ctx context.Context, g *goLibvirt, f func() (T, error)) (T, error) {
-	return callWithin(ctx, g, g.timeout, f)
+//   - No answer within the call timeout: libvirtd is taken for hung. The
+//     connection is closed, which fails f and every other call in flight
+//     (go-libvirt fails them when its socket closes); Disconnected then
+//     tells Run, which connects again.
+//   - ctx ends first: the caller gets ctx's error at once, and the call goes
+//     on in the background, still bounded by the call timeout. The
+//     connection is shared (the peer server's requests and the
+//     reconciler), so one caller that gives up, such as a peer's request
+//     with a short deadline, must not cut it for the others.
+//
+// After a cut, call waits for f's goroutine for at most closeTimeout: f
+// returns once go-libvirt sees its socket closed, and the bound keeps a
+// go-libvirt that does not (a deadlock in its reader) from hanging the
+// caller for good.
+func call[T any](ctx context.Context, g *Conn, f func() (T, error)) (T, error) {
+	return callWithin(ctx, g, g.timeout, false, f)
 }
 
-func callWithin[T any](ctx context.Context, g *goLibvirt, timeout time.Duration, f func() (T, error)) (T, error) {
+// callWithin is call with its own timeout; cutOnCancel closes the
+// connection when ctx ends too, for the connection's own handshake and
+// goodbye, which no one else shares.
+func callWithin[T any](ctx context.Context, g *Conn, timeout time.Duration, cutOnCancel bool, f func() (T, error)) (T, error) {
 	type result struct {
 		v   T
 		err error
@@ -119,30 +162,48 @@ func callWithin[T any](ctx context.Context, g *goLibvirt, timeout time.Duration,
 		v, err := f()
 		done <- result{v, err}
 	}()
+	// cut closes the connection and waits for f, at most closeTimeout.
+	cut := func() {
+		g.conn.close()
+		select {
+		case <-done:
+		case <-time.After(closeTimeout):
+		}
+	}
 	t := time.NewTimer(timeout)
-	defer t.Stop()
-	var err error
+	var zero T
 	select {
 	case r := <-done:
+		t.Stop()
 		return r.v, r.err
 	case <-t.C:
-		err = fmt.Errorf("%w within %s: connection closed", errHung, timeout)
+		cut()
+		return zero, fmt.Errorf("%w within %s: connection closed", errHung, timeout)
 	case <-ctx.Done():
-		err = fmt.Errorf("%w before its caller gave up: connection closed: %w", errHung, ctx.Err())
+		if cutOnCancel {
+			t.Stop()
+			cut()
+			return zero, fmt.Errorf("%w before its caller gave up: connection closed: %w", errHung, ctx.Err())
+		}
+		go func() {
+			select {
+			case <-done:
+				t.Stop()
+			case <-t.C:
+				cut()
+			}
+		}()
+		return zero, fmt.Errorf("%w before its caller gave up: %w", errHung, ctx.Err())
 	}
-	g.conn.close()
-	<-done
-	var zero T
-	return zero, err
 }
 
-// do is call for a go-libvirt call that returns only an error.
-func do(ctx context.Context, g *goLibvirt, timeout time.Duration, f func() error) error {
-	_, err := callWithin(ctx, g, timeout, func() (struct{}, error) { return struct{}{}, f() })
+// do is callWithin for a go-libvirt call that returns only an error.
+func do(ctx context.Context, g *Conn, timeout time.Duration, cutOnCancel bool, f func() error) error {
+	_, err := callWithin(ctx, g, timeout, cutOnCancel, func() (struct{}, error) { return struct{}{}, f() })
 	return err
 }
 
-func (g *goLibvirt) ActiveDomains(ctx context.Context) ([]Domain, error) {
+func (g *Conn) ActiveDomains(ctx context.Context) ([]Domain, error) {
 	doms, err := call(ctx, g, func() ([]libvirt.Domain, error) {
 		doms, _, err := g.l.ConnectListAllDomains(1, libvirt.ConnectListDomainsActive)
 		return doms, err
@@ -157,19 +218,53 @@ func (g *goLibvirt) ActiveDomains(ctx context.Context) ([]Domain, error) {
 	return out, nil
 }
 
-func (g *goLibvirt) lookup(ctx context.Context, uuid string) (libvirt.Domain, error) {
+// Domains lists every domain defined or running here with its state, in one
+// virConnectGetAllDomainStats call, and keeps their handles for the calls
+// that follow.
+func (g *Conn) Domains(ctx context.Context) ([]Listed, error) {
+	recs, err := call(ctx, g, func() ([]libvirt.DomainStatsRecord, error) {
+		return g.l.ConnectGetAllDomainStats(nil, uint32(libvirt.DomainStatsState), 0)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list domains: %w", err)
+	}
+	out := make([]Listed, 0, len(recs))
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	clear(g.handles)
+	for _, r := range recs {
+		state := libvirt.DomainNostate
+		for _, p := range r.Params {
+			if v, ok := p.Value.I.(int32); ok && p.Field == "state.state" {
+				state = libvirt.DomainState(v)
+			}
+		}
+		d := Listed{Domain: Domain{Name: r.Dom.Name, UUID: formatUUID(r.Dom.UUID)}, State: stateOf(state), StateName: stateName(state)}
+		g.handles[d.UUID] = r.Dom
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+func (g *Conn) lookup(ctx context.Context, uuid string) (libvirt.Domain, error) {
+	g.mu.Lock()
+	d, listed := g.handles[uuid]
+	g.mu.Unlock()
+	if listed {
+		return d, nil
+	}
 	u, err := parseUUID(uuid)
 	if err != nil {
 		return libvirt.Domain{}, err
 	}
-	d, err := call(ctx, g, func() (libvirt.Domain, error) { return g.l.DomainLookupByUUID(u) })
+	d, err = call(ctx, g, func() (libvirt.Domain, error) { return g.l.DomainLookupByUUID(u) })
 	if err != nil {
 		return libvirt.Domain{}, mapError(err)
 	}
 	return d, nil
 }
 
-func (g *goLibvirt) DomainState(ctx context.Context, uuid string) (DomainState, error) {
+func (g *Conn) DomainState(ctx context.Context, uuid string) (DomainState, error) {
 	d, err := g.lookup(ctx, uuid)
 	if err != nil {
 		return StateOther, err
@@ -182,6 +277,27 @@ func (g *goLibvirt) DomainState(ctx context.Context, uuid string) (DomainState, 
 		return StateOther, mapError(err)
 	}
 	return stateOf(libvirt.DomainState(state)), nil
+}
+
+// stateName is libvirt's name of a state, as virsh domstate prints it.
+func stateName(s libvirt.DomainState) string {
+	switch s {
+	case libvirt.DomainRunning:
+		return "running"
+	case libvirt.DomainBlocked:
+		return "blocked"
+	case libvirt.DomainPaused:
+		return "paused"
+	case libvirt.DomainShutdown:
+		return "shutdown"
+	case libvirt.DomainShutoff:
+		return "shutoff"
+	case libvirt.DomainCrashed:
+		return "crashed"
+	case libvirt.DomainPmsuspended:
+		return "pmsuspended"
+	}
+	return "nostate"
 }
 
 func stateOf(s libvirt.DomainState) DomainState {
@@ -199,7 +315,7 @@ func stateOf(s libvirt.DomainState) DomainState {
 	return StateOther
 }
 
-func (g *goLibvirt) DomainJob(ctx context.Context, uuid string) (Job, error) {
+func (g *Conn) DomainJob(ctx context.Context, uuid string) (Job, error) {
 	d, err := g.lookup(ctx, uuid)
 	if err != nil {
 		return Job{}, err
@@ -256,7 +372,7 @@ func jobOf(typ int32, params []libvirt.TypedParam, err error) (Job, error) {
 	return job, nil
 }
 
-func (g *goLibvirt) DomainXML(ctx context.Context, uuid string) ([]byte, error) {
+func (g *Conn) DomainXML(ctx context.Context, uuid string) ([]byte, error) {
 	d, err := g.lookup(ctx, uuid)
 	if err != nil {
 		return nil, err
@@ -268,9 +384,9 @@ func (g *goLibvirt) DomainXML(ctx context.Context, uuid string) ([]byte, error) 
 	return []byte(x), nil
 }
 
-func (g *goLibvirt) LifecycleEvents(ctx context.Context) (<-chan Event, error) {
+func (g *Conn) LifecycleEvents(ctx context.Context) (<-chan Event, error) {
 	out := make(chan Event)
-	err := do(ctx, g, g.timeout, func() error {
+	err := do(ctx, g, g.timeout, false, func() error {
 		in, err := g.l.LifecycleEvents(ctx)
 		if err != nil {
 			return err
@@ -327,12 +443,12 @@ func eventKind(typ, detail int32) EventKind {
 	return EventOther
 }
 
-func (g *goLibvirt) Disconnected() <-chan struct{} { return g.l.Disconnected() }
+func (g *Conn) Disconnected() <-chan struct{} { return g.l.Disconnected() }
 
 // Close says goodbye to libvirtd, bounded by closeTimeout, and closes the
 // socket whatever the answer.
-func (g *goLibvirt) Close() error {
-	err := do(context.Background(), g, min(g.timeout, closeTimeout), g.l.Disconnect)
+func (g *Conn) Close() error {
+	err := do(context.Background(), g, min(g.timeout, closeTimeout), true, g.l.Disconnect)
 	g.conn.close()
 	return err
 }

@@ -1,4 +1,4 @@
-package migration
+package virt
 
 import (
 	"os"
@@ -33,27 +33,27 @@ func TestReadJobFlags(t *testing.T) {
 		offline bool
 		err     string
 	}{
-		{name: "live", want: JobFlags{Async: asyncMigrationOut, Flags: 0x3, Started: 1764612345678}},
-		{name: "offline", want: JobFlags{Async: asyncMigrationOut, Flags: 0x408, Started: 1764612345678}, offline: true},
+		{name: "live", want: JobFlags{Async: AsyncMigrationOut, Flags: 0x3, Started: 1764612345678}},
+		{name: "offline", want: JobFlags{Async: AsyncMigrationOut, Flags: 0x408, Started: 1764612345678}, offline: true},
 		{name: "idle", want: JobFlags{Async: "none"}},
 		{name: "bad", err: `job flags "zz"`},
 		{name: "missing", err: "no such file"},
 		{name: "../etc/passwd", err: "cannot name a status file"},
 		{name: "..", err: "cannot name a status file"},
 	} {
-		got, err := readJobFlags(dir, tc.name)
+		got, err := ReadJobFlags(dir, tc.name)
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Errorf("readJobFlags(%q) error = %v, want %q", tc.name, err, tc.err)
+				t.Errorf("ReadJobFlags(%q) error = %v, want %q", tc.name, err, tc.err)
 			}
 			continue
 		}
 		if err != nil {
-			t.Errorf("readJobFlags(%q) = %v", tc.name, err)
+			t.Errorf("ReadJobFlags(%q) = %v", tc.name, err)
 			continue
 		}
 		if diff := cmp.Diff(tc.want, got); diff != "" || got.Offline() != tc.offline {
-			t.Errorf("readJobFlags(%q) mismatch (-want +got):\n%s offline=%v", tc.name, diff, got.Offline())
+			t.Errorf("ReadJobFlags(%q) mismatch (-want +got):\n%s offline=%v", tc.name, diff, got.Offline())
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package hook
+package check
 
 import (
 	"cmp"
@@ -10,7 +10,7 @@ import (
 	"text/tabwriter"
 )
 
-// WriteJSON writes the report as one indented JSON document (CheckVersion).
+// WriteJSON writes the report as one indented JSON document (Version).
 func (r *Report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

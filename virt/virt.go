@@ -1,4 +1,4 @@
-package migration
+package virt
 
 import (
 	"context"
@@ -6,7 +6,8 @@ import (
 	"time"
 )
 
-// Libvirt is what the lock helper asks of the local libvirtd. Domains are
+// Libvirt is what the lock helper asks of the local libvirtd (check asks
+// less: Domains, DomainXML and DomainJob). Domains are
 // named by UUID in lowercase 8-4-4-4-12 form. Implementations must be safe for
 // concurrent use: the peer server and the reconciler share one connection.
 // Every call ends at the first of libvirtd's answer, its ctx's end and a call
@@ -40,6 +41,19 @@ type Connector func(ctx context.Context) (Libvirt, error)
 
 // ErrNoDomain: libvirt has no such active domain.
 var ErrNoDomain = errors.New("no such active domain")
+
+// Listed is a domain of Domains' list, with its state.
+type Listed struct {
+	Domain
+	State DomainState
+	// StateName is libvirt's name of the state: running, blocked, paused,
+	// shutdown, shutoff, crashed, pmsuspended or nostate.
+	StateName string
+}
+
+// Active tells whether a QEMU process exists for the domain here: every
+// state but shut off (a crashed domain keeps its QEMU).
+func (l Listed) Active() bool { return l.State != StateShutoff }
 
 // Domain names a libvirt domain.
 type Domain struct {

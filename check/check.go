@@ -1,4 +1,4 @@
-package hook
+package check
 
 // check: `lvhook check`, the operator's view of what lvhook guards on this
 // host. It runs from the command line, never from a hook call (a hook must not
@@ -22,24 +22,15 @@ import (
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/peer"
 	"github.com/lvhook/lvhook/state"
+	"github.com/lvhook/lvhook/virt"
 )
 
-// CheckVersion is the version of the JSON document check writes. It changes
+// Version is the version of the JSON document check writes. It changes
 // only when a field is removed or changes meaning; new fields may appear in
 // any version.
-const CheckVersion = 1
+const Version = 1
 
-// LibvirtDomain is one domain defined or running on this host.
-type LibvirtDomain struct {
-	Name, UUID string
-	// State is libvirt's state: running, blocked, paused, shutdown,
-	// shutoff, crashed, pmsuspended, nostate.
-	State string
-	// Active is set while a QEMU process exists for the domain here.
-	Active bool
-}
-
-// Job is what check needs of a domain's current libvirt job.
+// Job is a domain's current libvirt job, as the report names it.
 type Job string
 
 const (
@@ -52,15 +43,31 @@ const (
 	jobNoneName Job = "none"
 )
 
-// Libvirt is what check reads from the local libvirtd, read-only.
+// reportJob names a job for the report: a job whose operation libvirt does
+// not tell is other.
+func reportJob(j virt.Job) Job {
+	switch j.Kind {
+	case virt.JobNone:
+		return JobNone
+	case virt.JobMigrationOut:
+		return JobMigrationOut
+	case virt.JobMigrationIn:
+		return JobMigrationIn
+	}
+	return JobOther
+}
+
+// Libvirt is what check reads from the local libvirtd, read-only
+// (virt.Conn, read-only socket).
 type Libvirt interface {
 	// Domains lists every domain of this host with its state, in one call.
-	Domains(ctx context.Context) ([]LibvirtDomain, error)
-	// XML returns a domain's XML: the live one of an active domain.
-	XML(ctx context.Context, d LibvirtDomain) ([]byte, error)
-	// Job returns the current job of an active domain: JobMigrationIn on
-	// a live migration's destination, where libvirt refuses job statistics.
-	Job(ctx context.Context, d LibvirtDomain) (Job, error)
+	Domains(ctx context.Context) ([]virt.Listed, error)
+	// DomainXML returns a domain's XML: the live one of an active domain.
+	DomainXML(ctx context.Context, uuid string) ([]byte, error)
+	// DomainJob returns the current job of an active domain: an incoming
+	// migration on a live migration's destination, where libvirt refuses
+	// job statistics.
+	DomainJob(ctx context.Context, uuid string) (virt.Job, error)
 }
 
 // Holder is another host holding an LV lock.
@@ -106,7 +113,7 @@ type Checker struct {
 }
 
 // Report is the result of a check; its JSON form is documented on the check
-// command (lvhook(8)) and versioned by CheckVersion.
+// command (lvhook(8)) and versioned by Version.
 type Report struct {
 	Version   int       `json:"version"`
 	Host      string    `json:"host"`
@@ -252,7 +259,7 @@ const actualUnlocked = "unlocked"
 
 // domainInput is what libvirt gave for one checked domain.
 type domainInput struct {
-	lib LibvirtDomain
+	lib virt.Listed
 	job Job
 	xml []byte
 	err error
@@ -279,7 +286,7 @@ func (c *Checker) Check(ctx context.Context, names []string) (*Report, error) {
 		return nil, fmt.Errorf("read libvirt domains: %w", err)
 	}
 
-	rep := &Report{Version: CheckVersion, Host: c.Host, CheckedAt: c.now().UTC(),
+	rep := &Report{Version: Version, Host: c.Host, CheckedAt: c.now().UTC(),
 		Problems: []Problem{}, Lockspaces: []LockspaceReport{}, Domains: []DomainReport{}}
 	var refs []lvmlock.Ref
 	for _, in := range inputs {
@@ -293,7 +300,7 @@ func (c *Checker) Check(ctx context.Context, names []string) (*Report, error) {
 	}
 	if len(names) > 0 {
 		pending = slices.DeleteFunc(pending, func(r state.Record) bool {
-			return !slices.ContainsFunc(selected, func(d LibvirtDomain) bool { return strings.EqualFold(d.UUID, r.UUID) })
+			return !slices.ContainsFunc(selected, func(d virt.Listed) bool { return strings.EqualFold(d.UUID, r.UUID) })
 		})
 	}
 	for _, r := range pending {
@@ -341,22 +348,22 @@ func (c *Checker) pathExists(p string) bool {
 
 // selectDomains picks the named domains, by name or UUID, in the order
 // named; all of them, sorted by name, when names is empty.
-func selectDomains(listed []LibvirtDomain, names []string) ([]LibvirtDomain, error) {
+func selectDomains(listed []virt.Listed, names []string) ([]virt.Listed, error) {
 	if len(names) == 0 {
 		out := slices.Clone(listed)
-		slices.SortFunc(out, func(a, b LibvirtDomain) int { return cmp.Compare(a.Name, b.Name) })
+		slices.SortFunc(out, func(a, b virt.Listed) int { return cmp.Compare(a.Name, b.Name) })
 		return out, nil
 	}
-	var out []LibvirtDomain
+	var out []virt.Listed
 	var missing []string
 	for _, n := range names {
-		i := slices.IndexFunc(listed, func(d LibvirtDomain) bool {
+		i := slices.IndexFunc(listed, func(d virt.Listed) bool {
 			return d.Name == n || strings.EqualFold(d.UUID, n)
 		})
 		switch {
 		case i < 0:
 			missing = append(missing, n)
-		case !slices.ContainsFunc(out, func(d LibvirtDomain) bool { return d.UUID == listed[i].UUID }):
+		case !slices.ContainsFunc(out, func(d virt.Listed) bool { return d.UUID == listed[i].UUID }):
 			out = append(out, listed[i])
 		}
 	}
@@ -368,7 +375,7 @@ func selectDomains(listed []LibvirtDomain, names []string) ([]LibvirtDomain, err
 
 // readDomains fetches and parses the XML of every domain and fetches the
 // job of the active ones, a few calls in flight at a time.
-func (c *Checker) readDomains(ctx context.Context, doms []LibvirtDomain) []*domainInput {
+func (c *Checker) readDomains(ctx context.Context, doms []virt.Listed) []*domainInput {
 	inputs := make([]*domainInput, len(doms))
 	parallel := c.Parallel
 	if parallel <= 0 {
@@ -383,16 +390,18 @@ func (c *Checker) readDomains(ctx context.Context, doms []LibvirtDomain) []*doma
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			in.xml, in.err = c.Libvirt.XML(ctx, d)
+			in.xml, in.err = c.Libvirt.DomainXML(ctx, d.UUID)
 			if in.err != nil {
 				in.err = fmt.Errorf("libvirt: domain XML: %w", in.err)
 				return
 			}
-			if d.Active {
-				if in.job, in.err = c.Libvirt.Job(ctx, d); in.err != nil {
-					in.err = fmt.Errorf("libvirt: domain job: %w", in.err)
+			if d.Active() {
+				job, err := c.Libvirt.DomainJob(ctx, d.UUID)
+				if err != nil {
+					in.err = fmt.Errorf("libvirt: domain job: %w", err)
 					return
 				}
+				in.job = reportJob(job)
 			}
 			in.dom, in.err = domxml.Parse(in.xml, c.PoolDir)
 		}()
@@ -456,7 +465,7 @@ func (c *Checker) records() (map[string]state.Record, []state.Record, error) {
 // hostNeeds maps each LV to the strongest mode the domains active on this
 // host need: from the XML of the checked ones, from lvhook's records for the
 // others. An LV in it is in use here whichever domain is being looked at.
-func hostNeeds(listed []LibvirtDomain, inputs []*domainInput, records map[string]state.Record) map[lvmlock.Ref]lvmlock.Mode {
+func hostNeeds(listed []virt.Listed, inputs []*domainInput, records map[string]state.Record) map[lvmlock.Ref]lvmlock.Mode {
 	need := map[lvmlock.Ref]lvmlock.Mode{}
 	add := func(r lvmlock.Ref, m lvmlock.Mode) {
 		if need[r] != lvmlock.ModeEx {
@@ -465,7 +474,7 @@ func hostNeeds(listed []LibvirtDomain, inputs []*domainInput, records map[string
 	}
 	checked := map[string]bool{}
 	for _, in := range inputs {
-		if in.err != nil || !in.lib.Active {
+		if in.err != nil || !in.lib.Active() {
 			continue
 		}
 		checked[in.lib.UUID] = true
@@ -478,7 +487,7 @@ func hostNeeds(listed []LibvirtDomain, inputs []*domainInput, records map[string
 		}
 	}
 	for _, d := range listed {
-		if !d.Active || checked[d.UUID] {
+		if !d.Active() || checked[d.UUID] {
 			continue
 		}
 		for _, l := range records[strings.ToLower(d.UUID)].LVs {
@@ -575,7 +584,7 @@ func (ev *evaluation) lockspaces() {
 // domain evaluates one domain and its LVs.
 func (ev *evaluation) domain(in *domainInput) {
 	d := in.lib
-	dr := DomainReport{Name: d.Name, UUID: strings.ToLower(d.UUID), State: d.State, Active: d.Active,
+	dr := DomainReport{Name: d.Name, UUID: strings.ToLower(d.UUID), State: d.StateName, Active: d.Active(),
 		Job: cmp.Or(in.job, jobNoneName), Managed: true, LVs: []LVReport{}}
 	before := len(ev.rep.Problems)
 	defer func() {
@@ -585,7 +594,7 @@ func (ev *evaluation) domain(in *domainInput) {
 	if in.err != nil {
 		dr.Managed = false
 		verb := "its lock state cannot be checked"
-		if !d.Active {
+		if !d.Active() {
 			verb = "the hook would refuse to start it"
 		}
 		msg := strings.TrimPrefix(lvmlock.OneLine(in.err.Error()), "domain "+d.Name+": ")
@@ -605,7 +614,7 @@ func (ev *evaluation) domain(in *domainInput) {
 		}
 		dr.LVs = append(dr.LVs, lr)
 		ev.lvs = append(ev.lvs, lvPlace{dom: len(ev.rep.Domains), lv: len(dr.LVs) - 1,
-			active: d.Active && !migrating(in.job)})
+			active: d.Active() && !migrating(in.job)})
 	}
 }
 
@@ -620,9 +629,9 @@ func (ev *evaluation) lv(in *domainInput, disk domxml.Disk) (LVReport, bool) {
 		ev.add(Problem{Code: code, Domain: d.Name, UUID: strings.ToLower(d.UUID), VG: ref.VG, LV: ref.LV, Message: msg, Advice: advice})
 	}
 	switch {
-	case d.Active && migrating(in.job):
+	case d.Active() && migrating(in.job):
 		lr.Expected = string(lvmlock.ModeSh)
-	case d.Active:
+	case d.Active():
 		lr.Expected = string(disk.Mode)
 	}
 	if lr.Lockspace == LockspaceVGMissing {
@@ -691,10 +700,10 @@ func (ev *evaluation) lv(in *domainInput, disk domxml.Disk) (LVReport, bool) {
 		}
 		problem(ProblemActiveUnlocked, fmt.Sprintf("%s is active here without an lvmlockd lock (activated with --nolocking, --lockopt skiplv or before lvmlockd started): nothing stops another host from activating it", ref),
 			fix)
-	case !d.Active && hostNeed == lvmlock.ModeNone && lr.Actual != "none":
+	case !d.Active() && hostNeed == lvmlock.ModeNone && lr.Actual != "none":
 		problem(ProblemStaleActivation, fmt.Sprintf("%s is active (%s) here, but %s is not running here and no running domain here uses it: no other host can start %s", ref, lr.Actual, d.Name, d.Name),
 			fmt.Sprintf("check that nothing opens it (`dmsetup info -c %s`: open count 0), then `lvchange -an %s`", dmName(ref), ref))
-	case !d.Active:
+	case !d.Active():
 		// Not running here: inactive is right, and an LV another domain
 		// here uses is that domain's business.
 	case lr.Actual == "none":
@@ -824,7 +833,7 @@ func (ev *evaluation) pending(recs []state.Record) {
 // config file cannot be used (err, a *ConfigError, names the file and the
 // key).
 func ConfigInvalidReport(host string, now time.Time, err error) *Report {
-	ev := &evaluation{rep: &Report{Version: CheckVersion, Host: host, CheckedAt: now.UTC(),
+	ev := &evaluation{rep: &Report{Version: Version, Host: host, CheckedAt: now.UTC(),
 		Problems: []Problem{}, Lockspaces: []LockspaceReport{}, Domains: []DomainReport{}}}
 	ev.add(Problem{Code: ProblemConfigInvalid, Message: lvmlock.OneLine(err.Error()) + "; nothing else was checked",
 		Advice: "fix it (lvhook(8) and the package's commented /etc/lvhook/lvhook.toml describe every key); until then lvhook refuses every start and incoming migration here, leaves LVs active at stop, and the lock helper does not run"})

@@ -1,4 +1,4 @@
-package hook
+package check
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -22,54 +23,58 @@ import (
 	"github.com/lvhook/lvhook/lvmlock/lvmfake"
 	"github.com/lvhook/lvhook/peer"
 	"github.com/lvhook/lvhook/state"
+	"github.com/lvhook/lvhook/virt"
 )
+
+const poolDir = "../testdata/pools"
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/check")
 
 // fakeLibvirt is one host's libvirtd as check sees it, counting calls.
 type fakeLibvirt struct {
 	mu    sync.Mutex
-	doms  []LibvirtDomain
+	doms  []virt.Listed
 	xml   map[string][]byte
-	jobs  map[string]Job
+	jobs  map[string]virt.Job
 	calls map[string]int
 	// listErr fails Domains.
 	listErr error
 }
 
 func newFakeLibvirt() *fakeLibvirt {
-	return &fakeLibvirt{xml: map[string][]byte{}, jobs: map[string]Job{}, calls: map[string]int{}}
+	return &fakeLibvirt{xml: map[string][]byte{}, jobs: map[string]virt.Job{}, calls: map[string]int{}}
 }
 
-func (f *fakeLibvirt) Domains(context.Context) ([]LibvirtDomain, error) {
+func (f *fakeLibvirt) Domains(context.Context) ([]virt.Listed, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls["list"]++
 	if f.listErr != nil {
 		return nil, f.listErr
 	}
-	return append([]LibvirtDomain(nil), f.doms...), nil
+	return append([]virt.Listed(nil), f.doms...), nil
 }
 
-func (f *fakeLibvirt) XML(_ context.Context, d LibvirtDomain) ([]byte, error) {
+func (f *fakeLibvirt) DomainXML(_ context.Context, uuid string) ([]byte, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls["xml"]++
-	x, ok := f.xml[d.UUID]
+	x, ok := f.xml[uuid]
 	if !ok {
-		return nil, fmt.Errorf("Domain not found: no domain with matching uuid '%s'", d.UUID)
+		return nil, fmt.Errorf("Domain not found: no domain with matching uuid '%s'", uuid)
 	}
 	return x, nil
 }
 
-func (f *fakeLibvirt) Job(_ context.Context, d LibvirtDomain) (Job, error) {
+func (f *fakeLibvirt) DomainJob(_ context.Context, uuid string) (virt.Job, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls["job"]++
-	if !d.Active {
-		return JobNone, errors.New("Requested operation is not valid: domain is not running")
+	i := slices.IndexFunc(f.doms, func(d virt.Listed) bool { return d.UUID == uuid })
+	if i < 0 || !f.doms[i].Active() {
+		return virt.Job{}, errors.New("Requested operation is not valid: domain is not running")
 	}
-	return f.jobs[d.UUID], nil
+	return f.jobs[uuid], nil
 }
 
 // peersFromCluster answers for the other hosts of the fake cluster, as
@@ -121,13 +126,16 @@ var checkNow = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
 
 // domain defines a domain on kvm1. A disk is "vg/lv", "vg/lv:shareable",
 // "vg/lv:optout" (the domain opts out of lvhook) or "pool:POOL/VOL".
-func (w *checkWorld) domain(name, state string, job Job, disks ...string) LibvirtDomain {
+func (w *checkWorld) domain(name, state string, job Job, disks ...string) virt.Listed {
 	w.n++
-	d := LibvirtDomain{Name: name, UUID: fmt.Sprintf("%08d-1111-4222-8333-%012d", w.n, w.n), State: state, Active: state != "shutoff"}
+	d := virt.Listed{Domain: virt.Domain{Name: name, UUID: fmt.Sprintf("%08d-1111-4222-8333-%012d", w.n, w.n)}, StateName: state}
+	if state == "shutoff" {
+		d.State = virt.StateShutoff
+	}
 	w.lib.doms = append(w.lib.doms, d)
 	w.lib.xml[d.UUID] = domainXMLFor(name, d.UUID, disks...)
-	if job != JobNone {
-		w.lib.jobs[d.UUID] = job
+	if kind, ok := map[Job]virt.JobKind{JobMigrationOut: virt.JobMigrationOut, JobMigrationIn: virt.JobMigrationIn, JobOther: virt.JobOther}[job]; ok {
+		w.lib.jobs[d.UUID] = virt.Job{Kind: kind}
 	}
 	return d
 }

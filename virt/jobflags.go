@@ -1,4 +1,4 @@
-package migration
+package virt
 
 import (
 	"encoding/xml"
@@ -13,11 +13,11 @@ import (
 // each running domain (libvirtd and virqemud alike).
 const LibvirtStatusDir = "/run/libvirt/qemu"
 
-// migrateOffline is VIR_MIGRATE_OFFLINE of libvirt's virDomainMigrateFlags.
-const migrateOffline = 0x400
+// MigrateOffline is VIR_MIGRATE_OFFLINE of libvirt's virDomainMigrateFlags.
+const MigrateOffline = 0x400
 
-// asyncMigrationOut is how the status file names the source's migration job.
-const asyncMigrationOut = "migration out"
+// AsyncMigrationOut is how the status file names the source's migration job.
+const AsyncMigrationOut = "migration out"
 
 // JobFlags are the async job and the API flags of a running domain's
 // current job, as libvirt records them.
@@ -31,16 +31,16 @@ type JobFlags struct {
 
 // Offline tells a migration job started with --offline: the source's guest
 // keeps running and nothing is handed over.
-func (j JobFlags) Offline() bool { return j.Flags&migrateOffline != 0 }
+func (j JobFlags) Offline() bool { return j.Flags&MigrateOffline != 0 }
 
-// readJobFlags reads the job of domain name from libvirt's status file,
+// ReadJobFlags reads the job of domain name from libvirt's status file,
 // DIR/NAME.xml: <domstatus> ... <job async='migration out' flags='0x...'>
 // (libvirt 9.0 and 11.3, qemuDomainObjPrivateXMLFormatJob, written when a
 // job starts or changes phase). It is the only place where libvirt tells an
 // offline migration from a live one: virDomainGetJobStats reports both as an
 // outgoing migration, and an offline migration of a running domain holds
 // that job on the source while the destination's migrate begin runs.
-func readJobFlags(dir, name string) (JobFlags, error) {
+func ReadJobFlags(dir, name string) (JobFlags, error) {
 	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
 		return JobFlags{}, fmt.Errorf("domain name %q cannot name a status file", name)
 	}

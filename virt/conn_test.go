@@ -1,20 +1,18 @@
-package migration
+package virt
 
 import (
 	"context"
 	"errors"
-	"io"
-	"net"
-	"path/filepath"
 	"runtime"
-	"sync"
 	"testing"
 	"time"
 
 	libvirt "github.com/digitalocean/go-libvirt"
 	"github.com/digitalocean/go-libvirt/libvirttest"
+	"github.com/digitalocean/go-libvirt/socket/dialers"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/lvhook/lvhook/internal/testutil"
 )
 
 // TestGoLibvirtAdapter talks to go-libvirt's mock libvirtd over its RPC
@@ -22,7 +20,7 @@ import (
 func TestGoLibvirtAdapter(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	lv, err := connectLibvirt(ctx, libvirttest.New(), time.Second)
+	lv, err := connect(ctx, libvirttest.New(), time.Second)
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
@@ -58,12 +56,12 @@ const mockUUID = "dc329f87-d4de-4719-8cfd-2e21c6105b01"
 func TestGoLibvirtHungCall(t *testing.T) {
 	before := runtime.NumGoroutine()
 	ctx := context.Background()
-	lv, err := connectLibvirt(ctx, libvirttest.New(), 200*time.Millisecond)
+	lv, err := connect(ctx, libvirttest.New(), 200*time.Millisecond)
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
 	start := time.Now()
-	err = within(t, 10*time.Second, "DomainState on a hung libvirtd", func() error {
+	err = testutil.Within(t, 10*time.Second, "DomainState on a hung libvirtd", func() error {
 		_, err := lv.DomainState(ctx, mockUUID)
 		return err
 	})
@@ -79,7 +77,7 @@ func TestGoLibvirtHungCall(t *testing.T) {
 		t.Fatal("the connection is still open after a call timed out")
 	}
 	start = time.Now()
-	if err := within(t, 10*time.Second, "ActiveDomains after a timeout", func() error {
+	if err := testutil.Within(t, 10*time.Second, "ActiveDomains after a timeout", func() error {
 		_, err := lv.ActiveDomains(ctx)
 		return err
 	}); err == nil {
@@ -88,61 +86,59 @@ func TestGoLibvirtHungCall(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("ActiveDomains on the closed connection took %s, want an immediate failure", d)
 	}
-	closeWithin(t, lv)
-	if n := settleGoroutines(before); n > before {
+	testutil.CloseWithin(t, lv)
+	if n := testutil.SettleGoroutines(before); n > before {
 		t.Errorf("%d goroutines after the hung call, %d before", n, before)
 	}
 }
 
-// TestGoLibvirtAbandonedCall: a call whose caller's context ends before
-// libvirtd answers ends then, not at the call timeout: the connection is
-// closed (Disconnected tells Run to reconnect), and go-libvirt's call has
-// returned by the time its caller gets the error: no goroutine is left
-// waiting for libvirtd.
+// TestGoLibvirtAbandonedCall: a caller whose context ends before libvirtd
+// answers gets the context's error then, while the connection, which others
+// share, stays open; the call it left still ends by the call timeout, which
+// closes the connection (Disconnected tells Run to reconnect) and leaves no
+// goroutine behind.
 func TestGoLibvirtAbandonedCall(t *testing.T) {
 	before := runtime.NumGoroutine()
-	lv, err := connectLibvirt(context.Background(), libvirttest.New(), 30*time.Second)
+	lv, err := connect(context.Background(), libvirttest.New(), time.Second)
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
-	g := lv.(*goLibvirt)
 	u, err := parseUUID(mockUUID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	returned := make(chan struct{})
 	start := time.Now()
-	err = within(t, 10*time.Second, "a call with a 50 ms context", func() error {
-		_, err := call(ctx, g, func() (libvirt.Domain, error) {
-			defer close(returned)
-			return g.l.DomainLookupByUUID(u)
-		})
+	err = testutil.Within(t, 10*time.Second, "a call with a 50 ms context", func() error {
+		_, err := call(ctx, lv, func() (libvirt.Domain, error) { return lv.l.DomainLookupByUUID(u) })
 		return err
 	})
 	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, errHung) {
 		t.Errorf("call = %v, want libvirt's silence and the context's deadline", err)
 	}
-	if d := time.Since(start); d > 3*time.Second {
-		t.Errorf("call took %s, want about the context's 50 ms (the call timeout is 30 s)", d)
-	}
-	select {
-	case <-returned:
-	default:
-		t.Error("the call returned to its caller while go-libvirt's call still waited for libvirtd")
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("call took %s, want about the context's 50 ms (the call timeout is 1 s)", d)
 	}
 	select {
 	case <-lv.Disconnected():
+		t.Error("the caller's deadline closed the shared connection")
+	default:
+	}
+	select {
+	case <-lv.Disconnected():
+		if d := time.Since(start); d < 900*time.Millisecond {
+			t.Errorf("connection closed after %s, before the 1 s call timeout", d)
+		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("the abandoned call's connection is still open")
+		t.Fatal("the abandoned call's connection is still open after its call timeout")
 	}
 	start = time.Now()
 	if _, err := lv.DomainJob(context.Background(), mockUUID); err == nil || time.Since(start) > time.Second {
 		t.Errorf("DomainJob on the closed connection: %v after %s, want an immediate failure", err, time.Since(start))
 	}
-	closeWithin(t, lv)
-	if n := settleGoroutines(before); n > before {
+	testutil.CloseWithin(t, lv)
+	if n := testutil.SettleGoroutines(before); n > before {
 		t.Errorf("%d goroutines after the abandoned call, %d before", n, before)
 	}
 }
@@ -152,17 +148,19 @@ func TestGoLibvirtAbandonedCall(t *testing.T) {
 // caller's (longer) deadline, and closes its socket; repeated attempts leave
 // no goroutine behind.
 func TestDialLibvirtHungDaemon(t *testing.T) {
-	path, closed := hungLibvirtd(t)
+	path, closed := testutil.HungLibvirtd(t)
 	before := runtime.NumGoroutine()
-	connect := dialLibvirt(path, 200*time.Millisecond)
+	dial := func(ctx context.Context) (*Conn, error) {
+		return connect(ctx, dialers.NewLocal(dialers.WithSocket(path), dialers.WithLocalTimeout(10*time.Second)), 200*time.Millisecond)
+	}
 	const attempts = 5
 	for i := range attempts {
 		start := time.Now()
-		err := within(t, 10*time.Second, "connect to a hung libvirtd", func() error {
+		err := testutil.Within(t, 10*time.Second, "connect to a hung libvirtd", func() error {
 			// Run gives a connection attempt 30 s.
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			lv, err := connect(ctx)
+			lv, err := dial(ctx)
 			if err == nil {
 				lv.Close()
 			}
@@ -182,92 +180,8 @@ func TestDialLibvirtHungDaemon(t *testing.T) {
 			t.Fatalf("%d of %d connections closed by the client", i, attempts)
 		}
 	}
-	if n := settleGoroutines(before); n > before {
+	if n := testutil.SettleGoroutines(before); n > before {
 		t.Errorf("%d goroutines after %d attempts, %d before", n, attempts, before)
-	}
-}
-
-// hungLibvirtd listens on a UNIX socket like libvirtd's, accepts every
-// connection, reads what it is sent and never answers. closed gets a value
-// for each connection the client has closed.
-func hungLibvirtd(t *testing.T) (path string, closed <-chan struct{}) {
-	t.Helper()
-	path = filepath.Join(t.TempDir(), "libvirt-sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch := make(chan struct{}, 100)
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			go func() {
-				_, _ = io.Copy(io.Discard, c)
-				select {
-				case ch <- struct{}{}:
-				default:
-				}
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return path, ch
-}
-
-// within runs f and fails the test when f has not returned after d: a hung
-// call fails the test instead of hanging it.
-func within[T any](t *testing.T, d time.Duration, what string, f func() T) T {
-	t.Helper()
-	ch := make(chan T, 1)
-	go func() { ch <- f() }()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(d):
-		t.Fatalf("%s did not return within %s", what, d)
-		panic("unreachable")
-	}
-}
-
-// closeWithin closes lv, and reports (without stopping the test, which may
-// be ending already) a Close that has not returned after 10 s.
-func closeWithin(t *testing.T, lv Libvirt) {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- lv.Close() }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Errorf("Close did not return within 10 s")
-	}
-}
-
-// settleGoroutines waits up to 5 s for the number of goroutines to fall to
-// want (goroutines of a closed connection take a moment to end) and returns
-// the last count.
-func settleGoroutines(want int) int {
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= want || time.Now().After(deadline) {
-			return n
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -352,6 +266,7 @@ func TestEventKind(t *testing.T) {
 }
 
 func TestUUIDRoundTrip(t *testing.T) {
+	const uuid1 = "11111111-2222-4333-8444-555555555551"
 	u, err := parseUUID(uuid1)
 	if err != nil {
 		t.Fatal(err)

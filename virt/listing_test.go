@@ -1,4 +1,4 @@
-package hook
+package virt
 
 import (
 	"bytes"
@@ -17,14 +17,13 @@ import (
 	"github.com/digitalocean/go-libvirt/libvirttest"
 	"github.com/digitalocean/go-libvirt/socket"
 	"github.com/google/go-cmp/cmp"
-
-	"github.com/lvhook/lvhook/lvmlock"
+	"github.com/lvhook/lvhook/internal/testutil"
 )
 
 // TestLibvirtConnDomains lists domains over libvirt's RPC protocol, against
 // go-libvirt's mock libvirtd (two running domains).
 func TestLibvirtConnDomains(t *testing.T) {
-	conn, err := NewLibvirtConn(context.Background(), libvirttest.New())
+	conn, err := connect(context.Background(), libvirttest.New(), callTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,15 +32,17 @@ func TestLibvirtConnDomains(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []LibvirtDomain{
-		{Name: "Droplet-844329", UUID: "5153242e-c6bd-4459-a9ff-20ca798f3171", State: "running", Active: true},
-		{Name: "Droplet-33436", UUID: "240d94c5-f047-458b-89f1-cd3ae6d62b5d", State: "running", Active: true},
+	want := []Listed{
+		{Domain: Domain{Name: "Droplet-844329", UUID: "5153242e-c6bd-4459-a9ff-20ca798f3171"}, State: StateRunning, StateName: "running"},
+		{Domain: Domain{Name: "Droplet-33436", UUID: "240d94c5-f047-458b-89f1-cd3ae6d62b5d"}, State: StateRunning, StateName: "running"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Domains (-want +got):\n%s", diff)
 	}
-	if _, err := conn.XML(context.Background(), LibvirtDomain{Name: "nope", UUID: "00000000-0000-0000-0000-000000000000"}); err == nil {
-		t.Error("XML of a domain not in the list: no error")
+	for _, d := range got {
+		if !d.Active() {
+			t.Errorf("%s: running but not active", d.Name)
+		}
 	}
 }
 
@@ -67,38 +68,12 @@ func TestLibvirtConnBoundedByContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := NewLibvirtConn(ctx, &silentDialer{})
-	if err == nil || !strings.Contains(err.Error(), "libvirt did not answer in time") {
+	_, err := connect(ctx, &silentDialer{}, callTimeout)
+	if err == nil || !strings.Contains(err.Error(), "libvirt did not answer before its caller gave up: connection closed") {
 		t.Fatalf("connect to a silent libvirtd: %v", err)
 	}
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("gave up after %s, want about the context's 100ms", took)
-	}
-}
-
-func TestJobOf(t *testing.T) {
-	op := func(v libvirt.DomainJobOperation) []libvirt.TypedParam {
-		return []libvirt.TypedParam{
-			{Field: "time_elapsed", Value: *libvirt.NewTypedParamValueUllong(1234)},
-			{Field: libvirt.DomainJobOperationStr, Value: *libvirt.NewTypedParamValueInt(int32(v))},
-		}
-	}
-	tests := []struct {
-		name   string
-		typ    libvirt.DomainJobType
-		params []libvirt.TypedParam
-		want   Job
-	}{
-		{"no job", libvirt.DomainJobNone, nil, JobNone},
-		{"outgoing migration", libvirt.DomainJobUnbounded, op(libvirt.DomainJobOperationStrMigrationOut), JobMigrationOut},
-		{"incoming migration", libvirt.DomainJobUnbounded, op(libvirt.DomainJobOperationStrMigrationIn), JobMigrationIn},
-		{"save", libvirt.DomainJobUnbounded, op(libvirt.DomainJobOperationStrSave), JobOther},
-		{"job without operation", libvirt.DomainJobBounded, nil, JobOther},
-	}
-	for _, tt := range tests {
-		if got := jobOf(int32(tt.typ), tt.params); got != tt.want {
-			t.Errorf("%s: jobOf = %q, want %q", tt.name, got, tt.want)
-		}
 	}
 }
 
@@ -290,7 +265,7 @@ func TestLibvirtConnJob(t *testing.T) {
 		d.doms = append(d.doms, dom)
 	}
 	ctx := context.Background()
-	conn, err := NewLibvirtConn(ctx, d)
+	conn, err := connect(ctx, d, callTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,59 +276,20 @@ func TestLibvirtConnJob(t *testing.T) {
 	}
 	got := map[string]string{}
 	for _, dom := range doms {
-		job, err := conn.Job(ctx, dom)
-		got[dom.Name] = string(job)
-		switch {
-		case err != nil:
+		job, err := conn.DomainJob(ctx, dom.UUID)
+		got[dom.Name] = job.Kind.String()
+		if err != nil {
 			got[dom.Name] = "error: " + err.Error()
-		case job == JobNone:
-			got[dom.Name] = "none"
 		}
 	}
 	want := map[string]string{
 		"idle":          "none",
-		"source":        "migration-out",
-		"destination":   "migration-in",
+		"source":        "outgoing migration",
+		"destination":   "incoming migration",
 		"other-refusal": "error: Operation not supported: job statistics are not supported",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("jobs (-want +got):\n%s", diff)
-	}
-}
-
-// TestCheckIncomingMigration checks a live migration's destination through
-// libvirt's RPC protocol: libvirt refuses its job statistics, check takes it
-// for an incoming migration and expects its LVs shared, as the lock helper
-// does, instead of reporting the domain unreadable.
-func TestCheckIncomingMigration(t *testing.T) {
-	w := newCheckWorld(t)
-	dom := w.domain("mig", "paused", JobNone, "vg1/mig-root")
-	w.hold(1, "vg1", "mig-root", lvmlock.ModeSh)
-	w.hold(2, "vg1", "mig-root", lvmlock.ModeSh) // the source's
-	d := &libvirtd{doms: []libvirtdDomain{{name: dom.Name, uuid: libvirtUUID(t, dom.UUID), state: libvirt.DomainPaused,
-		xml: string(w.lib.xml[dom.UUID]), jobErr: errDestinationJobStats}}}
-	ctx := context.Background()
-	conn, err := NewLibvirtConn(ctx, d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	c := w.checker()
-	c.Libvirt = conn
-	rep, err := c.Check(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff([]string{}, problemKeys(rep)); diff != "" {
-		t.Errorf("problems (-want +got):\n%s", diff)
-	}
-	if len(rep.Domains) != 1 || len(rep.Domains[0].LVs) != 1 {
-		t.Fatalf("report: %+v, want one domain with one LV", rep.Domains)
-	}
-	dr, lr := rep.Domains[0], rep.Domains[0].LVs[0]
-	if dr.Job != JobMigrationIn || !dr.Active || !dr.Managed || lr.Expected != "sh" || lr.Actual != "sh" {
-		t.Errorf("domain: job %q, active %v, managed %v; LV expected %s, actual %s; want migration-in, active, managed, sh held as expected",
-			dr.Job, dr.Active, dr.Managed, lr.Expected, lr.Actual)
 	}
 }
 
@@ -369,13 +305,13 @@ func TestLibvirtConnHungCall(t *testing.T) {
 		want    string
 	}{
 		{"call timeout", 200 * time.Millisecond, 0, "libvirt did not answer within 200ms: connection closed"},
-		{"context ends first", 30 * time.Second, 100 * time.Millisecond, "libvirt did not answer in time: context deadline exceeded"},
+		{"context ends first", time.Second, 100 * time.Millisecond, "libvirt did not answer before its caller gave up: context deadline exceeded"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := runtime.NumGoroutine()
 			d := &libvirtd{doms: []libvirtdDomain{{name: "web", state: libvirt.DomainRunning}},
 				hang: map[uint32]bool{procDomainGetJobStats: true}}
-			conn, err := newLibvirtConn(context.Background(), d, tc.timeout)
+			conn, err := connect(context.Background(), d, tc.timeout)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -391,7 +327,7 @@ func TestLibvirtConnHungCall(t *testing.T) {
 			}
 			start := time.Now()
 			err = returnsWithin(t, 10*time.Second, "Job on a hung libvirtd", func() error {
-				_, err := conn.Job(ctx, doms[0])
+				_, err := conn.DomainJob(ctx, doms[0].UUID)
 				return err
 			})
 			if err == nil || err.Error() != tc.want {
@@ -400,14 +336,26 @@ func TestLibvirtConnHungCall(t *testing.T) {
 			if took := time.Since(start); took > 3*time.Second {
 				t.Errorf("Job took %s, want about the first of the call timeout and the context's end", took)
 			}
+			if tc.ctx > 0 {
+				// The connection is shared: it stays open for the
+				// others until the abandoned call's own timeout.
+				if _, err := conn.DomainXML(context.Background(), doms[0].UUID); err != nil {
+					t.Errorf("XML after a caller gave up: %v, want an answer", err)
+				}
+				select {
+				case <-conn.Disconnected():
+				case <-time.After(5 * time.Second):
+					t.Fatal("the abandoned call did not end by its call timeout")
+				}
+			}
 			start = time.Now()
-			if _, err := conn.XML(context.Background(), doms[0]); err == nil || time.Since(start) > time.Second {
+			if _, err := conn.DomainXML(context.Background(), doms[0].UUID); err == nil || time.Since(start) > time.Second {
 				t.Errorf("XML after the connection was closed: %v after %s, want an immediate failure", err, time.Since(start))
 			}
 			if err := returnsWithin(t, 10*time.Second, "Close", conn.Close); err != nil {
 				t.Logf("Close: %v", err)
 			}
-			if n := settleGoroutines(before); n > before {
+			if n := testutil.SettleGoroutines(before); n > before {
 				t.Errorf("%d goroutines after the hung call, %d before", n, before)
 			}
 		})
@@ -419,7 +367,7 @@ func TestLibvirtConnHungCall(t *testing.T) {
 func TestLibvirtConnCloseBounded(t *testing.T) {
 	before := runtime.NumGoroutine()
 	d := &libvirtd{hang: map[uint32]bool{procConnectClose: true}}
-	conn, err := newLibvirtConn(context.Background(), d, 200*time.Millisecond)
+	conn, err := connect(context.Background(), d, 200*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,7 +379,7 @@ func TestLibvirtConnCloseBounded(t *testing.T) {
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("Close took %s, want about 200ms", took)
 	}
-	if n := settleGoroutines(before); n > before {
+	if n := testutil.SettleGoroutines(before); n > before {
 		t.Errorf("%d goroutines after Close, %d before: the socket is still open", n, before)
 	}
 }
@@ -460,10 +408,10 @@ func TestLibvirtConnCutWhileDialing(t *testing.T) {
 		close(d.release)
 	}()
 	err := returnsWithin(t, 10*time.Second, "connect, dialing past ctx's end", func() error {
-		_, err := NewLibvirtConn(ctx, d)
+		_, err := connect(ctx, d, callTimeout)
 		return err
 	})
-	if err == nil || !strings.Contains(err.Error(), "libvirt did not answer in time") {
+	if err == nil || !strings.Contains(err.Error(), "libvirt did not answer before its caller gave up: connection closed") {
 		t.Errorf("connect = %v, want the context's end", err)
 	}
 }
@@ -479,19 +427,5 @@ func returnsWithin(t *testing.T, d time.Duration, what string, f func() error) e
 	case <-time.After(d):
 		t.Fatalf("%s did not return within %s", what, d)
 		return nil
-	}
-}
-
-// settleGoroutines waits up to 5 s for the number of goroutines to fall to
-// want (those of a closed connection take a moment to end) and returns the
-// last count.
-func settleGoroutines(want int) int {
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= want || time.Now().After(deadline) {
-			return n
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
