@@ -22,7 +22,7 @@ build:
 test:
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
-	$(GO) test -race -short -count=1 ./hook/ ./migration/
+	$(GO) test -race -short -count=1 ./hook/ ./migration/ ./peer/ ./virt/ ./check/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
@@ -30,7 +30,7 @@ bench:
 # A short run of every fuzz target (go test -fuzz takes one at a time).
 FUZZTIME ?= 20s
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParseDomain$$' -fuzztime $(FUZZTIME) ./hook
+	$(GO) test -run '^$$' -fuzz '^FuzzParseDomain$$' -fuzztime $(FUZZTIME) ./domxml
 	$(GO) test -run '^$$' -fuzz '^FuzzHookArgs$$' -fuzztime $(FUZZTIME) ./cmd/lvhook
 
 # govulncheck against a database built here (CI reaches no vuln.go.dev): the
