@@ -143,37 +143,10 @@ type Problem struct {
 	LV      string `json:"lv,omitempty"`
 	Message string `json:"message"`
 	Advice  string `json:"advice"`
-}
-
-// Problem codes, in the order the report lists them (worst first).
-const (
-	ProblemConfigInvalid       = "config-invalid"
-	ProblemHeldElsewhere       = "held-elsewhere"
-	ProblemHostNotRenewing     = "host-not-renewing"
-	ProblemActiveUnlocked      = "active-unlocked"
-	ProblemNotLocked           = "not-locked"
-	ProblemStaleActivation     = "stale-activation"
-	ProblemSharedAfterMigrate  = "sh-after-migration"
-	ProblemLvmlockdNotRunning  = "lvmlockd-not-running"
-	ProblemLockspaceNotStarted = "lockspace-not-started"
-	ProblemLVMissing           = "lv-missing"
-	ProblemVGMissing           = "vg-missing"
-	ProblemDomainUnreadable    = "domain-unreadable"
-	ProblemPendingDeactivation = "pending-deactivation"
-	ProblemModeMismatch        = "mode-mismatch"
-	ProblemSharedUnsupported   = "shared-unsupported"
-	ProblemVGNotShared         = "vg-not-shared"
-)
-
-var problemRank = map[string]int{}
-
-func init() {
-	for i, c := range []string{ProblemConfigInvalid, ProblemHeldElsewhere, ProblemHostNotRenewing, ProblemActiveUnlocked, ProblemNotLocked,
-		ProblemStaleActivation, ProblemSharedAfterMigrate, ProblemLvmlockdNotRunning,
-		ProblemLockspaceNotStarted, ProblemLVMissing, ProblemVGMissing, ProblemDomainUnreadable,
-		ProblemPendingDeactivation, ProblemModeMismatch, ProblemSharedUnsupported, ProblemVGNotShared} {
-		problemRank[c] = i
-	}
+	// also lists the UUIDs of the domains the problem counts on besides
+	// UUID's (a host that stopped renewing holds their LVs); finish counts
+	// it in their DomainReport.Problems.
+	also []string
 }
 
 // Lockspace states of a VG on this host.
@@ -586,11 +559,7 @@ func (ev *evaluation) domain(in *domainInput) {
 	d := in.lib
 	dr := DomainReport{Name: d.Name, UUID: strings.ToLower(d.UUID), State: d.StateName, Active: d.Active(),
 		Job: cmp.Or(in.job, jobNoneName), Managed: true, LVs: []LVReport{}}
-	before := len(ev.rep.Problems)
-	defer func() {
-		dr.Problems = len(ev.rep.Problems) - before
-		ev.rep.Domains = append(ev.rep.Domains, dr)
-	}()
+	defer func() { ev.rep.Domains = append(ev.rep.Domains, dr) }()
 	if in.err != nil {
 		dr.Managed = false
 		verb := "its lock state cannot be checked"
@@ -793,7 +762,6 @@ func (ev *evaluation) others(ctx context.Context) {
 		}
 		if held {
 			lr.Problems = append(lr.Problems, ProblemHeldElsewhere)
-			dr.Problems++
 			ev.add(Problem{Code: ProblemHeldElsewhere, Domain: dr.Name, UUID: dr.UUID, VG: lr.VG, LV: lr.LV,
 				Message: fmt.Sprintf("%s runs here and %s is also active on %s: either a second copy of %s runs there or its deactivation there failed", dr.Name, ref, holderList(lr.Others.Holders), dr.Name),
 				Advice:  fmt.Sprintf("run `lvhook check %s` on %s: if %s is not running there, `lvchange -an %s` there; if it is, one copy must be stopped", dr.Name, lr.Others.Holders[0].Host, dr.Name, ref)})
@@ -805,7 +773,6 @@ func (ev *evaluation) others(ctx context.Context) {
 // are still not done: the LV is active here and no running domain uses it.
 func (ev *evaluation) pending(recs []state.Record) {
 	for _, rec := range recs {
-		i := slices.IndexFunc(ev.rep.Domains, func(d DomainReport) bool { return d.UUID == rec.UUID })
 		for _, l := range rec.LVs {
 			ref := l.Ref()
 			if lv, ok := ev.st.LVs[ref]; ok && !lv.Active || ev.hostNeed[ref] != lvmlock.ModeNone {
@@ -822,9 +789,6 @@ func (ev *evaluation) pending(recs []state.Record) {
 			ev.add(Problem{Code: ProblemPendingDeactivation, Domain: rec.Name, UUID: rec.UUID, VG: ref.VG, LV: ref.LV,
 				Message: fmt.Sprintf("%s is still active here: its deactivation failed when %s stopped (recorded %s)", ref, rec.Name, since),
 				Advice:  fmt.Sprintf("the lock helper retries (`systemctl status lvhook`, `journalctl -t lvhook`); once nothing opens it: `lvchange -an %s`", ref)})
-			if i >= 0 {
-				ev.rep.Domains[i].Problems++
-			}
 		}
 	}
 }
@@ -841,13 +805,25 @@ func ConfigInvalidReport(host string, now time.Time, err error) *Report {
 	return ev.rep
 }
 
-// finish sorts the problems worst first and fills in the summary.
+// finish sorts the problems worst first, counts them on their domains, and
+// fills in the summary.
 func (ev *evaluation) finish() {
 	rep := ev.rep
 	slices.SortStableFunc(rep.Problems, func(a, b Problem) int {
-		return cmp.Or(cmp.Compare(problemRank[a.Code], problemRank[b.Code]),
+		return cmp.Or(cmp.Compare(rankOf(a.Code), rankOf(b.Code)),
 			cmp.Compare(a.Domain, b.Domain), cmp.Compare(a.VG, b.VG), cmp.Compare(a.LV, b.LV))
 	})
+	dom := make(map[string]int, len(rep.Domains))
+	for i, d := range rep.Domains {
+		dom[d.UUID] = i
+	}
+	for _, p := range rep.Problems {
+		for _, u := range append([]string{p.UUID}, p.also...) {
+			if i, ok := dom[u]; ok && u != "" {
+				rep.Domains[i].Problems++
+			}
+		}
+	}
 	rep.Summary = Summary{Domains: len(rep.Domains), Problems: len(rep.Problems)}
 	for _, d := range rep.Domains {
 		rep.Summary.LVs += len(d.LVs)

@@ -544,6 +544,11 @@ func TestCheck(t *testing.T) {
 			if rep.Healthy != (len(want) == 0) {
 				t.Errorf("Healthy = %v with %d problems", rep.Healthy, len(want))
 			}
+			for _, p := range rep.Problems {
+				if _, ok := problemRank[p.Code]; !ok {
+					t.Errorf("problem code %s has no row in ProblemTable", p.Code)
+				}
+			}
 			var table, js bytes.Buffer
 			if err := rep.WriteTable(&table); err != nil {
 				t.Fatal(err)

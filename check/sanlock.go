@@ -161,9 +161,9 @@ func (ev *evaluation) hostProblems() {
 			if len(doms) == 1 {
 				p.Domain = doms[0]
 			}
-			for i := range ev.rep.Domains {
-				if slices.Contains(doms, ev.rep.Domains[i].Name) {
-					ev.rep.Domains[i].Problems++
+			for _, d := range ev.rep.Domains {
+				if slices.Contains(doms, d.Name) {
+					p.also = append(p.also, d.UUID)
 				}
 			}
 			holds := ""

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -36,8 +37,11 @@ func dialLibvirt(ctx context.Context, sock string) (checkConn, error) {
 	return c, nil
 }
 
-// checkDoc is check's description, in `lvhook check --help` and lvhook(8).
-const checkDoc = `Compares, for each domain and each of its LVs on this host, the lock the LV
+// checkDoc is check's description, in `lvhook check --help` and lvhook(8);
+// its list of problems comes from check.ProblemTable.
+var checkDoc = checkDocHead + problemList() + checkDocTail
+
+const checkDocHead = `Compares, for each domain and each of its LVs on this host, the lock the LV
 should hold with the one it holds, and lists what would break a start or a
 live migration. It changes nothing.
 
@@ -58,24 +62,9 @@ status, one sanlock client host_status per started VG, and, when the peers do
 not answer, one sanlock direct dump per VG.
 
 Problems, worst first (codes are stable, texts may change):
-  config-invalid         the config file cannot be used (file and key named);
-                         nothing else is checked, exit status 2
-  held-elsewhere         the domain runs here and another host holds its LV
-  host-not-renewing      another host stopped renewing its sanlock host lease
-  active-unlocked        LV active here without an lvmlockd lock
-  not-locked             the domain runs here, its LV is not active here
-  stale-activation       LV active here, its domain runs nowhere here
-  sh-after-migration     LV sh where the running domain needs ex
-  lvmlockd-not-running   lvmlockd is not running here
-  lockspace-not-started  the VG's lockspace is not started here
-  lv-missing             the disk's LV does not exist
-  vg-missing             the disk's VG is not visible here
-  domain-unreadable      the domain XML or its storage pool cannot be read
-  pending-deactivation   a deactivation at stop failed and is not done yet
-  mode-mismatch          LV ex where the domain needs only sh
-  shared-unsupported     thin, raid, cache, snapshot or origin LV: no live migration
-  vg-not-shared          LV of a local VG: no lock protects it
-Each comes with one line of advice.
+`
+
+const checkDocTail = `Each comes with one line of advice.
 
 Exit status: 0 healthy, 1 problems found, 2 could not check (libvirtd, lvs,
 lvmlockctl or the state directory unreadable, or an unknown domain: one line
@@ -103,6 +92,32 @@ one problem config-invalid).
                          "problems": [code...]}]}]}
 New fields may appear in version 1; removing or redefining one changes the
 version.`
+
+// helpWidth is the widest line of the problems list in check's description
+// (the prose around it wraps at 80; shared-unsupported's line is 84).
+const helpWidth = 84
+
+// problemList lists the problem codes worst first, one per line with its
+// summary, which wraps at helpWidth under the summaries' column.
+func problemList() string {
+	col := 0
+	for _, k := range check.ProblemTable {
+		col = max(col, len(k.Code)+1)
+	}
+	var b strings.Builder
+	for _, k := range check.ProblemTable {
+		line := fmt.Sprintf("  %-*s", col, k.Code)
+		for i, w := range strings.Fields(k.Summary) {
+			if i > 0 && len(line)+1+len(w) > helpWidth {
+				b.WriteString(line + "\n")
+				line = fmt.Sprintf("  %*s", col, "")
+			}
+			line += " " + w
+		}
+		b.WriteString(line + "\n")
+	}
+	return b.String()
+}
 
 func checkCommand(e *env) *cli.Command {
 	return &cli.Command{

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/lvhook/lvhook/check"
 	"github.com/lvhook/lvhook/virt"
 	"github.com/lvhook/lvhook/virt/virttest"
@@ -159,5 +161,39 @@ func TestCheckCommandBrokenConfig(t *testing.T) {
 				t.Errorf("check %q: stdout does not contain %q:\n%s", args, w, stdout)
 			}
 		}
+	}
+}
+
+// check's description lists every problem code of check.ProblemTable, worst
+// first, one per line (a long summary continues under its column), within
+// helpWidth.
+func TestCheckDocProblems(t *testing.T) {
+	list := problemList()
+	if !strings.Contains(checkDoc, "Problems, worst first (codes are stable, texts may change):\n"+list+"Each comes with") {
+		t.Errorf("checkDoc does not hold the problem list where it belongs:\n%s", checkDoc)
+	}
+	var codes, summaries []string
+	for _, line := range strings.Split(strings.TrimSuffix(list, "\n"), "\n") {
+		if len(line) > helpWidth {
+			t.Errorf("line wider than %d: %q", helpWidth, line)
+		}
+		code, summary, _ := strings.Cut(strings.TrimPrefix(line, "  "), " ")
+		if code != "" {
+			codes = append(codes, code)
+			summaries = append(summaries, strings.TrimSpace(summary))
+		} else {
+			summaries[len(summaries)-1] += " " + strings.TrimSpace(summary)
+		}
+	}
+	var want, wantSummaries []string
+	for _, k := range check.ProblemTable {
+		want = append(want, k.Code)
+		wantSummaries = append(wantSummaries, k.Summary)
+	}
+	if diff := cmp.Diff(want, codes); diff != "" {
+		t.Errorf("codes in check's help (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(wantSummaries, summaries); diff != "" {
+		t.Errorf("summaries in check's help (-want +got):\n%s", diff)
 	}
 }
