@@ -299,6 +299,7 @@ func (c *Checker) Check(ctx context.Context, names []string) (*Report, error) {
 	ev.others(ctx)
 	ev.hostProblems()
 	ev.pending(pending)
+	ev.helperProblems(selected, len(names) == 0)
 	ev.lockspaces()
 	ev.finish()
 	return rep, nil

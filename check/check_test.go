@@ -505,6 +505,15 @@ var checkCases = []checkCase{
 		},
 	},
 	{
+		// The lock helper's problems files: one per domain (mig's LV, web
+		// and legacy as a whole, gone no longer defined here), and db's,
+		// which cannot be read.
+		name:  "helper-cannot-repair",
+		setup: helperProblems,
+		want: []string{"sh-after-migration mig vg1/mig-root", "helper-cannot-repair db /", "helper-cannot-repair gone /",
+			"helper-cannot-repair legacy /", "helper-cannot-repair mig vg1/mig-root", "helper-cannot-repair web /"},
+	},
+	{
 		name:    "named",
 		domains: []string{"db", "00000001-1111-4222-8333-000000000001"},
 		setup: func(w *checkWorld) {
@@ -515,6 +524,90 @@ var checkCases = []checkCase{
 			w.hold(1, "vg0", "db-data", lvmlock.ModeEx) // stale, but not asked about
 		},
 	},
+}
+
+// helperProblems: web and mig run here, the lock helper could not repair
+// them; legacy (opted out) it could not read from libvirt; gone, which it
+// has a record of, libvirt no longer lists; db's problems file is corrupt.
+func helperProblems(w *checkWorld) {
+	web := w.domain("web", "running", JobNone, "vg0/web-root", "vg0/web-data")
+	w.hold(1, "vg0", "web-root", lvmlock.ModeEx)
+	w.hold(1, "vg0", "web-data", lvmlock.ModeEx)
+	mig := w.domain("mig", "running", JobNone, "vg1/mig-root")
+	w.hold(1, "vg1", "mig-root", lvmlock.ModeSh)
+	w.hold(2, "vg1", "mig-root", lvmlock.ModeSh)
+	if err := w.state.Save(state.DomainsDir, state.Record{Name: "mig", UUID: mig.UUID, Incoming: true,
+		LVs: []state.RecordLV{{VG: "vg1", LV: "mig-root", Mode: lvmlock.ModeEx}}}); err != nil {
+		w.t.Fatal(err)
+	}
+	db := w.domain("db", "shutoff", JobNone, "vg0/db-root")
+	legacy := w.domain("legacy", "running", JobNone, "vg0/cfs:optout")
+	checked := checkNow.Add(-20 * time.Second)
+	for _, dp := range []state.DomainProblems{
+		{Name: "web", UUID: web.UUID, Host: "kvm1", Checked: checked, Problems: []state.Problem{
+			{What: "lvhook has no record of this domain here (started before lvhook was installed?): its LVs are not repaired"}}},
+		{Name: "mig", UUID: mig.UUID, Host: "kvm1", Checked: checked, Problems: []state.Problem{
+			{VG: "vg1", LV: "mig-root", What: "still shared since 2026-11-22T09:50:00Z although no migration needs it (lock held by other host); another host still holds it shared"}}},
+		{Name: "legacy", UUID: legacy.UUID, Host: "kvm1", Checked: checked, Problems: []state.Problem{
+			{What: "cannot read from libvirt: Requested operation is not valid: domain is not running"}}},
+		{Name: "gone", UUID: "99999999-1111-4222-8333-999999999999", Host: "kvm1", Checked: checked, Problems: []state.Problem{
+			{What: "recorded as running here since 2026-11-22T08:00:00Z, but libvirt does not list it; its LVs stay as they are"}}},
+	} {
+		if err := w.state.SaveProblems(dp); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(w.state.Dir, state.ProblemsDir, db.UUID+".json"), []byte(`{"name": "db", "uuid": `), 0o644); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// A named check reports the lock helper's problems of the named domains
+// only, a corrupt file included; a problems directory check cannot read
+// is reported, not an error.
+func TestCheckHelperProblems(t *testing.T) {
+	for _, tc := range []struct {
+		names []string
+		want  []string
+	}{
+		{[]string{"web"}, []string{"helper-cannot-repair web /"}},
+		{[]string{"db", "web"}, []string{"helper-cannot-repair db /", "helper-cannot-repair web /"}},
+		{[]string{"legacy"}, []string{"helper-cannot-repair legacy /"}},
+		{[]string{"00000002-1111-4222-8333-000000000002"}, []string{"sh-after-migration mig vg1/mig-root", "helper-cannot-repair mig vg1/mig-root"}},
+	} {
+		w := newCheckWorld(t)
+		helperProblems(w)
+		rep, err := w.checker().Check(context.Background(), tc.names)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.names, err)
+		}
+		if diff := cmp.Diff(tc.want, problemKeys(rep)); diff != "" {
+			t.Errorf("%v: problems (-want +got):\n%s", tc.names, diff)
+		}
+		n := 0
+		for _, d := range rep.Domains {
+			n += d.Problems
+		}
+		if n != len(rep.Problems) {
+			t.Errorf("%v: the domains count %d problems, want %d: each is one of a checked domain", tc.names, n, len(rep.Problems))
+		}
+	}
+
+	w := newCheckWorld(t)
+	w.domain("web", "shutoff", JobNone, "vg0/web-root")
+	if err := os.WriteFile(filepath.Join(w.state.Dir, state.ProblemsDir), []byte("not a directory\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := w.checker().Check(context.Background(), []string{"web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"helper-cannot-repair  /"}, problemKeys(rep)); diff != "" {
+		t.Fatalf("problems directory unreadable: problems (-want +got):\n%s", diff)
+	}
+	if p := rep.Problems[0]; !strings.Contains(p.Message, "not a directory") || !strings.Contains(p.Advice, "journalctl -u lvhook") {
+		t.Errorf("problems directory unreadable: %+v", p)
+	}
 }
 
 func problemKeys(rep *Report) []string {

@@ -21,6 +21,7 @@ const (
 	ProblemVGMissing           = "vg-missing"
 	ProblemDomainUnreadable    = "domain-unreadable"
 	ProblemPendingDeactivation = "pending-deactivation"
+	ProblemHelperCannotRepair  = "helper-cannot-repair"
 	ProblemModeMismatch        = "mode-mismatch"
 	ProblemSharedUnsupported   = "shared-unsupported"
 	ProblemVGNotShared         = "vg-not-shared"
@@ -93,6 +94,10 @@ var ProblemTable = []ProblemKind{
 		"a deactivation at stop failed and is not done yet",
 		"a deactivation at stop failed (LV still open)",
 		"the lock helper retries; find the opener with `dmsetup info -c` / `fuser`"},
+	{ProblemHelperCannotRepair,
+		"the lock helper reports what it cannot repair",
+		"the lock helper (`lvhook.service`) cannot repair something of this domain or LV: the message gives its reason and when it found it; or check cannot read the file where the lock helper writes it",
+		"`journalctl -u lvhook DOMAIN=name` says more; fix what it names, and the lock helper drops it at its next pass"},
 	{ProblemModeMismatch,
 		"LV ex where the domain needs only sh",
 		"LV ex where the domain needs only sh",

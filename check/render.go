@@ -58,7 +58,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 			if len(d.LVs) == 0 {
 				note := "(no LV disk)"
 				switch {
-				case !d.Managed && d.Problems > 0:
+				case !d.Managed && slices.ContainsFunc(r.Problems, func(p Problem) bool {
+					return p.Code == ProblemDomainUnreadable && p.UUID == d.UUID
+				}):
 					note = "(unreadable)"
 				case !d.Managed:
 					note = "(opted out)"

@@ -25,7 +25,8 @@ type DomainProblems struct {
 }
 
 // Problems reads every problems file. Unreadable files are skipped and
-// returned joined in err.
+// returned joined in err, one *FileError each; any other error is the
+// directory's.
 func (s *State) Problems() ([]DomainProblems, error) {
 	return allJSON[DomainProblems](s, ProblemsDir)
 }

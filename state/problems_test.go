@@ -1,6 +1,7 @@
 package state
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -31,8 +32,15 @@ func TestProblemsRoundTrip(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("{"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := s.Problems(); err == nil || len(got) != 1 {
+	got, err = s.Problems()
+	if err == nil || len(got) != 1 {
 		t.Errorf("with a corrupt file: %d read, err %v; want the good one and an error", len(got), err)
+	}
+	// The error names the file's domain, for check to report it there.
+	var fe *FileError
+	if !errors.As(err, &fe) || fe.Dir != ProblemsDir || fe.UUID != "0a1b2c3d-0000-4000-8000-000000000000" ||
+		err.Error() != "state file problems/0a1b2c3d-0000-4000-8000-000000000000.json: unexpected end of JSON input" {
+		t.Errorf("corrupt file's error: %v (%#v), want a *FileError naming problems/ and its UUID", err, fe)
 	}
 	if err := s.RemoveProblems(uuidA); err != nil {
 		t.Fatal(err)

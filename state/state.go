@@ -175,7 +175,8 @@ func (s *State) Load(dir, uuid string) (r Record, ok bool, err error) {
 func (s *State) Remove(dir, uuid string) error { return s.removeJSON(dir, uuid) }
 
 // All reads every record in dir. Unreadable records are skipped and
-// returned joined in err so that one corrupt file does not hide the others.
+// returned joined in err (one *FileError each) so that one corrupt file
+// does not hide the others.
 func (s *State) All(dir string) ([]Record, error) { return allJSON[Record](s, dir) }
 
 // saveJSON writes v as dir/UUID.json.
@@ -220,8 +221,20 @@ func (s *State) removeJSON(dir, uuid string) error {
 	return err
 }
 
+// FileError is the error of one unreadable file of All or Problems: dir/UUID.json.
+// Its text is Err's.
+type FileError struct {
+	Dir string
+	// UUID is the file's name without .json, which may not be a UUID.
+	UUID string
+	Err  error
+}
+
+func (e *FileError) Error() string { return e.Err.Error() }
+func (e *FileError) Unwrap() error { return e.Err }
+
 // allJSON reads every UUID.json of dir, skipping the unreadable ones and
-// returning their errors joined.
+// returning their errors (*FileError) joined.
 func allJSON[T any](s *State, dir string) ([]T, error) {
 	entries, err := os.ReadDir(filepath.Join(s.Dir, dir))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -239,7 +252,7 @@ func allJSON[T any](s *State, dir string) ([]T, error) {
 		}
 		v, found, err := loadJSON[T](s, dir, uuid)
 		if err != nil {
-			errs = append(errs, err)
+			errs = append(errs, &FileError{Dir: dir, UUID: uuid, Err: err})
 			continue
 		}
 		if found {

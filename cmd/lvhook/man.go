@@ -79,7 +79,7 @@ const manSections = `
 :   libvirt's hook entry, a configuration file; to stop lvhook acting on domain events, add exit 0 at its top (kept by deb and rpm upgrades) or delete it (deb upgrades leave it deleted)
 
 /run/lvhook
-:   runtime state: incoming-migration markers, the LVs of each running domain, failed deactivations
+:   runtime state: incoming-migration markers, the LVs of each running domain, failed deactivations, what the lock helper could not repair
 
 /usr/lib/systemd/system/lvhook.service
 :   the lock helper
