@@ -1,6 +1,7 @@
 package migration
 
 import (
+	"errors"
 	"slices"
 
 	"github.com/lvhook/lvhook/state"
@@ -13,11 +14,19 @@ func (h *Helper) publish(only []string, found map[string][]state.Problem, names 
 	defer h.mu.Unlock()
 	if h.problems == nil {
 		h.problems = map[string][]state.Problem{}
-		// Files of an earlier run are judged again by this one.
-		if old, err := h.State.Problems(); err == nil {
-			for _, dp := range old {
-				h.problems[dp.UUID] = dp.Problems
-			}
+		// Files of an earlier run are judged again by this one, the
+		// unreadable ones too: rewritten or removed when their domain is
+		// next examined (a full pass examines every one).
+		old, err := h.State.Problems()
+		for _, dp := range old {
+			h.problems[dp.UUID] = dp.Problems
+		}
+		for _, fe := range fileErrors(err) {
+			h.Log.Warn().Err(fe).Str("uuid", fe.UUID).Msg("unreadable problems file: replaced at the domain's next examination")
+			h.problems[fe.UUID] = []state.Problem{{What: "unreadable problems file"}}
+		}
+		if err != nil && len(fileErrors(err)) == 0 {
+			h.Log.Warn().Err(err).Msg("cannot read the problems files")
 		}
 	}
 	examined := only
@@ -55,4 +64,20 @@ func (h *Helper) publish(only []string, found map[string][]state.Problem, names 
 		}
 		h.problems[u] = probs
 	}
+}
+
+// fileErrors lists the unreadable files of a state read's error.
+func fileErrors(err error) []*state.FileError {
+	var out []*state.FileError
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			out = append(out, fileErrors(e)...)
+		}
+		return out
+	}
+	var fe *state.FileError
+	if errors.As(err, &fe) {
+		out = append(out, fe)
+	}
+	return out
 }

@@ -2,11 +2,14 @@ package migration
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/rs/zerolog"
 
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/lvmlock/lvmfake"
@@ -297,5 +300,35 @@ func TestSourceExclusiveAfterSilentCancel(t *testing.T) {
 	}
 	if elapsed := c.clock().Sub(t0); elapsed >= src.helper.Config.Daemon.ReconcileInterval.D() {
 		t.Errorf("ex again only after %v: the periodic pass did it, not the job watch", elapsed)
+	}
+}
+
+// TestProblemsFilesOfAnEarlierRun: when the lock helper starts, a corrupt
+// problems file does not make it forget the readable ones, and the corrupt
+// file of a domain that is healthy now is removed by the first full pass.
+func TestProblemsFilesOfAnEarlierRun(t *testing.T) {
+	c := newTestCluster(t, 1)
+	h := c.hosts[0]
+	h.lv.run("vm1", uuid1, virt.StateRunning, virt.JobNone, "/dev/vg0/a")
+	c.record(1, "vm1", uuid1, false, "a")
+	c.hold(1, "a", lvmlock.ModeEx)
+	// vm2 is gone since; its file says it could not be repaired.
+	stale := state.DomainProblems{Name: "vm2", UUID: uuid2, Host: "kvm1", Problems: []state.Problem{{VG: "vg0", LV: "b", What: "LV not found"}}}
+	if err := h.state.SaveProblems(stale); err != nil {
+		t.Fatal(err)
+	}
+	corrupt := filepath.Join(h.state.Dir, state.ProblemsDir, uuid1+".json")
+	if err := os.WriteFile(corrupt, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The lock helper starts again: a new Helper on the same state.
+	restarted := NewHelper(h.helper.Config, h.name, h.helper.LVM, h.state, zerolog.Nop())
+	restarted.Now, restarted.JobFlags = c.clock, h.lv.JobFlags
+	restarted.Connected(context.Background(), h.lv)
+	if _, err := os.Stat(corrupt); !os.IsNotExist(err) {
+		t.Errorf("the corrupt problems file of healthy vm1 is still there (%v)", err)
+	}
+	if _, err := os.Stat(filepath.Join(h.state.Dir, state.ProblemsDir, uuid2+".json")); !os.IsNotExist(err) {
+		t.Errorf("the problems file of vm2, which no longer runs, is still there (%v)", err)
 	}
 }
