@@ -1,8 +1,6 @@
 package check
 
 import (
-	"cmp"
-	"context"
 	"fmt"
 	"maps"
 	"slices"
@@ -30,111 +28,6 @@ type LockspaceHost struct {
 	// ExpiresInSeconds: for a failing host, about how long until its locks
 	// may be taken.
 	ExpiresInSeconds int `json:"expires_in_seconds,omitempty"`
-}
-
-// readSanlock reads this host's sanlock lockspaces and the hosts of each one
-// of a started VG of the report: one `sanlock client status`, then one
-// `sanlock client host_status` per VG. A failure leaves them unknown (noted
-// on the lockspace), it does not stop the check.
-func (ev *evaluation) readSanlock(ctx context.Context, vgs []string) {
-	if ev.Sanlock == nil || ev.lockErr != nil {
-		return
-	}
-	var started []string
-	for _, vg := range vgs {
-		if ev.lockspaceOf(vg) == LockspaceStarted && ev.vgs[vg].LockType == "sanlock" {
-			started = append(started, vg)
-		}
-	}
-	if len(started) == 0 {
-		return
-	}
-	spaces, err := ev.Sanlock.Lockspaces(ctx)
-	if err != nil {
-		for _, vg := range started {
-			ev.sanlockErr[vg] = err.Error()
-		}
-		return
-	}
-	for _, vg := range started {
-		ls, ok := spaces[lvmlock.LockspaceName(vg)]
-		if !ok {
-			ev.sanlockErr[vg] = fmt.Sprintf("sanlock client status does not list lockspace %s", lvmlock.LockspaceName(vg))
-			continue
-		}
-		hosts, err := ev.Sanlock.Hosts(ctx, ls.Name)
-		if err != nil {
-			ev.sanlockErr[vg] = err.Error()
-			continue
-		}
-		ev.spaces[vg] = ls
-		ev.hosts[vg] = hosts
-	}
-}
-
-// knownName names a sanlock host_id: the configured peer with that host_id,
-// else the host name sanlock knows it by, else "".
-func (ev *evaluation) knownName(vg string, id int) string {
-	return cmp.Or(ev.HostIDs[id], ev.hosts[vg][id].HostName())
-}
-
-// hostName is knownName, else "host_id N".
-func (ev *evaluation) hostName(vg string, id int) string {
-	return cmp.Or(ev.knownName(vg, id), fmt.Sprintf("host_id %d", id))
-}
-
-// leaseHolders is the HolderSource of last resort: the LV leases as sanlock
-// wrote them on the lvmlock LV, one unsynchronised read per VG. A hold of a
-// host that left the lockspace, or from before its last join (an older
-// generation), is no hold. A VG whose leases cannot be read is left out,
-// with the reason in errs.
-func (ev *evaluation) leaseHolders(ctx context.Context, refs []lvmlock.Ref) (out map[lvmlock.Ref][]Holder, errs map[string]string) {
-	byVG := map[string][]lvmlock.Ref{}
-	for _, r := range refs {
-		if _, ok := ev.spaces[r.VG]; ok {
-			byVG[r.VG] = append(byVG[r.VG], r)
-		}
-	}
-	out, errs = map[lvmlock.Ref][]Holder{}, map[string]string{}
-	for _, vg := range slices.Sorted(maps.Keys(byVG)) {
-		var lvs []lvmlock.LV
-		for _, r := range byVG[vg] {
-			if lv, ok := ev.st.LVs[r]; ok {
-				lvs = append(lvs, lv)
-			}
-		}
-		ls := ev.spaces[vg]
-		leases, err := ev.Sanlock.Leases(ctx, ls, lvs)
-		if err != nil {
-			errs[vg] = err.Error()
-			continue
-		}
-		hosts := ev.hosts[vg]
-		for _, r := range byVG[vg] {
-			lv, ok := ev.st.LVs[r]
-			if !ok {
-				continue
-			}
-			holds, read := leases[lv.UUID]
-			if !read {
-				continue // not in the dump: unknown
-			}
-			hs := []Holder{}
-			for _, l := range holds {
-				h, known := hosts[l.HostID]
-				if known && (h.State() == lvmlock.HostFree || h.Generation != 0 && l.Generation != h.Generation) {
-					continue
-				}
-				holder := Holder{Host: ev.hostName(vg, l.HostID), Mode: l.Mode, HostID: l.HostID}
-				if known {
-					holder.State = h.State()
-				}
-				hs = append(hs, holder)
-			}
-			out[r] = hs
-		}
-	}
-	return out, errs
 }
 
 // hostProblems reports every other host of a started lockspace that stopped

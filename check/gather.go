@@ -1,0 +1,404 @@
+package check
+
+// check: `lvhook check`, the operator's view of what lvhook guards on this
+// host. It runs from the command line, never from a hook call (a hook must not
+// call libvirtd), and changes nothing: it reads libvirt's domains, one lvs,
+// one lvmlockctl -i and lvhook's state directory, and reports per domain and
+// LV what lock each should hold, what it holds, and the problems that would
+// break a start or a live migration.
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lvhook/lvhook/domxml"
+	"github.com/lvhook/lvhook/lvmlock"
+	"github.com/lvhook/lvhook/peer"
+	"github.com/lvhook/lvhook/state"
+	"github.com/lvhook/lvhook/virt"
+)
+
+// Libvirt is what check reads from the local libvirtd, read-only
+// (virt.Conn, read-only socket).
+type Libvirt interface {
+	// Domains lists every domain of this host with its state, in one call.
+	Domains(ctx context.Context) ([]virt.Listed, error)
+	// DomainXML returns a domain's XML: the live one of an active domain.
+	DomainXML(ctx context.Context, uuid string) ([]byte, error)
+	// DomainJob returns the current job of an active domain: an incoming
+	// migration on a live migration's destination, where libvirt refuses
+	// job statistics.
+	DomainJob(ctx context.Context, uuid string) (virt.Job, error)
+}
+
+// HolderSource tells which other hosts hold LV locks. The peers' lock
+// helpers answer it; check asks it once per run, for the LVs whose other
+// holders cannot be deduced locally.
+type HolderSource interface {
+	Holders(ctx context.Context, refs []lvmlock.Ref) (map[lvmlock.Ref][]peer.Holder, error)
+}
+
+// Checker runs `lvhook check` on this host.
+type Checker struct {
+	Libvirt Libvirt
+	LVM     *lvmlock.Client
+	State   *state.State
+	// PoolDir holds libvirt's storage pool definitions (StoragePoolDir).
+	PoolDir string
+	// Holders, when set, names the other hosts holding an LV; without it
+	// they are unknown unless this host holds the LV ex.
+	Holders HolderSource
+	// Sanlock, when set, is read for the hosts of each started lockspace
+	// (which one stopped renewing), and for the LV leases when Holders is
+	// unset or does not answer.
+	Sanlock *lvmlock.Sanlock
+	// HostIDs names sanlock host_ids (the configured peers).
+	HostIDs map[int]string
+	// Host names this host in the report.
+	Host string
+	// Now and PathExists default to the clock and os.Stat; tests set them.
+	Now        func() time.Time
+	PathExists func(string) bool
+	// Parallel bounds the libvirt calls in flight (default 8).
+	Parallel int
+}
+
+// domainInput is what libvirt gave for one checked domain.
+type domainInput struct {
+	lib virt.Listed
+	job Job
+	xml []byte
+	err error
+	dom *domxml.Domain
+}
+
+// ErrDomainNotFound is returned, wrapped, for a named domain libvirt does not
+// list on this host.
+var ErrDomainNotFound = errors.New("domain not defined on this host")
+
+// Check checks the named domains (name or UUID), or every domain of this
+// host when names is empty. An error means nothing could be checked.
+func (c *Checker) Check(ctx context.Context, names []string) (*Report, error) {
+	listed, err := c.Libvirt.Domains(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list libvirt domains: %w", err)
+	}
+	selected, err := selectDomains(listed, names)
+	if err != nil {
+		return nil, err
+	}
+	inputs := c.readDomains(ctx, selected)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("read libvirt domains: %w", err)
+	}
+
+	rep := &Report{Version: Version, Host: c.Host, CheckedAt: c.now().UTC(),
+		Problems: []Problem{}, Lockspaces: []LockspaceReport{}, Domains: []DomainReport{}}
+	var refs []lvmlock.Ref
+	for _, in := range inputs {
+		if in.err == nil && !in.dom.OptedOut {
+			refs = append(refs, in.dom.Refs()...)
+		}
+	}
+	records, pending, err := c.records()
+	if err != nil {
+		return nil, err
+	}
+	if len(names) > 0 {
+		pending = slices.DeleteFunc(pending, func(r state.Record) bool {
+			return !slices.ContainsFunc(selected, func(d virt.Listed) bool { return strings.EqualFold(d.UUID, r.UUID) })
+		})
+	}
+	for _, r := range pending {
+		for _, l := range r.LVs {
+			refs = append(refs, l.Ref())
+		}
+	}
+	st, lockErr, err := c.lvmState(ctx, lvmlock.VGsOf(refs))
+	if err != nil {
+		return nil, err
+	}
+	ev := &evaluation{Checker: c, st: st, lockErr: lockErr, rep: rep,
+		hostNeed: hostNeeds(listed, inputs, records), records: records, vgs: map[string]lvmlock.LV{},
+		spaces: map[string]lvmlock.SanlockLockspace{}, hosts: map[string]map[int]lvmlock.SanlockHost{},
+		sanlockErr: map[string]string{}}
+	for r, lv := range st.LVs {
+		ev.vgs[r.VG] = lv
+	}
+	ev.readSanlock(ctx, lvmlock.VGsOf(refs))
+	for _, in := range inputs {
+		ev.domain(in)
+	}
+	ev.others(ctx)
+	ev.hostProblems()
+	ev.pending(pending)
+	ev.helperProblems(selected, len(names) == 0)
+	ev.lockspaces()
+	ev.finish()
+	return rep, nil
+}
+
+func (c *Checker) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+func (c *Checker) pathExists(p string) bool {
+	if c.PathExists != nil {
+		return c.PathExists(p)
+	}
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// selectDomains picks the named domains, by name or UUID, in the order
+// named; all of them, sorted by name, when names is empty.
+func selectDomains(listed []virt.Listed, names []string) ([]virt.Listed, error) {
+	if len(names) == 0 {
+		out := slices.Clone(listed)
+		slices.SortFunc(out, func(a, b virt.Listed) int { return cmp.Compare(a.Name, b.Name) })
+		return out, nil
+	}
+	var out []virt.Listed
+	var missing []string
+	for _, n := range names {
+		i := slices.IndexFunc(listed, func(d virt.Listed) bool {
+			return d.Name == n || strings.EqualFold(d.UUID, n)
+		})
+		switch {
+		case i < 0:
+			missing = append(missing, n)
+		case !slices.ContainsFunc(out, func(d virt.Listed) bool { return d.UUID == listed[i].UUID }):
+			out = append(out, listed[i])
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("%s: %w", strings.Join(missing, ", "), ErrDomainNotFound)
+	}
+	return out, nil
+}
+
+// readDomains fetches and parses the XML of every domain and fetches the
+// job of the active ones, a few calls in flight at a time.
+func (c *Checker) readDomains(ctx context.Context, doms []virt.Listed) []*domainInput {
+	inputs := make([]*domainInput, len(doms))
+	parallel := c.Parallel
+	if parallel <= 0 {
+		parallel = 8
+	}
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	for i, d := range doms {
+		in := &domainInput{lib: d}
+		inputs[i] = in
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			in.xml, in.err = c.Libvirt.DomainXML(ctx, d.UUID)
+			if in.err != nil {
+				in.err = fmt.Errorf("libvirt: domain XML: %w", in.err)
+				return
+			}
+			if d.Active() {
+				job, err := c.Libvirt.DomainJob(ctx, d.UUID)
+				if err != nil {
+					in.err = fmt.Errorf("libvirt: domain job: %w", err)
+					return
+				}
+				in.job = reportJob(job)
+			}
+			in.dom, in.err = domxml.Parse(in.xml, c.PoolDir)
+		}()
+	}
+	wg.Wait()
+	return inputs
+}
+
+// lvmState runs the one lvs and, when a shared VG is involved, the one
+// lvmlockctl -i of the check. lockErr is lvmlockctl's failure when lvmlockd
+// is not running (a problem to report, not a reason to give up).
+func (c *Checker) lvmState(ctx context.Context, vgs []string) (st *lvmlock.State, lockErr error, err error) {
+	st = &lvmlock.State{LVs: map[lvmlock.Ref]lvmlock.LV{}, Locks: lvmlock.Locks{}}
+	if len(vgs) == 0 {
+		return st, nil, nil
+	}
+	lvs, missing, err := c.LVM.LVs(ctx, vgs...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("lvs: %w", err)
+	}
+	st.MissingVGs = missing
+	shared := false
+	for _, lv := range lvs {
+		st.LVs[lvmlock.Ref{VG: lv.VG, LV: lv.Name}] = lv
+		shared = shared || lv.Shared()
+	}
+	if !shared {
+		return st, nil, nil
+	}
+	locks, err := c.LVM.Locks(ctx)
+	switch {
+	case lvmlock.IsLvmlockdNotRunning(err):
+		return st, err, nil
+	case err != nil:
+		return nil, nil, fmt.Errorf("lvmlockctl: %w", err)
+	}
+	st.Locks = locks
+	return st, nil, nil
+}
+
+// records reads lvhook's domain and pending records of this host.
+func (c *Checker) records() (map[string]state.Record, []state.Record, error) {
+	if c.State == nil {
+		return map[string]state.Record{}, nil, nil
+	}
+	doms, err := c.State.All(state.DomainsDir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("state directory %s: %w", c.State.Dir, err)
+	}
+	pending, err := c.State.All(state.PendingDir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("state directory %s: %w", c.State.Dir, err)
+	}
+	byUUID := make(map[string]state.Record, len(doms))
+	for _, r := range doms {
+		byUUID[r.UUID] = r
+	}
+	return byUUID, pending, nil
+}
+
+func (ev *evaluation) lockspaceOf(vg string) string {
+	switch {
+	case slices.Contains(ev.st.MissingVGs, vg):
+		return LockspaceVGMissing
+	case !ev.vgShared(vg):
+		if ev.vgKnown(vg) {
+			return LockspaceLocal
+		}
+		return LockspaceUnknownKind
+	case ev.lockErr != nil:
+		return LockspaceNoLvmlockd
+	case ev.st.Locks.Started(vg):
+		return LockspaceStarted
+	}
+	return LockspaceNotStarted
+}
+
+func (ev *evaluation) vgShared(vg string) bool { return ev.vgs[vg].Shared() }
+
+func (ev *evaluation) vgKnown(vg string) bool { _, ok := ev.vgs[vg]; return ok }
+
+// readSanlock reads this host's sanlock lockspaces and the hosts of each one
+// of a started VG of the report: one `sanlock client status`, then one
+// `sanlock client host_status` per VG. A failure leaves them unknown (noted
+// on the lockspace), it does not stop the check.
+func (ev *evaluation) readSanlock(ctx context.Context, vgs []string) {
+	if ev.Sanlock == nil || ev.lockErr != nil {
+		return
+	}
+	var started []string
+	for _, vg := range vgs {
+		if ev.lockspaceOf(vg) == LockspaceStarted && ev.vgs[vg].LockType == "sanlock" {
+			started = append(started, vg)
+		}
+	}
+	if len(started) == 0 {
+		return
+	}
+	spaces, err := ev.Sanlock.Lockspaces(ctx)
+	if err != nil {
+		for _, vg := range started {
+			ev.sanlockErr[vg] = err.Error()
+		}
+		return
+	}
+	for _, vg := range started {
+		ls, ok := spaces[lvmlock.LockspaceName(vg)]
+		if !ok {
+			ev.sanlockErr[vg] = fmt.Sprintf("sanlock client status does not list lockspace %s", lvmlock.LockspaceName(vg))
+			continue
+		}
+		hosts, err := ev.Sanlock.Hosts(ctx, ls.Name)
+		if err != nil {
+			ev.sanlockErr[vg] = err.Error()
+			continue
+		}
+		ev.spaces[vg] = ls
+		ev.hosts[vg] = hosts
+	}
+}
+
+// knownName names a sanlock host_id: the configured peer with that host_id,
+// else the host name sanlock knows it by, else "".
+func (ev *evaluation) knownName(vg string, id int) string {
+	return cmp.Or(ev.HostIDs[id], ev.hosts[vg][id].HostName())
+}
+
+// hostName is knownName, else "host_id N".
+func (ev *evaluation) hostName(vg string, id int) string {
+	return cmp.Or(ev.knownName(vg, id), fmt.Sprintf("host_id %d", id))
+}
+
+// leaseHolders is the HolderSource of last resort: the LV leases as sanlock
+// wrote them on the lvmlock LV, one unsynchronised read per VG. A hold of a
+// host that left the lockspace, or from before its last join (an older
+// generation), is no hold. A VG whose leases cannot be read is left out,
+// with the reason in errs.
+func (ev *evaluation) leaseHolders(ctx context.Context, refs []lvmlock.Ref) (out map[lvmlock.Ref][]Holder, errs map[string]string) {
+	byVG := map[string][]lvmlock.Ref{}
+	for _, r := range refs {
+		if _, ok := ev.spaces[r.VG]; ok {
+			byVG[r.VG] = append(byVG[r.VG], r)
+		}
+	}
+	out, errs = map[lvmlock.Ref][]Holder{}, map[string]string{}
+	for _, vg := range slices.Sorted(maps.Keys(byVG)) {
+		var lvs []lvmlock.LV
+		for _, r := range byVG[vg] {
+			if lv, ok := ev.st.LVs[r]; ok {
+				lvs = append(lvs, lv)
+			}
+		}
+		ls := ev.spaces[vg]
+		leases, err := ev.Sanlock.Leases(ctx, ls, lvs)
+		if err != nil {
+			errs[vg] = err.Error()
+			continue
+		}
+		hosts := ev.hosts[vg]
+		for _, r := range byVG[vg] {
+			lv, ok := ev.st.LVs[r]
+			if !ok {
+				continue
+			}
+			holds, read := leases[lv.UUID]
+			if !read {
+				continue // not in the dump: unknown
+			}
+			hs := []Holder{}
+			for _, l := range holds {
+				h, known := hosts[l.HostID]
+				if known && (h.State() == lvmlock.HostFree || h.Generation != 0 && l.Generation != h.Generation) {
+					continue
+				}
+				holder := Holder{Host: ev.hostName(vg, l.HostID), Mode: l.Mode, HostID: l.HostID}
+				if known {
+					holder.State = h.State()
+				}
+				hs = append(hs, holder)
+			}
+			out[r] = hs
+		}
+	}
+	return out, errs
+}
