@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/rs/zerolog"
 
 	"github.com/lvhook/lvhook/domxml"
@@ -828,5 +829,30 @@ func BenchmarkCheckAll500(b *testing.B) {
 	calls := checkCalls(w)
 	for _, k := range []string{"list", "lvs", "lvmlockctl", "sanlock", "xml", "job"} {
 		b.ReportMetric(float64(calls[k])/float64(b.N), k+"/op")
+	}
+}
+
+// TestEvaluateReadsNothing: the rules run on what gather read alone. For
+// every case, evaluating the gathered reads with every reader of the Checker
+// unset (a read would panic) gives the report Check gives.
+func TestEvaluateReadsNothing(t *testing.T) {
+	for _, tc := range checkCases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newCheckWorld(t)
+			tc.setup(w)
+			c := w.checker()
+			want, err := c.Check(context.Background(), tc.domains)
+			if err != nil {
+				t.Fatalf("Check: %v", err)
+			}
+			g, err := c.gather(context.Background(), tc.domains)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g.Checker = &Checker{Host: c.Host, HostIDs: c.HostIDs, State: &state.State{Dir: c.State.Dir}}
+			if diff := cmp.Diff(want, g.evaluate(), cmpopts.IgnoreUnexported(Problem{})); diff != "" {
+				t.Errorf("evaluate without readers (-Check +evaluate):\n%s", diff)
+			}
+		})
 	}
 }

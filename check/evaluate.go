@@ -2,7 +2,6 @@ package check
 
 import (
 	"cmp"
-	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -10,7 +9,6 @@ import (
 
 	"github.com/lvhook/lvhook/domxml"
 	"github.com/lvhook/lvhook/lvmlock"
-	"github.com/lvhook/lvhook/peer"
 	"github.com/lvhook/lvhook/state"
 	"github.com/lvhook/lvhook/virt"
 )
@@ -52,23 +50,31 @@ func hostNeeds(listed []virt.Listed, inputs []*domainInput, records map[string]s
 
 func migrating(j Job) bool { return j == JobMigrationOut || j == JobMigrationIn }
 
-// evaluation builds a Report from what was read.
+// evaluation builds a Report from what was gathered, by rules alone: it
+// reads nothing.
 type evaluation struct {
-	*Checker
-	st       *lvmlock.State
-	lockErr  error
+	*gathered
 	rep      *Report
 	hostNeed map[lvmlock.Ref]lvmlock.Mode
-	records  map[string]state.Record
-	// vgs holds one LV of each VG lvs reported, for the VG's lock type.
-	vgs map[string]lvmlock.LV
 	// lvs points at every LVReport, for filling in other holders.
 	lvs []lvPlace
-	// From sanlock, by VG: this host's lockspace, its hosts, or why they
-	// could not be read.
-	spaces     map[string]lvmlock.SanlockLockspace
-	hosts      map[string]map[int]lvmlock.SanlockHost
-	sanlockErr map[string]string
+}
+
+// evaluate applies check's rules to what g read.
+func (g *gathered) evaluate() *Report {
+	ev := &evaluation{gathered: g, hostNeed: hostNeeds(g.listed, g.inputs, g.records),
+		rep: &Report{Version: Version, Host: g.Host, CheckedAt: g.checkedAt,
+			Problems: []Problem{}, Lockspaces: []LockspaceReport{}, Domains: []DomainReport{}}}
+	for _, in := range g.inputs {
+		ev.domain(in)
+	}
+	ev.others()
+	ev.hostProblems()
+	ev.pending(g.pending)
+	ev.helperProblems()
+	ev.lockspaces()
+	ev.finish()
+	return ev.rep
 }
 
 type lvPlace struct {
@@ -163,7 +169,7 @@ func (ev *evaluation) lv(in *domainInput, disk domxml.Disk) (LVReport, bool) {
 		lr.Expected = string(disk.Mode)
 	}
 	if lr.Lockspace == LockspaceVGMissing {
-		if strings.HasPrefix(disk.Path, "/dev/") && ev.pathExists(disk.Path) {
+		if ev.paths[disk.Path] {
 			return lr, false // some other device that looks like /dev/VG/LV
 		}
 		problem(ProblemVGMissing, fmt.Sprintf("disk %s: volume group %s is not known to lvm on this host (source %s)", disk.Target, ref.VG, disk.Path),
@@ -253,43 +259,12 @@ func (ev *evaluation) lv(in *domainInput, disk domxml.Disk) (LVReport, bool) {
 	return lr, true
 }
 
-// others fills in the other holders of every LV not held ex here, with one
-// question to the HolderSource, or when it is unset or does not answer, one
-// read of the LV leases per VG from sanlock; and reports conflicts. What
-// cannot be read (a peer down, the check's time up) stays unknown, with why.
-func (ev *evaluation) others(ctx context.Context) {
-	var refs []lvmlock.Ref
-	for _, p := range ev.lvs {
-		lr := &ev.rep.Domains[p.dom].LVs[p.lv]
-		ref := lvmlock.Ref{VG: lr.VG, LV: lr.LV}
-		if lr.Others.Source == OthersUnknown && lr.Lockspace == LockspaceStarted && !slices.Contains(refs, ref) {
-			refs = append(refs, ref)
-		}
-	}
-	if len(refs) == 0 {
-		return
-	}
-	// Why the others stay unknown, when they do: by VG, or for all.
-	why, whyVG := "", map[string]string{}
-	source, holders, err := OthersPeers, map[lvmlock.Ref][]Holder(nil), error(nil)
-	if ev.Holders != nil {
-		var answered map[lvmlock.Ref][]peer.Holder
-		if answered, err = ev.Holders.Holders(ctx, refs); err != nil {
-			why = "peers: " + lvmlock.OneLine(err.Error())
-		}
-		holders = map[lvmlock.Ref][]Holder{}
-		for ref, hs := range answered {
-			for _, h := range hs {
-				holders[ref] = append(holders[ref], Holder{Host: h.Host, Mode: h.Mode})
-			}
-		}
-	}
-	if (ev.Holders == nil || err != nil) && len(ev.spaces) > 0 {
-		source = OthersSanlock
-		holders, whyVG = ev.leaseHolders(ctx, refs)
-	} else if err != nil {
-		holders = nil
-	}
+// others fills in the other holders gathered for every LV not held ex here
+// (readOthers), and reports conflicts. What could not be read stays unknown,
+// with why.
+func (ev *evaluation) others() {
+	o := ev.gathered.others
+	source, holders, refs, why, whyVG := o.source, o.holders, o.asked, o.why, o.whyVG
 	for _, p := range ev.lvs {
 		dr := &ev.rep.Domains[p.dom]
 		lr := &dr.LVs[p.lv]

@@ -1,12 +1,5 @@
 package check
 
-// check: `lvhook check`, the operator's view of what lvhook guards on this
-// host. It runs from the command line, never from a hook call (a hook must not
-// call libvirtd), and changes nothing: it reads libvirt's domains, one lvs,
-// one lvmlockctl -i and lvhook's state directory, and reports per domain and
-// LV what lock each should hold, what it holds, and the problems that would
-// break a start or a live migration.
-
 import (
 	"cmp"
 	"context"
@@ -85,65 +78,165 @@ type domainInput struct {
 var ErrDomainNotFound = errors.New("domain not defined on this host")
 
 // Check checks the named domains (name or UUID), or every domain of this
-// host when names is empty. An error means nothing could be checked.
+// host when names is empty. An error means nothing could be checked. It reads
+// everything first (gather), then applies the rules to what it read
+// (evaluate, which does no I/O).
 func (c *Checker) Check(ctx context.Context, names []string) (*Report, error) {
-	listed, err := c.Libvirt.Domains(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list libvirt domains: %w", err)
-	}
-	selected, err := selectDomains(listed, names)
+	g, err := c.gather(ctx, names)
 	if err != nil {
 		return nil, err
 	}
-	inputs := c.readDomains(ctx, selected)
+	return g.evaluate(), nil
+}
+
+// gathered is everything one check reads, before any rule runs.
+type gathered struct {
+	*Checker
+	checkedAt time.Time
+	// all: every domain of the host (--all), not named ones.
+	all      bool
+	listed   []virt.Listed
+	selected []virt.Listed
+	inputs   []*domainInput
+	records  map[string]state.Record
+	pending  []state.Record
+	st       *lvmlock.State
+	lockErr  error
+	// vgs holds one LV of each VG lvs reported, for the VG's lock type.
+	vgs map[string]lvmlock.LV
+	// paths tells whether the /dev paths of the disks of VGs lvm does
+	// not know exist (some other device that looks like /dev/VG/LV).
+	paths map[string]bool
+	// From sanlock, by VG: this host's lockspace, its hosts, or why they
+	// could not be read.
+	spaces     map[string]lvmlock.SanlockLockspace
+	hosts      map[string]map[int]lvmlock.SanlockHost
+	sanlockErr map[string]string
+	others     othersRead
+	// The lock helper's problems files, and why some cannot be read.
+	helperFiles []state.DomainProblems
+	helperErr   error
+}
+
+// othersRead is what the peers, or else the LV leases, told of the other
+// holders of the LVs not held ex here.
+type othersRead struct {
+	asked  []lvmlock.Ref
+	source string
+	// holders is nil when none could be read.
+	holders map[lvmlock.Ref][]Holder
+	// Why the others stay unknown: for all, or by VG.
+	why   string
+	whyVG map[string]string
+}
+
+// gather does every read of a check: libvirt's list and the domains' XML and
+// jobs, lvhook's records, one lvs and one lvmlockctl -i, sanlock's hosts, the
+// other holders, and the lock helper's problems files.
+func (c *Checker) gather(ctx context.Context, names []string) (*gathered, error) {
+	g := &gathered{Checker: c, checkedAt: c.now().UTC(), all: len(names) == 0, vgs: map[string]lvmlock.LV{},
+		paths: map[string]bool{}, spaces: map[string]lvmlock.SanlockLockspace{},
+		hosts: map[string]map[int]lvmlock.SanlockHost{}, sanlockErr: map[string]string{}}
+	var err error
+	if g.listed, err = c.Libvirt.Domains(ctx); err != nil {
+		return nil, fmt.Errorf("list libvirt domains: %w", err)
+	}
+	if g.selected, err = selectDomains(g.listed, names); err != nil {
+		return nil, err
+	}
+	g.inputs = c.readDomains(ctx, g.selected)
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("read libvirt domains: %w", err)
 	}
-
-	rep := &Report{Version: Version, Host: c.Host, CheckedAt: c.now().UTC(),
-		Problems: []Problem{}, Lockspaces: []LockspaceReport{}, Domains: []DomainReport{}}
 	var refs []lvmlock.Ref
-	for _, in := range inputs {
+	for _, in := range g.inputs {
 		if in.err == nil && !in.dom.OptedOut {
 			refs = append(refs, in.dom.Refs()...)
 		}
 	}
-	records, pending, err := c.records()
-	if err != nil {
+	if g.records, g.pending, err = c.records(); err != nil {
 		return nil, err
 	}
-	if len(names) > 0 {
-		pending = slices.DeleteFunc(pending, func(r state.Record) bool {
-			return !slices.ContainsFunc(selected, func(d virt.Listed) bool { return strings.EqualFold(d.UUID, r.UUID) })
+	if !g.all {
+		g.pending = slices.DeleteFunc(g.pending, func(r state.Record) bool {
+			return !slices.ContainsFunc(g.selected, func(d virt.Listed) bool { return strings.EqualFold(d.UUID, r.UUID) })
 		})
 	}
-	for _, r := range pending {
+	for _, r := range g.pending {
 		for _, l := range r.LVs {
 			refs = append(refs, l.Ref())
 		}
 	}
-	st, lockErr, err := c.lvmState(ctx, lvmlock.VGsOf(refs))
-	if err != nil {
+	if g.st, g.lockErr, err = c.lvmState(ctx, lvmlock.VGsOf(refs)); err != nil {
 		return nil, err
 	}
-	ev := &evaluation{Checker: c, st: st, lockErr: lockErr, rep: rep,
-		hostNeed: hostNeeds(listed, inputs, records), records: records, vgs: map[string]lvmlock.LV{},
-		spaces: map[string]lvmlock.SanlockLockspace{}, hosts: map[string]map[int]lvmlock.SanlockHost{},
-		sanlockErr: map[string]string{}}
-	for r, lv := range st.LVs {
-		ev.vgs[r.VG] = lv
+	for r, lv := range g.st.LVs {
+		g.vgs[r.VG] = lv
 	}
-	ev.readSanlock(ctx, lvmlock.VGsOf(refs))
-	for _, in := range inputs {
-		ev.domain(in)
+	for _, in := range g.inputs {
+		if in.err != nil || in.dom.OptedOut {
+			continue
+		}
+		for _, d := range in.dom.Disks {
+			if strings.HasPrefix(d.Path, "/dev/") && slices.Contains(g.st.MissingVGs, d.VG) {
+				g.paths[d.Path] = c.pathExists(d.Path)
+			}
+		}
 	}
-	ev.others(ctx)
-	ev.hostProblems()
-	ev.pending(pending)
-	ev.helperProblems(selected, len(names) == 0)
-	ev.lockspaces()
-	ev.finish()
-	return rep, nil
+	g.readSanlock(ctx, lvmlock.VGsOf(refs))
+	g.readOthers(ctx)
+	if c.State != nil {
+		g.helperFiles, g.helperErr = c.State.Problems()
+	}
+	return g, nil
+}
+
+// readOthers asks who else holds the LVs of the checked domains that are
+// not held ex here, in a started lockspace: one question to the
+// HolderSource, or when it is unset or does not answer, one read of the LV
+// leases per VG from sanlock. What cannot be read (a peer down, the check's
+// time up) stays unknown, with why.
+func (g *gathered) readOthers(ctx context.Context) {
+	o := &g.others
+	for _, in := range g.inputs {
+		if in.err != nil || in.dom.OptedOut {
+			continue
+		}
+		for _, d := range in.dom.Disks {
+			if g.lockspaceOf(d.VG) == LockspaceStarted && !g.exHere(d.Ref) && !slices.Contains(o.asked, d.Ref) {
+				o.asked = append(o.asked, d.Ref)
+			}
+		}
+	}
+	if len(o.asked) == 0 {
+		return
+	}
+	o.source = OthersPeers
+	var err error
+	if g.Holders != nil {
+		var answered map[lvmlock.Ref][]peer.Holder
+		if answered, err = g.Holders.Holders(ctx, o.asked); err != nil {
+			o.why = "peers: " + lvmlock.OneLine(err.Error())
+		}
+		o.holders = map[lvmlock.Ref][]Holder{}
+		for ref, hs := range answered {
+			for _, h := range hs {
+				o.holders[ref] = append(o.holders[ref], Holder{Host: h.Host, Mode: h.Mode})
+			}
+		}
+	}
+	if (g.Holders == nil || err != nil) && len(g.spaces) > 0 {
+		o.source = OthersSanlock
+		o.holders, o.whyVG = g.leaseHolders(ctx, o.asked)
+	} else if err != nil {
+		o.holders = nil
+	}
+}
+
+// exHere tells whether this host holds ref ex (active, lvmlockd's ex lock).
+func (g *gathered) exHere(ref lvmlock.Ref) bool {
+	lv, ok := g.st.LVs[ref]
+	return ok && lv.Active && g.st.Locks.Mode(ref.VG, lv.UUID) == lvmlock.ModeEx
 }
 
 func (c *Checker) now() time.Time {
@@ -277,76 +370,76 @@ func (c *Checker) records() (map[string]state.Record, []state.Record, error) {
 	return byUUID, pending, nil
 }
 
-func (ev *evaluation) lockspaceOf(vg string) string {
+func (g *gathered) lockspaceOf(vg string) string {
 	switch {
-	case slices.Contains(ev.st.MissingVGs, vg):
+	case slices.Contains(g.st.MissingVGs, vg):
 		return LockspaceVGMissing
-	case !ev.vgShared(vg):
-		if ev.vgKnown(vg) {
+	case !g.vgShared(vg):
+		if g.vgKnown(vg) {
 			return LockspaceLocal
 		}
 		return LockspaceUnknownKind
-	case ev.lockErr != nil:
+	case g.lockErr != nil:
 		return LockspaceNoLvmlockd
-	case ev.st.Locks.Started(vg):
+	case g.st.Locks.Started(vg):
 		return LockspaceStarted
 	}
 	return LockspaceNotStarted
 }
 
-func (ev *evaluation) vgShared(vg string) bool { return ev.vgs[vg].Shared() }
+func (g *gathered) vgShared(vg string) bool { return g.vgs[vg].Shared() }
 
-func (ev *evaluation) vgKnown(vg string) bool { _, ok := ev.vgs[vg]; return ok }
+func (g *gathered) vgKnown(vg string) bool { _, ok := g.vgs[vg]; return ok }
 
 // readSanlock reads this host's sanlock lockspaces and the hosts of each one
 // of a started VG of the report: one `sanlock client status`, then one
 // `sanlock client host_status` per VG. A failure leaves them unknown (noted
 // on the lockspace), it does not stop the check.
-func (ev *evaluation) readSanlock(ctx context.Context, vgs []string) {
-	if ev.Sanlock == nil || ev.lockErr != nil {
+func (g *gathered) readSanlock(ctx context.Context, vgs []string) {
+	if g.Sanlock == nil || g.lockErr != nil {
 		return
 	}
 	var started []string
 	for _, vg := range vgs {
-		if ev.lockspaceOf(vg) == LockspaceStarted && ev.vgs[vg].LockType == "sanlock" {
+		if g.lockspaceOf(vg) == LockspaceStarted && g.vgs[vg].LockType == "sanlock" {
 			started = append(started, vg)
 		}
 	}
 	if len(started) == 0 {
 		return
 	}
-	spaces, err := ev.Sanlock.Lockspaces(ctx)
+	spaces, err := g.Sanlock.Lockspaces(ctx)
 	if err != nil {
 		for _, vg := range started {
-			ev.sanlockErr[vg] = err.Error()
+			g.sanlockErr[vg] = err.Error()
 		}
 		return
 	}
 	for _, vg := range started {
 		ls, ok := spaces[lvmlock.LockspaceName(vg)]
 		if !ok {
-			ev.sanlockErr[vg] = fmt.Sprintf("sanlock client status does not list lockspace %s", lvmlock.LockspaceName(vg))
+			g.sanlockErr[vg] = fmt.Sprintf("sanlock client status does not list lockspace %s", lvmlock.LockspaceName(vg))
 			continue
 		}
-		hosts, err := ev.Sanlock.Hosts(ctx, ls.Name)
+		hosts, err := g.Sanlock.Hosts(ctx, ls.Name)
 		if err != nil {
-			ev.sanlockErr[vg] = err.Error()
+			g.sanlockErr[vg] = err.Error()
 			continue
 		}
-		ev.spaces[vg] = ls
-		ev.hosts[vg] = hosts
+		g.spaces[vg] = ls
+		g.hosts[vg] = hosts
 	}
 }
 
 // knownName names a sanlock host_id: the configured peer with that host_id,
 // else the host name sanlock knows it by, else "".
-func (ev *evaluation) knownName(vg string, id int) string {
-	return cmp.Or(ev.HostIDs[id], ev.hosts[vg][id].HostName())
+func (g *gathered) knownName(vg string, id int) string {
+	return cmp.Or(g.HostIDs[id], g.hosts[vg][id].HostName())
 }
 
 // hostName is knownName, else "host_id N".
-func (ev *evaluation) hostName(vg string, id int) string {
-	return cmp.Or(ev.knownName(vg, id), fmt.Sprintf("host_id %d", id))
+func (g *gathered) hostName(vg string, id int) string {
+	return cmp.Or(g.knownName(vg, id), fmt.Sprintf("host_id %d", id))
 }
 
 // leaseHolders is the HolderSource of last resort: the LV leases as sanlock
@@ -354,10 +447,10 @@ func (ev *evaluation) hostName(vg string, id int) string {
 // host that left the lockspace, or from before its last join (an older
 // generation), is no hold. A VG whose leases cannot be read is left out,
 // with the reason in errs.
-func (ev *evaluation) leaseHolders(ctx context.Context, refs []lvmlock.Ref) (out map[lvmlock.Ref][]Holder, errs map[string]string) {
+func (g *gathered) leaseHolders(ctx context.Context, refs []lvmlock.Ref) (out map[lvmlock.Ref][]Holder, errs map[string]string) {
 	byVG := map[string][]lvmlock.Ref{}
 	for _, r := range refs {
-		if _, ok := ev.spaces[r.VG]; ok {
+		if _, ok := g.spaces[r.VG]; ok {
 			byVG[r.VG] = append(byVG[r.VG], r)
 		}
 	}
@@ -365,19 +458,19 @@ func (ev *evaluation) leaseHolders(ctx context.Context, refs []lvmlock.Ref) (out
 	for _, vg := range slices.Sorted(maps.Keys(byVG)) {
 		var lvs []lvmlock.LV
 		for _, r := range byVG[vg] {
-			if lv, ok := ev.st.LVs[r]; ok {
+			if lv, ok := g.st.LVs[r]; ok {
 				lvs = append(lvs, lv)
 			}
 		}
-		ls := ev.spaces[vg]
-		leases, err := ev.Sanlock.Leases(ctx, ls, lvs)
+		ls := g.spaces[vg]
+		leases, err := g.Sanlock.Leases(ctx, ls, lvs)
 		if err != nil {
 			errs[vg] = err.Error()
 			continue
 		}
-		hosts := ev.hosts[vg]
+		hosts := g.hosts[vg]
 		for _, r := range byVG[vg] {
-			lv, ok := ev.st.LVs[r]
+			lv, ok := g.st.LVs[r]
 			if !ok {
 				continue
 			}
@@ -391,7 +484,7 @@ func (ev *evaluation) leaseHolders(ctx context.Context, refs []lvmlock.Ref) (out
 				if known && (h.State() == lvmlock.HostFree || h.Generation != 0 && l.Generation != h.Generation) {
 					continue
 				}
-				holder := Holder{Host: ev.hostName(vg, l.HostID), Mode: l.Mode, HostID: l.HostID}
+				holder := Holder{Host: g.hostName(vg, l.HostID), Mode: l.Mode, HostID: l.HostID}
 				if known {
 					holder.State = h.State()
 				}

@@ -19,7 +19,8 @@ import (
 // domain libvirt lists or not. A file check cannot read is reported for its
 // domain (named by the file); a problems directory it cannot read, for the
 // host: what the lock helper reported is then unknown.
-func (ev *evaluation) helperProblems(selected []virt.Listed, all bool) {
+func (ev *evaluation) helperProblems() {
+	selected, all := ev.selected, ev.all
 	if ev.State == nil {
 		return
 	}
@@ -30,7 +31,7 @@ func (ev *evaluation) helperProblems(selected []virt.Listed, all bool) {
 		}
 		return selected[i], true
 	}
-	files, err := ev.State.Problems()
+	files, err := ev.helperFiles, ev.helperErr
 	for _, dp := range files {
 		d, ok := listed(dp.UUID)
 		if !ok && !all {
