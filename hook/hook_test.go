@@ -463,13 +463,16 @@ func TestSameLVTwoDomainsOneHostRefused(t *testing.T) {
 // holding the LVs it is an ordinary start (ex); with the source holding them
 // it stays refused.
 // fakeHandover is a Handover whose source is source (none when empty) and
-// whose downgrade is downgrade (a refusal when nil).
+// whose downgrade is downgrade (a refusal when nil). holders records the
+// lease holder each reservation was given.
 type fakeHandover struct {
 	source    string
 	downgrade func(ctx context.Context, source string, d *domxml.Domain, refs []lvmlock.Ref) error
+	holders   []int
 }
 
-func (f *fakeHandover) Reserve(context.Context, *domxml.Domain) (string, error) {
+func (f *fakeHandover) ReserveHolderFirst(_ context.Context, _ *domxml.Domain, holder int) (string, error) {
+	f.holders = append(f.holders, holder)
 	if f.source == "" {
 		return "", fmt.Errorf("%w (kvm1: domain is shut off on kvm1)", peer.ErrRefused)
 	}

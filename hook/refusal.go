@@ -40,7 +40,8 @@ func (r *run) refusal(ctx context.Context, verb string, targets []lvmlock.Target
 		where := "another host"
 		id := e.Holder(held[0].VG, held[0].LV)
 		if id == 0 {
-			id = r.leaseHolder(ctx, held[0])
+			// The refusal is reported even when the hook's time is up.
+			id = r.leaseHolder(context.WithoutCancel(ctx), held[0], holderLookupTimeout)
 		}
 		if id != 0 {
 			name := ""
@@ -114,13 +115,15 @@ const holderLookupTimeout = 5 * time.Second
 
 // leaseHolder returns the sanlock host_id of another host holding ref, ex
 // before sh, from the LV's lease (lvm 2.03.16 does not name the holder), or
-// 0 when it cannot tell. Only a refusal pays for it: one lvs of the VG, one
-// sanlock client status and one read of the lease, bounded together.
-func (r *run) leaseHolder(ctx context.Context, ref lvmlock.Ref) int {
+// 0 when it cannot tell. A refusal pays for it, and an incoming migration's
+// migrate begin (to ask the holder first): one lvs of the VG, one sanlock
+// client status and one read of the lease, bounded together by bound and
+// ctx.
+func (r *run) leaseHolder(ctx context.Context, ref lvmlock.Ref, bound time.Duration) int {
 	if r.Sanlock == nil {
 		return 0
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), holderLookupTimeout)
+	ctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
 	id, err := func() (int, error) {
 		lvs, _, err := r.lvm.LVs(ctx, ref.VG)

@@ -33,8 +33,9 @@ func (r *run) markIncoming(ctx context.Context) error {
 		m.Refused = "no [[daemon.peer]] configured"
 		r.log.Info().Msg("incoming migration: no [[daemon.peer]] configured, so no lock handover; a live migration is refused while the source holds the LVs")
 	default:
+		holder := r.incomingHolder(ctx)
 		start := time.Now()
-		src, err := r.Handover.Reserve(ctx, r.dom)
+		src, err := r.Handover.ReserveHolderFirst(ctx, r.dom, holder)
 		if err != nil {
 			m.Refused = err.Error()
 			r.log.Info().Err(err).Dur("took", time.Since(start)).
@@ -48,6 +49,28 @@ func (r *run) markIncoming(ctx context.Context) error {
 		return fmt.Errorf("refusing incoming migration of %s: cannot record it: %w", r.dom.Name, err)
 	}
 	return nil
+}
+
+// incomingHolderTimeout bounds incomingHolder: migrate begin is a hook
+// libvirt waits for, and the lookup only saves requests to other peers.
+const incomingHolderTimeout = 2 * time.Second
+
+// incomingHolder returns the sanlock host_id holding the lease of the
+// domain's first exclusive LV, the source's before the handover, for the
+// reservation to ask that peer first; 0 (unknown) when the domain has no
+// exclusive LV, no Sanlock is configured, or the reads fail or take longer
+// than incomingHolderTimeout. It never fails migrate begin.
+func (r *run) incomingHolder(ctx context.Context) int {
+	d := r.diskOf(func(d domxml.Disk) bool { return d.Mode == lvmlock.ModeEx })
+	if d == nil || r.Sanlock == nil {
+		r.log.Debug().Msg("incoming migration: lease holder not looked up (no exclusive LV, or no sanlock)")
+		return 0
+	}
+	start := time.Now()
+	id := r.leaseHolder(ctx, d.Ref, incomingHolderTimeout)
+	r.log.Debug().Str("lv", d.Ref.String()).Int("holder_host_id", id).Dur("took", time.Since(start)).
+		Msg("incoming migration: lease holder looked up (0: unknown)")
+	return id
 }
 
 // activate is prepare begin: ex for a start or restore, sh for the

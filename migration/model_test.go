@@ -1,6 +1,7 @@
 package migration
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/lvhook/lvhook/lvmlock"
+	"github.com/lvhook/lvhook/peer"
 )
 
 var (
@@ -121,9 +123,10 @@ func TestModel(t *testing.T) {
 func describeStats(s simStats) string {
 	return fmt.Sprintf("starts %d (refused %d), stops %d, migrations %d (done %d, cancelled %d, prepare refused %d), "+
 		"handovers granted %d, forged requests %d (granted %d), offline migrations %d, stale markers %d, hosts without peers %d, "+
-		"libvirtd restarts %d, lock helper restarts %d, refused -an %d",
+		"libvirtd restarts %d, lock helper restarts %d, refused -an %d, reserve requests %d for %d migrate begins",
 		s.starts, s.startsRefused, s.stops, s.migrations, s.migrationsDone, s.migrationsCancelled, s.prepareFailed,
-		s.handoverYes, s.forged, s.forgedGranted, s.offline, s.staleMarkers, s.noPeerHosts, s.libvirtdRestarts, s.daemonRestarts, s.anFailures)
+		s.handoverYes, s.forged, s.forgedGranted, s.offline, s.staleMarkers, s.noPeerHosts, s.libvirtdRestarts, s.daemonRestarts, s.anFailures,
+		s.reserveAsks, s.migrateBegins)
 }
 
 // TestModelDeterministic: a seed replays exactly, which is what makes a
@@ -141,6 +144,31 @@ func TestModelDeterministic(t *testing.T) {
 	}
 }
 
+// finish runs activity a to its end without faults, taking the first
+// enabled step each time.
+func (s *sim) finish(a activity) {
+	s.begin(a)
+	for !a.done() && !s.failed() {
+		opts := a.options(s)
+		if len(opts) == 0 {
+			break
+		}
+		s.do(opts[0])
+	}
+	s.do(option{name: "activity over", run: func() {}})
+}
+
+// drainEvents has every lock helper handle its queued events.
+func (s *sim) drainEvents() {
+	for _, h := range s.hosts {
+		for len(h.events) > 0 {
+			ev := h.events[0]
+			h.events = h.events[1:]
+			s.do(option{name: h.name + ": " + ev.Kind.String(), run: func() { h.helper.HandleEvent(s.daemonCtx(h), ev) }})
+		}
+	}
+}
+
 // TestModelLiveMigration walks the model through one start and one live
 // migration without faults, step by step in libvirt's order, and checks the
 // end state: the destination alone holds the LVs ex.
@@ -149,26 +177,9 @@ func TestModelLiveMigration(t *testing.T) {
 	s.faults = false
 	d := s.doms[0] // vm1: two LVs of vg0 and one of a local VG
 	src, dst := s.hosts[0], s.hosts[1]
-	finish := func(a activity) {
-		s.begin(a)
-		for !a.done() && !s.failed() {
-			opts := a.options(s)
-			if len(opts) == 0 {
-				break
-			}
-			s.do(opts[0])
-		}
-		s.do(option{name: "activity over", run: func() {}})
-	}
-	finish(&startAct{d: d, h: src})
-	finish(&migAct{d: d, s: src, t: dst})
-	for _, h := range s.hosts {
-		for len(h.events) > 0 {
-			ev := h.events[0]
-			h.events = h.events[1:]
-			s.do(option{name: h.name + ": " + ev.Kind.String(), run: func() { h.helper.HandleEvent(s.daemonCtx(h), ev) }})
-		}
-	}
+	s.finish(&startAct{d: d, h: src})
+	s.finish(&migAct{d: d, s: src, t: dst})
+	s.drainEvents()
 	if s.failed() {
 		t.Fatalf("violations: %v\n%s", s.violations, strings.Join(s.trace, "\n"))
 	}
@@ -183,4 +194,99 @@ func TestModelLiveMigration(t *testing.T) {
 	if s.stats.migrationsDone != 1 || s.stats.handoverYes != 1 {
 		t.Errorf("stats %+v: want one migration done through one handover", s.stats)
 	}
+}
+
+// TestModelHolderFirst64: at 64 hosts, the destination's migrate begin reads
+// from sanlock that the source holds the domain's LV and asks it alone: one
+// reservation request, not one per peer. Without the lookup (no sanlock,
+// so the holder is unknown) every other host is asked; with a lease read
+// that names another host (stale), that host refuses and the others are
+// asked, the holder not again. Either way the migration completes through
+// one downgrade, and the invariant holds.
+func TestModelHolderFirst64(t *testing.T) {
+	const hosts = 64
+	for _, tc := range []struct {
+		name    string
+		sanlock func(s *sim, src, dst *simHost) *lvmlock.Sanlock
+		reserve int
+		first   string // the peer asked alone first
+	}{
+		{"holder known", func(s *sim, _, dst *simHost) *lvmlock.Sanlock {
+			return &lvmlock.Sanlock{Runner: &checkRunner{s: s, h: dst}}
+		}, 1, "host17"},
+		{"holder unknown", func(*sim, *simHost, *simHost) *lvmlock.Sanlock { return nil }, hosts - 1, ""},
+		{"stale lease read names another host", func(s *sim, src, dst *simHost) *lvmlock.Sanlock {
+			return &lvmlock.Sanlock{Runner: &renamingRunner{inner: &checkRunner{s: s, h: dst}, from: src.id, to: 5}}
+		}, hosts - 1, "host5"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSimHosts(1, t.TempDir(), newSimLogger(nil), hosts)
+			s.faults = false
+			d := s.doms[0]
+			src, dst := s.hosts[16], s.hosts[40]
+			dst.hook.Sanlock = tc.sanlock(s, src, dst)
+			s.finish(&startAct{d: d, h: src})
+			reserves, downgrades := s.asked(peer.ReservePath), s.asked(peer.DowngradePath)
+			sent := len(s.sent)
+			s.finish(&migAct{d: d, s: src, t: dst})
+			s.drainEvents()
+			if s.failed() {
+				t.Fatalf("violations: %v\n%s", s.violations, strings.Join(s.trace, "\n"))
+			}
+			reserves, downgrades = s.asked(peer.ReservePath)-reserves, s.asked(peer.DowngradePath)-downgrades
+			t.Logf("%d hosts, %s: %d reserve and %d downgrade round trips for one live migration", hosts, tc.name, reserves, downgrades)
+			if reserves != tc.reserve || downgrades != 1 {
+				t.Errorf("%d reserve and %d downgrade requests, want %d and 1", reserves, downgrades, tc.reserve)
+			}
+			if len(s.sent) == sent {
+				t.Fatal("the migration sent no request")
+			}
+			asked := map[string]int{}
+			for _, r := range s.sent[sent:] {
+				if p, ok := strings.CutPrefix(r, peer.ReservePath+" "); ok {
+					asked[p]++
+				}
+			}
+			if first := s.sent[sent]; tc.first != "" && first != peer.ReservePath+" "+tc.first {
+				t.Errorf("first request %q, want a reservation asked of %s", first, tc.first)
+			}
+			for p, n := range asked {
+				if n != 1 || p == dst.name {
+					t.Errorf("%s asked %d times to reserve", p, n)
+				}
+			}
+			if s.stats.migrationsDone != 1 || s.stats.handoverYes != 1 {
+				t.Errorf("stats %+v: want one migration done through one handover", s.stats)
+			}
+			if bad := s.settled(); len(bad) > 0 {
+				t.Errorf("after the migration: %v", bad)
+			}
+			for _, disk := range d.disks {
+				if diff := cmp.Diff(map[int]lvmlock.Mode{dst.id: lvmlock.ModeEx}, s.cluster.Holders(disk.VG, disk.LV)); diff != "" {
+					t.Errorf("%s (-want +got):\n%s", disk.Ref, diff)
+				}
+			}
+		})
+	}
+}
+
+// renamingRunner gives inner's sanlock lease dumps with host_id from's ex
+// holds shown as to's: a stale or wrong lease read.
+type renamingRunner struct {
+	inner    lvmlock.Runner
+	from, to int
+}
+
+func (r *renamingRunner) Run(ctx context.Context, name string, args ...string) ([]byte, []byte, error) {
+	out, errOut, err := r.inner.Run(ctx, name, args...)
+	if name != "sanlock" || len(args) == 0 || args[0] != "direct" {
+		return out, errOut, err
+	}
+	lines := strings.Split(string(out), "\n")
+	for i, l := range lines {
+		if f := strings.Fields(l); len(f) == 7 && f[4] == fmt.Sprintf("%04d", r.from) {
+			lines[i] = strings.Replace(l, " "+f[4]+" ", fmt.Sprintf(" %04d ", r.to), 1)
+		}
+	}
+	return []byte(strings.Join(lines, "\n")), errOut, err
 }

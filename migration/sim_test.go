@@ -52,6 +52,10 @@ type simStats struct {
 	offline, staleMarkers, noPeerHosts int
 	libvirtdRestarts, daemonRestarts   int
 	anFailures                         int
+	// migrateBegins: destination migrate begins (of live and offline
+	// migrations) that asked for a reservation; reserveAsks: the
+	// requests they sent.
+	migrateBegins, reserveAsks int
 }
 
 func (a *simStats) add(b simStats) {
@@ -73,6 +77,8 @@ func (a *simStats) add(b simStats) {
 	a.libvirtdRestarts += b.libvirtdRestarts
 	a.daemonRestarts += b.daemonRestarts
 	a.anFailures += b.anFailures
+	a.migrateBegins += b.migrateBegins
+	a.reserveAsks += b.reserveAsks
 }
 
 type simDom struct {
@@ -145,6 +151,10 @@ type sim struct {
 	clock      time.Time
 	plans      map[string]*peerPlan
 	violations []string
+	// asks counts the requests memTransport carried, by path; sent
+	// lists them as "path peer", in order.
+	asks map[string]int
+	sent []string
 
 	depth int
 	trace []string
@@ -175,9 +185,17 @@ type option struct {
 }
 
 func newSim(seed int64, dir string, log zerolog.Logger) *sim {
+	return newSimHosts(seed, dir, log, 0)
+}
+
+// newSimHosts is newSim with n hosts (0: 2 or 3, drawn from the seed).
+func newSimHosts(seed int64, dir string, log zerolog.Logger, n int) *sim {
 	s := &sim{seed: seed, rng: rand.New(rand.NewSource(seed)), dir: dir, log: log,
-		clock: time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC), faults: true}
+		clock: time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC), faults: true, asks: map[string]int{}}
 	s.n = 2 + s.rng.Intn(2)
+	if n > 0 {
+		s.n = n
+	}
 	s.cluster = lvmfake.NewCluster(s.n)
 	s.cluster.AddVG("vg0", true, "vm1-a", "vm1-b", "vm2-a")
 	s.cluster.AddVG("vg1", true, "vm2-b", "vm3-a", "vm3-iso")
@@ -269,6 +287,9 @@ func (s *sim) newHook(h *simHost) *hook.Hook {
 		LVM:    &lvmlock.Client{Runner: &checkRunner{s: s, h: h}, RollbackTimeout: cfg.RollbackTimeout.D(), Log: log},
 		State:  h.state,
 		Log:    log,
+		// lvmfake's sanlock reads: host h is host_id h, as configOf
+		// configures the peers; migrate begin asks the holder first.
+		Sanlock: &lvmlock.Sanlock{Runner: &checkRunner{s: s, h: h}},
 		Sleep: func(ctx context.Context, d time.Duration) error {
 			s.advance(d)
 			s.nest(h.id, false)
@@ -289,10 +310,20 @@ type simHandover struct {
 	ho *peer.Handover
 }
 
-func (w *simHandover) Reserve(ctx context.Context, d *domxml.Domain) (string, error) {
-	src, err := w.ho.Reserve(ctx, d)
+func (w *simHandover) ReserveHolderFirst(ctx context.Context, d *domxml.Domain, holder int) (string, error) {
+	before := w.s.asked(peer.ReservePath)
+	src, err := w.ho.ReserveHolderFirst(ctx, d, holder)
+	w.s.stats.migrateBegins++
+	w.s.stats.reserveAsks += w.s.asked(peer.ReservePath) - before
 	w.s.nest(w.h.id, false)
 	return src, err
+}
+
+// asked returns how many requests to path memTransport carried.
+func (s *sim) asked(path string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.asks[path]
 }
 
 func (w *simHandover) Downgrade(ctx context.Context, source string, d *domxml.Domain, refs []lvmlock.Ref) error {
@@ -1221,6 +1252,8 @@ func (t *memTransport) Ask(ctx context.Context, dst config.Peer, path string, re
 	s := t.s
 	to := s.host(dst.Name)
 	s.mu.Lock()
+	s.asks[path]++
+	s.sent = append(s.sent, path+" "+dst.Name)
 	what := delivered
 	if p := s.plans[dst.Name]; p != nil && p.next < len(p.outcomes) {
 		what = p.outcomes[p.next]

@@ -45,12 +45,31 @@ func NewHandover(cfg config.Config, log zerolog.Logger) *Handover {
 	}
 }
 
-// Reserve asks every peer but this host, concurrently, to reserve the
-// handover of d's outgoing migration for this host, and returns the first
-// that says yes: only the host where libvirt shows d migrating out can.
-// Without a yes the error wraps ErrRefused and names every
-// peer's reason.
+// Reserve is ReserveHolderFirst with the holder unknown: every peer but
+// this host is asked at once.
 func (h *Handover) Reserve(ctx context.Context, d *domxml.Domain) (string, error) {
+	return h.ReserveHolderFirst(ctx, d, 0)
+}
+
+// holderShare is the part of Timeout that ReserveHolderFirst gives the
+// holder's try before it asks the others.
+const holderShare = 4
+
+// ReserveHolderFirst reserves the handover of d's outgoing migration for
+// this host, and returns the peer that said yes: only the host where libvirt
+// shows d migrating out can. holder is the sanlock host_id that holds d's
+// LV lease (0: unknown), which before the handover is the source's: the
+// peer configured with that host_id is asked first, alone, for at most a
+// quarter of Timeout. When it does not say yes, or when holder names no
+// single other peer (0, negative, no peer, two peers, or this host), every
+// other peer is asked at once, within what is left of Timeout. A holder
+// that answered no is not asked again (its answer is its lock helper's
+// decision for the job now); one that did not answer is, since the
+// answer may have been lost and both requests are idempotent. Who is asked
+// first changes no answer: a peer that is not the source refuses whoever
+// asks. Without a yes the error wraps ErrRefused and names every peer's
+// reason.
+func (h *Handover) ReserveHolderFirst(ctx context.Context, d *domxml.Domain, holder int) (string, error) {
 	var peers []config.Peer
 	for _, p := range h.Peers {
 		if !strings.EqualFold(p.Name, h.Self) {
@@ -60,7 +79,60 @@ func (h *Handover) Reserve(ctx context.Context, d *domxml.Domain) (string, error
 	if len(peers) == 0 {
 		return "", fmt.Errorf("%w: [[daemon.peer]] names no other host", ErrRefused)
 	}
-	return h.askFirst(ctx, peers, ReservePath, Request{Domain: d.Name, UUID: d.UUID})
+	req := Request{Domain: d.Name, UUID: d.UUID}
+	budget := h.Timeout
+	ctx, cancel := within(ctx, budget)
+	defer cancel()
+	log := h.Log.With().Str("request", ReservePath).Str("domain", d.Name).Str("uuid", d.UUID).Int("holder_host_id", holder).Logger()
+	var reasons []string
+	if i := h.holderPeer(holder); i < 0 {
+		log.Debug().Msg("lease holder unknown or not a single other peer: asking every peer")
+	} else {
+		p := h.Peers[i]
+		share := budget / holderShare
+		fctx, cancel := within(ctx, share)
+		start := time.Now()
+		ans, err := h.ask(fctx, p, ReservePath, req, share)
+		cancel()
+		log := log.With().Str("peer", p.Name).Dur("took", time.Since(start)).Logger()
+		switch {
+		case err == nil && ans.Granted:
+			log.Info().Msg("lease holder said yes")
+			return p.Name, nil
+		case err == nil:
+			log.Info().Str("reason", ans.Reason).Msg("lease holder refused: asking the other peers")
+			reasons = append(reasons, fmt.Sprintf("%s: %s", p.Name, ans.Reason))
+			peers = slices.DeleteFunc(peers, func(q config.Peer) bool { return q.Name == p.Name })
+		default:
+			log.Info().Err(err).Msg("lease holder did not answer: asking every peer")
+		}
+		budget -= share
+	}
+	if len(peers) == 0 {
+		return "", refusedBy(reasons)
+	}
+	source, more := h.askAll(ctx, peers, ReservePath, req, budget)
+	if source != "" {
+		return source, nil
+	}
+	return "", refusedBy(append(reasons, more...))
+}
+
+// holderPeer returns the index in Peers of the one peer configured with
+// host_id holder, or -1 when there is none, more than one, or it is this
+// host.
+func (h *Handover) holderPeer(holder int) int {
+	found := -1
+	for i, p := range h.Peers {
+		if holder <= 0 || p.HostID != holder {
+			continue
+		}
+		if found >= 0 || strings.EqualFold(p.Name, h.Self) {
+			return -1
+		}
+		found = i
+	}
+	return found
 }
 
 // Downgrade asks source, the peer that reserved the handover at migrate
@@ -79,18 +151,42 @@ func (h *Handover) Downgrade(ctx context.Context, source string, d *domxml.Domai
 	return err
 }
 
-// askFirst sends req to the peers concurrently and returns the first that
-// says yes. A peer that does not answer (down, unreachable, answer lost) is
-// asked again, with backoff, within Timeout: both requests are idempotent
-// for the same asking host and migration job. It returns only when every
+// askFirst sends req to the peers concurrently, within Timeout, and
+// returns the first that says yes; without a yes the error wraps
+// ErrRefused and names every peer's reason.
+func (h *Handover) askFirst(ctx context.Context, peers []config.Peer, path string, req Request) (string, error) {
+	ctx, cancel := within(ctx, h.Timeout)
+	defer cancel()
+	granted, reasons := h.askAll(ctx, peers, path, req, h.Timeout)
+	if granted != "" {
+		return granted, nil
+	}
+	return "", refusedBy(reasons)
+}
+
+// within bounds ctx by d; d <= 0 bounds nothing (a Handover without
+// Timeout).
+func within(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// refusedBy is the refusal of the peers' reasons.
+func refusedBy(reasons []string) error {
+	slices.Sort(reasons) // by peer, whatever the order of the answers
+	return fmt.Errorf("%w (%s)", ErrRefused, strings.Join(reasons, "; "))
+}
+
+// askAll sends req to the peers concurrently and returns the first that
+// says yes, or else every peer's reason. A peer that does not answer
+// (down, unreachable, answer lost) is asked again, with backoff, within
+// ctx and pauses adding up to budget: both requests are idempotent for
+// the same asking host and migration job. It returns only when every
 // request has ended, so that nothing it started outlives the hook's
 // decision.
-func (h *Handover) askFirst(ctx context.Context, peers []config.Peer, path string, req Request) (string, error) {
-	if h.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, h.Timeout)
-		defer cancel()
-	}
+func (h *Handover) askAll(ctx context.Context, peers []config.Peer, path string, req Request, budget time.Duration) (string, []string) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
@@ -103,7 +199,7 @@ func (h *Handover) askFirst(ctx context.Context, peers []config.Peer, path strin
 	for _, p := range peers {
 		go func() {
 			start := time.Now()
-			ans, err := h.ask(ctx, p, path, req)
+			ans, err := h.ask(ctx, p, path, req, budget)
 			results <- result{peer: p.Name, ans: ans, err: err, took: time.Since(start)}
 		}()
 	}
@@ -129,16 +225,12 @@ func (h *Handover) askFirst(ctx context.Context, peers []config.Peer, path strin
 			reasons = append(reasons, fmt.Sprintf("%s: %s", r.peer, r.ans.Reason))
 		}
 	}
-	if granted != "" {
-		return granted, nil
-	}
-	slices.Sort(reasons) // by peer, whatever the order of the answers
-	return "", fmt.Errorf("%w (%s)", ErrRefused, strings.Join(reasons, "; "))
+	return granted, reasons
 }
 
 // ask sends req to one peer until it answers, ctx ends, or the pauses
-// between tries add up to Timeout.
-func (h *Handover) ask(ctx context.Context, p config.Peer, path string, req Request) (Answer, error) {
+// between tries add up to budget.
+func (h *Handover) ask(ctx context.Context, p config.Peer, path string, req Request, budget time.Duration) (Answer, error) {
 	sleep := h.Sleep
 	if sleep == nil {
 		sleep = sleepErr
@@ -152,7 +244,7 @@ func (h *Handover) ask(ctx context.Context, p config.Peer, path string, req Requ
 		if err == nil {
 			return ans, nil
 		}
-		if errors.Is(err, errLocal) || ctx.Err() != nil || slept+delay > h.Timeout {
+		if errors.Is(err, errLocal) || ctx.Err() != nil || slept+delay > budget {
 			return Answer{}, err
 		}
 		h.Log.Debug().Err(err).Str("peer", p.Name).Dur("delay", delay).Msg("asking again")
