@@ -48,14 +48,14 @@ type Hook struct {
 // the downgrade only to the host that made it, during that job: a marker
 // left by an offline migration or an older job reserves nothing.
 type Handover interface {
-	// ReserveHolderFirst asks the peers which one has d migrating out now
+	// Reserve asks the peers which one has d migrating out now
 	// and reserves that job's handover for this host; it returns that
 	// peer. holder is the sanlock host_id holding d's first exclusive LV
 	// (0: unknown), the source's before the handover: that peer is asked
 	// first, alone, the others only if it does not say yes. It is a hint
 	// about whom to ask, never a reason to say yes. Without a reservation
 	// the error wraps peer.ErrRefused.
-	ReserveHolderFirst(ctx context.Context, d *domxml.Domain, holder int) (source string, err error)
+	Reserve(ctx context.Context, d *domxml.Domain, holder int) (source string, err error)
 	// Downgrade asks source, which reserved the handover, to convert the
 	// LVs to sh. Without its yes the error wraps peer.ErrRefused.
 	Downgrade(ctx context.Context, source string, d *domxml.Domain, refs []lvmlock.Ref) error

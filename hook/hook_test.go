@@ -471,7 +471,7 @@ type fakeHandover struct {
 	holders   []int
 }
 
-func (f *fakeHandover) ReserveHolderFirst(_ context.Context, _ *domxml.Domain, holder int) (string, error) {
+func (f *fakeHandover) Reserve(_ context.Context, _ *domxml.Domain, holder int) (string, error) {
 	f.holders = append(f.holders, holder)
 	if f.source == "" {
 		return "", fmt.Errorf("%w (kvm1: domain is shut off on kvm1)", peer.ErrRefused)

@@ -35,7 +35,7 @@ func (r *run) markIncoming(ctx context.Context) error {
 	default:
 		holder := r.incomingHolder(ctx)
 		start := time.Now()
-		src, err := r.Handover.ReserveHolderFirst(ctx, r.dom, holder)
+		src, err := r.Handover.Reserve(ctx, r.dom, holder)
 		if err != nil {
 			m.Refused = err.Error()
 			r.log.Info().Err(err).Dur("took", time.Since(start)).

@@ -150,7 +150,7 @@ func TestHandoverOverTLS(t *testing.T) {
 		Transport: &peer.HTTPSTransport{Credentials: func() (*peer.Credentials, error) { return client, nil }}}
 	dom := &domxml.Domain{Name: "vm1", UUID: uuid1}
 	refs := []lvmlock.Ref{{VG: "vg0", LV: "a"}, {VG: "vg0", LV: "b"}}
-	source, err := ho.Reserve(context.Background(), dom)
+	source, err := ho.Reserve(context.Background(), dom, 0)
 	if err != nil || source != "kvm1" {
 		t.Fatalf("Reserve() = %q, %v; want kvm1", source, err)
 	}

@@ -310,9 +310,9 @@ type simHandover struct {
 	ho *peer.Handover
 }
 
-func (w *simHandover) ReserveHolderFirst(ctx context.Context, d *domxml.Domain, holder int) (string, error) {
+func (w *simHandover) Reserve(ctx context.Context, d *domxml.Domain, holder int) (string, error) {
 	before := w.s.asked(peer.ReservePath)
-	src, err := w.ho.ReserveHolderFirst(ctx, d, holder)
+	src, err := w.ho.Reserve(ctx, d, holder)
 	w.s.stats.migrateBegins++
 	w.s.stats.reserveAsks += w.s.asked(peer.ReservePath) - before
 	w.s.nest(w.h.id, false)

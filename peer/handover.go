@@ -45,17 +45,11 @@ func NewHandover(cfg config.Config, log zerolog.Logger) *Handover {
 	}
 }
 
-// Reserve is ReserveHolderFirst with the holder unknown: every peer but
-// this host is asked at once.
-func (h *Handover) Reserve(ctx context.Context, d *domxml.Domain) (string, error) {
-	return h.ReserveHolderFirst(ctx, d, 0)
-}
-
-// holderShare is the part of Timeout that ReserveHolderFirst gives the
+// holderShare is the part of Timeout that Reserve gives the
 // holder's try before it asks the others.
 const holderShare = 4
 
-// ReserveHolderFirst reserves the handover of d's outgoing migration for
+// Reserve reserves the handover of d's outgoing migration for
 // this host, and returns the peer that said yes: only the host where libvirt
 // shows d migrating out can. holder is the sanlock host_id that holds d's
 // LV lease (0: unknown), which before the handover is the source's: the
@@ -69,7 +63,7 @@ const holderShare = 4
 // first changes no answer: a peer that is not the source refuses whoever
 // asks. Without a yes the error wraps ErrRefused and names every peer's
 // reason.
-func (h *Handover) ReserveHolderFirst(ctx context.Context, d *domxml.Domain, holder int) (string, error) {
+func (h *Handover) Reserve(ctx context.Context, d *domxml.Domain, holder int) (string, error) {
 	var peers []config.Peer
 	for _, p := range h.Peers {
 		if !strings.EqualFold(p.Name, h.Self) {

@@ -90,7 +90,7 @@ func TestHandoverReserve(t *testing.T) {
 			var slept time.Duration
 			ho := &peer.Handover{Self: "kvm2", Peers: peers, Timeout: 10 * time.Second, Transport: tr, Log: zerolog.Nop(),
 				Sleep: func(_ context.Context, d time.Duration) error { slept += d; return nil }}
-			source, err := ho.Reserve(context.Background(), &domxml.Domain{Name: "vm1", UUID: uuid1})
+			source, err := ho.Reserve(context.Background(), &domxml.Domain{Name: "vm1", UUID: uuid1}, 0)
 			switch {
 			case tc.source != "" && (err != nil || source != tc.source):
 				t.Fatalf("Reserve() = %q, %v; want %q", source, err, tc.source)
@@ -204,13 +204,13 @@ func TestHandoverReserveAsksTheHolderFirst(t *testing.T) {
 					return nil
 				}}
 			start := time.Now()
-			source, err := ho.ReserveHolderFirst(context.Background(), &domxml.Domain{Name: "vm1", UUID: uuid1}, tc.holder)
+			source, err := ho.Reserve(context.Background(), &domxml.Domain{Name: "vm1", UUID: uuid1}, tc.holder)
 			took := time.Since(start)
 			switch {
 			case tc.source != "" && (err != nil || source != tc.source):
-				t.Fatalf("ReserveHolderFirst(%d) = %q, %v; want %q", tc.holder, source, err, tc.source)
+				t.Fatalf("Reserve(%d) = %q, %v; want %q", tc.holder, source, err, tc.source)
 			case tc.source == "" && (!errors.Is(err, peer.ErrRefused) || !strings.Contains(err.Error(), tc.reason)):
-				t.Fatalf("ReserveHolderFirst(%d) = %q, %v; want ErrRefused with %q", tc.holder, source, err, tc.reason)
+				t.Fatalf("Reserve(%d) = %q, %v; want ErrRefused with %q", tc.holder, source, err, tc.reason)
 			}
 			if diff := cmp.Diff(tc.counts, tr.count()); diff != "" {
 				t.Errorf("requests per peer (-want +got):\n%s", diff)
@@ -231,7 +231,7 @@ func TestHandoverReserveAsksTheHolderFirst(t *testing.T) {
 			}
 			for _, p := range tr.paths {
 				if p != peer.ReservePath {
-					t.Errorf("ReserveHolderFirst sent %s", p)
+					t.Errorf("Reserve sent %s", p)
 				}
 			}
 		})
@@ -244,9 +244,9 @@ func TestHandoverReserveHolderOnlyPeer(t *testing.T) {
 	tr := &scriptedTransport{script: map[string][]scripted{"kvm1": {no}}}
 	ho := &peer.Handover{Self: "kvm2", Peers: []config.Peer{{Name: "kvm1", HostID: 1}, {Name: "kvm2", HostID: 2}},
 		Timeout: time.Second, Transport: tr, Log: zerolog.Nop()}
-	_, err := ho.ReserveHolderFirst(context.Background(), &domxml.Domain{Name: "vm1", UUID: uuid1}, 1)
+	_, err := ho.Reserve(context.Background(), &domxml.Domain{Name: "vm1", UUID: uuid1}, 1)
 	if !errors.Is(err, peer.ErrRefused) || !strings.Contains(err.Error(), "kvm1: no outgoing migration job") {
-		t.Errorf("ReserveHolderFirst() = %v, want ErrRefused with kvm1's reason", err)
+		t.Errorf("Reserve() = %v, want ErrRefused with kvm1's reason", err)
 	}
 	if diff := cmp.Diff([]string{"kvm1"}, tr.asked); diff != "" {
 		t.Errorf("peers asked (-want +got):\n%s", diff)
@@ -285,7 +285,7 @@ func TestHandoverDowngradeAsksTheSourceAlone(t *testing.T) {
 // refuses rather than trying -asy.
 func TestHandoverWithoutPeers(t *testing.T) {
 	ho := &peer.Handover{Self: "kvm1", Peers: []config.Peer{{Name: "KVM1"}}, Timeout: time.Second, Transport: &scriptedTransport{}, Log: zerolog.Nop()}
-	_, err := ho.Reserve(context.Background(), &domxml.Domain{Name: "vm1", UUID: uuid1})
+	_, err := ho.Reserve(context.Background(), &domxml.Domain{Name: "vm1", UUID: uuid1}, 0)
 	if !errors.Is(err, peer.ErrRefused) {
 		t.Errorf("Reserve() = %v, want ErrHandoverRefused", err)
 	}
