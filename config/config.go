@@ -87,7 +87,9 @@ type DaemonConfig struct {
 	Key        string `toml:"key"`
 	ClientCert string `toml:"client_cert"`
 	ClientKey  string `toml:"client_key"`
-	// PeerTimeout bounds one downgrade request to a peer.
+	// PeerTimeout bounds the handover's requests of one hook call: the
+	// reservation at migrate begin (the lease holder's host first, then
+	// the others), the downgrade at prepare.
 	PeerTimeout Duration `toml:"peer_timeout"`
 	// ReconcileInterval is the period of the full reconciliation pass.
 	ReconcileInterval Duration `toml:"reconcile_interval"`
@@ -103,7 +105,8 @@ type Peer struct {
 	Name    string `toml:"name"`
 	Address string `toml:"address"`
 	// HostID is the peer's sanlock host_id (lvmlocal.conf), used to name
-	// the holder of a lock; 0 when unknown.
+	// the holder of a lock and to ask the holder first at a migration's
+	// reservation; 0 when unknown. Two peers cannot share one.
 	HostID int `toml:"host_id"`
 }
 
@@ -281,20 +284,33 @@ func (c Config) validate() *Error {
 	case c.StateDir == "":
 		return bad("state_dir", "must not be empty")
 	}
+	names, ids := map[string]int{}, map[int]int{}
 	for i, p := range c.Daemon.Peers {
 		which := fmt.Sprintf("[[daemon.peer]] #%d", i+1)
 		if p.Name != "" {
 			which += fmt.Sprintf(" (%q)", p.Name)
 		}
+		first, sameName := names[strings.ToLower(p.Name)]
+		firstID, sameID := ids[p.HostID]
 		switch {
 		case p.Name == "":
 			return bad("daemon.peer.name", "missing in %s; every peer needs a name and an address", which)
 		case p.Address == "":
 			return bad("daemon.peer.address", "missing in %s; every peer needs a name and an address", which)
+		case sameName:
+			return bad("daemon.peer.name", "%s names the host of [[daemon.peer]] #%d again", which, first)
+		case p.HostID < 0 || p.HostID > maxHostID:
+			return bad("daemon.peer.host_id", "%d in %s is not a sanlock host_id (1 to %d; 0 or none: unknown)", p.HostID, which, maxHostID)
+		case p.HostID != 0 && sameID:
+			return bad("daemon.peer.host_id", "%d in %s is already the host_id of [[daemon.peer]] #%d; each host has its own", p.HostID, which, firstID)
 		}
+		names[strings.ToLower(p.Name)], ids[p.HostID] = i+1, i+1
 	}
 	return nil
 }
+
+// maxHostID is sanlock's largest host_id (lvmlocal.conf's host_id).
+const maxHostID = 2000
 
 // Duration is a time.Duration written as "30s" in the config file.
 type Duration time.Duration
