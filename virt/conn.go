@@ -2,12 +2,10 @@ package virt
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -279,42 +277,6 @@ func (g *Conn) DomainState(ctx context.Context, uuid string) (DomainState, error
 	return stateOf(libvirt.DomainState(state)), nil
 }
 
-// stateName is libvirt's name of a state, as virsh domstate prints it.
-func stateName(s libvirt.DomainState) string {
-	switch s {
-	case libvirt.DomainRunning:
-		return "running"
-	case libvirt.DomainBlocked:
-		return "blocked"
-	case libvirt.DomainPaused:
-		return "paused"
-	case libvirt.DomainShutdown:
-		return "shutdown"
-	case libvirt.DomainShutoff:
-		return "shutoff"
-	case libvirt.DomainCrashed:
-		return "crashed"
-	case libvirt.DomainPmsuspended:
-		return "pmsuspended"
-	}
-	return "nostate"
-}
-
-func stateOf(s libvirt.DomainState) DomainState {
-	switch s {
-	case libvirt.DomainRunning:
-		return StateRunning
-	case libvirt.DomainPaused, libvirt.DomainPmsuspended:
-		return StatePaused
-	case libvirt.DomainShutoff:
-		return StateShutoff
-	case libvirt.DomainCrashed:
-		// libvirt lists a crashed domain as active: QEMU is kept.
-		return StateCrashed
-	}
-	return StateOther
-}
-
 func (g *Conn) DomainJob(ctx context.Context, uuid string) (Job, error) {
 	d, err := g.lookup(ctx, uuid)
 	if err != nil {
@@ -331,47 +293,6 @@ func (g *Conn) DomainJob(ctx context.Context, uuid string) (Job, error) {
 	return jobOf(st.typ, st.params, err)
 }
 
-// jobOf reads virDomainGetJobStats' answer. On a migration's destination
-// libvirt refuses the call ("migration statistics are available only on the
-// source host"): that refusal is how an incoming migration shows.
-func jobOf(typ int32, params []libvirt.TypedParam, err error) (Job, error) {
-	if err != nil {
-		var le libvirt.Error
-		if errors.As(err, &le) && le.Code == uint32(libvirt.ErrOperationUnsupported) &&
-			strings.Contains(le.Message, "only on the source host") {
-			return Job{Kind: JobMigrationIn}, nil
-		}
-		return Job{}, mapError(err)
-	}
-	if libvirt.DomainJobType(typ) == libvirt.DomainJobNone {
-		return Job{Kind: JobNone}, nil
-	}
-	job := Job{Kind: JobUnknown}
-	for _, p := range params {
-		switch p.Field {
-		case libvirt.DomainJobOperationStr:
-			op, ok := p.Value.I.(int32)
-			if !ok {
-				continue
-			}
-			switch libvirt.DomainJobOperation(op) {
-			case libvirt.DomainJobOperationStrMigrationOut:
-				job.Kind = JobMigrationOut
-			case libvirt.DomainJobOperationStrMigrationIn:
-				job.Kind = JobMigrationIn
-			case libvirt.DomainJobOperationStrUnknown:
-			default:
-				job.Kind = JobOther
-			}
-		case libvirt.DomainJobTimeElapsed:
-			if ms, ok := p.Value.I.(uint64); ok {
-				job.Elapsed = time.Duration(ms) * time.Millisecond
-			}
-		}
-	}
-	return job, nil
-}
-
 func (g *Conn) DomainXML(ctx context.Context, uuid string) ([]byte, error) {
 	d, err := g.lookup(ctx, uuid)
 	if err != nil {
@@ -384,65 +305,6 @@ func (g *Conn) DomainXML(ctx context.Context, uuid string) ([]byte, error) {
 	return []byte(x), nil
 }
 
-func (g *Conn) LifecycleEvents(ctx context.Context) (<-chan Event, error) {
-	out := make(chan Event)
-	err := do(ctx, g, g.timeout, false, func() error {
-		in, err := g.l.LifecycleEvents(ctx)
-		if err != nil {
-			return err
-		}
-		// Started here, not after call returns: a registration that
-		// succeeds after its caller gave up must be drained as well.
-		go forwardEvents(ctx, in, out)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("subscribe to lifecycle events: %w", err)
-	}
-	return out, nil
-}
-
-// forwardEvents passes go-libvirt's events on until in is closed (ctx ended
-// or the connection is lost). Once ctx has ended it drops them, but reads in
-// to its end: go-libvirt's goroutine, which blocks on sending an event,
-// then sees ctx's end and unsubscribes.
-func forwardEvents(ctx context.Context, in <-chan libvirt.DomainEventLifecycleMsg, out chan<- Event) {
-	defer close(out)
-	for m := range in {
-		ev := Event{Domain: Domain{Name: m.Dom.Name, UUID: formatUUID(m.Dom.UUID)}, Kind: eventKind(m.Event, m.Detail)}
-		select {
-		case out <- ev:
-		case <-ctx.Done():
-		}
-	}
-}
-
-func eventKind(typ, detail int32) EventKind {
-	switch libvirt.DomainEventType(typ) {
-	case libvirt.DomainEventStarted:
-		if libvirt.DomainEventStartedDetailType(detail) == libvirt.DomainEventStartedMigrated {
-			return EventStartedMigrated
-		}
-		return EventStarted
-	case libvirt.DomainEventSuspended:
-		return EventSuspended
-	case libvirt.DomainEventResumed:
-		if libvirt.DomainEventResumedDetailType(detail) == libvirt.DomainEventResumedMigrated {
-			return EventResumedMigrated
-		}
-		return EventResumed
-	case libvirt.DomainEventStopped:
-		switch libvirt.DomainEventStoppedDetailType(detail) {
-		case libvirt.DomainEventStoppedMigrated:
-			return EventStoppedMigrated
-		case libvirt.DomainEventStoppedFailed:
-			return EventStoppedFailed
-		}
-		return EventStopped
-	}
-	return EventOther
-}
-
 func (g *Conn) Disconnected() <-chan struct{} { return g.l.Disconnected() }
 
 // Close says goodbye to libvirtd, bounded by closeTimeout, and closes the
@@ -451,35 +313,4 @@ func (g *Conn) Close() error {
 	err := do(context.Background(), g, min(g.timeout, closeTimeout), true, g.l.Disconnect)
 	g.conn.close()
 	return err
-}
-
-// mapError turns libvirt's "no domain" errors into ErrNoDomain.
-func mapError(err error) error {
-	var le libvirt.Error
-	if errors.As(err, &le) {
-		switch libvirt.ErrorNumber(le.Code) {
-		case libvirt.ErrNoDomain:
-			return fmt.Errorf("%w: %s", ErrNoDomain, le.Message)
-		case libvirt.ErrOperationInvalid:
-			if strings.Contains(le.Message, "not running") {
-				return fmt.Errorf("%w: %s", ErrNoDomain, le.Message)
-			}
-		}
-	}
-	return err
-}
-
-func formatUUID(u libvirt.UUID) string {
-	h := hex.EncodeToString(u[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
-}
-
-func parseUUID(s string) (libvirt.UUID, error) {
-	var u libvirt.UUID
-	b, err := hex.DecodeString(strings.ReplaceAll(s, "-", ""))
-	if err != nil || len(b) != len(u) {
-		return u, fmt.Errorf("%q is not a domain UUID", s)
-	}
-	copy(u[:], b)
-	return u, nil
 }
