@@ -1,7 +1,6 @@
 package migration
 
 import (
-	"errors"
 	"slices"
 
 	"github.com/lvhook/lvhook/state"
@@ -21,11 +20,11 @@ func (h *Helper) publish(only []string, found map[string][]state.Problem, names 
 		for _, dp := range old {
 			h.problems[dp.UUID] = dp.Problems
 		}
-		for _, fe := range fileErrors(err) {
+		for _, fe := range state.FileErrors(err) {
 			h.Log.Warn().Err(fe).Str("uuid", fe.UUID).Msg("unreadable problems file: replaced at the domain's next examination")
 			h.problems[fe.UUID] = []state.Problem{{What: "unreadable problems file"}}
 		}
-		if err != nil && len(fileErrors(err)) == 0 {
+		if err != nil && len(state.FileErrors(err)) == 0 {
 			h.Log.Warn().Err(err).Msg("cannot read the problems files")
 		}
 	}
@@ -64,20 +63,4 @@ func (h *Helper) publish(only []string, found map[string][]state.Problem, names 
 		}
 		h.problems[u] = probs
 	}
-}
-
-// fileErrors lists the unreadable files of a state read's error.
-func fileErrors(err error) []*state.FileError {
-	var out []*state.FileError
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		for _, e := range j.Unwrap() {
-			out = append(out, fileErrors(e)...)
-		}
-		return out
-	}
-	var fe *state.FileError
-	if errors.As(err, &fe) {
-		out = append(out, fe)
-	}
-	return out
 }

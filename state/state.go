@@ -231,6 +231,22 @@ type FileError struct {
 }
 
 func (e *FileError) Error() string { return e.Err.Error() }
+
+// FileErrors lists the unreadable files of the error of All or Problems.
+func FileErrors(err error) []*FileError {
+	var out []*FileError
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			out = append(out, FileErrors(e)...)
+		}
+		return out
+	}
+	var fe *FileError
+	if errors.As(err, &fe) {
+		out = append(out, fe)
+	}
+	return out
+}
 func (e *FileError) Unwrap() error { return e.Err }
 
 // allJSON reads every UUID.json of dir, skipping the unreadable ones and
