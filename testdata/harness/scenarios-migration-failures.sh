@@ -122,8 +122,29 @@ kill_destination_qemu() {
 	log "  host2: tslow's QEMU killed (SIGKILL) mid-migration"
 }
 
-# (b) virsh domjobabort during the migration.
-scenario_migrate_abort() { interrupted_migration "domjobabort" abort_job; }
+# migrating_report JOB: the jq test of a healthy report of tslow in a live migration
+# job JOB, its LVs expected and held sh.
+migrating_report() {
+	printf '.healthy and (.domains | length == 1) and .domains[0].job == "%s" and
+		(.domains[0].lvs | length > 0 and all(.expected == "sh" and .actual == "sh"))' "$1"
+}
+
+# check_then_abort: lvhook check during tslow's live migration host1 -> host2 sees
+# the job on both ends (libvirt refuses job statistics on the destination: that
+# refusal is the incoming migration), expects sh and finds no problem; then the job
+# is aborted.
+check_then_abort() {
+	check_json host2 tslow "$(migrating_report migration-in)" ||
+		fail "lvhook check on host2 during the migration: not a healthy migration-in, sh expected and held"
+	log "  ok   lvhook check on host2 (destination): migration-in, sh expected and held, healthy"
+	check_json host1 tslow "$(migrating_report migration-out)" ||
+		fail "lvhook check on host1 during the migration: not a healthy migration-out, sh expected and held"
+	log "  ok   lvhook check on host1 (source): migration-out, sh expected and held, healthy"
+	abort_job
+}
+
+# (b) virsh domjobabort during the migration (lvhook check looks at both ends first).
+scenario_migrate_abort() { interrupted_migration "domjobabort" check_then_abort; }
 
 # (c) the destination's QEMU killed mid-migration.
 scenario_migrate_dest_killed() { interrupted_migration "the destination's QEMU killed" kill_destination_qemu; }
