@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lvhook/lvhook/domxml"
+	"github.com/lvhook/lvhook/internal/clock"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/peer"
 	"github.com/lvhook/lvhook/state"
@@ -318,14 +319,7 @@ func (r *run) sleep(ctx context.Context, d time.Duration) error {
 	if r.Sleep != nil {
 		return r.Sleep(ctx, d)
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return clock.Sleep(ctx, d)
 }
 
 // managedDisks returns the domain's disks that are LVs of shared VGs. A disk

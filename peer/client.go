@@ -45,32 +45,42 @@ var errLocal = errors.New("cannot ask")
 
 // Ask implements Transport.
 func (t *HTTPSTransport) Ask(ctx context.Context, peer config.Peer, path string, req Request) (Answer, error) {
+	ans, status, err := post[Answer](ctx, t, peer, path, req)
+	if err != nil {
+		return Answer{}, err
+	}
+	if status != http.StatusOK && ans.Reason == "" {
+		return Answer{}, fmt.Errorf("answered HTTP %d", status)
+	}
+	return ans, nil
+}
+
+// post sends req to path on peer and decodes the answer, whatever its
+// status. Its error wraps errLocal when this host's TLS files cannot be
+// used: asking again cannot help.
+func post[T any](ctx context.Context, t *HTTPSTransport, peer config.Peer, path string, req any) (ans T, status int, err error) {
 	cr, err := t.Credentials()
 	if err != nil {
-		return Answer{}, fmt.Errorf("%w: %w", errLocal, err)
+		return ans, 0, fmt.Errorf("%w: %w", errLocal, err)
 	}
 	body, err := json.Marshal(req)
 	if err != nil {
-		return Answer{}, err
+		return ans, 0, err
 	}
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+peerAddr(peer.Address)+path, bytes.NewReader(body))
 	if err != nil {
-		return Answer{}, err
+		return ans, 0, err
 	}
 	hreq.Header.Set("Content-Type", "application/json")
 	resp, err := peerClient(cr, peer).Do(hreq)
 	if err != nil {
-		return Answer{}, err
+		return ans, 0, err
 	}
 	defer resp.Body.Close()
-	var ans Answer
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxBody)).Decode(&ans); err != nil {
-		return Answer{}, fmt.Errorf("answered HTTP %d without a decision: %w", resp.StatusCode, err)
+		return ans, resp.StatusCode, fmt.Errorf("answered HTTP %d without a decision: %w", resp.StatusCode, err)
 	}
-	if resp.StatusCode != http.StatusOK && ans.Reason == "" {
-		return Answer{}, fmt.Errorf("answered HTTP %d", resp.StatusCode)
-	}
-	return ans, nil
+	return ans, resp.StatusCode, nil
 }
 
 // peerClient is the HTTP client of one request to peer: HTTP/1.1 (as the
@@ -94,32 +104,15 @@ func peerAddr(a string) string {
 
 // AskHolders asks one peer which of the LVs it holds.
 func (t *HTTPSTransport) AskHolders(ctx context.Context, peer config.Peer, req HoldersRequest) (HoldersAnswer, error) {
-	cr, err := t.Credentials()
-	if err != nil {
+	ans, status, err := post[HoldersAnswer](ctx, t, peer, HoldersPath, req)
+	switch {
+	case ans.Error != "" && (err != nil || status != http.StatusOK):
+		return HoldersAnswer{}, fmt.Errorf("answered HTTP %d: %s", status, ans.Error)
+	case status != 0 && (err != nil || status != http.StatusOK):
+		return HoldersAnswer{}, fmt.Errorf("answered HTTP %d without holders", status)
+	case err != nil:
 		return HoldersAnswer{}, err
-	}
-	body, err := json.Marshal(req)
-	if err != nil {
-		return HoldersAnswer{}, err
-	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+peerAddr(peer.Address)+HoldersPath, bytes.NewReader(body))
-	if err != nil {
-		return HoldersAnswer{}, err
-	}
-	hreq.Header.Set("Content-Type", "application/json")
-	resp, err := peerClient(cr, peer).Do(hreq)
-	if err != nil {
-		return HoldersAnswer{}, err
-	}
-	defer resp.Body.Close()
-	var ans HoldersAnswer
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxBody)).Decode(&ans); err != nil || resp.StatusCode != http.StatusOK {
-		if ans.Error != "" {
-			return HoldersAnswer{}, fmt.Errorf("answered HTTP %d: %s", resp.StatusCode, ans.Error)
-		}
-		return HoldersAnswer{}, fmt.Errorf("answered HTTP %d without holders", resp.StatusCode)
-	}
-	if ans.Error != "" {
+	case ans.Error != "":
 		return HoldersAnswer{}, errors.New(ans.Error)
 	}
 	return ans, nil

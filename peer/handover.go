@@ -12,6 +12,7 @@ import (
 
 	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/domxml"
+	"github.com/lvhook/lvhook/internal/clock"
 	"github.com/lvhook/lvhook/lvmlock"
 )
 
@@ -227,7 +228,7 @@ func (h *Handover) askAll(ctx context.Context, peers []config.Peer, path string,
 func (h *Handover) ask(ctx context.Context, p config.Peer, path string, req Request, budget time.Duration) (Answer, error) {
 	sleep := h.Sleep
 	if sleep == nil {
-		sleep = sleepErr
+		sleep = clock.Sleep
 	}
 	delay, slept := 100*time.Millisecond, time.Duration(0)
 	for {
@@ -247,16 +248,5 @@ func (h *Handover) ask(ctx context.Context, p config.Peer, path string, req Requ
 		}
 		slept += delay
 		delay = min(2*delay, 2*time.Second)
-	}
-}
-
-func sleepErr(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

@@ -326,7 +326,7 @@ func TestLibvirtConnHungCall(t *testing.T) {
 				defer cancel()
 			}
 			start := time.Now()
-			err = returnsWithin(t, 10*time.Second, "Job on a hung libvirtd", func() error {
+			err = testutil.Within(t, 10*time.Second, "Job on a hung libvirtd", func() error {
 				_, err := conn.DomainJob(ctx, doms[0].UUID)
 				return err
 			})
@@ -352,7 +352,7 @@ func TestLibvirtConnHungCall(t *testing.T) {
 			if _, err := conn.DomainXML(context.Background(), doms[0].UUID); err == nil || time.Since(start) > time.Second {
 				t.Errorf("XML after the connection was closed: %v after %s, want an immediate failure", err, time.Since(start))
 			}
-			if err := returnsWithin(t, 10*time.Second, "Close", conn.Close); err != nil {
+			if err := testutil.Within(t, 10*time.Second, "Close", conn.Close); err != nil {
 				t.Logf("Close: %v", err)
 			}
 			if n := testutil.SettleGoroutines(before); n > before {
@@ -372,7 +372,7 @@ func TestLibvirtConnCloseBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	err = returnsWithin(t, 10*time.Second, "Close on a hung libvirtd", conn.Close)
+	err = testutil.Within(t, 10*time.Second, "Close on a hung libvirtd", conn.Close)
 	if err == nil || !strings.Contains(err.Error(), "libvirt did not answer within 200ms") {
 		t.Errorf("Close = %v, want libvirt's silence", err)
 	}
@@ -407,25 +407,11 @@ func TestLibvirtConnCutWhileDialing(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 		close(d.release)
 	}()
-	err := returnsWithin(t, 10*time.Second, "connect, dialing past ctx's end", func() error {
+	err := testutil.Within(t, 10*time.Second, "connect, dialing past ctx's end", func() error {
 		_, err := connect(ctx, d, callTimeout)
 		return err
 	})
 	if err == nil || !strings.Contains(err.Error(), "libvirt did not answer before its caller gave up: connection closed") {
 		t.Errorf("connect = %v, want the context's end", err)
-	}
-}
-
-// returnsWithin runs f and fails the test when f has not returned after d.
-func returnsWithin(t *testing.T, d time.Duration, what string, f func() error) error {
-	t.Helper()
-	ch := make(chan error, 1)
-	go func() { ch <- f() }()
-	select {
-	case err := <-ch:
-		return err
-	case <-time.After(d):
-		t.Fatalf("%s did not return within %s", what, d)
-		return nil
 	}
 }
