@@ -230,7 +230,7 @@ scenario_migrate_offline() {
 	log "  host1: virsh migrate --offline --persistent t1 -> host2 while t1 runs on host1"
 	start_refused host2 t1 "is active on host1"
 	expect "start on host2 after an offline migration refused: t1 ex on host1 only" t1@host1=ex
-	# host1's answer is the REASON of host2's "peer refused" record (migration/handover.go).
+	# host1's answer is the REASON of host2's "peer refused" record (peer/handover.go).
 	local why
 	why=$(hsh host2 -t 30 'journalctl -q --no-pager -o json -t lvhook -n 200' | jq -rnR '
 		first(inputs | fromjson? | objects

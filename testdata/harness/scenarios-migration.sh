@@ -76,7 +76,7 @@ JQ_JOURNAL_TS='def ts: (._SOURCE_REALTIME_TIMESTAMP // .__REALTIME_TIMESTAMP) | 
 
 # shared_window_ms DOMAIN: from the source's records of one migration (journal_since on
 # stdin), the ms from its grant of the downgrade (the peer server's "answer sent":
-# REQUEST=/v1/downgrade, GRANTED=true; migration/transport.go) to the end of the
+# REQUEST=/v1/downgrade, GRANTED=true; peer/server.go) to the end of the
 # hook's release end ("hook done", the only record with ACTION, OP="release end";
 # hook/hook.go). Prints nothing when either is missing.
 shared_window_ms() {
@@ -89,7 +89,7 @@ shared_window_ms() {
 
 # to_ex_ms DOMAIN: from the destination's records of one migration (journal_since on
 # stdin), the lock helper's TOOK (ms) of its last "exclusive again" (the record with
-# LVS, FROM=sh and TO=ex; migration/reconcile.go; lvm's own "converted" records
+# LVS, FROM=sh and TO=ex; migration/repair.go; lvm's own "converted" records
 # carry LV, not LVS). Prints nothing when there is none.
 to_ex_ms() {
 	jq -rnR --arg dom "$1" '
