@@ -72,7 +72,7 @@ func (ev *evaluation) helperProblems() {
 		if !ok && !all {
 			continue
 		}
-		ev.add(Problem{Code: ProblemHelperCannotRepair, Domain: d.Name, UUID: strings.ToLower(d.UUID),
+		ev.add(Problem{Code: ProblemHelperCannotRepair, Domain: d.Name, UUID: cmp.Or(strings.ToLower(d.UUID), fe.UUID),
 			Message: fmt.Sprintf("the lock helper's problems file cannot be read (%s): what it could not repair here is unknown", lvmlock.OneLine(fe.Error())),
 			Advice:  "the lock helper's journal has what it could not repair (`journalctl -u lvhook -g 'cannot repair'`); only lvhook writes these files: remove this one"})
 	}

@@ -27,14 +27,20 @@ func (c Config) HostName() string {
 	return name
 }
 
-// PeerName names the peer whose sanlock host_id is id, or returns "".
+// PeerName names the peer whose sanlock host_id is id, or returns "": for
+// no peer, and for a host_id two peers claim (Warnings), which would name
+// the wrong host as often as the right one.
 func (d DaemonConfig) PeerName(id int) string {
+	name := ""
 	for _, p := range d.Peers {
-		if p.HostID == id {
-			return p.Name
+		if p.HostID == id && id > 0 && id <= maxHostID {
+			if name != "" {
+				return ""
+			}
+			name = p.Name
 		}
 	}
-	return ""
+	return name
 }
 
 // DefaultPath is read when LVHOOK_CONFIG does not name another file.
@@ -106,7 +112,7 @@ type Peer struct {
 	Address string `toml:"address"`
 	// HostID is the peer's sanlock host_id (lvmlocal.conf), used to name
 	// the holder of a lock and to ask the holder first at a migration's
-	// reservation; 0 when unknown. Two peers cannot share one.
+	// reservation; 0 when unknown. A host_id two peers claim is unused.
 	HostID int `toml:"host_id"`
 }
 
@@ -284,33 +290,49 @@ func (c Config) validate() *Error {
 	case c.StateDir == "":
 		return bad("state_dir", "must not be empty")
 	}
-	names, ids := map[string]int{}, map[int]int{}
 	for i, p := range c.Daemon.Peers {
-		which := fmt.Sprintf("[[daemon.peer]] #%d", i+1)
-		if p.Name != "" {
-			which += fmt.Sprintf(" (%q)", p.Name)
-		}
-		first, sameName := names[strings.ToLower(p.Name)]
-		firstID, sameID := ids[p.HostID]
 		switch {
 		case p.Name == "":
-			return bad("daemon.peer.name", "missing in %s; every peer needs a name and an address", which)
+			return bad("daemon.peer.name", "missing in %s; every peer needs a name and an address", peerLabel(i, p))
 		case p.Address == "":
-			return bad("daemon.peer.address", "missing in %s; every peer needs a name and an address", which)
-		case sameName:
-			return bad("daemon.peer.name", "%s names the host of [[daemon.peer]] #%d again", which, first)
-		case p.HostID < 0 || p.HostID > maxHostID:
-			return bad("daemon.peer.host_id", "%d in %s is not a sanlock host_id (1 to %d; 0 or none: unknown)", p.HostID, which, maxHostID)
-		case p.HostID != 0 && sameID:
-			return bad("daemon.peer.host_id", "%d in %s is already the host_id of [[daemon.peer]] #%d; each host has its own", p.HostID, which, firstID)
+			return bad("daemon.peer.address", "missing in %s; every peer needs a name and an address", peerLabel(i, p))
 		}
-		names[strings.ToLower(p.Name)], ids[p.HostID] = i+1, i+1
 	}
 	return nil
 }
 
 // maxHostID is sanlock's largest host_id (lvmlocal.conf's host_id).
 const maxHostID = 2000
+
+func peerLabel(i int, p Peer) string {
+	if p.Name == "" {
+		return fmt.Sprintf("[[daemon.peer]] #%d", i+1)
+	}
+	return fmt.Sprintf("[[daemon.peer]] #%d (%q)", i+1, p.Name)
+}
+
+// Warnings lists what in the peers looks wrong without making the file
+// unusable: a host named twice, a host_id out of sanlock's range or shared
+// by two peers. Such host_ids name no one (PeerName) and are asked about
+// like an unknown holder. They are warnings, not errors, because a file
+// that loaded before must keep loading: a refused file would make every
+// hook call fail, release end included.
+func (c Config) Warnings() []string {
+	var out []string
+	names, ids := map[string]int{}, map[int]int{}
+	for i, p := range c.Daemon.Peers {
+		if first, ok := names[strings.ToLower(p.Name)]; ok && p.Name != "" {
+			out = append(out, fmt.Sprintf("daemon.peer.name: %s names the host of [[daemon.peer]] #%d again", peerLabel(i, p), first))
+		}
+		if p.HostID < 0 || p.HostID > maxHostID {
+			out = append(out, fmt.Sprintf("daemon.peer.host_id: %d in %s is not a sanlock host_id (1 to %d; 0 or none: unknown); ignored", p.HostID, peerLabel(i, p), maxHostID))
+		} else if first, ok := ids[p.HostID]; ok && p.HostID != 0 {
+			out = append(out, fmt.Sprintf("daemon.peer.host_id: %d in %s is already the host_id of [[daemon.peer]] #%d; each host has its own, so neither is used", p.HostID, peerLabel(i, p), first))
+		}
+		names[strings.ToLower(p.Name)], ids[p.HostID] = i+1, i+1
+	}
+	return out
+}
 
 // Duration is a time.Duration written as "30s" in the config file.
 type Duration time.Duration

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 func TestDefaultConfigIsValid(t *testing.T) {
@@ -36,10 +38,6 @@ func TestLoadConfigRefuses(t *testing.T) {
 		{"wrong type", `shared_retries = "2"`, `shared_retries: incompatible types: TOML value has type string; destination has type integer`},
 		{"peer without address", "[[daemon.peer]]\nname = \"kvm2\"", `daemon.peer.address: missing in [[daemon.peer]] #1 ("kvm2"); every peer needs a name and an address`},
 		{"peer without name", "[[daemon.peer]]\nname = \"kvm2\"\naddress = \"kvm2:16520\"\n[[daemon.peer]]\naddress = \"kvm3:16520\"", `daemon.peer.name: missing in [[daemon.peer]] #2; every peer needs a name and an address`},
-		{"peer named twice", "[[daemon.peer]]\nname = \"kvm2\"\naddress = \"a\"\n[[daemon.peer]]\nname = \"KVM2\"\naddress = \"b\"", `daemon.peer.name: [[daemon.peer]] #2 ("KVM2") names the host of [[daemon.peer]] #1 again`},
-		{"host_id shared", "[[daemon.peer]]\nname = \"kvm2\"\naddress = \"a\"\nhost_id = 2\n[[daemon.peer]]\nname = \"kvm3\"\naddress = \"b\"\nhost_id = 2", `daemon.peer.host_id: 2 in [[daemon.peer]] #2 ("kvm3") is already the host_id of [[daemon.peer]] #1; each host has its own`},
-		{"negative host_id", "[[daemon.peer]]\nname = \"kvm2\"\naddress = \"a\"\nhost_id = -2", `daemon.peer.host_id: -2 in [[daemon.peer]] #1 ("kvm2") is not a sanlock host_id (1 to 2000; 0 or none: unknown)`},
-		{"host_id over 2000", "[[daemon.peer]]\nname = \"kvm2\"\naddress = \"a\"\nhost_id = 2001", `daemon.peer.host_id: 2001 in [[daemon.peer]] #1 ("kvm2") is not a sanlock host_id (1 to 2000; 0 or none: unknown)`},
 		{"lvm_timeout over hook_timeout", "hook_timeout = \"10s\"\nlvm_timeout = \"20s\"", `lvm_timeout: "20s" exceeds hook_timeout ("10s")`},
 		{"zero hook_timeout", `hook_timeout = "0s"`, `hook_timeout: must be positive, got "0s"`},
 		{"negative hook_timeout", `hook_timeout = "-30s"`, `hook_timeout: must be positive, got "-30s"`},
@@ -136,5 +134,40 @@ func TestLoadConfigValid(t *testing.T) {
 	}
 	if cfg.HookTimeout.D() != 40*time.Second || cfg.SharedRetries != 0 || cfg.Daemon.ReconcileInterval.D() != time.Second || len(cfg.Daemon.Peers) != 1 {
 		t.Errorf("Load = %+v", cfg)
+	}
+}
+
+// TestPeerWarnings: a peer named twice, or a host_id out of range or claimed
+// twice, loads (a file that loaded before keeps loading: a refusal would fail
+// every hook call, release end included) with a warning, and such a host_id
+// names no one.
+func TestPeerWarnings(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lvhook.toml")
+	text := "[[daemon.peer]]\nname = \"kvm2\"\naddress = \"a\"\nhost_id = 2\n" +
+		"[[daemon.peer]]\nname = \"KVM2\"\naddress = \"b\"\nhost_id = 2\n" +
+		"[[daemon.peer]]\nname = \"kvm4\"\naddress = \"c\"\nhost_id = 2001\n" +
+		"[[daemon.peer]]\nname = \"kvm5\"\naddress = \"d\"\nhost_id = 5\n"
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(path, true)
+	if err != nil {
+		t.Fatalf("Load = %v, want the file loaded", err)
+	}
+	want := []string{
+		`daemon.peer.name: [[daemon.peer]] #2 ("KVM2") names the host of [[daemon.peer]] #1 again`,
+		`daemon.peer.host_id: 2 in [[daemon.peer]] #2 ("KVM2") is already the host_id of [[daemon.peer]] #1; each host has its own, so neither is used`,
+		`daemon.peer.host_id: 2001 in [[daemon.peer]] #3 ("kvm4") is not a sanlock host_id (1 to 2000; 0 or none: unknown); ignored`,
+	}
+	if diff := cmp.Diff(want, cfg.Warnings()); diff != "" {
+		t.Errorf("Warnings (-want +got):\n%s", diff)
+	}
+	for id, name := range map[int]string{2: "", 2001: "", 5: "kvm5", 0: "", -1: ""} {
+		if got := cfg.Daemon.PeerName(id); got != name {
+			t.Errorf("PeerName(%d) = %q, want %q", id, got, name)
+		}
+	}
+	if w := Default().Warnings(); len(w) != 0 {
+		t.Errorf("defaults warn: %v", w)
 	}
 }

@@ -108,6 +108,11 @@ func (h *Hook) Run(ctx context.Context, c Call, xmlData []byte) error {
 	lvm := *h.LVM
 	lvm.Log = log
 	r := run{Hook: h, lvm: &lvm, log: log, dom: dom}
+	if act == doMarkIncoming && h.Handover != nil && len(dom.Disks) > 0 {
+		// Reads only, bounded: not under the host lock, which other
+		// hooks and the lock helper wait for meanwhile.
+		r.holder = r.incomingHolder(ctx)
+	}
 
 	unlock, err := h.State.Lock(ctx)
 	if err != nil {
@@ -150,6 +155,9 @@ type run struct {
 	noHandover string
 	// changes is what this call's activations changed.
 	changes []lvmlock.Change
+	// holder is the sanlock host_id holding the domain's lease at an
+	// incoming migration's migrate begin (0: unknown).
+	holder int
 }
 
 // verify is reconnect and unknown ops: compare each LV's mode with what the

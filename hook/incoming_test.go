@@ -3,6 +3,7 @@ package hook
 import (
 	"bytes"
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/lvmlock/lvmfake"
+	"github.com/lvhook/lvhook/state"
 )
 
 // boundRunner passes commands on to inner, recording how long each one had
@@ -267,4 +269,49 @@ func TestIncomingAsksLeaseHolderFirst(t *testing.T) {
 			t.Errorf("migrate begin ran %q", calls)
 		}
 	})
+}
+
+// lockProbe is a sanlock runner that, at each call, tries the host lock:
+// busy means the hook read sanlock while holding it.
+type lockProbe struct {
+	inner lvmlock.Runner
+	state *state.State
+	mu    sync.Mutex
+	held  []bool
+}
+
+func (p *lockProbe) Run(ctx context.Context, name string, args ...string) ([]byte, []byte, error) {
+	tctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	unlock, err := p.state.Lock(tctx)
+	if err == nil {
+		unlock()
+	}
+	p.mu.Lock()
+	p.held = append(p.held, err != nil)
+	p.mu.Unlock()
+	return p.inner.Run(ctx, name, args...)
+}
+
+// TestIncomingHolderOutsideHostLock: migrate begin looks the lease holder up
+// before it takes the host lock, which other hooks and the lock helper wait
+// for meanwhile.
+func TestIncomingHolderOutsideHostLock(t *testing.T) {
+	c := newCluster(t)
+	if err := c.call(1, "block-three.xml", "prepare", "begin"); err != nil {
+		t.Fatal(err)
+	}
+	ho := &fakeHandover{source: "kvm1"}
+	probe := &lockProbe{inner: c.lvm.Host(2), state: c.hosts[2].State}
+	c.hosts[2].Handover = ho
+	c.hosts[2].Sanlock = &lvmlock.Sanlock{Runner: probe}
+	if err := c.call(2, "block-three.xml", "migrate", "begin"); err != nil {
+		t.Fatal(err)
+	}
+	if len(probe.held) == 0 || slices.Contains(probe.held, true) {
+		t.Errorf("sanlock read with the host lock held: %v (one per read; want all false)", probe.held)
+	}
+	if diff := cmp.Diff([]int{1}, ho.holders); diff != "" {
+		t.Errorf("lease holders given (-want +got):\n%s", diff)
+	}
 }

@@ -34,9 +34,8 @@ func (r *run) markIncoming(ctx context.Context) error {
 		m.Refused = "no [[daemon.peer]] configured"
 		r.log.Info().Msg("incoming migration: no [[daemon.peer]] configured, so no lock handover; a live migration is refused while the source holds the LVs")
 	default:
-		holder := r.incomingHolder(ctx)
 		start := time.Now()
-		src, err := r.Handover.Reserve(ctx, r.dom, holder)
+		src, err := r.Handover.Reserve(ctx, r.dom, r.holder)
 		if err != nil {
 			m.Refused = err.Error()
 			r.log.Info().Err(err).Dur("took", time.Since(start)).

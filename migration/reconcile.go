@@ -190,6 +190,13 @@ func (h *Helper) reconcile(ctx context.Context, only []string) {
 	if len(views) > 0 || len(pendings) > 0 || full {
 		h.locked(ctx, views, pendings, running, seen, full, problems, names)
 	}
+	if ctx.Err() != nil {
+		// Stopped midway (SIGTERM, the helper restarting): what it could
+		// not read is no finding; the files stay as the last full look
+		// left them.
+		h.Log.Debug().Msg("reconciliation cut short: problems files left as they were")
+		return
+	}
 	h.publish(only, problems, names)
 }
 

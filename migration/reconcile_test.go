@@ -332,3 +332,33 @@ func TestProblemsFilesOfAnEarlierRun(t *testing.T) {
 		t.Errorf("the problems file of vm2, which no longer runs, is still there (%v)", err)
 	}
 }
+
+// cancelledLibvirt is a libvirtd whose calls fail with their ctx's error once
+// it has ended, as virt.Conn's do.
+type cancelledLibvirt struct{ *fakeLibvirt }
+
+func (c cancelledLibvirt) DomainState(ctx context.Context, uuid string) (virt.DomainState, error) {
+	if err := ctx.Err(); err != nil {
+		return virt.StateOther, err
+	}
+	return c.fakeLibvirt.DomainState(ctx, uuid)
+}
+
+// TestReconcileCutShortPublishesNothing: a pass stopped midway (SIGTERM) does
+// not write what it could not read as problems for `lvhook check`.
+func TestReconcileCutShortPublishesNothing(t *testing.T) {
+	c := newTestCluster(t, 1)
+	h := c.hosts[0]
+	h.lv.run("vm1", uuid1, virt.StateRunning, virt.JobNone, "/dev/vg0/a")
+	c.record(1, "vm1", uuid1, false, "a")
+	c.hold(1, "a", lvmlock.ModeEx)
+	h.helper.mu.Lock()
+	h.helper.lv = cancelledLibvirt{h.lv}
+	h.helper.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	h.helper.ReconcileAll(ctx)
+	if got := problemsOf(t, h); len(got) != 0 {
+		t.Errorf("problems after a pass cut short: %v, want none", got)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/lvhook/lvhook/internal/clock"
 	"github.com/lvhook/lvhook/virt"
 )
 
@@ -43,7 +44,7 @@ func (h *Helper) Run(ctx context.Context, connect virt.Connector, notify func(st
 		if err != nil {
 			h.Log.Warn().Err(err).Dur("retry_in", delay).Msg("libvirt not reachable")
 			status("waiting for libvirt: " + err.Error())
-			if !sleepCtx(ctx, delay) {
+			if clock.Sleep(ctx, delay) != nil {
 				return
 			}
 			delay = min(2*delay, hi)
@@ -102,16 +103,5 @@ func (h *Helper) serve(ctx context.Context, lv virt.Libvirt, events <-chan virt.
 		case <-t.C:
 			h.Tick(ctx)
 		}
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

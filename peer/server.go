@@ -10,6 +10,7 @@ import (
 	stdlog "log"
 	"net"
 	"net/http"
+	"path"
 	"strings"
 	"sync"
 	"time"
@@ -123,6 +124,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// behind another TLS configuration.
 		log.Warn().Str("certificate", describeCert(r.TLS.PeerCertificates[0])).Msg("request refused: not a configured peer")
 		answer(w, http.StatusForbidden, Answer{Reason: "not a configured peer"})
+		return
+	}
+	if r.URL.RawPath != "" || path.Clean(r.URL.Path) != r.URL.Path {
+		// ServeMux would redirect these to the clean path: no request
+		// of the channel is written so.
+		answer(w, http.StatusNotFound, Answer{Reason: "unknown request " + r.Method + " " + r.URL.Path})
 		return
 	}
 	s.muxOnce.Do(s.route)

@@ -420,6 +420,11 @@ func TestServerRoutes(t *testing.T) {
 		{"POST /v1/downgrade/x HTTP/1.1\r\nHost: kvm1\r\nContent-Length: 0\r\n", http.StatusNotFound},
 		{"POST /v2/downgrade HTTP/1.1\r\nHost: kvm1\r\nContent-Length: 0\r\n", http.StatusNotFound},
 		{"GET / HTTP/1.1\r\nHost: kvm1\r\n", http.StatusNotFound},
+		{"POST /v1//reserve HTTP/1.1\r\nHost: kvm1\r\nContent-Length: 0\r\n", http.StatusNotFound},
+		{"POST /v1/./downgrade HTTP/1.1\r\nHost: kvm1\r\nContent-Length: 0\r\n", http.StatusNotFound},
+		{"POST /x/../v1/reserve HTTP/1.1\r\nHost: kvm1\r\nContent-Length: 0\r\n", http.StatusNotFound},
+		{"POST //v1/reserve HTTP/1.1\r\nHost: kvm1\r\nContent-Length: 0\r\n", http.StatusNotFound},
+		{"POST /v1/%72eserve HTTP/1.1\r\nHost: kvm1\r\nContent-Length: 0\r\n", http.StatusNotFound},
 	} {
 		resp := p.rawResponse(t, tc.head)
 		var ans peer.Answer

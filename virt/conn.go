@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	libvirt "github.com/digitalocean/go-libvirt"
@@ -89,6 +90,8 @@ type Conn struct {
 	// handles are the domains of the last Domains, by UUID: the calls
 	// that follow a listing need no lookup.
 	handles map[string]libvirt.Domain
+	// abandoned: a caller gave up on a call (Close then says no goodbye).
+	abandoned atomic.Bool
 }
 
 // conn is the dialer of one go-libvirt connection, which keeps the socket so
@@ -183,6 +186,7 @@ func callWithin[T any](ctx context.Context, g *Conn, timeout time.Duration, cutO
 			cut()
 			return zero, fmt.Errorf("%w before its caller gave up: connection closed: %w", errHung, ctx.Err())
 		}
+		g.abandoned.Store(true)
 		go func() {
 			select {
 			case <-done:
@@ -224,7 +228,7 @@ func (g *Conn) Domains(ctx context.Context) ([]Listed, error) {
 		return g.l.ConnectGetAllDomainStats(nil, uint32(libvirt.DomainStatsState), 0)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list domains: %w", err)
+		return nil, err
 	}
 	out := make([]Listed, 0, len(recs))
 	g.mu.Lock()
@@ -310,6 +314,12 @@ func (g *Conn) Disconnected() <-chan struct{} { return g.l.Disconnected() }
 // Close says goodbye to libvirtd, bounded by closeTimeout, and closes the
 // socket whatever the answer.
 func (g *Conn) Close() error {
+	if g.abandoned.Load() {
+		// A caller gave up on libvirtd: no goodbye it may not answer
+		// either (check's --timeout is then its whole run).
+		g.conn.close()
+		return nil
+	}
 	err := do(context.Background(), g, min(g.timeout, closeTimeout), true, g.l.Disconnect)
 	g.conn.close()
 	return err

@@ -415,3 +415,29 @@ func TestLibvirtConnCutWhileDialing(t *testing.T) {
 		t.Errorf("connect = %v, want the context's end", err)
 	}
 }
+
+// TestCloseAfterAbandonedCall: once a caller gave up on libvirtd (check's
+// --timeout), Close cuts the socket at once instead of waiting for a goodbye
+// libvirtd is not answering either.
+func TestCloseAfterAbandonedCall(t *testing.T) {
+	d := &libvirtd{doms: []libvirtdDomain{{name: "web", state: libvirt.DomainRunning}},
+		hang: map[uint32]bool{procDomainGetJobStats: true, procConnectClose: true}}
+	conn, err := connect(context.Background(), d, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doms, err := conn.Domains(context.Background())
+	if err != nil || len(doms) != 1 {
+		t.Fatalf("Domains = %v, %v", doms, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := conn.DomainJob(ctx, doms[0].UUID); err == nil {
+		t.Fatal("DomainJob on a hung libvirtd answered")
+	}
+	start := time.Now()
+	testutil.Within(t, 10*time.Second, "Close after an abandoned call", conn.Close)
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Close took %s after an abandoned call, want at once (no goodbye)", took)
+	}
+}

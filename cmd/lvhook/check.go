@@ -203,8 +203,8 @@ func runCheck(c *cli.Context, e *env, names []string) (*check.Report, error) {
 	checker.Sanlock = &lvmlock.Sanlock{Runner: lvmlock.ExecRunner{Timeout: cfg.LVMTimeout.D()}}
 	checker.HostIDs = map[int]string{}
 	for _, p := range cfg.Daemon.Peers {
-		if p.HostID > 0 {
-			checker.HostIDs[p.HostID] = p.Name
+		if name := cfg.Daemon.PeerName(p.HostID); name != "" {
+			checker.HostIDs[p.HostID] = name
 		}
 	}
 	return checker.Check(ctx, names)

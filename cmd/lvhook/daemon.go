@@ -48,6 +48,9 @@ func runDaemon(parent context.Context, e *env) error {
 		return fmt.Errorf("refusing to start the lock helper: %w", err)
 	}
 	log := newLogger(cfg.LogLevel, e.Stderr, zerolog.InfoLevel)
+	for _, w := range cfg.Warnings() {
+		log.Warn().Str("config", cfgPath).Msg(w)
+	}
 	host := cfg.HostName()
 	lvm := &lvmlock.Client{
 		Runner:          lvmlock.ExecRunner{Timeout: cfg.LVMTimeout.D()},

@@ -28,7 +28,7 @@ var allowed = map[string][]string{
 	"peer/peertest":     {"peer"},
 	"virt":              {},
 	"hook":              {"config", "domxml", "state", "lvmlock", "peer", "internal/clock"},
-	"migration":         {"config", "domxml", "state", "lvmlock", "virt", "peer"},
+	"migration":         {"config", "domxml", "state", "lvmlock", "virt", "peer", "internal/clock"},
 	"check":             {"config", "domxml", "state", "lvmlock", "virt", "peer"},
 	"internal/realdata": {},
 	"internal/testutil": {},
