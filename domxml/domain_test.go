@@ -238,11 +238,11 @@ func testParser() *Parser {
 		"/dev/disk/by-id/dm-uuid-mpath-3600a0b80001234": "/dev/dm-6",
 		"/dev/mapper/mpatha":                            "/dev/dm-6",
 		"/dev/mapper/vg0-snapped-real":                  "/dev/dm-8",
-		"/dev/disk/by-id/dm-uuid-part1-LVM-" + testVGUUID + "Part0000000000000000000000000011": "/dev/dm-11",
-		"/dev/disk/by-id/dm-name-luks-x": "/dev/dm-14",
-		"/dev/sda":                       "/dev/sda",
-		"/dev/vg0/not-a-link":            "/dev/vg0/not-a-link",
+		"/dev/disk/by-id/dm-name-luks-x":                "/dev/dm-14",
+		"/dev/sda":                                      "/dev/sda",
+		"/dev/vg0/not-a-link":                           "/dev/vg0/not-a-link",
 	}
+	links["/dev/disk/by-id/dm-uuid-part1-LVM-"+testVGUUID+"Part0000000000000000000000000011"] = "/dev/dm-11"
 	for dir := range sys {
 		if dm, ok := strings.CutPrefix(dir, "/sys/block/"); ok {
 			links["/dev/"+dm] = "/dev/" + dm
