@@ -124,51 +124,35 @@ func TestIncomingAsksLeaseHolderFirst(t *testing.T) {
 			t.Errorf("migrate begin without peers ran %q", calls)
 		}
 	})
-	t.Run("sanlock fails: unknown, migrate begin goes on", func(t *testing.T) {
-		c := newCluster(t)
-		if err := c.call(1, "block-three.xml", "prepare", "begin"); err != nil {
-			t.Fatal(err)
-		}
-		c.lvm.Intercept = func(_ int, args []string) (string, string, error, bool) {
-			if args[0] == "sanlock" {
-				return "", "sanlock daemon is not running\n", lvmfake.ExitError{Code: 1}, true
+	for _, fault := range []struct{ cmd, stderr string }{
+		{"sanlock", "sanlock daemon is not running\n"},
+		{"lvs", "  Volume group \"vg0\" not found\n"},
+	} {
+		t.Run(fault.cmd+" fails: unknown, migrate begin goes on", func(t *testing.T) {
+			c := newCluster(t)
+			if err := c.call(1, "block-three.xml", "prepare", "begin"); err != nil {
+				t.Fatal(err)
 			}
-			return "", "", nil, false
-		}
-		ho := &fakeHandover{source: "kvm1"}
-		c.hosts[2].Handover = ho
-		c.hosts[2].Sanlock = &lvmlock.Sanlock{Runner: c.lvm.Host(2)}
-		if err := c.call(2, "block-three.xml", "migrate", "begin"); err != nil {
-			t.Fatal(err)
-		}
-		if diff := cmp.Diff([]int{0}, ho.holders); diff != "" {
-			t.Errorf("lease holders given (-want +got):\n%s", diff)
-		}
-		if m, ok, _ := c.hosts[2].State.TakeIncoming(vm1, time.Minute); !ok || m.Source != "kvm1" {
-			t.Errorf("marker = %+v, %v; want one naming kvm1", m, ok)
-		}
-	})
-	t.Run("lvs fails: unknown, migrate begin goes on", func(t *testing.T) {
-		c := newCluster(t)
-		if err := c.call(1, "block-three.xml", "prepare", "begin"); err != nil {
-			t.Fatal(err)
-		}
-		c.lvm.Intercept = func(_ int, args []string) (string, string, error, bool) {
-			if args[0] == "lvs" {
-				return "", "  Volume group \"vg0\" not found\n", lvmfake.ExitError{Code: 5}, true
+			c.lvm.Intercept = func(_ int, args []string) (string, string, error, bool) {
+				if args[0] == fault.cmd {
+					return "", fault.stderr, lvmfake.ExitError{Code: 5}, true
+				}
+				return "", "", nil, false
 			}
-			return "", "", nil, false
-		}
-		ho := &fakeHandover{source: "kvm1"}
-		c.hosts[2].Handover = ho
-		c.hosts[2].Sanlock = &lvmlock.Sanlock{Runner: c.lvm.Host(2)}
-		if err := c.call(2, "block-three.xml", "migrate", "begin"); err != nil {
-			t.Fatal(err)
-		}
-		if diff := cmp.Diff([]int{0}, ho.holders); diff != "" {
-			t.Errorf("lease holders given (-want +got):\n%s", diff)
-		}
-	})
+			ho := &fakeHandover{source: "kvm1"}
+			c.hosts[2].Handover = ho
+			c.hosts[2].Sanlock = &lvmlock.Sanlock{Runner: c.lvm.Host(2)}
+			if err := c.call(2, "block-three.xml", "migrate", "begin"); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff([]int{0}, ho.holders); diff != "" {
+				t.Errorf("lease holders given (-want +got):\n%s", diff)
+			}
+			if m, ok, _ := c.hosts[2].State.TakeIncoming(vm1, time.Minute); !ok || m.Source != "kvm1" {
+				t.Errorf("marker = %+v, %v; want one naming kvm1", m, ok)
+			}
+		})
+	}
 	t.Run("every read is bounded", func(t *testing.T) {
 		c := newCluster(t)
 		if err := c.call(1, "block-three.xml", "prepare", "begin"); err != nil {
