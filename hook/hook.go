@@ -158,6 +158,9 @@ type run struct {
 	// holder is the sanlock host_id holding the domain's lease at an
 	// incoming migration's migrate begin (0: unknown).
 	holder int
+	// lockspaceWaited is how long a start waited in vain for a starting
+	// lockspace (waitLockspace); 0 when it did not wait.
+	lockspaceWaited time.Duration
 }
 
 // verify is reconnect and unknown ops: compare each LV's mode with what the

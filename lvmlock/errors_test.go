@@ -73,6 +73,15 @@ func TestClassify(t *testing.T) {
 		{"lease I/O error (ELOCKIO)",
 			"  VG vg0 lock failed: error -218\n",
 			KindStorageFailed, []Failure{{Kind: KindStorageFailed, VG: "vg0"}}, IsStorageFailed},
+		// lvmlockd.md: the transient EARGS of a lock start right after
+		// lvmlockd started (lib/locking/lvmlockd.c lockd_start_vg).
+		{"lock start EARGS", "  VG vg0 start failed: invalid parameters for sanlock\n",
+			KindLockStartFailed, []Failure{{Kind: KindLockStartFailed, VG: "vg0"}}, LockStartTransient},
+		{"lock start, sanlock not running", "  VG vg0 start failed: lock manager sanlock is not running\n",
+			KindLockStartFailed, []Failure{{Kind: KindLockStartFailed, VG: "vg0"}}, LockStartTransient},
+		{"lock start, bad host_id", "  VG vg0 start failed: invalid sanlock host_id, set in lvmlocal.conf\n",
+			KindLockStartFailed, []Failure{{Kind: KindLockStartFailed, VG: "vg0"}},
+			func(err error) bool { return KindOf(err) == KindLockStartFailed && !LockStartTransient(err) }},
 		{"unknown", "  Something new happened.\n", KindOther, nil, func(err error) bool { return KindOf(err) == KindOther }},
 	}
 	for _, tt := range tests {
