@@ -131,6 +131,7 @@ func (h *Hook) Run(ctx context.Context, c Call, xmlData []byte) error {
 		err = r.markIncoming(ctx)
 	case doActivate:
 		err = r.activate(ctx)
+		r.noteRefusal(err)
 	case doDeactivate:
 		err = r.deactivate(ctx)
 	case doVerify:
@@ -142,6 +143,22 @@ func (h *Hook) Run(ctx context.Context, c Call, xmlData []byte) error {
 	}
 	ev.Str("action", act.String()).Dur("took", time.Since(start)).Msg("hook done")
 	return err
+}
+
+// noteRefusal keeps the last refused start of the domain for `lvhook check`
+// (a refused autostart is otherwise only in libvirtd's journal), and drops
+// it once a start succeeds. Best effort: the start's outcome is not changed.
+func (r *run) noteRefusal(err error) {
+	if err == nil {
+		if rerr := r.State.RemoveRefused(r.dom.UUID); rerr != nil {
+			r.log.Warn().Err(rerr).Msg("cannot remove the refused-start record")
+		}
+		return
+	}
+	rec := state.Refused{Name: r.dom.Name, UUID: r.dom.UUID, Line: lvmlock.OneLine(err.Error())}
+	if serr := r.State.SaveRefused(rec); serr != nil {
+		r.log.Warn().Err(serr).Msg("cannot record the refused start for lvhook check")
+	}
 }
 
 // run is the work of one hook call.

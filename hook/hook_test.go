@@ -575,3 +575,28 @@ func readDomain(t testing.TB, name string) []byte {
 	}
 	return data
 }
+
+func TestRefusedStartIsRecorded(t *testing.T) {
+	c := newCluster(t)
+	if err := c.call(2, "block-three.xml", "prepare", "begin"); err != nil {
+		t.Fatal(err)
+	}
+	err := c.call(1, "block-three.xml", "prepare", "begin")
+	wantErr(t, "refusal", err, "refusing to start vm1:")
+	recs, err := c.hosts[1].State.AllRefused()
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("refused records %v (%v), want one", recs, err)
+	}
+	if r := recs[0]; r.Name != "vm1" || !strings.HasPrefix(r.Line, "refusing to start vm1: ") || !r.At.Equal(c.now) {
+		t.Errorf("record %+v", r)
+	}
+	if err := c.call(2, "block-three.xml", "release", "end"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.call(1, "block-three.xml", "prepare", "begin"); err != nil {
+		t.Fatal(err)
+	}
+	if recs, _ := c.hosts[1].State.AllRefused(); len(recs) != 0 {
+		t.Errorf("records left after a start that succeeded: %v", recs)
+	}
+}

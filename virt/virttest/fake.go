@@ -40,6 +40,8 @@ type FakeDomain struct {
 	Offline bool
 	// Started is its job's start, as libvirt's status file has it.
 	Started uint64
+	// Autostart is virsh autostart's flag.
+	Autostart bool
 }
 
 // jobs numbers the fakes' jobs: each one started is a new one.
@@ -176,6 +178,14 @@ func (f *Fake) DomainJob(_ context.Context, uuid string) (virt.Job, error) {
 		return virt.Job{}, err
 	}
 	return d.Job, d.JobErr
+}
+
+func (f *Fake) DomainAutostart(_ context.Context, uuid string) (bool, error) {
+	d, err := f.get(uuid, false)
+	if err != nil {
+		return false, err
+	}
+	return d.Autostart, nil
 }
 
 func (f *Fake) DomainXML(_ context.Context, uuid string) ([]byte, error) {
