@@ -157,3 +157,102 @@ scenario_storage_loss() {
 	expect "host1 recovered: nothing active anywhere"
 	check_case "host1 recovered (host1's view)" host1 0 -
 }
+
+# evacuate_config HOST on|off: [evacuate] at_shutdown = true in HOST's lvhook.toml (the
+# one key that makes lvhook-evacuate.service act at shutdown), or the section removed.
+evacuate_config() {
+	if [[ $2 == on ]]; then
+		hsh "$1" -t 60 'grep -q "^\[evacuate\]" /etc/lvhook/lvhook.toml ||
+			printf "\n[evacuate]\nat_shutdown = true\nshutdown_timeout = \"20s\"\n" >>/etc/lvhook/lvhook.toml
+			lvhook check --all >/dev/null 2>&1; [ $? -ne 2 ]'
+	else
+		hsh "$1" -t 60 'sed -i "/^\[evacuate\]/,\$d" /etc/lvhook/lvhook.toml'
+	fi
+}
+
+# set_priority HOST DOMAIN N [FALLBACK]: lvhook's metadata element of the (shut off)
+# domain on HOST, as an operator sets it.
+set_priority() {
+	local attrs="priority=\"$3\""
+	[[ -z ${4:-} ]] || attrs+=" fallback=\"$4\""
+	virsh_on "$1" metadata "$2" https://lvhook.dev/xmlns/domain/1 --key lvhook --set "<domain $attrs/>" --config >/dev/null
+}
+
+# poweroff_host HOST BOUND: `systemctl poweroff` in HOST; its QEMU must exit by itself
+# (a clean poweroff) within BOUND seconds, else it is killed and the scenario fails.
+poweroff_host() {
+	local host=$1 bound=$2 t0=$SECONDS
+	hsh "$host" -t 30 'systemctl --no-block poweroff' >/dev/null 2>&1 || true
+	while qemu_running "$host" && ((SECONDS - t0 < bound)); do sleep 1; done
+	if qemu_running "$host"; then
+		tail -n 30 "$(host_dir "$host")/console.log" | tr -d '\r' | sed 's/^/      | /' >&2
+		kill_host "$host" 0
+		fail "$host did not power off by itself within $bound s"
+	fi
+	log "  $host: powered off $((SECONDS - t0)) s after systemctl poweroff"
+}
+
+# poweroff_evacuate: host1 runs t3, tmixed and tshare1 (priorities 10, 0, 5) with
+# at_shutdown on, and t1 and t3 set to autostart there. `systemctl poweroff`: the three
+# are live-migrated to host2 before libvirt-guests and libvirtd stop, and host1 powers
+# off cleanly. Then host1 boots again: the lockspace is joined before libvirtd starts,
+# t1 (free) autostarts, t3 (now on host2) is refused and lvhook check reports it.
+scenario_poweroff_evacuate() {
+	set_priority host1 t3 10
+	set_priority host1 tshare1 5
+	evacuate_config host1 on
+	virsh_on host1 autostart t1 >/dev/null
+	virsh_on host1 autostart t3 >/dev/null
+	host_units_boot host1 on
+	local d
+	for d in t3 tmixed tshare1; do start_ok host1 "$d"; done
+	expect "three domains on host1" t3a@host1=ex t3b@host1=ex t3c@host1=ex mixed1@host1=ex share1@host1=sh
+	local t0=$SECONDS
+	(
+		# shellcheck disable=SC2034,SC2207
+		HOSTS=($(hosts_but host1))
+		hsh host1 -t 30 'systemctl --no-block poweroff' >/dev/null 2>&1 || true
+		for d in t3 tshare1 tmixed; do
+			wait_until "$d running on host2" 600 domstate_is host2 "$d" running ||
+				fail "$d does not run on host2 $((SECONDS - t0)) s after host1's poweroff"
+		done
+		record evacuate-3-s $((SECONDS - t0))
+		log "  host2: t3, tshare1 and tmixed run there $((SECONDS - t0)) s after host1's poweroff"
+		while qemu_running host1 && ((SECONDS - t0 < 600)); do sleep 1; done
+		if qemu_running host1; then
+			tail -n 30 "$(host_dir host1)/console.log" | tr -d '\r' | sed 's/^/      | /' >&2
+			kill_host host1 0
+			fail "host1 did not power off by itself within 600 s"
+		fi
+		record poweroff-total-s $((SECONDS - t0))
+		log "  host1: powered off by itself $((SECONDS - t0)) s after systemctl poweroff; its console:"
+		tr -d '\r' <"$(host_dir host1)/console.log" | grep -E 'lvhook|evacuat' | tail -n 15 | sed 's/^/      | /' >&2
+		expect "evacuated to host2" t3a@host2=ex t3b@host2=ex t3c@host2=ex mixed1@host2=ex share1@host2=sh
+	)
+	t0=$SECONDS
+	BOOT_KEEP_DISK=1 boot_host host1
+	wait_agent host1 400
+	wait_until "host1: t1 autostarted" 400 domstate_is host1 t1 running ||
+		fail "t1 was not autostarted on host1 within 400 s of its boot"
+	record boot-to-running-s $((SECONDS - t0))
+	log "  host1: t1 autostarted $((SECONDS - t0)) s after QEMU started"
+	local ls_start ls_exit libvirtd
+	ls_start=$(unit_mono host1 lvhook-lockspaces.service ExecMainStartTimestampMonotonic)
+	ls_exit=$(unit_mono host1 lvhook-lockspaces.service ExecMainExitTimestampMonotonic)
+	libvirtd=$(unit_mono host1 libvirtd.service ExecMainStartTimestampMonotonic)
+	log "  host1: lvhook-lockspaces ran from ${ls_start} s to ${ls_exit} s of the boot, libvirtd started at ${libvirtd} s"
+	((ls_exit > 0 && libvirtd >= ls_exit)) || fail "libvirtd started at ${libvirtd} s, before lvhook-lockspaces ended (${ls_exit} s)"
+	record boot-lockspaces-s $((ls_exit - ls_start))
+	expect "t1 autostarted on host1, the rest on host2" t1@host1=ex t3a@host2=ex t3b@host2=ex t3c@host2=ex mixed1@host2=ex share1@host2=sh
+	wait_until "lvhook check on host1 reports t3's refused autostart" 60 check_json host1 t3 \
+		'.problems[] | select(.code == "autostart-refused" and .domain == "t3")' ||
+		fail "lvhook check does not report t3's refused autostart"
+
+	virsh_on host1 autostart --disable t1 >/dev/null
+	virsh_on host1 autostart --disable t3 >/dev/null
+	host_units_boot host1 off
+	evacuate_config host1 off
+	destroy host1 t1
+	for d in t3 tmixed tshare1; do destroy host2 "$d"; done
+	expect "after poweroff_evacuate: nothing active anywhere"
+}
