@@ -44,9 +44,6 @@ unit_mono() {
 	echo $((v / 1000000))
 }
 
-# domstate_is HOST DOMAIN STATE: virsh domstate says STATE.
-domstate_is() { [[ $(hrun "$1" -t 40 timeout 30 virsh -q domstate "$2" 2>/dev/null | head -n1) == "$3" ]]; }
-
 scenario_boot_autostart() {
 	start_ok host2 t3
 	expect "t3 running on host2" t3a@host2=ex t3b@host2=ex t3c@host2=ex
@@ -55,7 +52,7 @@ scenario_boot_autostart() {
 	host_units_boot host1 on
 	local t0=$SECONDS
 	reboot_host host1
-	wait_until "host1: t1 autostarted" 400 domstate_is host1 t1 running ||
+	wait_until "host1: t1 autostarted" 400 sh_domstate_is host1 t1 running ||
 		fail "t1 was not autostarted on host1 within 400 s of the reboot"
 	record boot-to-running-s $((SECONDS - t0))
 	log "  host1: t1 running $((SECONDS - t0)) s after the reboot"
@@ -123,7 +120,7 @@ scenario_storage_loss() {
 		# host1's lvm cannot read the disk now: the invariant is read on host2 only.
 		# shellcheck disable=SC2034,SC2207
 		HOSTS=($(hosts_but host1))
-		wait_until "host1: t1 stopped by lvhook kill-vg" 240 domstate_is host1 t1 "shut off" ||
+		wait_until "host1: t1 stopped by lvhook kill-vg" 240 sh_domstate_is host1 t1 "shut off" ||
 			fail "t1 still runs on host1 $((SECONDS - t0)) s after its storage was cut"
 		record loss-to-stopped-s $((SECONDS - t0))
 		log "  host1: t1 stopped $((SECONDS - t0)) s after the cut"
@@ -213,7 +210,7 @@ scenario_poweroff_evacuate() {
 		HOSTS=($(hosts_but host1))
 		hsh host1 -t 30 'systemctl --no-block poweroff' >/dev/null 2>&1 || true
 		for d in t3 tshare1 tmixed; do
-			wait_until "$d running on host2" 600 domstate_is host2 "$d" running ||
+			wait_until "$d running on host2" 600 sh_domstate_is host2 "$d" running ||
 				fail "$d does not run on host2 $((SECONDS - t0)) s after host1's poweroff"
 		done
 		record evacuate-3-s $((SECONDS - t0))
@@ -232,7 +229,7 @@ scenario_poweroff_evacuate() {
 	t0=$SECONDS
 	BOOT_KEEP_DISK=1 boot_host host1
 	wait_agent host1 400
-	wait_until "host1: t1 autostarted" 400 domstate_is host1 t1 running ||
+	wait_until "host1: t1 autostarted" 400 sh_domstate_is host1 t1 running ||
 		fail "t1 was not autostarted on host1 within 400 s of its boot"
 	record boot-to-running-s $((SECONDS - t0))
 	log "  host1: t1 autostarted $((SECONDS - t0)) s after QEMU started"
