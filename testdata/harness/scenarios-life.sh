@@ -251,5 +251,70 @@ scenario_poweroff_evacuate() {
 	evacuate_config host1 off
 	destroy host1 t1
 	for d in t3 tmixed tshare1; do destroy host2 "$d"; done
+	clear_metadata host1 t3
+	clear_metadata host1 tshare1
 	expect "after poweroff_evacuate: nothing active anywhere"
+}
+
+# clear_metadata HOST DOMAIN: lvhook's metadata element removed from the domain.
+clear_metadata() {
+	virsh_on "$1" metadata "$2" https://lvhook.dev/xmlns/domain/1 --remove --config >/dev/null 2>&1 || true
+}
+
+# libvirtd_units HOST stop|start: libvirtd and its sockets (a stopped daemon would
+# otherwise be started again by its socket).
+libvirtd_units() {
+	hsh "$1" -t 120 "systemctl $2 libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvirtd-tcp.socket libvirtd.service"
+}
+
+# evacuate_fallback: host1 powers off with t1 (fallback managedsave) and t3 (fallback
+# shutdown, the default) running while host2's libvirtd is down: no peer can take
+# them, so t1 is saved and t3 shut down (the tiny domains have no OS: destroyed after
+# shutdown_timeout), host1 powers off cleanly, nothing is active anywhere, and after
+# host1 boots again `virsh start t1` restores it from its managed save.
+scenario_evacuate_fallback() {
+	set_priority host1 t1 0 managedsave
+	evacuate_config host1 on
+	host_units_boot host1 on
+	start_ok host1 t1
+	start_ok host1 t3
+	expect "t1 and t3 on host1" t1@host1=ex t3a@host1=ex t3b@host1=ex t3c@host1=ex
+	libvirtd_units host2 stop
+	log "  host2: libvirtd stopped (its domains would keep running): no peer can take host1's domains"
+	local t0=$SECONDS
+	(
+		# shellcheck disable=SC2034,SC2207
+		HOSTS=($(hosts_but host1))
+		hsh host1 -t 30 'systemctl --no-block poweroff' >/dev/null 2>&1 || true
+		while qemu_running host1 && ((SECONDS - t0 < 600)); do sleep 1; done
+		if qemu_running host1; then
+			tail -n 30 "$(host_dir host1)/console.log" | tr -d '\r' | sed 's/^/      | /' >&2
+			kill_host host1 0
+			fail "host1 did not power off by itself within 600 s"
+		fi
+		record fallback-poweroff-s $((SECONDS - t0))
+		log "  host1: powered off by itself $((SECONDS - t0)) s after systemctl poweroff; its console:"
+		tr -d '\r' <"$(host_dir host1)/console.log" | grep -E 'lvhook|evacuat' | tail -n 15 | sed 's/^/      | /' >&2
+		expect "host1 off: nothing active on host2"
+	)
+	libvirtd_units host2 start
+	BOOT_KEEP_DISK=1 boot_host host1
+	wait_agent host1 400
+	wait_until "host1: lockspace $VG joined at boot" 300 lockspace_started host1 ||
+		fail "host1 did not join $VG at boot"
+	wait_until "host1: libvirtd active" 120 hrun host1 -t 30 systemctl is-active -q libvirtd ||
+		fail "libvirtd not active on host1 after its boot"
+	local reason
+	reason=$(virsh_on host1 domstate --reason t1 2>&1 | head -n1)
+	log "  host1: t1 after the boot: $reason; managed save image: $(virsh_on host1 dominfo t1 | grep -i 'managed save' | tr -s ' ')"
+	start_ok host1 t1
+	reason=$(virsh_on host1 domstate --reason t1 2>&1 | head -n1)
+	[[ $reason == *restored* ]] || fail "t1 was not restored from its managed save: $reason"
+	log "  host1: t1 $reason"
+	expect "t1 restored on host1" t1@host1=ex
+	destroy host1 t1
+	clear_metadata host1 t1
+	host_units_boot host1 off
+	evacuate_config host1 off
+	expect "after evacuate_fallback: nothing active anywhere"
 }
