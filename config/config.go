@@ -74,7 +74,8 @@ type Config struct {
 	// LogLevel: debug, info, warn, error.
 	LogLevel string `toml:"log_level"`
 
-	Daemon DaemonConfig `toml:"daemon"`
+	Daemon   DaemonConfig   `toml:"daemon"`
+	Evacuate EvacuateConfig `toml:"evacuate"`
 }
 
 // DaemonConfig configures the lock helper (`lvhook daemon`) and its peers.
@@ -114,6 +115,13 @@ type Peer struct {
 	// the holder of a lock and to ask the holder first at a migration's
 	// reservation; 0 when unknown. A host_id two peers claim is unused.
 	HostID int `toml:"host_id"`
+	// LibvirtURI is the peer's libvirtd as this host's libvirtd reaches it
+	// for a peer-to-peer live migration (`lvhook evacuate`); "" for
+	// qemu+tls://NAME/system (MigrationURI).
+	LibvirtURI string `toml:"libvirt_uri"`
+	// MigrateURI, when set, is where QEMU sends the memory (libvirt's
+	// migrate_uri, virsh migrate --migrateuri), e.g. a dedicated network.
+	MigrateURI string `toml:"migrate_uri"`
 }
 
 // Default returns the configuration used when no file sets a value.
@@ -140,6 +148,7 @@ func Default() Config {
 			ReconcileInterval: Duration(30 * time.Second),
 			ExclusiveTimeout:  Duration(2 * time.Minute),
 		},
+		Evacuate: defaultEvacuate(),
 	}
 }
 
@@ -298,7 +307,7 @@ func (c Config) validate() *Error {
 			return bad("daemon.peer.address", "missing in %s; every peer needs a name and an address", peerLabel(i, p))
 		}
 	}
-	return nil
+	return c.validateEvacuate()
 }
 
 // maxHostID is sanlock's largest host_id (lvmlocal.conf's host_id).

@@ -129,7 +129,8 @@ func TestSampleConfig(t *testing.T) {
 		t.Fatalf("sample config, uncommented: %v", err)
 	}
 	want := config.Default()
-	want.Daemon.Peers = []config.Peer{{Name: "kvm2.example.org", Address: "kvm2.example.org:16520", HostID: 2}}
+	want.Daemon.Peers = []config.Peer{{Name: "kvm2.example.org", Address: "kvm2.example.org:16520", HostID: 2,
+		LibvirtURI: "qemu+tls://kvm2.example.org/system"}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("sample config differs from the defaults (-want +got):\n%s", diff)
 	}
