@@ -1368,6 +1368,15 @@ func (c *simConn) DomainXML(ctx context.Context, uuid string) ([]byte, error) {
 	return d.xml, nil
 }
 
+// NodeFreeMemory: 16 GiB, less 1 GiB for each domain whose QEMU runs here.
+func (c *simConn) NodeFreeMemory(ctx context.Context) (uint64, error) {
+	doms, err := c.ActiveDomains(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return uint64(16-len(doms)) << 30, nil
+}
+
 func (c *simConn) LifecycleEvents(context.Context) (<-chan virt.Event, error) {
 	return nil, errors.New("the model delivers events itself")
 }
