@@ -24,6 +24,7 @@ type Service interface {
 	Reserve(ctx context.Context, peer string, req Request) Answer
 	Downgrade(ctx context.Context, peer string, req Request) Answer
 	Holds(ctx context.Context, req HoldersRequest) HoldersAnswer
+	Capacity(ctx context.Context) CapacityAnswer
 }
 
 // Server is the peer server: it authenticates the asking host by its client
@@ -154,7 +155,8 @@ func (s *Server) route() {
 	s.mux.HandleFunc("POST "+ReservePath, s.decision(s.Helper.Reserve))
 	s.mux.HandleFunc("POST "+DowngradePath, s.decision(s.Helper.Downgrade))
 	s.mux.HandleFunc("POST "+HoldersPath, s.holders)
-	for _, path := range []string{ReservePath, DowngradePath, HoldersPath} {
+	s.mux.HandleFunc("POST "+CapacityPath, s.capacity)
+	for _, path := range []string{ReservePath, DowngradePath, HoldersPath, CapacityPath} {
 		s.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 			log := askerOf(r).log
 			log.Warn().Str("method", r.Method).Str("path", r.URL.Path).Msg("request refused: method not allowed")
@@ -237,6 +239,29 @@ func (s *Server) holders(w http.ResponseWriter, r *http.Request) {
 	}
 	ans := s.Helper.Holds(ctx, req)
 	log.Debug().Int("lvs", len(req.LVs)).Int("held", len(ans.Holds)).Str("error", ans.Error).Msg("holders answered")
+	_ = json.NewEncoder(w).Encode(ans)
+}
+
+// capacity answers `lvhook evacuate`'s read-only capacity question.
+func (s *Server) capacity(w http.ResponseWriter, r *http.Request) {
+	log := askerOf(r).log
+	var req CapacityRequest
+	w.Header().Set("Content-Type", "application/json")
+	if code, err := decodeBody(w, r, &req, func() error { return nil }); err != nil {
+		log.Warn().Err(err).Msg("capacity request refused: malformed")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(CapacityAnswer{Error: "malformed request: " + err.Error()})
+		return
+	}
+	wait := s.maxWait()
+	if req.TimeoutMS > 0 {
+		wait = min(wait, time.Duration(req.TimeoutMS)*time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	ans := s.Helper.Capacity(ctx)
+	log.Info().Bool("libvirt_up", ans.LibvirtUp).Int64("free_memory_bytes", ans.FreeMemoryBytes).Bool("draining", ans.Draining).
+		Int("active_domains", ans.ActiveDomains).Str("error", ans.Error).Msg("capacity answered")
 	_ = json.NewEncoder(w).Encode(ans)
 }
 
