@@ -22,8 +22,9 @@ func TestManPage(t *testing.T) {
 		t.Fatalf("lvhook __man: exit %d, stderr %q", code, stderr.String())
 	}
 	page := stdout.String()
-	want := []string{".TH lvhook 8", ".SH NAME", ".SH DESCRIPTION", ".SH CHECK", ".SH FILES", ".SH EXIT STATUS",
-		`"version": 1`, "stale-activation", "/etc/libvirt/hooks/qemu.d/lvhook"}
+	want := []string{".TH lvhook 8", ".SH NAME", ".SH DESCRIPTION", ".SH CHECK", ".SH EVACUATE", ".SH FILES", ".SH EXIT STATUS",
+		`"version": 1`, "stale-activation", "/etc/libvirt/hooks/qemu.d/lvhook", `"not_migrated"`, "lvhook-evacuate.service",
+		`priority="10" fallback="managedsave"`}
 	for _, c := range newApp(&env{}).VisibleCommands() {
 		want = append(want, ".SH "+c.Name)
 	}
@@ -86,6 +87,8 @@ func TestBashCompletion(t *testing.T) {
 		{[]string{"lvhook", "ch"}, "check"},
 		{[]string{"lvhook", "check", "--"}, "--all --json --socket --timeout"},
 		{[]string{"lvhook", "check", "--j"}, "--json"},
+		{[]string{"lvhook", "ev"}, "evacuate"},
+		{[]string{"lvhook", "evacuate", "--"}, "--at-shutdown --dry-run --json --parallel --to"},
 	}
 	for _, tt := range tests {
 		got := complete(tt.words...)

@@ -36,7 +36,7 @@ var allowed = map[string][]string{
 	"internal/clock":    {},
 	"virt/virttest":     {"virt"},
 	"internal/layers":   {},
-	"cmd/lvhook":        {"config", "domxml", "state", "lvmlock", "virt", "peer", "hook", "migration", "check"},
+	"cmd/lvhook":        {"config", "domxml", "state", "lvmlock", "virt", "peer", "hook", "migration", "check", "evacuate"},
 }
 
 // apart lists packages that must not reach each other, even through others.
