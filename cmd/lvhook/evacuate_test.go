@@ -167,3 +167,31 @@ func TestEvacuateCommandJSON(t *testing.T) {
 		t.Errorf("stderr %q, want the progress lines", r.stderr)
 	}
 }
+
+// TestEvacuateUnitCommand: the command lvhook-evacuate.service runs at
+// shutdown is one this binary takes, and without evacuate.at_shutdown it
+// does nothing and exits 0 (a failed ExecStop would only be logged, but a
+// wrong flag would never evacuate).
+func TestEvacuateUnitCommand(t *testing.T) {
+	data, err := os.ReadFile("../../packaging/lvhook-evacuate.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var args []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if cmd, ok := strings.CutPrefix(line, "ExecStop="); ok {
+			_, call, found := strings.Cut(strings.TrimSuffix(cmd, "'"), "exec /usr/sbin/lvhook ")
+			if !found {
+				t.Fatalf("ExecStop does not exec /usr/sbin/lvhook: %q", cmd)
+			}
+			args = strings.Fields(call)
+		}
+	}
+	if len(args) == 0 || args[0] != "evacuate" {
+		t.Fatalf("the unit runs lvhook %q, want evacuate", args)
+	}
+	r := runEvacuateCmd(t, evacWith(t), "", args[1:]...)
+	if r.code != 0 || r.dialed || !strings.HasSuffix(r.stderr, ": nothing to do\n") {
+		t.Errorf("lvhook %q without the key: exit %d, connected %v, stderr %q", args, r.code, r.dialed, r.stderr)
+	}
+}
