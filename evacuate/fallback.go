@@ -144,25 +144,47 @@ func (r *runState) notExclusive(ctx context.Context, d Domain, vgs []string) str
 }
 
 // stop shuts a domain down and destroys it when it is still running after
-// shutdown_timeout.
+// shutdown_timeout. A shutdown libvirt refuses is asked again at each look
+// until then; a crashed guest, which cannot shut down (libvirt refuses: not
+// running) but still holds its LVs, is destroyed at once.
 func (r *runState) stop(ctx context.Context, i int) {
 	e, st, d := r.e, r.steps[i], &r.rep.Domains[i]
 	started := e.now()
 	d.Actions = append(d.Actions, ActionShutdown)
 	bound := e.Config.Evacuate.ShutdownTimeout.D()
-	err := e.Libvirt.Shutdown(ctx, st.UUID)
-	switch {
-	case errors.Is(err, virt.ErrNoDomain):
-	case err != nil:
-		e.say(d, "%s: shutdown refused (%s): destroying it", st.Name, lvmlock.OneLine(err.Error()))
-		bound = 0
+	refused := e.Libvirt.Shutdown(ctx, st.UUID)
+	if refused != nil {
+		state, err := e.Libvirt.DomainState(ctx, st.UUID)
+		switch {
+		case errors.Is(err, virt.ErrNoDomain) || err == nil && state == virt.StateShutoff:
+			d.Result = ResultGone
+			e.say(d, "%s: no longer runs here", st.Name)
+			return
+		case err == nil && state == virt.StateCrashed:
+			bound = 0
+			e.say(d, "%s: crashed, it cannot shut down: destroying it", st.Name)
+		default:
+			msg := lvmlock.OneLine(refused.Error())
+			d.addError(msg)
+			e.say(d, "%s: shutdown refused (%s): asking again until %s have passed", st.Name, msg, bound)
+		}
 	}
-	if r.waitGone(ctx, st.UUID, bound) {
+	looks := 0
+	gone := e.waitFor(ctx, bound, func() bool {
+		if r.gone(ctx, st.UUID) {
+			return true
+		}
+		if looks++; refused != nil && bound > 0 && looks > 1 {
+			refused = e.Libvirt.Shutdown(ctx, st.UUID)
+		}
+		return false
+	})
+	if gone {
 		d.Result = ResultShutDown
 		e.say(d, "%s: shut down in %s", st.Name, took(e.now().Sub(started)))
 		return
 	}
-	if err == nil {
+	if bound > 0 {
 		e.say(d, "%s: still running after %s (evacuate.shutdown_timeout): destroying it", st.Name, bound)
 	}
 	d.Actions = append(d.Actions, ActionDestroy)

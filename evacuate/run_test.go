@@ -279,3 +279,59 @@ func TestRunStopped(t *testing.T) {
 		t.Errorf("error %q, want %q", rep.Domains[0].Error, want)
 	}
 }
+
+// TestRunStopFailures: a crashed guest, which cannot shut down, is
+// destroyed at once; a shutdown libvirt refuses is asked again until
+// shutdown_timeout, then the domain is destroyed; a managed save that
+// fails falls back to leave's rule; a destroy that fails is reported, the
+// domain still running.
+func TestRunStopFailures(t *testing.T) {
+	w := newWorld(t)
+	for name := range map[string]bool{"host2": true, "host3": true} {
+		w.unreach[name] = errors.New("connection refused")
+	}
+	crashed := w.run("crashed", 1, `priority="4"`, 1)
+	refusing := w.run("refusing", 1, `priority="3"`, 1)
+	unsaved := w.run("unsaved", 1, `priority="2" fallback="managedsave"`, 1)
+	stuck := w.run("stuck", 1, `priority="1"`, 1)
+	w.lv.Do(func() {
+		crashed.State = virt.StateCrashed
+		crashed.ShutdownErr = errors.New("Requested operation is not valid: domain is not running")
+		refusing.ShutdownErr = errors.New("Timed out during operation: cannot acquire state change lock")
+		unsaved.StopErr = errors.New("operation failed: no space left on device")
+		stuck.StopErr = errors.New("Failed to terminate process 4242 with SIGKILL: Device or resource busy")
+	})
+	rep := w.evacuate(Options{})
+	want := []string{
+		"crashed shutdown  [shutdown,destroy] destroyed",
+		"refusing shutdown  [shutdown,destroy] destroyed",
+		"unsaved managedsave  [managedsave,leave] left",
+		"stuck shutdown  [shutdown,destroy] failed",
+	}
+	if diff := cmp.Diff(want, results(rep)); diff != "" {
+		t.Errorf("results (-want +got):\n%s", diff)
+	}
+	// The crashed guest's destroy waits nothing; the two refusals wait
+	// shutdown_timeout each.
+	if want := 2 * w.e.Config.Evacuate.ShutdownTimeout.D(); w.slept != want {
+		t.Errorf("waited %s, want %s", w.slept, want)
+	}
+	shutdowns := 0
+	for _, a := range w.lv.Actions() {
+		if a == "shutdown refusing" {
+			shutdowns++
+		}
+	}
+	if shutdowns != 61 {
+		t.Errorf("refusing was asked to shut down %d times, want once, then again after each of the 60 pauses", shutdowns)
+	}
+	for i, wantErr := range map[int]string{
+		0: "",
+		2: "managed save: operation failed: no space left on device",
+		3: "shutdown: Failed to terminate process 4242 with SIGKILL: Device or resource busy; destroy: Failed to terminate process 4242 with SIGKILL: Device or resource busy",
+	} {
+		if got := rep.Domains[i].Error; got != wantErr {
+			t.Errorf("%s's error %q, want %q", rep.Domains[i].Name, got, wantErr)
+		}
+	}
+}

@@ -57,7 +57,8 @@ has ended, lowest priority first: its metadata's fallback, else
 evacuate.fallback. managedsave: virsh managedsave; start it again on this
 host only (restoring the image after the domain ran on another host resumes
 stale memory over newer disks, which corrupts their file systems). shutdown:
-virsh shutdown, then virsh destroy after evacuate.shutdown_timeout. leave: it
+virsh shutdown, then virsh destroy after evacuate.shutdown_timeout (at once
+for a crashed guest, which cannot shut down). leave: it
 keeps running here, only when it holds every LV it needs exclusive as ex
 (after a failed migration, up to daemon.exclusive_timeout for the lock helper
 to convert them back); otherwise it is shut down: a domain is never left

@@ -141,6 +141,8 @@ func (f *Fake) Shutdown(_ context.Context, uuid string) error {
 	switch {
 	case d.StopErr != nil:
 		return fmt.Errorf("shutdown: %w", d.StopErr)
+	case d.ShutdownErr != nil:
+		return fmt.Errorf("shutdown: %w", d.ShutdownErr)
 	case !d.IgnoresShutdown:
 		f.stop(uuid, d, "shutdown")
 	}

@@ -59,8 +59,10 @@ type FakeDomain struct {
 	MigrateHold chan struct{}
 	// IgnoresShutdown: the guest does not react to Shutdown.
 	IgnoresShutdown bool
-	// StopErr, when set, fails ManagedSave, Shutdown and Destroy.
-	StopErr error
+	// StopErr, when set, fails ManagedSave, Shutdown and Destroy;
+	// ShutdownErr fails Shutdown alone (libvirt refuses it for a crashed
+	// guest).
+	StopErr, ShutdownErr error
 	// ManagedSaved: a managed save stopped it.
 	ManagedSaved bool
 }
