@@ -284,6 +284,9 @@ func (c Config) validate() *Error {
 		{"marker_ttl", c.MarkerTTL},
 		{"daemon.peer_timeout", c.Daemon.PeerTimeout},
 		{"daemon.exclusive_timeout", c.Daemon.ExclusiveTimeout},
+		{"evacuate.shutdown_timeout", c.Evacuate.ShutdownTimeout},
+		{"evacuate.migration_timeout", c.Evacuate.MigrationTimeout},
+		{"evacuate.timeout", c.Evacuate.Timeout},
 	} {
 		if d.v <= 0 {
 			return bad(d.key, "must be positive, got %q", d.v.D())

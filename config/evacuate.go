@@ -66,18 +66,7 @@ func (c Config) validateEvacuate() *Error {
 	bad := func(key, format string, a ...any) *Error {
 		return &Error{Key: key, Msg: fmt.Sprintf(format, a...)}
 	}
-	for _, d := range []struct {
-		key string
-		v   Duration
-	}{
-		{"evacuate.shutdown_timeout", e.ShutdownTimeout},
-		{"evacuate.migration_timeout", e.MigrationTimeout},
-		{"evacuate.timeout", e.Timeout},
-	} {
-		if d.v <= 0 {
-			return bad(d.key, "must be positive, got %q", d.v.D())
-		}
-	}
+	// Its durations are positive (validate checks them with the others).
 	switch {
 	case !slices.Contains(EvacuateFallbacks, e.Fallback):
 		n := len(EvacuateFallbacks)

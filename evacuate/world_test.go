@@ -1,7 +1,6 @@
 package evacuate
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/lvhook/lvhook/lvmlock/lvmfake"
 	"github.com/lvhook/lvhook/peer"
+	"github.com/lvhook/lvhook/peer/peertest"
 	"github.com/lvhook/lvhook/state"
 	"github.com/lvhook/lvhook/virt"
 	"github.com/lvhook/lvhook/virt/virttest"
@@ -31,7 +31,7 @@ type world struct {
 	lv  *virttest.Fake
 	lvm *lvmfake.Cluster
 	e   *Evacuator
-	out syncBuffer
+	out peertest.SyncBuffer
 
 	mu       sync.Mutex
 	now      time.Time
@@ -43,23 +43,6 @@ type world struct {
 	// drainingSeen: host1 was marked evacuating when a domain stopped.
 	drainingSeen bool
 	doms         int
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func newWorld(t *testing.T) *world {
