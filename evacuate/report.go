@@ -145,7 +145,7 @@ func (d *DomainReport) addError(msg string) {
 }
 
 // plannedLine is a dry run's line for a step.
-func (d *DomainReport) plannedLine(st Step) string {
+func plannedLine(st Step) string {
 	if st.Action == ActionMigrate {
 		return fmt.Sprintf("%s -> %s: would migrate (priority %d, %s)", st.Name, st.Target, st.Priority, Size(st.Memory))
 	}

@@ -112,7 +112,7 @@ func (e *Evacuator) Run(ctx context.Context, opts Options) (*Report, error) {
 	rep := newReport(e.Host, start, opts.DryRun, peers, steps)
 	if opts.DryRun {
 		for i, st := range steps {
-			e.say(&rep.Domains[i], "%s", rep.Domains[i].plannedLine(st))
+			e.say(&rep.Domains[i], "%s", plannedLine(st))
 		}
 		rep.finish(e.now())
 		return rep, nil
