@@ -24,6 +24,8 @@ import (
 //	pending/UUID.json LVs whose deactivation failed, for the lock helper
 //	problems/UUID.json what the lock helper could not repair for a domain,
 //	                  for `lvhook check` (problems.go)
+//	evacuating        this host is evacuating (`lvhook evacuate`,
+//	                  evacuating.go): its lock helper says draining
 type State struct {
 	Dir string
 	Now func() time.Time

@@ -99,6 +99,8 @@ type libvirtd struct {
 	doms []libvirtdDomain
 	// hang lists the procedures it reads and never answers.
 	hang map[uint32]bool
+	// control answers what evacuate asks (control_test.go).
+	control
 }
 
 type libvirtdDomain struct {
@@ -109,6 +111,8 @@ type libvirtdDomain struct {
 	// job answers virDomainGetJobStats, unless jobErr is set.
 	job    libvirt.DomainJobOperation
 	jobErr *libvirt.Error
+	// maxMemKiB answers virDomainGetInfo.
+	maxMemKiB uint64
 }
 
 // RPC procedures (libvirt's remote_protocol.x).
@@ -128,6 +132,9 @@ var errDestinationJobStats = &libvirt.Error{Code: uint32(libvirt.ErrOperationUns
 
 func (d *libvirtd) Dial() (net.Conn, error) {
 	client, server := net.Pipe()
+	d.mu.Lock()
+	d.dials++
+	d.mu.Unlock()
 	go d.serve(server)
 	return client, nil
 }
@@ -185,15 +192,10 @@ func (d *libvirtd) answer(proc uint32, args []byte) ([]byte, *libvirt.Error) {
 			b.u32(uint32(dom.state))
 		}
 	case procDomainGetXMLDesc, procDomainGetJobStats:
-		// The arguments start with the domain: its name, then its UUID.
-		l := binary.BigEndian.Uint32(args)
-		var u libvirt.UUID
-		copy(u[:], args[4+(l+3)/4*4:])
-		i := slices.IndexFunc(d.doms, func(dom libvirtdDomain) bool { return dom.uuid == u })
-		if i < 0 {
-			return nil, &libvirt.Error{Code: uint32(libvirt.ErrNoDomain), Message: "Domain not found"}
+		dom, fail := d.domain(args)
+		if fail != nil {
+			return nil, fail
 		}
-		dom := d.doms[i]
 		switch {
 		case proc == procDomainGetXMLDesc:
 			b.str(dom.xml)
@@ -210,9 +212,22 @@ func (d *libvirtd) answer(proc uint32, args []byte) ([]byte, *libvirt.Error) {
 			b.u32(uint32(dom.job))
 		}
 	default:
-		return nil, &libvirt.Error{Code: 1, Message: "unknown procedure"}
+		return d.answerControl(proc, args)
 	}
 	return b.Bytes(), nil
+}
+
+// domain returns the domain that a call's arguments start with (its name,
+// then its UUID), or libvirt's error for an unknown one.
+func (d *libvirtd) domain(args []byte) (libvirtdDomain, *libvirt.Error) {
+	l := binary.BigEndian.Uint32(args)
+	var u libvirt.UUID
+	copy(u[:], args[4+(l+3)/4*4:])
+	i := slices.IndexFunc(d.doms, func(dom libvirtdDomain) bool { return dom.uuid == u })
+	if i < 0 {
+		return libvirtdDomain{}, &libvirt.Error{Code: uint32(libvirt.ErrNoDomain), Message: "Domain not found"}
+	}
+	return d.doms[i], nil
 }
 
 // remoteError encodes libvirt's remote_error.

@@ -26,22 +26,25 @@ type Streams struct {
 	Stdout, Stderr io.Writer
 }
 
-// env is what every command gets: the streams, the connection to libvirtd
-// (check's; tests replace it) and its exit status.
+// env is what every command gets: the streams, the connections to libvirtd
+// (check's and evacuate's; tests replace them) and its exit status.
 type env struct {
 	Streams
-	dial func(ctx context.Context, sock string) (checkConn, error)
+	dial         func(ctx context.Context, sock string) (checkConn, error)
+	dialEvacuate func(ctx context.Context, sock string) (evacuateConn, error)
 	// code is the exit status a command sets when it is not 0 or 2.
 	code int
 }
 
 // commands lists the subcommands, in the order of lvhook --help.
 func commands(e *env) []*cli.Command {
-	return []*cli.Command{checkCommand(e), daemonCommand(e), hookCommand(e), lockspacesCommand(e), manCommand(e), completionCommand(e)}
+	return []*cli.Command{checkCommand(e), daemonCommand(e), evacuateCommand(e), hookCommand(e), lockspacesCommand(e), manCommand(e), completionCommand(e)}
 }
 
 // Run is the whole program: argv and streams in, exit status out.
-func Run(args []string, s Streams) int { return (&env{Streams: s, dial: dialLibvirt}).run(args) }
+func Run(args []string, s Streams) int {
+	return (&env{Streams: s, dial: dialLibvirt, dialEvacuate: dialEvacuate}).run(args)
+}
 
 func (e *env) run(args []string) int {
 	if argv, fromLibvirt, ok := hookInvocation(args); ok {

@@ -70,6 +70,10 @@ const manSections = `
 
     %s
 
+# EVACUATE
+
+    %s
+
 # FILES
 
 /etc/lvhook/lvhook.toml
@@ -81,8 +85,14 @@ const manSections = `
 /run/lvhook
 :   runtime state: incoming-migration markers, the LVs of each running domain, failed deactivations, what the lock helper could not repair
 
+/run/lvhook/evacuating
+:   this host is evacuating (lvhook evacuate): its lock helper tells the peers it is draining; removed at the end, kept at shutdown
+
 /usr/lib/systemd/system/lvhook.service
 :   the lock helper
+
+/usr/lib/systemd/system/lvhook-evacuate.service
+:   runs lvhook evacuate --at-shutdown when the host shuts down, before libvirt-guests and libvirtd stop, while the network is up; it does nothing unless evacuate.at_shutdown = true
 
 # ENVIRONMENT
 
@@ -91,7 +101,7 @@ LVHOOK_CONFIG
 
 # EXIT STATUS
 
-0 on success; 1 when the hook refuses or fails (libvirt shows its one line of stderr), or when check finds problems; 2 on a usage error, or when check could not check. The hook exits 0 at reconnect, attach and unknown ops whatever goes wrong (libvirt kills a running guest when reconnect fails), and refuses prepare, migrate and release when its configuration file cannot be used.
+0 on success; 1 when the hook refuses or fails (libvirt shows its one line of stderr), when check finds problems, or when evacuate did not migrate every domain; 2 on a usage error, when check could not check, or when evacuate did nothing. The hook exits 0 at reconnect, attach and unknown ops whatever goes wrong (libvirt kills a running guest when reconnect fails), and refuses prepare, migrate and release when its configuration file cannot be used.
 
 # SEE ALSO
 
@@ -122,8 +132,8 @@ func manPage(app *cli.App) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("man page: %w", err)
 	}
-	check := strings.ReplaceAll(checkDoc, "\n", "\n    ")
-	doc := "% lvhook 8\n\n" + md + fmt.Sprintf(manSections, check)
+	indent := strings.NewReplacer("\n", "\n    ")
+	doc := "% lvhook 8\n\n" + md + fmt.Sprintf(manSections, indent.Replace(checkDoc), indent.Replace(evacuateDoc))
 	return string(md2man.Render([]byte(doc))), nil
 }
 

@@ -26,6 +26,16 @@ type Fake struct {
 	Events chan virt.Event
 	Gone   chan struct{}
 	calls  int
+	// FreeMemory is NodeFreeMemory's answer, in bytes.
+	FreeMemory uint64
+	// Stopped, when set, is called (the fake unlocked) each time a domain
+	// stops here through the fake's own calls: "migrated", "saved",
+	// "shutdown", "destroyed"; a test releases the domain's LVs there, as
+	// libvirt runs the hook's release end.
+	Stopped func(uuid, reason string)
+	// actions lists what was done to domains, in order (Actions).
+	actions               []string
+	inFlight, maxInFlight int
 }
 
 // FakeDomain is one domain of a Fake.
@@ -42,6 +52,21 @@ type FakeDomain struct {
 	Started uint64
 	// Autostart is virsh autostart's flag.
 	Autostart bool
+	// Memory is DomainMemory's answer, in bytes.
+	Memory uint64
+	// MigrateErr, when set, fails its migrations.
+	MigrateErr error
+	// MigrateHold, when set, holds each migration until it is closed, the
+	// migration's timeout passes or its ctx ends; the last two abort it.
+	MigrateHold chan struct{}
+	// IgnoresShutdown: the guest does not react to Shutdown.
+	IgnoresShutdown bool
+	// StopErr, when set, fails ManagedSave, Shutdown and Destroy;
+	// ShutdownErr fails Shutdown alone (libvirt refuses it for a crashed
+	// guest).
+	StopErr, ShutdownErr error
+	// ManagedSaved: a managed save stopped it.
+	ManagedSaved bool
 }
 
 // jobs numbers the fakes' jobs: each one started is a new one.
