@@ -14,7 +14,7 @@ export DEBIAN HOSTS
 E2E_SMOKE := start_refuse_stop migrate_live migrate_abort migrate_offline package_upgrade
 # The scenarios that need a third host (scenarios-three.sh).
 E2E_THREE := three_offline_two_starts three_stale_marker three_check_holder \
-	three_migrate_peer_off three_migrate_peer_crash
+	three_migrate_peer_off three_migrate_peer_crash three_evacuate_spread
 
 .PHONY: demo e2e e2e-smoke e2e-three e2e-ci e2e-all harness-image harness-images harness-up harness-down
 

@@ -223,7 +223,7 @@ scenario_poweroff_evacuate() {
 		fi
 		record poweroff-total-s $((SECONDS - t0))
 		log "  host1: powered off by itself $((SECONDS - t0)) s after systemctl poweroff; its console:"
-		tr -d '\r' <"$(host_dir host1)/console.log" | grep -E 'lvhook|evacuat' | tail -n 15 | sed 's/^/      | /' >&2
+		tr -d '\r' <"$(host_dir host1)/console.log" | grep -E 'sh\[[0-9]+\]: ' | tail -n 15 | sed 's/^/      | /' >&2
 		expect "evacuated to host2" t3a@host2=ex t3b@host2=ex t3c@host2=ex mixed1@host2=ex share1@host2=sh
 	)
 	t0=$SECONDS
@@ -294,7 +294,7 @@ scenario_evacuate_fallback() {
 		fi
 		record fallback-poweroff-s $((SECONDS - t0))
 		log "  host1: powered off by itself $((SECONDS - t0)) s after systemctl poweroff; its console:"
-		tr -d '\r' <"$(host_dir host1)/console.log" | grep -E 'lvhook|evacuat' | tail -n 15 | sed 's/^/      | /' >&2
+		tr -d '\r' <"$(host_dir host1)/console.log" | grep -E 'sh\[[0-9]+\]: ' | tail -n 15 | sed 's/^/      | /' >&2
 		expect "host1 off: nothing active on host2"
 	)
 	libvirtd_units host2 start
