@@ -45,6 +45,10 @@ const (
 	// error code ("VG vg lock skipped: error -221", ELMERR): sanlock under
 	// I/O pressure, for one; retrying may succeed.
 	KindLockManagerError
+	// KindLockStartFailed: `vgchange --lock-start` could not join the VG's
+	// lockspace ("VG vg start failed: REASON"); IsLockStartTransient tells
+	// the reasons worth another try.
+	KindLockStartFailed
 )
 
 var kindNames = map[Kind]string{
@@ -62,6 +66,7 @@ var kindNames = map[Kind]string{
 	KindTimeout:             "timed out",
 	KindNotInstalled:        "command not found",
 	KindLockManagerError:    "lock manager error",
+	KindLockStartFailed:     "lock start failed",
 }
 
 func (k Kind) String() string { return kindNames[k] }
@@ -184,6 +189,7 @@ var patterns = []struct {
 	{KindSharedNotSupported, regexp.MustCompile(`Shared activation not compatible with LV type \S* of ([^/\s]+)/(\S+)$`)},
 	{KindLvmlockdNotRunning, regexp.MustCompile(`lvmlockd process is not running|Cannot connect to lvmlockd|lvmlockd connection is required|lock failed: lvmlockd is required`)},
 	{KindLockspaceStarting, regexp.MustCompile(`VG (\S+) lock (?:skipped|failed): lock start in progress`)},
+	{KindLockStartFailed, regexp.MustCompile(`VG (\S+) start failed: (.+)$`)},
 	// lvmlockd's own codes (lvmlockd-client.h): ENOLS 210 not started,
 	// ESTARTING 211, EVGKILLED 217 / ELOCKIO 218 / EDEVOPEN 220 lease
 	// storage, ELMERR 221 and the rest lock manager errors. Before the
@@ -218,7 +224,7 @@ func classify(stderr string) (Kind, []Failure) {
 			switch p.kind {
 			case KindVGNotFound:
 				f.VG = m[1]
-			case KindLockspaceStarting, KindLockManagerError:
+			case KindLockspaceStarting, KindLockManagerError, KindLockStartFailed:
 				f.VG = m[1]
 			case KindLockspaceNotStarted:
 				f.VG = m[1]

@@ -73,6 +73,20 @@ func TestClassify(t *testing.T) {
 		{"lease I/O error (ELOCKIO)",
 			"  VG vg0 lock failed: error -218\n",
 			KindStorageFailed, []Failure{{Kind: KindStorageFailed, VG: "vg0"}}, IsStorageFailed},
+		// lib/locking/lvmlockd.c, lockd_start_vg (2.03.16 and 2.03.31).
+		{"lock start EARGS (udev late with the lvmlock LV)",
+			"  VG vg0 start failed: invalid parameters for sanlock\n",
+			KindLockStartFailed, []Failure{{Kind: KindLockStartFailed, VG: "vg0"}}, IsLockStartTransient},
+		{"lock start with sanlock down",
+			"  VG vg0 start failed: lock manager sanlock is not running\n",
+			KindLockStartFailed, []Failure{{Kind: KindLockStartFailed, VG: "vg0"}}, IsLockStartTransient},
+		{"lock start with a bad host_id",
+			"  VG vg0 start failed: invalid sanlock host_id, set in lvmlocal.conf\n",
+			KindLockStartFailed, []Failure{{Kind: KindLockStartFailed, VG: "vg0"}},
+			func(err error) bool { return KindOf(err) == KindLockStartFailed && !IsLockStartTransient(err) }},
+		{"killed VG: a lock asked after kill_vg (EVGKILLED)",
+			"  VG vg0 lock skipped: storage failed for sanlock leases\n  LV vg0/d lock failed: storage failed for sanlock leases\n",
+			KindStorageFailed, []Failure{{Kind: KindStorageFailed, VG: "vg0", LV: "d"}}, IsStorageFailed},
 		{"unknown", "  Something new happened.\n", KindOther, nil, func(err error) bool { return KindOf(err) == KindOther }},
 	}
 	for _, tt := range tests {

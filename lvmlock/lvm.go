@@ -136,12 +136,22 @@ func (c *Client) LVs(ctx context.Context, vgs ...string) (lvs []LV, missing []st
 // printing "socket error -98" (EADDRINUSE) on stdout, exit status 158. Seen on
 // the harness with lvm2 2.03.16. Such a failure is tried again, briefly.
 func (c *Client) Locks(ctx context.Context) (Locks, error) {
+	// No operand: nothing to end options for.
+	out, err := c.lockctlDump(ctx, "--info")
+	if err != nil {
+		return nil, err
+	}
+	return ParseLockctl(out), nil
+}
+
+// lockctlDump runs lvmlockctl with one of its dump flags, trying again
+// while another lvmlockctl holds the dump socket.
+func (c *Client) lockctlDump(ctx context.Context, flags ...string) ([]byte, error) {
 	delay := 20 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		// No operand: nothing to end options for.
-		out, err := c.run(ctx, "lvmlockctl", "--info")
+		out, err := c.run(ctx, append([]string{"lvmlockctl"}, flags...)...)
 		if err == nil {
-			return ParseLockctl(out), nil
+			return out, nil
 		}
 		if attempt >= lockctlBusyRetries || !bytes.Contains(out, []byte("socket error")) {
 			return nil, err
