@@ -64,6 +64,9 @@ type Config struct {
 	// MarkerTTL is how long a migrate-begin marker stays valid for the
 	// prepare of the same incoming migration.
 	MarkerTTL Duration `toml:"marker_ttl"`
+	// KillVGTimeout bounds a whole `lvhook kill-vg` run: sanlock resets the
+	// host about 40 s after it started the kill command.
+	KillVGTimeout Duration `toml:"kill_vg_timeout"`
 	// StateDir holds markers and per-domain records; it must not survive a
 	// reboot (a tmpfs such as /run).
 	StateDir string `toml:"state_dir"`
@@ -125,6 +128,7 @@ func Default() Config {
 		SharedRetries:   2,
 		RetryDelay:      Duration(time.Second),
 		MarkerTTL:       Duration(time.Minute),
+		KillVGTimeout:   Duration(25 * time.Second),
 		StateDir:        "/run/lvhook",
 		StoragePoolDir:  "/etc/libvirt/storage",
 		LogLevel:        "info",
@@ -255,6 +259,11 @@ func Path() (string, bool) {
 	return DefaultPath, false
 }
 
+// MaxKillVGTimeout keeps a kill-vg run inside sanlock's kill grace (40 s
+// from the first kill command to the watchdog's reset), with time for
+// lvmlockctl to drop the locks after it.
+const MaxKillVGTimeout = 35 * time.Second
+
 // minReconcileInterval keeps the lock helper's full pass (one lvs, one
 // lvmlockctl, one libvirt query per domain) from running in a loop.
 const minReconcileInterval = time.Second
@@ -273,6 +282,7 @@ func (c Config) validate() *Error {
 		{"rollback_timeout", c.RollbackTimeout},
 		{"retry_delay", c.RetryDelay},
 		{"marker_ttl", c.MarkerTTL},
+		{"kill_vg_timeout", c.KillVGTimeout},
 		{"daemon.peer_timeout", c.Daemon.PeerTimeout},
 		{"daemon.exclusive_timeout", c.Daemon.ExclusiveTimeout},
 	} {
@@ -285,6 +295,8 @@ func (c Config) validate() *Error {
 		return bad("lvm_timeout", "%q exceeds hook_timeout (%q)", c.LVMTimeout.D(), c.HookTimeout.D())
 	case c.Daemon.ReconcileInterval.D() < minReconcileInterval:
 		return bad("daemon.reconcile_interval", "must be at least %s, got %q", minReconcileInterval, c.Daemon.ReconcileInterval.D())
+	case c.KillVGTimeout.D() > MaxKillVGTimeout:
+		return bad("kill_vg_timeout", "must be at most %s (sanlock's kill grace is 40s), got %q", MaxKillVGTimeout, c.KillVGTimeout.D())
 	case c.SharedRetries < 0 || c.SharedRetries > 20:
 		return bad("shared_retries", "must be between 0 and 20, got %d", c.SharedRetries)
 	case c.StateDir == "":

@@ -49,6 +49,8 @@ func TestLoadConfigRefuses(t *testing.T) {
 		{"negative retry_delay", `retry_delay = "-1ms"`, `retry_delay: must be positive, got "-1ms"`},
 		{"zero marker_ttl", `marker_ttl = "0s"`, `marker_ttl: must be positive, got "0s"`},
 		{"negative marker_ttl", `marker_ttl = "-1m"`, `marker_ttl: must be positive, got "-1m0s"`},
+		{"zero kill_vg_timeout", `kill_vg_timeout = "0s"`, `kill_vg_timeout: must be positive, got "0s"`},
+		{"kill_vg_timeout past sanlock's grace", `kill_vg_timeout = "40s"`, `kill_vg_timeout: must be at most 35s (sanlock's kill grace is 40s), got "40s"`},
 		{"negative shared_retries", `shared_retries = -1`, `shared_retries: must be between 0 and 20, got -1`},
 		{"too many shared_retries", `shared_retries = 21`, `shared_retries: must be between 0 and 20, got 21`},
 		{"zero reconcile_interval", "[daemon]\nreconcile_interval = \"0s\"", `daemon.reconcile_interval: must be at least 1s, got "0s"`},
