@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"io"
 	"net"
 	"runtime"
@@ -109,6 +110,8 @@ type libvirtdDomain struct {
 	// job answers virDomainGetJobStats, unless jobErr is set.
 	job    libvirt.DomainJobOperation
 	jobErr *libvirt.Error
+	// destroyErr answers virDomainDestroyFlags.
+	destroyErr *libvirt.Error
 }
 
 // RPC procedures (libvirt's remote_protocol.x).
@@ -116,6 +119,7 @@ const (
 	procConnectOpen              = 1
 	procConnectClose             = 2
 	procDomainGetXMLDesc         = 14
+	procDomainDestroyFlags       = 234
 	procAuthList                 = 66
 	procDomainGetJobStats        = 298
 	procConnectGetAllDomainStats = 344
@@ -184,7 +188,7 @@ func (d *libvirtd) answer(proc uint32, args []byte) ([]byte, *libvirt.Error) {
 			b.u32(1)
 			b.u32(uint32(dom.state))
 		}
-	case procDomainGetXMLDesc, procDomainGetJobStats:
+	case procDomainGetXMLDesc, procDomainGetJobStats, procDomainDestroyFlags:
 		// The arguments start with the domain: its name, then its UUID.
 		l := binary.BigEndian.Uint32(args)
 		var u libvirt.UUID
@@ -195,6 +199,12 @@ func (d *libvirtd) answer(proc uint32, args []byte) ([]byte, *libvirt.Error) {
 		}
 		dom := d.doms[i]
 		switch {
+		case proc == procDomainDestroyFlags && dom.destroyErr != nil:
+			return nil, dom.destroyErr
+		case proc == procDomainDestroyFlags && dom.state == libvirt.DomainShutoff:
+			return nil, &libvirt.Error{Code: uint32(libvirt.ErrOperationInvalid), Message: "Requested operation is not valid: domain is not running"}
+		case proc == procDomainDestroyFlags:
+			d.doms[i].state = libvirt.DomainShutoff
 		case proc == procDomainGetXMLDesc:
 			b.str(dom.xml)
 		case dom.jobErr != nil:
@@ -439,5 +449,47 @@ func TestCloseAfterAbandonedCall(t *testing.T) {
 	testutil.Within(t, 10*time.Second, "Close after an abandoned call", conn.Close)
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("Close took %s after an abandoned call, want at once (no goodbye)", took)
+	}
+}
+
+// TestLibvirtConnDestroy destroys domains over libvirt's RPC protocol: a
+// running one stops, one that is not running is ErrNoDomain, and libvirt's
+// refusal (a QEMU stuck in the kernel) comes back as its message.
+func TestLibvirtConnDestroy(t *testing.T) {
+	d := &libvirtd{doms: []libvirtdDomain{
+		{name: "web", state: libvirt.DomainRunning},
+		{name: "off", state: libvirt.DomainShutoff},
+		{name: "stuck", state: libvirt.DomainRunning, destroyErr: &libvirt.Error{Code: uint32(libvirt.ErrSystemError),
+			Message: "Failed to terminate process 4242 with SIGKILL: Device or resource busy"}},
+	}}
+	for i := range d.doms {
+		d.doms[i].uuid[15] = byte(i + 1)
+	}
+	ctx := context.Background()
+	conn, err := connect(ctx, d, callTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	doms, err := conn.Domains(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, dom := range doms {
+		got[dom.Name] = "destroyed"
+		if err := conn.Destroy(ctx, dom.UUID); errors.Is(err, ErrNoDomain) {
+			got[dom.Name] = "not running"
+		} else if err != nil {
+			got[dom.Name] = err.Error()
+		}
+	}
+	want := map[string]string{"web": "destroyed", "off": "not running",
+		"stuck": "Failed to terminate process 4242 with SIGKILL: Device or resource busy"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Destroy (-want +got):\n%s", diff)
+	}
+	if d.doms[0].state != libvirt.DomainShutoff {
+		t.Error("web still running after Destroy")
 	}
 }

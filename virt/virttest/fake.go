@@ -26,6 +26,8 @@ type Fake struct {
 	Events chan virt.Event
 	Gone   chan struct{}
 	calls  int
+	// OnDestroy, when set, runs after Destroy shut a domain off.
+	OnDestroy func(ctx context.Context, name, uuid string)
 }
 
 // FakeDomain is one domain of a Fake.
@@ -40,6 +42,8 @@ type FakeDomain struct {
 	Offline bool
 	// Started is its job's start, as libvirt's status file has it.
 	Started uint64
+	// DestroyErr, when set, is Destroy's answer (the domain keeps running).
+	DestroyErr error
 }
 
 // jobs numbers the fakes' jobs: each one started is a new one.
@@ -184,6 +188,28 @@ func (f *Fake) DomainXML(_ context.Context, uuid string) ([]byte, error) {
 		return nil, err
 	}
 	return []byte(d.XML), nil
+}
+
+// Destroy shuts an active domain off, then runs OnDestroy (libvirt runs its
+// release hook before it answers).
+func (f *Fake) Destroy(ctx context.Context, uuid string) error {
+	d, err := f.get(uuid, true)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	derr, on := d.DestroyErr, f.OnDestroy
+	if derr == nil {
+		d.State, d.Job = virt.StateShutoff, virt.Job{}
+	}
+	f.mu.Unlock()
+	if derr != nil {
+		return derr
+	}
+	if on != nil {
+		on(ctx, d.Name, uuid)
+	}
+	return nil
 }
 
 func (f *Fake) LifecycleEvents(context.Context) (<-chan virt.Event, error) { return f.Events, nil }
