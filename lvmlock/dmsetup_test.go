@@ -197,7 +197,11 @@ func TestFakeDMSetup(t *testing.T) {
 	if err := cl.RemoveDM(ctx, "vg0-a"); err == nil {
 		t.Error("removing an open device succeeded")
 	}
-	if err := cl.RemoveDM(ctx, "vg0-pool"); err != nil || c.Writable(1, "vg0", "pool") || c.Mode(1, "vg0", "pool") != lvmlock.ModeNone {
-		t.Errorf("RemoveDM(vg0-pool) = %v, device still there: %v", err, c.Mode(1, "vg0", "pool"))
+	// Each device goes alone; the LV is gone with its last one.
+	if err := cl.RemoveDM(ctx, "vg0-pool"); err != nil || c.Writable(1, "vg0", "pool") || c.Mode(1, "vg0", "pool") != lvmlock.ModeEx {
+		t.Errorf("RemoveDM(vg0-pool) = %v; want its device gone, the LV still active with its layer: %v", err, c.Mode(1, "vg0", "pool"))
+	}
+	if err := cl.RemoveDM(ctx, "vg0-pool-tpool"); err != nil || c.Mode(1, "vg0", "pool") != lvmlock.ModeNone {
+		t.Errorf("RemoveDM(vg0-pool-tpool) = %v; want the LV gone: %v", err, c.Mode(1, "vg0", "pool"))
 	}
 }

@@ -30,16 +30,17 @@ var allowed = map[string][]string{
 	"hook":              {"config", "domxml", "state", "lvmlock", "peer", "internal/clock"},
 	"migration":         {"config", "domxml", "state", "lvmlock", "virt", "peer", "internal/clock"},
 	"check":             {"config", "domxml", "state", "lvmlock", "virt", "peer"},
+	"killvg":            {"config", "domxml", "state", "lvmlock", "virt"},
 	"internal/realdata": {},
 	"internal/testutil": {},
 	"internal/clock":    {},
 	"virt/virttest":     {"virt"},
 	"internal/layers":   {},
-	"cmd/lvhook":        {"config", "domxml", "state", "lvmlock", "virt", "peer", "hook", "migration", "check"},
+	"cmd/lvhook":        {"config", "domxml", "state", "lvmlock", "virt", "peer", "hook", "migration", "check", "killvg"},
 }
 
 // apart lists packages that must not reach each other, even through others.
-var apart = []string{"hook", "migration", "check"}
+var apart = []string{"hook", "migration", "check", "killvg"}
 
 // testsJoining lists the one place where tests join two of them: the model
 // test (migration/sim_test.go) runs the real hook beside the real lock

@@ -146,13 +146,17 @@ func (c *Cluster) devices(host int) []device {
 			if c.Open[host][r] {
 				top.open = 1
 			}
-			out = append(out, top)
+			if !c.Removed[host][top.name] {
+				out = append(out, top)
+			}
 			for _, layer := range c.Layers[r] {
 				d := device{name: DMName(vgName, lvName, layer), uuid: top.uuid + "-" + layer, ref: r, layer: layer}
-				if !c.Wiped[host][top.name] {
+				if !c.Wiped[host][top.name] && !c.Removed[host][top.name] {
 					d.open = 1 // the LV's own table maps onto it
 				}
-				out = append(out, d)
+				if !c.Removed[host][d.name] {
+					out = append(out, d)
+				}
 			}
 		}
 	}
@@ -224,10 +228,14 @@ func (h *Host) dmsetup(args []string, out, errOut *strings.Builder) bool {
 		case d.open > 0:
 			fmt.Fprintf(errOut, "device-mapper: remove ioctl on %s  failed: Device or resource busy\nCommand failed.\n", d.name)
 			return true
-		case d.layer != "" || d.ref.LV == "lvmlock":
-			// lvhook removes LVs' own devices; layers go with them here.
+		case d.ref.LV == "lvmlock":
+			// sanlock's, which lvhook leaves alone.
 		default:
-			c.forget(h.id, c.VGs[d.ref.VG].LVs[d.ref.LV], d.ref)
+			// The LV is gone from this host once its last device is.
+			set(c.Removed, h.id, d.name, true)
+			if !slices.ContainsFunc(c.devices(h.id), func(x device) bool { return x.ref == d.ref }) {
+				c.forget(h.id, c.VGs[d.ref.VG].LVs[d.ref.LV], d.ref)
+			}
 		}
 	default:
 		fmt.Fprintf(errOut, "fake dmsetup does not model %q\n", args)
@@ -244,9 +252,9 @@ func (c *Cluster) forget(host int, lv *LV, r lvmlock.Ref) {
 	}
 	delete(lv.Holders, host)
 	delete(lv.Stale, host)
-	set(c.Wiped, host, DMName(r.VG, r.LV, ""), false)
-	for _, layer := range c.Layers[r] {
+	for _, layer := range append([]string{""}, c.Layers[r]...) {
 		set(c.Wiped, host, DMName(r.VG, r.LV, layer), false)
+		set(c.Removed, host, DMName(r.VG, r.LV, layer), false)
 	}
 }
 

@@ -74,10 +74,11 @@ type Cluster struct {
 	// Lost[host][vg]: the host lost the VG's lease storage. Killed: its
 	// lvmlockd got kill_vg. Dropped: its lvmlockd dropped the VG after a
 	// kill (the devices stay). Wiped[host][dm name]: the device has the
-	// error table. Layers: layer devices of an LV (dm.go).
-	Lost, Killed, Dropped, Wiped map[int]map[string]bool
-	Layers                       map[lvmlock.Ref][]string
-	nextID                       int
+	// error table; Removed[host][dm name]: dmsetup removed it while
+	// other devices of its LV remain. Layers: layer devices of an LV (dm.go).
+	Lost, Killed, Dropped, Wiped, Removed map[int]map[string]bool
+	Layers                                map[lvmlock.Ref][]string
+	nextID                                int
 }
 
 // NewCluster returns a cluster of hosts 1..n with lvmlockd running and no VG.
@@ -85,7 +86,8 @@ func NewCluster(n int) *Cluster {
 	c := &Cluster{VGs: map[string]*VG{}, Started: map[int]map[string]bool{}, Lvmlockd: map[int]bool{},
 		Open: map[int]map[lvmlock.Ref]bool{}, calls: map[int][]string{}, Silent: map[int]int{},
 		Generation: map[int]uint64{}, Left: map[int]bool{}, Lost: map[int]map[string]bool{}, Killed: map[int]map[string]bool{},
-		Dropped: map[int]map[string]bool{}, Wiped: map[int]map[string]bool{}, Layers: map[lvmlock.Ref][]string{}}
+		Dropped: map[int]map[string]bool{}, Wiped: map[int]map[string]bool{}, Removed: map[int]map[string]bool{},
+		Layers: map[lvmlock.Ref][]string{}}
 	for h := 1; h <= n; h++ {
 		c.Started[h] = map[string]bool{}
 		c.Lvmlockd[h] = true
