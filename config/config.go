@@ -250,6 +250,36 @@ func decodeError(path string, err error) error {
 	return &Error{Path: path, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
 }
 
+// Salvage returns the defaults with the two paths a file Load refuses (a
+// typo in another key) may still give, read alone: state_dir and
+// daemon.libvirt_socket, when the file parses and each is an absolute path.
+// `lvhook kill-vg` must act whatever the file: it keeps these so that its
+// record is where the hooks look once the file is fixed, and so that it
+// reaches the libvirtd that runs the domains.
+func Salvage(path string) Config {
+	cfg := Default()
+	data, err := readConfigFile(path)
+	if err != nil {
+		return cfg
+	}
+	var v struct {
+		StateDir string `toml:"state_dir"`
+		Daemon   struct {
+			LibvirtSocket string `toml:"libvirt_socket"`
+		} `toml:"daemon"`
+	}
+	if _, err := toml.Decode(string(data), &v); err != nil {
+		return cfg
+	}
+	if strings.HasPrefix(v.StateDir, "/") {
+		cfg.StateDir = v.StateDir
+	}
+	if strings.HasPrefix(v.Daemon.LibvirtSocket, "/") {
+		cfg.Daemon.LibvirtSocket = v.Daemon.LibvirtSocket
+	}
+	return cfg
+}
+
 // Path returns LVHOOK_CONFIG or the default path, and whether the file
 // must exist (it must when named explicitly).
 func Path() (string, bool) {

@@ -173,3 +173,35 @@ func TestPeerWarnings(t *testing.T) {
 		t.Errorf("defaults warn: %v", w)
 	}
 }
+
+// kill-vg keeps state_dir and daemon.libvirt_socket from a file it cannot
+// otherwise use, when the file parses; nothing else of it.
+func TestSalvage(t *testing.T) {
+	def := Default()
+	for _, tc := range []struct {
+		name, text  string
+		state, sock string
+	}{
+		{"a typo elsewhere", "state_dir = \"/srv/lvhook\"\nhook_timout = \"30s\"\n[daemon]\nlibvirt_socket = \"/run/libvirt/virtqemud-sock\"",
+			"/srv/lvhook", "/run/libvirt/virtqemud-sock"},
+		{"a value out of range elsewhere", "state_dir = \"/srv/lvhook\"\nkill_vg_timeout = \"1m\"", "/srv/lvhook", def.Daemon.LibvirtSocket},
+		{"not set", "hook_timeout = \"30\"", def.StateDir, def.Daemon.LibvirtSocket},
+		{"relative", "state_dir = \"run\"", def.StateDir, def.Daemon.LibvirtSocket},
+		{"does not parse", "state_dir = \"/srv/lvhook\"\nx = ", def.StateDir, def.Daemon.LibvirtSocket},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "lvhook.toml")
+			if err := os.WriteFile(path, []byte(tc.text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			want := Default()
+			want.StateDir, want.Daemon.LibvirtSocket = tc.state, tc.sock
+			if diff := cmp.Diff(want, Salvage(path)); diff != "" {
+				t.Errorf("Salvage(%q) (-want +got):\n%s", tc.text, diff)
+			}
+		})
+	}
+	if diff := cmp.Diff(Default(), Salvage(filepath.Join(t.TempDir(), "none.toml"))); diff != "" {
+		t.Errorf("Salvage of a missing file (-want +got):\n%s", diff)
+	}
+}

@@ -45,7 +45,7 @@ type Killer struct {
 
 // ErrNotKilled is the guard's refusal: lvmlockd is not killing the VG and
 // lvmlockctl did not start this command.
-var ErrNotKilled = errors.New("lvmlockd is not killing it")
+var ErrNotKilled = errors.New("refusing to kill")
 
 // parallel bounds the dmsetup and libvirt calls in flight.
 const parallel = 8
@@ -159,13 +159,13 @@ func (k *Killer) guard(ctx context.Context, vg string, force bool, log zerolog.L
 	defer cancel()
 	info, err := k.LVM.LockdInfo(ctx)
 	if err != nil {
-		return fmt.Errorf("%w: lvmlockd cannot tell whether VG %s is being killed (%s), and lvmlockctl did not start this command; add --force to kill it anyway",
+		return fmt.Errorf("%w VG %s: lvmlockd cannot tell whether it is killing it (%s) and lvmlockctl did not start this command; add --force to kill it anyway",
 			ErrNotKilled, vg, lvmlock.Reason(err))
 	}
 	if info[vg].KillVG {
 		return nil
 	}
-	return fmt.Errorf("%w: lvmlockd is not killing VG %s (no kill_vg in `lvmlockctl --info --dump`) and lvmlockctl did not start this command; add --force to make its LVs unwritable and destroy its domains anyway",
+	return fmt.Errorf("%w VG %s: lvmlockd is not killing it (no kill_vg in `lvmlockctl --info --dump`) and lvmlockctl did not start this command; add --force to make its LVs unwritable and destroy its domains anyway",
 		ErrNotKilled, vg)
 }
 

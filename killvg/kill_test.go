@@ -245,7 +245,7 @@ func TestKillRefusesBadNames(t *testing.T) {
 		if _, err := w.killer().Kill(context.Background(), vg, true); !lvmlock.IsInvalidName(err) {
 			t.Errorf("Kill(%q) = %v, want a *NameError", vg, err)
 		}
-		if err := w.killer().Recover(context.Background(), vg); !lvmlock.IsInvalidName(err) {
+		if _, err := w.killer().Recover(context.Background(), vg); !lvmlock.IsInvalidName(err) {
 			t.Errorf("Recover(%q) = %v, want a *NameError", vg, err)
 		}
 	}

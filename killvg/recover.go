@@ -13,11 +13,15 @@ import (
 // to do first.
 var ErrNotYet = errors.New("not recovered yet")
 
+// errNothing: no kill record, nothing to recover.
+var errNothing = errors.New("nothing to recover")
+
 // Recover undoes a kill of vg once its storage is back: it removes the
 // error devices kill-vg left (refusing while one is open), joins the VG's
 // lockspace again and removes the kill record; start the VG's domains after
-// it. With nothing to recover it does nothing. An error wrapping ErrNotYet
-// says what must happen first; the other errors are failures of a step.
+// it. recovered is false when there was nothing to recover. An error
+// wrapping ErrNotYet says what must happen first; the other errors are
+// failures of a step.
 //
 // Which way depends on lvmlockd: after a kill that succeeded, lvmlockctl
 // dropped the VG (no lockspace), so the devices go with dmsetup and the
@@ -25,17 +29,27 @@ var ErrNotYet = errors.New("not recovered yet")
 // lost: sanlock waits for its old host lease to expire). After a kill
 // forced by hand on a VG whose lockspace still runs, lvmlockd holds the LVs'
 // locks: lvm deactivates them (lvchange -an), which releases the locks.
-func (k *Killer) Recover(ctx context.Context, vg string) error {
+func (k *Killer) Recover(ctx context.Context, vg string) (recovered bool, err error) {
 	if err := lvmlock.ValidVG(vg); err != nil {
-		return err
+		return false, err
 	}
+	switch err := k.recover(ctx, vg); {
+	case errors.Is(err, errNothing):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return true, nil
+}
+
+func (k *Killer) recover(ctx context.Context, vg string) error {
 	log := k.Log.With().Str("vg", vg).Logger()
 	_, found, err := k.State.LoadKilled(vg)
 	if err != nil {
 		log.Warn().Err(err).Msg("kill record unreadable: recovering anyway")
 	} else if !found {
 		log.Info().Msg("VG not killed on this host: nothing to recover")
-		return nil
+		return errNothing
 	}
 	unlock, err := k.State.LockKilled(ctx, vg)
 	if err != nil {

@@ -38,8 +38,8 @@ func TestRecover(t *testing.T) {
 	k := w.killer()
 	var slept []time.Duration
 	k.Sleep = func(_ context.Context, d time.Duration) error { slept = append(slept, d); return nil }
-	if err := k.Recover(context.Background(), "vg0"); err != nil {
-		t.Fatal(err)
+	if done, err := k.Recover(context.Background(), "vg0"); err != nil || !done {
+		t.Fatalf("Recover = %v, %v", done, err)
 	}
 	if _, found, _ := w.state.LoadKilled("vg0"); found {
 		t.Error("record still there")
@@ -63,8 +63,8 @@ func TestRecover(t *testing.T) {
 	if _, err := h2.Activate(context.Background(), lvmlock.Assume(nil), []lvmlock.Target{{Ref: lvmlock.Ref{VG: "vg0", LV: "vm1-root"}, Mode: lvmlock.ModeEx}}); err != nil {
 		t.Errorf("host 2 cannot take vm1-root once host 1's leases expired: %v", err)
 	}
-	if err := k.Recover(context.Background(), "vg0"); err != nil {
-		t.Errorf("second recover, nothing to do: %v", err)
+	if done, err := k.Recover(context.Background(), "vg0"); err != nil || done {
+		t.Errorf("second recover = %v, %v; want nothing done", done, err)
 	}
 }
 
@@ -99,7 +99,7 @@ func TestRecoverNotYet(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			w := killed(t)
 			tc.setup(w)
-			err := w.killer().Recover(context.Background(), "vg0")
+			_, err := w.killer().Recover(context.Background(), "vg0")
 			if !errors.Is(err, ErrNotYet) || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
 				t.Errorf("Recover = %v\nwant one line wrapping ErrNotYet with %q", err, tc.want)
 			}
@@ -120,8 +120,8 @@ func TestRecoverForcedKill(t *testing.T) {
 		t.Fatalf("Kill --force = %+v, %v", rec, err)
 	}
 	w.lvm.ResetCalls()
-	if err := w.killer().Recover(context.Background(), "vg0"); err != nil {
-		t.Fatal(err)
+	if done, err := w.killer().Recover(context.Background(), "vg0"); err != nil || !done {
+		t.Fatalf("Recover = %v, %v", done, err)
 	}
 	if got := w.calls("lvchange -an"); len(got) != 1 || !strings.Contains(got[0], "vg0/vm1-root") {
 		t.Errorf("lvchange calls %q, want one -an of vg0's active LVs", got)

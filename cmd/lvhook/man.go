@@ -62,11 +62,18 @@ migration so that the following prepare takes them shared. The hook never
 calls libvirtd and never writes on stdout. As lvhook daemon (lvhook.service)
 it is the lock helper: it downgrades an outgoing migration's LVs when the
 destination's hook asks, over mutual TLS, and repairs what no hook covers.
-As lvhook check it shows what is locked where and what is wrong.`
+As lvhook check it shows what is locked where and what is wrong. As lvhook
+kill-vg, lvm.conf's lvmlockctl_kill_command, it makes a VG whose lease
+storage this host lost unwritable here and stops its domains, so that the
+watchdog need not reset the whole host.`
 
 // manSections follow the commands in lvhook(8).
 const manSections = `
 # CHECK
+
+    %s
+
+# KILL-VG
 
     %s
 
@@ -79,7 +86,7 @@ const manSections = `
 :   libvirt's hook entry, a configuration file; to stop lvhook acting on domain events, add exit 0 at its top (kept by deb and rpm upgrades) or delete it (deb upgrades leave it deleted)
 
 /run/lvhook
-:   runtime state: incoming-migration markers, the LVs of each running domain, failed deactivations, what the lock helper could not repair
+:   runtime state: incoming-migration markers, the LVs of each running domain, failed deactivations, what the lock helper could not repair, and killed/VG.json, what kill-vg did to a VG (until kill-vg --recover)
 
 /usr/lib/systemd/system/lvhook.service
 :   the lock helper
@@ -91,11 +98,11 @@ LVHOOK_CONFIG
 
 # EXIT STATUS
 
-0 on success; 1 when the hook refuses or fails (libvirt shows its one line of stderr), or when check finds problems; 2 on a usage error, or when check could not check. The hook exits 0 at reconnect, attach and unknown ops whatever goes wrong (libvirt kills a running guest when reconnect fails), and refuses prepare, migrate and release when its configuration file cannot be used.
+0 on success; 1 when the hook refuses or fails (libvirt shows its one line of stderr), when check finds problems, when kill-vg could not make every LV of the VG unwritable, or when kill-vg --recover cannot recover yet; 2 on a usage error, when check could not check, or when kill-vg refuses to act (lvmlockd is not killing the VG). The hook exits 0 at reconnect, attach and unknown ops whatever goes wrong (libvirt kills a running guest when reconnect fails), and refuses prepare, migrate and release when its configuration file cannot be used.
 
 # SEE ALSO
 
-lvmlockd(8), lvmlockctl(8), sanlock(8), lvchange(8), virsh(1), https://libvirt.org/hooks.html
+lvmlockd(8), lvmlockctl(8), sanlock(8), lvchange(8), dmsetup(8), lvm.conf(5), virsh(1), https://libvirt.org/hooks.html
 `
 
 // manPage renders lvhook(8) from the command line definition.
@@ -123,7 +130,8 @@ func manPage(app *cli.App) (string, error) {
 		return "", fmt.Errorf("man page: %w", err)
 	}
 	check := strings.ReplaceAll(checkDoc, "\n", "\n    ")
-	doc := "% lvhook 8\n\n" + md + fmt.Sprintf(manSections, check)
+	kill := strings.ReplaceAll(killVGDoc, "\n", "\n    ")
+	doc := "% lvhook 8\n\n" + md + fmt.Sprintf(manSections, check, kill)
 	return string(md2man.Render([]byte(doc))), nil
 }
 

@@ -22,8 +22,8 @@ func TestManPage(t *testing.T) {
 		t.Fatalf("lvhook __man: exit %d, stderr %q", code, stderr.String())
 	}
 	page := stdout.String()
-	want := []string{".TH lvhook 8", ".SH NAME", ".SH DESCRIPTION", ".SH CHECK", ".SH FILES", ".SH EXIT STATUS",
-		`"version": 1`, "stale-activation", "/etc/libvirt/hooks/qemu.d/lvhook"}
+	want := []string{".TH lvhook 8", ".SH NAME", ".SH DESCRIPTION", ".SH CHECK", ".SH KILL-VG", ".SH FILES", ".SH EXIT STATUS",
+		`"version": 1`, "stale-activation", "/etc/libvirt/hooks/qemu.d/lvhook", `lvmlockctl_kill_command = "/usr/sbin/lvhook kill-vg"`}
 	for _, c := range newApp(&env{}).VisibleCommands() {
 		want = append(want, ".SH "+c.Name)
 	}
@@ -82,7 +82,8 @@ func TestBashCompletion(t *testing.T) {
 		words []string
 		want  string
 	}{
-		{[]string{"lvhook", ""}, "check hook"},
+		{[]string{"lvhook", ""}, "check hook kill-vg"},
+		{[]string{"lvhook", "kill-vg", "--"}, "--force --recover --timeout"},
 		{[]string{"lvhook", "ch"}, "check"},
 		{[]string{"lvhook", "check", "--"}, "--all --json --socket --timeout"},
 		{[]string{"lvhook", "check", "--j"}, "--json"},
