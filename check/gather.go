@@ -115,6 +115,9 @@ type gathered struct {
 	// The lock helper's problems files, and why some cannot be read.
 	helperFiles []state.DomainProblems
 	helperErr   error
+	// killed: the VGs killed on this host (kill-vg's records, killed.go),
+	// those whose record cannot be read included.
+	killed killedRead
 }
 
 // othersRead is what the peers, or else the LV leases, told of the other
@@ -156,6 +159,7 @@ func (c *Checker) gather(ctx context.Context, names []string) (*gathered, error)
 	if g.records, g.pending, err = c.records(); err != nil {
 		return nil, err
 	}
+	g.readKilled(ctx)
 	if !g.all {
 		g.pending = slices.DeleteFunc(g.pending, func(r state.Record) bool {
 			return !slices.ContainsFunc(g.selected, func(d virt.Listed) bool { return strings.EqualFold(d.UUID, r.UUID) })
@@ -166,7 +170,8 @@ func (c *Checker) gather(ctx context.Context, names []string) (*gathered, error)
 			refs = append(refs, l.Ref())
 		}
 	}
-	if g.st, g.lockErr, err = c.lvmState(ctx, lvmlock.VGsOf(refs)); err != nil {
+	// A killed VG is lvm's no more: its storage may hang any lvm command.
+	if g.st, g.lockErr, err = c.lvmState(ctx, g.killed.without(lvmlock.VGsOf(refs))); err != nil {
 		return nil, err
 	}
 	for r, lv := range g.st.LVs {
@@ -371,6 +376,8 @@ func (c *Checker) records() (map[string]state.Record, []state.Record, error) {
 
 func (g *gathered) lockspaceOf(vg string) string {
 	switch {
+	case g.killed.has(vg):
+		return LockspaceKilled
 	case slices.Contains(g.st.MissingVGs, vg):
 		return LockspaceVGMissing
 	case !g.vgShared(vg):

@@ -23,7 +23,7 @@ func TestManPage(t *testing.T) {
 	}
 	page := stdout.String()
 	want := []string{".TH lvhook 8", ".SH NAME", ".SH DESCRIPTION", ".SH CHECK", ".SH KILL-VG", ".SH FILES", ".SH EXIT STATUS",
-		`"version": 1`, "stale-activation", "/etc/libvirt/hooks/qemu.d/lvhook", `lvmlockctl_kill_command = "/usr/sbin/lvhook kill-vg"`}
+		`"version": 1`, "stale-activation", "vg-killed", "/etc/libvirt/hooks/qemu.d/lvhook", `lvmlockctl_kill_command = "/usr/sbin/lvhook kill-vg"`}
 	for _, c := range newApp(&env{}).VisibleCommands() {
 		want = append(want, ".SH "+c.Name)
 	}
