@@ -54,7 +54,7 @@ the one host that runs it, on a volume group shared by several KVM hosts
 once, and a live migration hands the LVs over: both hosts hold them shared
 while memory is copied, then only the destination, exclusive again.
 
-One binary plays three roles. Installed as /etc/libvirt/hooks/qemu.d/lvhook
+One binary plays four roles. Installed as /etc/libvirt/hooks/qemu.d/lvhook
 it is libvirt's qemu hook: prepare begin activates the domain's LVs
 exclusively (lvchange -aey, one call per volume group, rolled back on any
 failure), release end deactivates them, migrate begin marks an incoming
