@@ -113,6 +113,8 @@ func TestModel(t *testing.T) {
 		"forged requests granted": total.forgedGranted, "refused deactivations": total.anFailures,
 		"libvirtd restarts": total.libvirtdRestarts, "lock helper restarts": total.daemonRestarts,
 		"offline migrations": total.offline, "stale markers": total.staleMarkers, "hosts without peers": total.noPeerHosts,
+		"lost lease storages": total.losses, "domains destroyed by kill-vg": total.lossDestroys,
+		"starts elsewhere after a kill": total.lossStarts, "recoveries": total.recoveries,
 	} {
 		if n == 0 && runs >= 100 {
 			t.Errorf("the model never produced %s", what)
@@ -123,10 +125,11 @@ func TestModel(t *testing.T) {
 func describeStats(s simStats) string {
 	return fmt.Sprintf("starts %d (refused %d), stops %d, migrations %d (done %d, cancelled %d, prepare refused %d), "+
 		"handovers granted %d, forged requests %d (granted %d), offline migrations %d, stale markers %d, hosts without peers %d, "+
-		"libvirtd restarts %d, lock helper restarts %d, refused -an %d, reserve requests %d for %d migrate begins",
+		"libvirtd restarts %d, lock helper restarts %d, refused -an %d, reserve requests %d for %d migrate begins, "+
+		"lease storages lost %d (domains destroyed by kill-vg %d, started elsewhere %d, recoveries %d)",
 		s.starts, s.startsRefused, s.stops, s.migrations, s.migrationsDone, s.migrationsCancelled, s.prepareFailed,
 		s.handoverYes, s.forged, s.forgedGranted, s.offline, s.staleMarkers, s.noPeerHosts, s.libvirtdRestarts, s.daemonRestarts, s.anFailures,
-		s.reserveAsks, s.migrateBegins)
+		s.reserveAsks, s.migrateBegins, s.losses, s.lossDestroys, s.lossStarts, s.recoveries)
 }
 
 // TestModelDeterministic: a seed replays exactly, which is what makes a
