@@ -67,7 +67,8 @@ func (c *Client) StartLockspace(ctx context.Context, vg string) error {
 	if err := ValidVG(vg); err != nil {
 		return err
 	}
-	_, err := c.run(ctx, "vgchange", "--lock-start", "--", vg)
+	// A scan of storage that hangs must not outlast the caller's bound.
+	_, err := c.runBounded(ctx, "vgchange", "--lock-start", "--", vg)
 	return err
 }
 
