@@ -85,15 +85,22 @@ func TestKilledVGRelease(t *testing.T) {
 	}
 }
 
-// A domain with LVs in a killed VG and in a live one: the live VG's LVs
-// are deactivated as usual, the killed one's left alone, nothing pending.
-func TestKilledVGReleaseMixed(t *testing.T) {
+// runningThenKilled: vm-shared (shared-backing.xml: vg0 and vg1) runs on
+// host 1, then vg1 is killed there.
+func runningThenKilled(t *testing.T) *cluster {
 	c := newCluster(t)
 	if err := c.call(1, "shared-backing.xml", "prepare", "begin"); err != nil {
 		t.Fatal(err)
 	}
 	c.kill(1, "vg1")
 	c.lvm.ResetCalls()
+	return c
+}
+
+// A domain with LVs in a killed VG and in a live one: the live VG's LVs
+// are deactivated as usual, the killed one's left alone, nothing pending.
+func TestKilledVGReleaseMixed(t *testing.T) {
+	c := runningThenKilled(t)
 	if err := c.call(1, "shared-backing.xml", "release", "end"); err != nil {
 		t.Fatal(err)
 	}
@@ -110,12 +117,7 @@ func TestKilledVGReleaseMixed(t *testing.T) {
 
 // Reconnect (libvirtd restarted) verifies the live VGs only.
 func TestKilledVGReconnect(t *testing.T) {
-	c := newCluster(t)
-	if err := c.call(1, "shared-backing.xml", "prepare", "begin"); err != nil {
-		t.Fatal(err)
-	}
-	c.kill(1, "vg1")
-	c.lvm.ResetCalls()
+	c := runningThenKilled(t)
 	if err := c.call(1, "shared-backing.xml", "reconnect", "begin"); err != nil {
 		t.Fatal(err)
 	}

@@ -44,27 +44,27 @@ func (k *Killer) destroy(ctx context.Context, rec *state.Killed, log zerolog.Log
 		}
 		rec.Domains[i] = state.KilledDomain{Name: name, UUID: uuid, Destroyed: destroyed, Error: why}
 	}
-	if k.Connect == nil {
+	// Without libvirt's list, lvhook's records name the domains not destroyed.
+	noneDestroyed := func(why string) {
 		for u, n := range want {
-			result(u, n, false, "no libvirt connection configured")
+			result(u, n, false, why)
 		}
+	}
+	if k.Connect == nil {
+		noneDestroyed("no libvirt connection configured")
 		return
 	}
 	conn, err := k.Connect(ctx)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot connect to libvirt: no domain destroyed")
-		for u, n := range want {
-			result(u, n, false, "libvirt: "+err.Error())
-		}
+		noneDestroyed("libvirt: " + err.Error())
 		return
 	}
 	defer closeWithin(ctx, conn)
 	active, err := conn.ActiveDomains(ctx)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot list libvirt's domains: none destroyed")
-		for u, n := range want {
-			result(u, n, false, "libvirt: "+err.Error())
-		}
+		noneDestroyed("libvirt: " + err.Error())
 		return
 	}
 	var mu sync.Mutex

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"strings"
 	"time"
+
+	"github.com/lvhook/lvhook/internal/clock"
 )
 
 // LockdLockspace is one lockspace of lvmlockd's raw info dump: whether a
@@ -94,7 +96,7 @@ func IsLockStartTransient(err error) bool {
 // tries counts the vgchange runs.
 func (c *Client) EnsureLockspace(ctx context.Context, vg string, sleep func(context.Context, time.Duration) error) (tries int, err error) {
 	if sleep == nil {
-		sleep = sleepCtx
+		sleep = clock.Sleep
 	}
 	delay := 5 * time.Second
 	for {
@@ -118,17 +120,5 @@ func (c *Client) EnsureLockspace(ctx context.Context, vg string, sleep func(cont
 			return tries, errors.Join(err, serr)
 		}
 		delay = min(2*delay, 30*time.Second)
-	}
-}
-
-// sleepCtx pauses for d, or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

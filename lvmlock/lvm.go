@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/lvhook/lvhook/internal/clock"
 )
 
 // Client runs lvm and lvmlockctl through a Runner. Every method refuses a VG
@@ -157,12 +159,8 @@ func (c *Client) lockctlDump(ctx context.Context, flags ...string) ([]byte, erro
 			return nil, err
 		}
 		c.Log.Debug().Err(err).Int("attempt", attempt+1).Msg("lvmlockctl busy; trying again")
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if clock.Sleep(ctx, delay) != nil {
 			return nil, err
-		case <-t.C:
 		}
 		delay = min(2*delay, 500*time.Millisecond)
 	}

@@ -264,26 +264,17 @@ func libvirtUUID(t *testing.T, s string) libvirt.UUID {
 // incoming migration, as the lock helper takes it.
 func TestLibvirtConnJob(t *testing.T) {
 	d := &libvirtd{}
-	for i, dom := range []libvirtdDomain{
+	for _, dom := range []libvirtdDomain{
 		{name: "idle", state: libvirt.DomainRunning},
 		{name: "source", state: libvirt.DomainRunning, job: libvirt.DomainJobOperationStrMigrationOut},
 		{name: "destination", state: libvirt.DomainPaused, jobErr: errDestinationJobStats},
 		{name: "other-refusal", state: libvirt.DomainRunning, jobErr: &libvirt.Error{Code: uint32(libvirt.ErrOperationUnsupported),
 			Message: "Operation not supported: job statistics are not supported"}},
 	} {
-		dom.uuid[15] = byte(i + 1)
 		d.doms = append(d.doms, dom)
 	}
 	ctx := context.Background()
-	conn, err := connect(ctx, d, callTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	doms, err := conn.Domains(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, doms := listed(t, d)
 	got := map[string]string{}
 	for _, dom := range doms {
 		job, err := conn.DomainJob(ctx, dom.UUID)
@@ -462,19 +453,8 @@ func TestLibvirtConnDestroy(t *testing.T) {
 		{name: "stuck", state: libvirt.DomainRunning, destroyErr: &libvirt.Error{Code: uint32(libvirt.ErrSystemError),
 			Message: "Failed to terminate process 4242 with SIGKILL: Device or resource busy"}},
 	}}
-	for i := range d.doms {
-		d.doms[i].uuid[15] = byte(i + 1)
-	}
 	ctx := context.Background()
-	conn, err := connect(ctx, d, callTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	doms, err := conn.Domains(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, doms := listed(t, d)
 	got := map[string]string{}
 	for _, dom := range doms {
 		got[dom.Name] = "destroyed"
@@ -492,4 +472,23 @@ func TestLibvirtConnDestroy(t *testing.T) {
 	if d.doms[0].state != libvirt.DomainShutoff {
 		t.Error("web still running after Destroy")
 	}
+}
+
+// listed numbers d's domains (the last byte of their UUIDs), connects to
+// it and lists them; the connection closes with the test.
+func listed(t *testing.T, d *libvirtd) (*Conn, []Listed) {
+	t.Helper()
+	for i := range d.doms {
+		d.doms[i].uuid[15] = byte(i + 1)
+	}
+	conn, err := connect(context.Background(), d, callTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	doms, err := conn.Domains(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn, doms
 }
