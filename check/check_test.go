@@ -40,6 +40,8 @@ type fakeLibvirt struct {
 	calls map[string]int
 	// listErr fails Domains.
 	listErr error
+	// autostart lists the UUIDs of the domains set to autostart.
+	autostart map[string]bool
 }
 
 func newFakeLibvirt() *fakeLibvirt {
@@ -65,6 +67,13 @@ func (f *fakeLibvirt) DomainXML(_ context.Context, uuid string) ([]byte, error) 
 		return nil, fmt.Errorf("Domain not found: no domain with matching uuid '%s'", uuid)
 	}
 	return x, nil
+}
+
+func (f *fakeLibvirt) DomainAutostart(_ context.Context, uuid string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["autostart"]++
+	return f.autostart[uuid], nil
 }
 
 func (f *fakeLibvirt) DomainJob(_ context.Context, uuid string) (virt.Job, error) {
@@ -608,6 +617,39 @@ func TestCheckHelperProblems(t *testing.T) {
 	}
 	if p := rep.Problems[0]; !strings.Contains(p.Message, "not a directory") || !strings.Contains(p.Advice, "journalctl -u lvhook") {
 		t.Errorf("problems directory unreadable: %+v", p)
+	}
+}
+
+func TestCheckAutostartRefused(t *testing.T) {
+	w := newCheckWorld(t)
+	web := w.domain("web", "shutoff", JobNone, "vg0/web-root")
+	db := w.domain("db", "shutoff", JobNone, "vg0/db-root")
+	run := w.domain("run", "running", JobNone, "vg0/cfs")
+	w.hold(1, "vg0", "cfs", lvmlock.ModeEx)
+	w.hold(2, "vg0", "web-root", lvmlock.ModeEx)
+	w.lib.autostart = map[string]bool{web.UUID: true, run.UUID: true}
+	st := &state.State{Dir: w.state.Dir, Now: func() time.Time { return checkNow }}
+	for _, d := range []virt.Listed{web, db, run} {
+		line := "refusing to start " + d.Name + ": vg0/some-root is active on kvm2 (host_id 2) (lvmlockd: LV locked by other host); is " + d.Name + " running elsewhere?"
+		if err := st.SaveRefused(state.Refused{Name: d.Name, UUID: d.UUID, Line: line}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := w.checker().Check(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// db is not set to autostart, run runs (started since: its record is
+	// stale): only web is reported.
+	if diff := cmp.Diff([]string{"autostart-refused web /"}, problemKeys(rep)); diff != "" {
+		t.Fatalf("problems (-want +got):\n%s", diff)
+	}
+	p := rep.Problems[0]
+	if !strings.Contains(p.Message, "is active on kvm2 (host_id 2)") || !strings.Contains(p.Advice, "virsh start web") {
+		t.Errorf("problem %+v", p)
+	}
+	if n := w.lib.calls["autostart"]; n != 2 {
+		t.Errorf("autostart asked %d times, want 2 (only for the domains not running with a record)", n)
 	}
 }
 

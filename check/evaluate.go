@@ -73,6 +73,7 @@ func (g *gathered) evaluate() *Report {
 	ev.hostProblems()
 	ev.pending(g.pending)
 	ev.helperProblems()
+	ev.refusedAutostarts()
 	ev.lockspaces()
 	ev.finish()
 	return ev.rep
@@ -84,6 +85,18 @@ type lvPlace struct {
 }
 
 func (ev *evaluation) add(p Problem) { ev.rep.Problems = append(ev.rep.Problems, p) }
+
+// refusedAutostarts reports the domains libvirt autostarted at boot and
+// lvhook refused: nothing retries them.
+func (ev *evaluation) refusedAutostarts() {
+	for _, r := range ev.gathered.refusedAutostarts {
+		ev.add(Problem{Code: ProblemAutostartRefused, Domain: r.dom.Name, UUID: strings.ToLower(r.dom.UUID),
+			Message: fmt.Sprintf("%s is set to autostart but does not run: its start here was refused at %s: %s",
+				r.dom.Name, r.rec.At.UTC().Format(time.RFC3339), r.rec.Line),
+			Advice: fmt.Sprintf("libvirt tries an autostart once per boot; if %s runs on the host the line names, leave it there (or `virsh autostart --disable %s` here); else stop it there, then `virsh start %s` here",
+				r.dom.Name, r.dom.Name, r.dom.Name)})
+	}
+}
 
 // lockspaces lists the VGs of the reported LVs and reports the lockspace
 // problems, once per VG.

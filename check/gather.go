@@ -29,6 +29,9 @@ type Libvirt interface {
 	// migration on a live migration's destination, where libvirt refuses
 	// job statistics.
 	DomainJob(ctx context.Context, uuid string) (virt.Job, error)
+	// DomainAutostart tells whether libvirt autostarts the domain; asked
+	// only of domains with a refused start on record.
+	DomainAutostart(ctx context.Context, uuid string) (bool, error)
 }
 
 // HolderSource tells which other hosts hold LV locks. The peers' lock
@@ -118,6 +121,15 @@ type gathered struct {
 	// killed: the VGs killed on this host (kill-vg's records, killed.go),
 	// those whose record cannot be read included.
 	killed killedRead
+	// refusedAutostarts: domains libvirt autostarts, not running, whose
+	// last start here lvhook refused (the hook's refused records).
+	refusedAutostarts []refusedStart
+}
+
+// refusedStart is a refused start of a listed domain.
+type refusedStart struct {
+	dom virt.Listed
+	rec state.Refused
 }
 
 // othersRead is what the peers, or else the LV leases, told of the other
@@ -191,8 +203,26 @@ func (c *Checker) gather(ctx context.Context, names []string) (*gathered, error)
 	g.readOthers(ctx)
 	if c.State != nil {
 		g.helperFiles, g.helperErr = c.State.Problems()
+		g.readRefused(ctx)
 	}
 	return g, nil
+}
+
+// readRefused finds the autostarted domains whose start lvhook refused and
+// that still do not run: libvirt tries an autostart once per boot, and says
+// so only in its journal. Unreadable records are skipped (the hook rewrites
+// them at the next start).
+func (g *gathered) readRefused(ctx context.Context) {
+	recs, _ := g.State.AllRefused()
+	for _, rec := range recs {
+		i := slices.IndexFunc(g.selected, func(d virt.Listed) bool { return strings.EqualFold(d.UUID, rec.UUID) })
+		if i < 0 || g.selected[i].Active() {
+			continue
+		}
+		if on, err := g.Libvirt.DomainAutostart(ctx, g.selected[i].UUID); err == nil && on {
+			g.refusedAutostarts = append(g.refusedAutostarts, refusedStart{dom: g.selected[i], rec: rec})
+		}
+	}
 }
 
 // readOthers asks who else holds the LVs of the checked domains that are

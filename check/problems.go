@@ -12,6 +12,7 @@ const (
 	ProblemVGKilled            = "vg-killed"
 	ProblemHeldElsewhere       = "held-elsewhere"
 	ProblemHostNotRenewing     = "host-not-renewing"
+	ProblemAutostartRefused    = "autostart-refused"
 	ProblemActiveUnlocked      = "active-unlocked"
 	ProblemNotLocked           = "not-locked"
 	ProblemStaleActivation     = "stale-activation"
@@ -55,6 +56,10 @@ var ProblemTable = []ProblemKind{
 		"the domain runs here and another host holds its LV",
 		"the domain runs here and another host holds its LV",
 		"find the second copy (`virsh list` on that host) or its failed deactivation; `lvchange -an vg/lv` there once it is stopped"},
+	{ProblemAutostartRefused,
+		"a domain set to autostart was refused at its start here and does not run",
+		"a domain set to autostart (`virsh autostart`) does not run here: lvhook refused its start (at boot, its LVs held by another host, or its lockspace not joined); libvirt does not try again",
+		"if it runs on the host the message names, leave it there (`virsh autostart --disable` here); else stop it there, then `virsh start` here"},
 	{ProblemHostNotRenewing,
 		"another host stopped renewing its sanlock host lease",
 		"another host has not renewed its sanlock host lease for 60 s or more (crashed, hung, or cut off from the storage); the message lists the checked LVs it holds and about how long until its locks may be taken",

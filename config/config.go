@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/lvhook/lvhook/lvmlock"
 )
 
 // HostName is this host's name as its peers know it: daemon.host_name, or
@@ -76,6 +78,17 @@ type Config struct {
 	DryRun bool `toml:"dry_run"`
 	// LogLevel: debug, info, warn, error.
 	LogLevel string `toml:"log_level"`
+	// Lockspaces lists the shared VGs whose lockspaces `lvhook lockspaces`
+	// (lvhook-lockspaces.service, before libvirtd at boot) starts; empty:
+	// every shared VG lvm sees.
+	Lockspaces []string `toml:"lockspaces"`
+	// LockspaceStartTimeout bounds `lvhook lockspaces`; a host's first join
+	// after a crash takes about 160 s (sanlock waits for its old lease).
+	LockspaceStartTimeout Duration `toml:"lockspace_start_timeout"`
+	// LockspaceWait is how long a start (prepare) waits for a lockspace
+	// that is still starting before it is refused; 0: not at all. A
+	// prepare may then take HookTimeout + LockspaceWait.
+	LockspaceWait Duration `toml:"lockspace_wait"`
 
 	Daemon DaemonConfig `toml:"daemon"`
 }
@@ -122,16 +135,19 @@ type Peer struct {
 // Default returns the configuration used when no file sets a value.
 func Default() Config {
 	return Config{
-		HookTimeout:     Duration(30 * time.Second),
-		LVMTimeout:      Duration(20 * time.Second),
-		RollbackTimeout: Duration(10 * time.Second),
-		SharedRetries:   2,
-		RetryDelay:      Duration(time.Second),
-		MarkerTTL:       Duration(time.Minute),
-		KillVGTimeout:   Duration(25 * time.Second),
-		StateDir:        "/run/lvhook",
-		StoragePoolDir:  "/etc/libvirt/storage",
-		LogLevel:        "info",
+		HookTimeout:           Duration(30 * time.Second),
+		LVMTimeout:            Duration(20 * time.Second),
+		RollbackTimeout:       Duration(10 * time.Second),
+		SharedRetries:         2,
+		RetryDelay:            Duration(time.Second),
+		MarkerTTL:             Duration(time.Minute),
+		KillVGTimeout:         Duration(25 * time.Second),
+		StateDir:              "/run/lvhook",
+		StoragePoolDir:        "/etc/libvirt/storage",
+		LogLevel:              "info",
+		Lockspaces:            []string{},
+		LockspaceStartTimeout: Duration(5 * time.Minute),
+		LockspaceWait:         Duration(time.Minute),
 		Daemon: DaemonConfig{
 			LibvirtSocket:     "/var/run/libvirt/libvirt-sock",
 			Listen:            ":16520",
@@ -315,6 +331,7 @@ func (c Config) validate() *Error {
 		{"kill_vg_timeout", c.KillVGTimeout},
 		{"daemon.peer_timeout", c.Daemon.PeerTimeout},
 		{"daemon.exclusive_timeout", c.Daemon.ExclusiveTimeout},
+		{"lockspace_start_timeout", c.LockspaceStartTimeout},
 	} {
 		if d.v <= 0 {
 			return bad(d.key, "must be positive, got %q", d.v.D())
@@ -331,6 +348,13 @@ func (c Config) validate() *Error {
 		return bad("shared_retries", "must be between 0 and 20, got %d", c.SharedRetries)
 	case c.StateDir == "":
 		return bad("state_dir", "must not be empty")
+	case c.LockspaceWait < 0 || c.LockspaceWait.D() > maxLockspaceWait:
+		return bad("lockspace_wait", "must be between 0 and %s, got %q", maxLockspaceWait, c.LockspaceWait.D())
+	}
+	for _, vg := range c.Lockspaces {
+		if !lvmlock.ValidName(vg) {
+			return bad("lockspaces", "%q is not a volume group name", vg)
+		}
 	}
 	for i, p := range c.Daemon.Peers {
 		switch {
@@ -342,6 +366,10 @@ func (c Config) validate() *Error {
 	}
 	return nil
 }
+
+// maxLockspaceWait bounds lockspace_wait: libvirt waits for the prepare
+// hook with the domain's start (and an autostart at boot) blocked.
+const maxLockspaceWait = 10 * time.Minute
 
 // maxHostID is sanlock's largest host_id (lvmlocal.conf's host_id).
 const maxHostID = 2000

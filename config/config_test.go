@@ -59,6 +59,11 @@ func TestLoadConfigRefuses(t *testing.T) {
 		{"negative peer_timeout", "[daemon]\npeer_timeout = \"-1s\"", `daemon.peer_timeout: must be positive, got "-1s"`},
 		{"zero exclusive_timeout", "[daemon]\nexclusive_timeout = \"0s\"", `daemon.exclusive_timeout: must be positive, got "0s"`},
 		{"empty state_dir", `state_dir = ""`, `state_dir: must not be empty`},
+		{"negative lockspace_wait", `lockspace_wait = "-1s"`, `lockspace_wait: must be between 0 and 10m0s, got "-1s"`},
+		{"huge lockspace_wait", `lockspace_wait = "1h"`, `lockspace_wait: must be between 0 and 10m0s, got "1h0m0s"`},
+		{"zero lockspace_start_timeout", `lockspace_start_timeout = "0s"`, `lockspace_start_timeout: must be positive, got "0s"`},
+		{"option as a lockspace", `lockspaces = ["vg0", "--config=x"]`, `lockspaces: "--config=x" is not a volume group name`},
+		{"lockspaces not a list", `lockspaces = "vg0"`, `lockspaces: incompatible types: TOML value has type string; destination has type slice`},
 		{"syntax error", "hook_timeout = \"30s\"\nlvm_timeout = ", `line 2: unexpected EOF; expected value`},
 		{"binary file", "\x7fELF\x02\x01\x01\x00\x00\x00", `line 1: TOML files cannot contain control characters: '0x7f'`},
 	}

@@ -140,6 +140,7 @@ func (h *Hook) Run(ctx context.Context, c Call, xmlData []byte) error {
 		err = r.markIncoming(ctx)
 	case doActivate:
 		err = r.activate(ctx)
+		r.noteRefusal(err)
 	case doDeactivate:
 		err = r.deactivate(ctx)
 	case doVerify:
@@ -151,6 +152,22 @@ func (h *Hook) Run(ctx context.Context, c Call, xmlData []byte) error {
 	}
 	ev.Str("action", act.String()).Dur("took", time.Since(start)).Msg("hook done")
 	return err
+}
+
+// noteRefusal keeps the last refused start of the domain for `lvhook check`
+// (a refused autostart is otherwise only in libvirtd's journal), and drops
+// it once a start succeeds. Best effort: the start's outcome is not changed.
+func (r *run) noteRefusal(err error) {
+	if err == nil {
+		if rerr := r.State.RemoveRefused(r.dom.UUID); rerr != nil {
+			r.log.Warn().Err(rerr).Msg("cannot remove the refused-start record")
+		}
+		return
+	}
+	rec := state.Refused{Name: r.dom.Name, UUID: r.dom.UUID, Line: lvmlock.OneLine(err.Error())}
+	if serr := r.State.SaveRefused(rec); serr != nil {
+		r.log.Warn().Err(serr).Msg("cannot record the refused start for lvhook check")
+	}
 }
 
 // run is the work of one hook call.
@@ -167,6 +184,9 @@ type run struct {
 	// holder is the sanlock host_id holding the domain's lease at an
 	// incoming migration's migrate begin (0: unknown).
 	holder int
+	// lockspaceWaited is how long a start waited in vain for a starting
+	// lockspace (waitLockspace); 0 when it did not wait.
+	lockspaceWaited time.Duration
 }
 
 // verify is reconnect and unknown ops: compare each LV's mode with what the

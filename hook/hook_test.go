@@ -253,6 +253,52 @@ func TestLockspaceStartingIsRetried(t *testing.T) {
 	c.wantModes("after retry", "vg0", held(1, lvmlock.ModeEx), vm1LVs...)
 }
 
+func TestStartWaitsForStartingLockspace(t *testing.T) {
+	starting := "  VG vg0 lock skipped: lock start in progress\n"
+	tests := []struct {
+		name     string
+		wait     time.Duration
+		refusals int // lvchange calls refused with "lock start in progress"
+		want     string
+	}{
+		// 3 tries of retry (shared_retries 2), then a try every 2 s.
+		{"lockspace up within the wait", time.Minute, 12, ""},
+		{"still starting at the bound", 10 * time.Second, 1000,
+			"refusing to start vm1: the lockspace of VG vg0 is still starting on this host after 10s (lockspace_wait); retry once `lvmlockctl -i` lists it, or see `sanlock client status`"},
+		{"no wait configured", 0, 1000,
+			"refusing to start vm1: the lockspace of VG vg0 is still starting on this host; retry in a minute (lvmlockctl -i shows it)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newCluster(t)
+			c.hosts[1].Config.LockspaceWait = config.Duration(tt.wait)
+			var slept time.Duration
+			c.hosts[1].Sleep = func(_ context.Context, d time.Duration) error { slept += d; return nil }
+			tries := 0
+			c.lvm.Intercept = func(host int, args []string) (string, string, error, bool) {
+				if args[0] == "lvchange" && tries < tt.refusals {
+					tries++
+					return "", starting, lvmfake.ExitError{Code: 5}, true
+				}
+				return "", "", nil, false
+			}
+			err := c.call(1, "block-three.xml", "prepare", "begin")
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("prepare: %v", err)
+				}
+				c.wantModes("after the wait", "vg0", held(1, lvmlock.ModeEx), vm1LVs...)
+				return
+			}
+			wantErr(t, tt.name, err, tt.want)
+			c.wantModes("after the refusal", "vg0", held(), vm1LVs...)
+			if max := 3*time.Second + tt.wait; slept > max {
+				t.Errorf("slept %s, past retries and lockspace_wait (%s)", slept, max)
+			}
+		})
+	}
+}
+
 func TestLiveMigrationDestination(t *testing.T) {
 	ex, sh := lvmlock.ModeEx, lvmlock.ModeSh
 	t.Run("source still ex: refused, source keeps ex", func(t *testing.T) {
@@ -528,4 +574,29 @@ func readDomain(t testing.TB, name string) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+func TestRefusedStartIsRecorded(t *testing.T) {
+	c := newCluster(t)
+	if err := c.call(2, "block-three.xml", "prepare", "begin"); err != nil {
+		t.Fatal(err)
+	}
+	err := c.call(1, "block-three.xml", "prepare", "begin")
+	wantErr(t, "refusal", err, "refusing to start vm1:")
+	recs, err := c.hosts[1].State.AllRefused()
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("refused records %v (%v), want one", recs, err)
+	}
+	if r := recs[0]; r.Name != "vm1" || !strings.HasPrefix(r.Line, "refusing to start vm1: ") || !r.At.Equal(c.now) {
+		t.Errorf("record %+v", r)
+	}
+	if err := c.call(2, "block-three.xml", "release", "end"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.call(1, "block-three.xml", "prepare", "begin"); err != nil {
+		t.Fatal(err)
+	}
+	if recs, _ := c.hosts[1].State.AllRefused(); len(recs) != 0 {
+		t.Errorf("records left after a start that succeeded: %v", recs)
+	}
 }

@@ -65,6 +65,9 @@ func (r *run) refusal(ctx context.Context, verb string, targets []lvmlock.Target
 		msg = fmt.Sprintf("lvmlockd could not lock VG %s, even when asked again (lvmlockd: %s); check the shared storage and `sanlock client log_dump`, then retry", vg, e.Reason())
 	case lvmlock.KindLockspaceStarting:
 		msg = fmt.Sprintf("the lockspace of VG %s is still starting on this host; retry in a minute (lvmlockctl -i shows it)", vg)
+		if r.lockspaceWaited > 0 {
+			msg = fmt.Sprintf("the lockspace of VG %s is still starting on this host after %s (lockspace_wait); retry once `lvmlockctl -i` lists it, or see `sanlock client status`", vg, r.lockspaceWaited.Round(time.Second))
+		}
 	case lvmlock.KindLvmlockdNotRunning:
 		msg = fmt.Sprintf("lvmlockd is not running on this host, so %s cannot be locked; run `systemctl start lvmlockd` then `vgchange --lock-start %s`", what, vg)
 	case lvmlock.KindLVNotFound:

@@ -154,6 +154,9 @@ func (r *run) activate(ctx context.Context) error {
 		}
 	} else {
 		err = r.retry(ctx, startRetryable, activate)
+		if lvmlock.IsLockspaceStarting(err) {
+			err = r.waitLockspace(ctx, err, activate)
+		}
 	}
 	if err != nil {
 		return r.refusal(ctx, verb, targets, err)
@@ -290,6 +293,38 @@ func (r *run) activateIncoming(ctx context.Context, source string, targets []lvm
 	if err != nil && handoverErr != nil {
 		return fmt.Errorf("%w (source downgrade: %v)", err, handoverErr)
 	}
+	return err
+}
+
+// lockspacePoll is the pause between activations while a lockspace starts.
+const lockspacePoll = 2 * time.Second
+
+// waitLockspace tries activate again every lockspacePoll while it fails
+// because a lockspace is still starting, for at most LockspaceWait: at boot
+// a domain can be started while its VG's lockspace is being joined (a join
+// takes 20 s or more, 160 s after a crash). lvchange takes no lock while it
+// is refused, so a try costs one lvm call. It returns activate's last error.
+func (r *run) waitLockspace(ctx context.Context, err error, activate func() error) error {
+	bound := r.Config.LockspaceWait.D()
+	if bound <= 0 {
+		return err
+	}
+	r.log.Info().Err(err).Dur("bound", bound).Msg("a lockspace is still starting: waiting for it")
+	// The time waited is counted in pauses, lvchange's own time aside: the
+	// hook's budget (hook_timeout + lockspace_wait) covers both.
+	var waited time.Duration
+	for waited < bound {
+		pause := min(lockspacePoll, bound-waited)
+		if r.sleep(ctx, pause) != nil {
+			break
+		}
+		waited += pause
+		if err = activate(); !lvmlock.IsLockspaceStarting(err) {
+			r.log.Info().Err(err).Dur("waited", waited).Msg("lockspace wait over")
+			return err
+		}
+	}
+	r.lockspaceWaited = max(waited, time.Second)
 	return err
 }
 

@@ -39,8 +39,8 @@ type Killer struct {
 	// Now is the clock. Tests replace them.
 	Parent func() string
 	Now    func() time.Time
-	// Sleep pauses between lock starts in Recover (nil: the clock).
-	Sleep func(ctx context.Context, d time.Duration) error
+	// Sanlock tells Recover whether the lockspace is joined again.
+	Sanlock lvmlock.Sanlock
 }
 
 // ErrNotKilled is the guard's refusal: lvmlockd is not killing the VG and

@@ -94,8 +94,12 @@ func (k *Killer) recover(ctx context.Context, vg string) error {
 		return err
 	}
 	if !running {
-		tries, err := k.LVM.EnsureLockspace(ctx, vg, k.Sleep)
-		if err != nil {
+		tries := 0
+		failed := k.LVM.StartLockspaces(ctx, k.Sanlock, []string{vg}, func(a lvmlock.StartAttempt) {
+			tries = a.Attempt
+			log.Info().Err(a.Err).Int("try", a.Attempt).Dur("took", a.Took).Msg("lockspace start")
+		})
+		if err := failed[vg]; err != nil {
 			return fmt.Errorf("%w: the lockspace of VG %s did not start (%d tries: %s); run `lvhook kill-vg --recover %s` again (after a lost lease sanlock may take about 3 minutes to let this host join)",
 				ErrNotYet, vg, tries, lvmlock.Reason(err), vg)
 		}

@@ -110,8 +110,9 @@ func (w *world) killer() *Killer {
 		Connect: func(context.Context) (Libvirt, error) {
 			return w.lib, nil
 		},
-		Log:    zerolog.Nop(),
-		Parent: func() string { return w.parent },
+		Log:     zerolog.Nop(),
+		Parent:  func() string { return w.parent },
+		Sanlock: lvmlock.Sanlock{Runner: w.runner},
 	}
 }
 

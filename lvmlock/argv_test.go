@@ -160,13 +160,11 @@ func TestEveryArgvEndsOptions(t *testing.T) {
 				if err := cl.RemoveDM(ctx, "vg0-a"); err != nil {
 					return err
 				}
-				_, err := cl.EnsureLockspace(ctx, "vg1", nil)
-				return err
+				return cl.StartLockspace(ctx, "vg1")
 			},
 			want: [][]string{
 				{"dmsetup", "remove", "--", "vg0-a"},
 				{"vgchange", "--lock-start", "--", "vg1"},
-				{"lvmlockctl", "--info"},
 			}},
 	}
 	for _, tc := range tests {

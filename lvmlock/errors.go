@@ -45,9 +45,8 @@ const (
 	// error code ("VG vg lock skipped: error -221", ELMERR): sanlock under
 	// I/O pressure, for one; retrying may succeed.
 	KindLockManagerError
-	// KindLockStartFailed: `vgchange --lock-start` could not join the VG's
-	// lockspace ("VG vg start failed: REASON"); IsLockStartTransient tells
-	// the reasons worth another try.
+	// KindLockStartFailed: a lock start (vgchange --lock-start) failed;
+	// LockStartTransient tells the failures worth another try.
 	KindLockStartFailed
 )
 
@@ -189,7 +188,10 @@ var patterns = []struct {
 	{KindSharedNotSupported, regexp.MustCompile(`Shared activation not compatible with LV type \S* of ([^/\s]+)/(\S+)$`)},
 	{KindLvmlockdNotRunning, regexp.MustCompile(`lvmlockd process is not running|Cannot connect to lvmlockd|lvmlockd connection is required|lock failed: lvmlockd is required`)},
 	{KindLockspaceStarting, regexp.MustCompile(`VG (\S+) lock (?:skipped|failed): lock start in progress`)},
-	{KindLockStartFailed, regexp.MustCompile(`VG (\S+) start failed: (.+)$`)},
+	// lockd_start_vg (lib/locking/lvmlockd.c): "VG vg0 start failed:
+	// invalid parameters for sanlock" (EARGS), "... lock manager sanlock is
+	// not running", "... invalid sanlock host_id, set in lvmlocal.conf".
+	{KindLockStartFailed, regexp.MustCompile(`VG (\S+) start failed: `)},
 	// lvmlockd's own codes (lvmlockd-client.h): ENOLS 210 not started,
 	// ESTARTING 211, EVGKILLED 217 / ELOCKIO 218 / EDEVOPEN 220 lease
 	// storage, ELMERR 221 and the rest lock manager errors. Before the

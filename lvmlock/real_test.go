@@ -118,3 +118,15 @@ func TestParseRealLVs(t *testing.T) {
 		}
 	})
 }
+
+func TestRealSharedVGs(t *testing.T) {
+	realdata.Run(t, func(t *testing.T, r realdata.Release) {
+		vgs, err := parseSharedVGs(r.Read(t, "vgs-report.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(vgs, []string{"vg0"}) {
+			t.Errorf("shared VGs = %v, want [vg0]", vgs)
+		}
+	})
+}

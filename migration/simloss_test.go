@@ -187,7 +187,7 @@ func (s *sim) killer(h *simHost) *killvg.Killer {
 	return &killvg.Killer{Config: cfg, LVM: &lvmlock.Client{Runner: &checkRunner{s: s, h: h}, Log: log}, State: h.state,
 		Connect: func(context.Context) (killvg.Libvirt, error) { return &simKillConn{s: s, h: h}, nil },
 		Log:     log, Parent: func() string { return "lvmlockctl" }, Now: s.now,
-		Sleep: func(context.Context, time.Duration) error { return nil }}
+		Sanlock: lvmlock.Sanlock{Runner: &checkRunner{s: s, h: h}}}
 }
 
 // simKillConn is kill-vg's connection to h's fake libvirtd. Destroy kills

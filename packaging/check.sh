@@ -38,6 +38,7 @@ echo "== contents"
 # Never /etc/libvirt/hooks/qemu: an operator's own hook there stays theirs.
 want_deb="-rwxr-xr-x root/root ./etc/libvirt/hooks/qemu.d/lvhook
 -rw-r--r-- root/root ./etc/lvhook/lvhook.toml
+-rw-r--r-- root/root ./lib/systemd/system/lvhook-lockspaces.service
 -rw-r--r-- root/root ./lib/systemd/system/lvhook.service
 -rwxr-xr-x root/root ./usr/sbin/lvhook
 -rw-r--r-- root/root ./usr/share/bash-completion/completions/lvhook
@@ -56,6 +57,7 @@ same "deb suggests" "libvirt-daemon-driver-storage-logical" "$(dpkg-deb --field 
 
 want_rpm="-rwxr-xr-x root /etc/libvirt/hooks/qemu.d/lvhook
 -rw-r--r-- root /etc/lvhook/lvhook.toml
+-rw-r--r-- root /usr/lib/systemd/system/lvhook-lockspaces.service
 -rw-r--r-- root /usr/lib/systemd/system/lvhook.service
 -rwxr-xr-x root /usr/sbin/lvhook
 -rw-r--r-- root /usr/share/bash-completion/completions/lvhook

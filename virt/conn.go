@@ -297,6 +297,20 @@ func (g *Conn) DomainJob(ctx context.Context, uuid string) (Job, error) {
 	return jobOf(st.typ, st.params, err)
 }
 
+// DomainAutostart tells whether libvirt starts the domain when its daemon
+// starts (virsh autostart).
+func (g *Conn) DomainAutostart(ctx context.Context, uuid string) (bool, error) {
+	d, err := g.lookup(ctx, uuid)
+	if err != nil {
+		return false, err
+	}
+	on, err := call(ctx, g, func() (int32, error) { return g.l.DomainGetAutostart(d) })
+	if err != nil {
+		return false, mapError(err)
+	}
+	return on != 0, nil
+}
+
 func (g *Conn) DomainXML(ctx context.Context, uuid string) ([]byte, error) {
 	d, err := g.lookup(ctx, uuid)
 	if err != nil {

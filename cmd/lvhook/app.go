@@ -43,7 +43,7 @@ type env struct {
 
 // commands lists the subcommands, in the order of lvhook --help.
 func commands(e *env) []*cli.Command {
-	return []*cli.Command{checkCommand(e), daemonCommand(e), hookCommand(e), killVGCommand(e), manCommand(e), completionCommand(e)}
+	return []*cli.Command{checkCommand(e), daemonCommand(e), hookCommand(e), killVGCommand(e), lockspacesCommand(e), manCommand(e), completionCommand(e)}
 }
 
 // Run is the whole program: argv and streams in, exit status out.

@@ -85,7 +85,8 @@ func runHook(argv []string, stdin io.Reader, stderr io.Writer, fromLibvirt bool)
 
 	// libvirt waits for the hook without a limit; the hook bounds itself.
 	// The hard stop covers the rollback, which outlives ctx by design.
-	hard := cfg.HookTimeout.D() + cfg.RollbackTimeout.D() + 2*time.Second
+	budget := hookBudget(cfg, call)
+	hard := budget + cfg.RollbackTimeout.D() + 2*time.Second
 	timer := time.AfterFunc(hard, func() {
 		fmt.Fprintf(stderr, "lvhook: %s %s %s: no answer within %s; giving up (see journalctl -t lvhook)\n",
 			call.Op, call.SubOp, call.Domain, hard)
@@ -98,7 +99,7 @@ func runHook(argv []string, stdin io.Reader, stderr io.Writer, fromLibvirt bool)
 	// after the hook is gone.
 	sigCtx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer stop()
-	ctx, cancel := context.WithTimeout(sigCtx, cfg.HookTimeout.D())
+	ctx, cancel := context.WithTimeout(sigCtx, budget)
 	defer cancel()
 
 	xmlData, err := domxml.Read(stdin)
@@ -110,6 +111,16 @@ func runHook(argv []string, stdin io.Reader, stderr io.Writer, fromLibvirt bool)
 		return fail(err)
 	}
 	return exitOK
+}
+
+// hookBudget bounds a hook call: hook_timeout, and for a start (prepare
+// begin) the lockspace_wait it may spend waiting for a lockspace that is
+// still starting (at boot, or while an operator starts it).
+func hookBudget(cfg config.Config, call hook.Call) time.Duration {
+	if call.Op == "prepare" && call.SubOp == "begin" {
+		return cfg.HookTimeout.D() + cfg.LockspaceWait.D()
+	}
+	return cfg.HookTimeout.D()
 }
 
 func newHook(cfg config.Config, log zerolog.Logger) *hook.Hook {

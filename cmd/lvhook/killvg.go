@@ -114,8 +114,9 @@ func killerFor(e *env, timeout time.Duration) (*killvg.Killer, zerolog.Logger) {
 		Connect: func(ctx context.Context) (killvg.Libvirt, error) {
 			return e.dialRW(ctx, sock)
 		},
-		Log:    log,
-		Parent: e.parent,
+		Log:     log,
+		Parent:  e.parent,
+		Sanlock: lvmlock.Sanlock{Runner: runner},
 	}
 	return k, log
 }

@@ -21,7 +21,7 @@ const module = "github.com/lvhook/lvhook/"
 var allowed = map[string][]string{
 	"lvmlock":           {"internal/clock"},
 	"lvmlock/lvmfake":   {"lvmlock"},
-	"config":            {},
+	"config":            {"lvmlock"},
 	"domxml":            {"lvmlock"},
 	"state":             {"lvmlock"},
 	"peer":              {"config", "domxml", "lvmlock", "internal/clock"},

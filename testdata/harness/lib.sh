@@ -40,7 +40,7 @@ TEST_LVS=(t1 t3a t3b t3c pool1 mixed1 share1 optout1)
 
 # Host packages the harness needs on the build machine (command:package).
 HOST_TOOLS=(debootstrap:debootstrap qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils
-	mkfs.ext4:e2fsprogs inotifywait:inotify-tools jq:jq flock:util-linux)
+	mkfs.ext4:e2fsprogs inotifywait:inotify-tools jq:jq flock:util-linux socat:socat)
 
 HARNESS_T0=${HARNESS_T0:-$SECONDS}
 
@@ -264,7 +264,7 @@ boot_host() {
 		-append "root=LABEL=lvhook-root rw console=ttyS0 net.ifnames=0 apparmor=0 panic=-1 lvhook.host=$n" \
 		-drive "file=$dir/disk.qcow2,format=qcow2,if=none,id=root,cache=unsafe" \
 		-device virtio-blk-pci,drive=root,addr=0x4 \
-		-drive "file=$RUN_DIR/shared.raw,format=raw,if=none,id=sd,cache=writeback,file.locking=off" \
+		-drive "file=$RUN_DIR/shared.raw,format=raw,if=none,id=sd,node-name=sdfmt,file.node-name=sdfile,cache=writeback,file.locking=off" \
 		-device virtio-blk-pci,drive=sd,share-rw=on,serial=shared0,addr=0x5 \
 		-netdev "socket,id=n0,$net" -device "virtio-net-pci,netdev=n0,mac=52:54:00:4c:56:0$n" \
 		-virtfs "local,path=$dir/share,mount_tag=ctl,security_model=none,id=ctl" \
@@ -276,6 +276,37 @@ boot_host() {
 		-display none -monitor none -no-reboot \
 		-pidfile "$dir/qemu.pid" -daemonize 9>&- ||
 		die "$host: QEMU failed to start"
+}
+
+# qmp HOST JSON...: send each JSON command to HOST's QEMU monitor (after the capabilities
+# handshake) and print the replies; fails if any reply is an error.
+qmp() {
+	local host=$1 out
+	shift
+	out=$({
+		echo '{"execute":"qmp_capabilities"}'
+		printf '%s\n' "$@"
+		sleep 1
+	} | socat -t 10 - "UNIX-CONNECT:$(host_dir "$host")/qmp.sock") || die "$host: QMP socket did not answer"
+	printf '%s\n' "$out"
+	! grep -q '"error"' <<<"$out"
+}
+
+# disk_cut HOST: from now on every read and write HOST makes on the shared disk fails
+# with EIO (the other hosts are untouched): a blkdebug node that injects the error is put
+# between the disk's raw format node and its file (blockdev-reopen, QEMU >= 6.1).
+# disk_restore HOST puts the file back. A throttle would only delay I/O: in-flight writes
+# would never complete, which is a hung path, not a lost one.
+disk_cut() {
+	qmp "$1" '{"execute":"blockdev-add","arguments":{"driver":"blkdebug","node-name":"sdcut","image":"sdfile","inject-error":[{"event":"read_aio","errno":5},{"event":"write_aio","errno":5},{"event":"flush_to_disk","errno":5}]}}' \
+		'{"execute":"blockdev-reopen","arguments":{"options":[{"driver":"raw","node-name":"sdfmt","file":"sdcut"}]}}' >/dev/null ||
+		die "$1: could not cut the shared disk"
+}
+
+disk_restore() {
+	qmp "$1" '{"execute":"blockdev-reopen","arguments":{"options":[{"driver":"raw","node-name":"sdfmt","file":"sdfile"}]}}' \
+		'{"execute":"blockdev-del","arguments":{"node-name":"sdcut"}}' >/dev/null ||
+		die "$1: could not restore the shared disk"
 }
 
 # kill_host HOST [GRACE]: wait up to GRACE seconds for QEMU to exit, then SIGTERM, then

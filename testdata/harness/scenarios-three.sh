@@ -160,3 +160,59 @@ scenario_three_check_holder() {
 		expect "t1 destroyed"
 	done
 }
+
+# (6) host1 powers off with three domains running and at_shutdown on: lvhook evacuate
+# spreads them over host2 and host3 (the peer with the fewest domains of this run
+# first, then the most free memory), all ex there, and host1 powers off cleanly.
+# host1 stays off: this is the last three-host scenario (cluster_down skips it).
+scenario_three_evacuate_spread() {
+	need_three
+	evacuate_config host1 on
+	host_units_boot host1 on
+	local d
+	for d in t1 t3 tmixed; do start_ok host1 "$d"; done
+	expect "three domains on host1" t1@host1=ex t3a@host1=ex t3b@host1=ex t3c@host1=ex mixed1@host1=ex
+	local t0=$SECONDS
+	# shellcheck disable=SC2034,SC2207
+	HOSTS=($(hosts_but host1))
+	hsh host1 -t 30 'systemctl --no-block poweroff' >/dev/null 2>&1 || true
+	local where=() h found
+	for d in t1 t3 tmixed; do
+		wait_until "$d running on host2 or host3" 600 running_on_any "$d" host2 host3 ||
+			fail "$d runs on neither host2 nor host3 $((SECONDS - t0)) s after host1's poweroff"
+	done
+	record evacuate-3-spread-s $((SECONDS - t0))
+	for d in t1 t3 tmixed; do
+		found=
+		for h in host2 host3; do sh_domstate_is "$h" "$d" running && found=$h; done
+		where+=("$d@$found")
+	done
+	log "  evacuated $((SECONDS - t0)) s after host1's poweroff: ${where[*]}"
+	local on2 on3
+	on2=$(printf '%s\n' "${where[@]}" | grep -c '@host2$' || true)
+	on3=$(printf '%s\n' "${where[@]}" | grep -c '@host3$' || true)
+	((on2 >= 1 && on3 >= 1)) || fail "not spread over host2 and host3: ${where[*]}"
+	local spec=() lv
+	for d in "${where[@]}"; do
+		h=${d#*@}
+		case ${d%@*} in
+		t1) spec+=("t1@$h=ex") ;;
+		t3) for lv in t3a t3b t3c; do spec+=("$lv@$h=ex"); done ;;
+		tmixed) spec+=("mixed1@$h=ex") ;;
+		esac
+	done
+	expect "evacuated: each domain ex where it runs" "${spec[@]}"
+	while qemu_running host1 && ((SECONDS - t0 < 600)); do sleep 1; done
+	qemu_running host1 && { kill_host host1 0; fail "host1 did not power off by itself within 600 s"; }
+	record poweroff-total-s $((SECONDS - t0))
+	for d in "${where[@]}"; do destroy "${d#*@}" "${d%@*}"; done
+	expect "after three_evacuate_spread: nothing active on host2 and host3"
+}
+
+# running_on_any DOMAIN HOST...: the domain runs on one of the hosts.
+running_on_any() {
+	local d=$1 h
+	shift
+	for h in "$@"; do sh_domstate_is "$h" "$d" running && return 0; done
+	return 1
+}

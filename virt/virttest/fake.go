@@ -44,6 +44,8 @@ type FakeDomain struct {
 	Started uint64
 	// DestroyErr, when set, is Destroy's answer (the domain keeps running).
 	DestroyErr error
+	// Autostart is virsh autostart's flag.
+	Autostart bool
 }
 
 // jobs numbers the fakes' jobs: each one started is a new one.
@@ -180,6 +182,14 @@ func (f *Fake) DomainJob(_ context.Context, uuid string) (virt.Job, error) {
 		return virt.Job{}, err
 	}
 	return d.Job, d.JobErr
+}
+
+func (f *Fake) DomainAutostart(_ context.Context, uuid string) (bool, error) {
+	d, err := f.get(uuid, false)
+	if err != nil {
+		return false, err
+	}
+	return d.Autostart, nil
 }
 
 func (f *Fake) DomainXML(_ context.Context, uuid string) ([]byte, error) {
