@@ -17,12 +17,13 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/lvhook ./cmd/lvhook
 
 # Unit tests: no root, no network, no lvm. The hook and the lock helper run
-# goroutines against each other (handover fan-out, the model test): they run
-# again under the race detector, the model with its short seed set.
+# goroutines against each other (handover fan-out, the model test), as do the
+# evacuation's workers: they run again under the race detector, the model
+# with its short seed set.
 test:
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
-	$(GO) test -race -short -count=1 ./hook/ ./migration/ ./peer/ ./virt/ ./check/
+	$(GO) test -race -short -count=1 ./hook/ ./migration/ ./peer/ ./virt/ ./check/ ./evacuate/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...

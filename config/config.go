@@ -90,7 +90,8 @@ type Config struct {
 	// prepare may then take HookTimeout + LockspaceWait.
 	LockspaceWait Duration `toml:"lockspace_wait"`
 
-	Daemon DaemonConfig `toml:"daemon"`
+	Daemon   DaemonConfig   `toml:"daemon"`
+	Evacuate EvacuateConfig `toml:"evacuate"`
 }
 
 // DaemonConfig configures the lock helper (`lvhook daemon`) and its peers.
@@ -130,6 +131,13 @@ type Peer struct {
 	// the holder of a lock and to ask the holder first at a migration's
 	// reservation; 0 when unknown. A host_id two peers claim is unused.
 	HostID int `toml:"host_id"`
+	// LibvirtURI is the peer's libvirtd as this host's libvirtd reaches it
+	// for a peer-to-peer live migration (`lvhook evacuate`); "" for
+	// qemu+tls://NAME/system (MigrationURI).
+	LibvirtURI string `toml:"libvirt_uri"`
+	// MigrateURI, when set, is where QEMU sends the memory (libvirt's
+	// migrate_uri, virsh migrate --migrateuri), e.g. a dedicated network.
+	MigrateURI string `toml:"migrate_uri"`
 }
 
 // Default returns the configuration used when no file sets a value.
@@ -160,6 +168,7 @@ func Default() Config {
 			ReconcileInterval: Duration(30 * time.Second),
 			ExclusiveTimeout:  Duration(2 * time.Minute),
 		},
+		Evacuate: defaultEvacuate(),
 	}
 }
 
@@ -332,6 +341,9 @@ func (c Config) validate() *Error {
 		{"daemon.peer_timeout", c.Daemon.PeerTimeout},
 		{"daemon.exclusive_timeout", c.Daemon.ExclusiveTimeout},
 		{"lockspace_start_timeout", c.LockspaceStartTimeout},
+		{"evacuate.shutdown_timeout", c.Evacuate.ShutdownTimeout},
+		{"evacuate.migration_timeout", c.Evacuate.MigrationTimeout},
+		{"evacuate.timeout", c.Evacuate.Timeout},
 	} {
 		if d.v <= 0 {
 			return bad(d.key, "must be positive, got %q", d.v.D())
@@ -364,7 +376,7 @@ func (c Config) validate() *Error {
 			return bad("daemon.peer.address", "missing in %s; every peer needs a name and an address", peerLabel(i, p))
 		}
 	}
-	return nil
+	return c.validateEvacuate()
 }
 
 // maxLockspaceWait bounds lockspace_wait: libvirt waits for the prepare

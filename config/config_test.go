@@ -64,6 +64,25 @@ func TestLoadConfigRefuses(t *testing.T) {
 		{"zero lockspace_start_timeout", `lockspace_start_timeout = "0s"`, `lockspace_start_timeout: must be positive, got "0s"`},
 		{"option as a lockspace", `lockspaces = ["vg0", "--config=x"]`, `lockspaces: "--config=x" is not a volume group name`},
 		{"lockspaces not a list", `lockspaces = "vg0"`, `lockspaces: incompatible types: TOML value has type string; destination has type slice`},
+		{"unknown evacuate key", "[evacuate]\nat_shutdwn = true", `evacuate.at_shutdwn: unknown key`},
+		{"evacuate fallback", "[evacuate]\nfallback = \"destroy\"", `evacuate.fallback: "destroy" is not managedsave, shutdown or leave`},
+		{"evacuate shutdown_timeout", "[evacuate]\nshutdown_timeout = \"0s\"", `evacuate.shutdown_timeout: must be positive, got "0s"`},
+		{"evacuate migration_timeout", "[evacuate]\nmigration_timeout = \"-5m\"", `evacuate.migration_timeout: must be positive, got "-5m0s"`},
+		{"evacuate timeout without unit", "[evacuate]\ntimeout = \"600\"", `evacuate.timeout: "600" is not a duration (e.g. "30s")`},
+		{"evacuate timeout within the fallbacks' reserve", "[evacuate]\ntimeout = \"2m30s\"",
+			`evacuate.timeout: "2m30s" leaves the fallbacks no time: it must exceed shutdown_timeout ("2m0s") by more than 30s`},
+		{"evacuate parallel 0", "[evacuate]\nparallel = 0", `evacuate.parallel: must be between 1 and 8, got 0`},
+		{"evacuate parallel 9", "[evacuate]\nparallel = 9", `evacuate.parallel: must be between 1 and 8, got 9`},
+		{"evacuate negative margin", "[evacuate]\nmemory_margin_mib = -1", `evacuate.memory_margin_mib: must be between 0 and 1048576, got -1`},
+		{"evacuate at_shutdown as text", "[evacuate]\nat_shutdown = \"yes\"", `evacuate.at_shutdown: incompatible types: TOML value has type string; destination has type boolean`},
+		{"peer libvirt_uri not a URI", "[[daemon.peer]]\nname = \"kvm2\"\naddress = \"kvm2\"\nlibvirt_uri = \"kvm2\"",
+			`daemon.peer.libvirt_uri: "kvm2" in [[daemon.peer]] #1 ("kvm2") is not a URI (scheme://host...)`},
+		{"peer libvirt_uri not qemu", "[[daemon.peer]]\nname = \"kvm2\"\naddress = \"kvm2\"\nlibvirt_uri = \"xen://kvm2/\"",
+			`daemon.peer.libvirt_uri: "xen://kvm2/" in [[daemon.peer]] #1 ("kvm2") is not a qemu URI (e.g. qemu+tls://kvm2/system)`},
+		{"peer libvirt_uri with a space", "[[daemon.peer]]\nname = \"kvm2\"\naddress = \"kvm2\"\nlibvirt_uri = \"qemu+tls://kvm2/system --p2p\"",
+			`daemon.peer.libvirt_uri: "qemu+tls://kvm2/system --p2p" in [[daemon.peer]] #1 ("kvm2") holds a space or a control character`},
+		{"peer migrate_uri", "[[daemon.peer]]\nname = \"kvm2\"\naddress = \"kvm2\"\nmigrate_uri = \"10.0.0.2\"",
+			`daemon.peer.migrate_uri: "10.0.0.2" in [[daemon.peer]] #1 ("kvm2") is not a URI (scheme://host...)`},
 		{"syntax error", "hook_timeout = \"30s\"\nlvm_timeout = ", `line 2: unexpected EOF; expected value`},
 		{"binary file", "\x7fELF\x02\x01\x01\x00\x00\x00", `line 1: TOML files cannot contain control characters: '0x7f'`},
 	}
@@ -131,7 +150,8 @@ func TestLoadConfigTooLarge(t *testing.T) {
 
 func TestLoadConfigValid(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "lvhook.toml")
-	text := "hook_timeout = \"40s\"\nshared_retries = 0\n[daemon]\nreconcile_interval = \"1s\"\n[[daemon.peer]]\nname = \"kvm2\"\naddress = \"kvm2:16520\"\nhost_id = 2\n"
+	text := "hook_timeout = \"40s\"\nshared_retries = 0\n[daemon]\nreconcile_interval = \"1s\"\n[[daemon.peer]]\nname = \"kvm2\"\naddress = \"kvm2:16520\"\nhost_id = 2\n" +
+		"migrate_uri = \"tcp://10.0.0.2\"\n[evacuate]\nat_shutdown = true\nfallback = \"managedsave\"\nparallel = 8\nmemory_margin_mib = 0\ntimeout = \"2m31s\"\n"
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -141,6 +161,45 @@ func TestLoadConfigValid(t *testing.T) {
 	}
 	if cfg.HookTimeout.D() != 40*time.Second || cfg.SharedRetries != 0 || cfg.Daemon.ReconcileInterval.D() != time.Second || len(cfg.Daemon.Peers) != 1 {
 		t.Errorf("Load = %+v", cfg)
+	}
+	want := EvacuateConfig{AtShutdown: true, Fallback: "managedsave", ShutdownTimeout: Duration(2 * time.Minute),
+		MigrationTimeout: Duration(5 * time.Minute), Timeout: Duration(151 * time.Second), Parallel: 8}
+	if diff := cmp.Diff(want, cfg.Evacuate); diff != "" {
+		t.Errorf("evacuate (-want +got):\n%s", diff)
+	}
+	if p := cfg.Daemon.Peers[0]; p.MigrateURI != "tcp://10.0.0.2" || p.LibvirtURI != "" {
+		t.Errorf("peer %+v", p)
+	}
+}
+
+// TestMigrationURI: a peer's libvirtd for a peer-to-peer migration is its
+// libvirt_uri, else qemu+tls://NAME/system; a name that cannot be a URI's
+// host (it would change the URI's meaning) is refused.
+func TestMigrationURI(t *testing.T) {
+	tests := []struct {
+		peer Peer
+		want string
+		err  string
+	}{
+		{Peer{Name: "kvm2.example.org"}, "qemu+tls://kvm2.example.org/system", ""},
+		{Peer{Name: "kvm2", LibvirtURI: "qemu+tcp://10.0.0.2/system"}, "qemu+tcp://10.0.0.2/system", ""},
+		{Peer{Name: "10.0.0.2"}, "qemu+tls://10.0.0.2/system", ""},
+		{Peer{Name: "fd00::2"}, "qemu+tls://[fd00::2]/system", ""},
+		{Peer{Name: "[fd00::2]"}, "qemu+tls://[fd00::2]/system", ""},
+		{Peer{Name: "kvm_old"}, "qemu+tls://kvm_old/system", ""},
+		{Peer{Name: "kvm2/system?socket=/tmp/x"}, "", `its name is no host name`},
+		{Peer{Name: "root@kvm2"}, "", `its name is no host name`},
+		{Peer{Name: "--help"}, "", `its name is no host name`},
+		{Peer{Name: ""}, "", `its name is no host name`},
+	}
+	for _, tt := range tests {
+		got, err := tt.peer.MigrationURI()
+		switch {
+		case tt.err == "" && (err != nil || got != tt.want):
+			t.Errorf("MigrationURI(%+v) = %q, %v; want %q", tt.peer, got, err, tt.want)
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("MigrationURI(%+v) = %q, %v; want an error with %q", tt.peer, got, err, tt.err)
+		}
 	}
 }
 

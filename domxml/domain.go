@@ -21,7 +21,8 @@ import (
 //	</metadata>
 //
 // or, on a defined domain: virsh metadata DOM https://lvhook.dev/xmlns/domain/1
-// --key lvhook --set '<domain manage="no"/>'.
+// --key lvhook --set '<domain manage="no"/>'. The same element carries what
+// `lvhook evacuate` reads (evacuation.go): priority="N" and fallback="...".
 const MetadataNS = "https://lvhook.dev/xmlns/domain/1"
 
 // MaxSize bounds the domain XML read from stdin.
@@ -40,6 +41,9 @@ type Domain struct {
 	Name, UUID string
 	// OptedOut is set by manage="no" in lvhook's metadata element.
 	OptedOut bool
+	// Evacuate holds the evacuation attributes of that element as written;
+	// only `lvhook evacuate` reads them (Evacuation), the hook never does.
+	Evacuate EvacuateAttrs
 	// Disks are the LV candidates, one per LV, in document order.
 	Disks []Disk
 }
@@ -59,7 +63,9 @@ type domainXML struct {
 	UUID     string   `xml:"uuid"`
 	Metadata struct {
 		LVHook *struct {
-			Manage string `xml:"manage,attr"`
+			Manage   string  `xml:"manage,attr"`
+			Priority *string `xml:"priority,attr"`
+			Fallback *string `xml:"fallback,attr"`
 		} `xml:"https://lvhook.dev/xmlns/domain/1 domain"`
 	} `xml:"metadata"`
 	Disks []diskXML `xml:"devices>disk"`
@@ -163,6 +169,7 @@ func (p *Parser) Parse(data []byte) (*Domain, error) {
 		default:
 			return nil, fmt.Errorf("domain %s: lvhook metadata: manage=%q is not yes or no", show(d.Name), m.Manage)
 		}
+		d.Evacuate = EvacuateAttrs{Priority: m.Priority, Fallback: m.Fallback}
 	}
 	seen := map[lvmlock.Ref]int{}
 	for i := range x.Disks {

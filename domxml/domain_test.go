@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -56,6 +57,10 @@ func TestParseDomain(t *testing.T) {
 		{"optout.xml", &Domain{Name: "vm-optout", UUID: "0e7d1c2b-3a4f-4b5c-9d6e-7f8091a2b3c4", OptedOut: true, Disks: []Disk{
 			disk("vg0", "optout-disk", ex, "vda", "/dev/vg0/optout-disk"),
 		}}},
+		{"evacuate-priority.xml", &Domain{Name: "db1", UUID: "7a0c3e91-5d2b-4f6a-8e17-3c9b2d4f6a81",
+			Evacuate: EvacuateAttrs{Priority: ptr("50"), Fallback: ptr("managedsave")}, Disks: []Disk{
+				disk("vg0", "db1-root", ex, "vda", "/dev/vg0/db1-root"),
+			}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -69,6 +74,8 @@ func TestParseDomain(t *testing.T) {
 		})
 	}
 }
+
+func ptr(s string) *string { return &s }
 
 func TestParseDomainErrors(t *testing.T) {
 	wrap := func(devices string) string {
@@ -174,6 +181,10 @@ func FuzzParseDomain(f *testing.F) {
 	for _, tt := range refusals {
 		f.Add([]byte(wrapDevices(tt.devices)))
 	}
+	// lvhook's metadata element with the evacuation attributes, good and bad.
+	for _, attrs := range []string{`priority="7" fallback="leave"`, `priority="-1000"`, `priority="1e3" fallback="reboot"`, `priority="" fallback=""`, `manage="no" priority=" 12 "`} {
+		f.Add([]byte(`<domain><name>a</name><uuid>b</uuid><metadata><l:domain xmlns:l="` + MetadataNS + `" ` + attrs + `/></metadata></domain>`))
+	}
 	for _, dev := range []string{"/dev/dm-3", "/dev/block/253:4", "/dev/block/8:0", "/dev/dm-10", "/dev/dm-15", "/dev/dm-14", "/dev/disk/by-id/dm-name-luks-x", "/dev/disk/by-id/dm-uuid-LVM-" + testVGUUID + testLVUUID, "/dev/disk/by-id/dm-uuid-LVM-" + testVGUUID + testBadLVUUID} {
 		f.Add([]byte(wrapDevices(`<disk type='block'><source dev='` + dev + `'/><mirror type='file' file='` + dev + `'><source file='` + dev + `'/></mirror><target dev='vda'/></disk>`)))
 	}
@@ -185,6 +196,15 @@ func FuzzParseDomain(f *testing.F) {
 				t.Errorf("multi-line error %q", err)
 			}
 			return
+		}
+		// Whatever the attributes hold, evacuate gets usable values, or
+		// the defaults with an error of one line.
+		ev, err := d.Evacuation()
+		if err != nil && strings.Contains(err.Error(), "\n") {
+			t.Errorf("multi-line evacuation error %q", err)
+		}
+		if ev.Priority < MinPriority || ev.Priority > MaxPriority || ev.Fallback != "" && !slices.Contains(Fallbacks, ev.Fallback) {
+			t.Errorf("Evacuation() = %+v from %q", ev, data)
 		}
 		for _, disk := range d.Disks {
 			if checkNames(disk.Ref) != nil {

@@ -89,6 +89,34 @@ func TestOptOutWhileRunning(t *testing.T) {
 	c.wantModes("after release", "vg0", held(), vm1LVs...)
 }
 
+// TestHookIgnoresEvacuationAttributes: priority and fallback are read by
+// `lvhook evacuate` alone; values it refuses change nothing for the hook,
+// which starts and stops the domain as without them.
+func TestHookIgnoresEvacuationAttributes(t *testing.T) {
+	c := newCluster(t)
+	xml := strings.Replace(string(readDomain(t, "block-three.xml")), "<devices>",
+		`<metadata><lvhook:domain xmlns:lvhook="https://lvhook.dev/xmlns/domain/1" priority="urgent" fallback="reboot"/></metadata><devices>`, 1)
+	d, err := domxml.Parse([]byte(xml), poolDir)
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if _, err := d.Evacuation(); err == nil {
+		t.Fatal("test XML has evacuation attributes evacuate accepts")
+	}
+	for _, op := range [][2]string{{"prepare", "begin"}, {"start", "begin"}, {"started", "begin"}} {
+		if err := c.runXML(1, xml, op[0], op[1]); err != nil {
+			t.Fatalf("%s %s: %v", op[0], op[1], err)
+		}
+	}
+	c.wantModes("after the start", "vg0", held(1, lvmlock.ModeEx), vm1LVs...)
+	for _, op := range [][2]string{{"stopped", "end"}, {"release", "end"}} {
+		if err := c.runXML(1, xml, op[0], op[1]); err != nil {
+			t.Fatalf("%s %s: %v", op[0], op[1], err)
+		}
+	}
+	c.wantModes("after the stop", "vg0", held(), vm1LVs...)
+}
+
 // TestStartRefusedWithoutItsRecord: a start whose record cannot be written
 // is refused and leaves nothing active (found by review: a full state tmpfs
 // started the domain with no record).

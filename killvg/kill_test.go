@@ -260,7 +260,7 @@ func TestKillDestroyFails(t *testing.T) {
 	w := newWorld(t)
 	vm2 := w.lib.Domain(uuid2)
 	w.lib.Do(func() {
-		vm2.DestroyErr = errors.New("Failed to terminate process 4242 with SIGKILL: Device or resource busy")
+		vm2.StopErr = errors.New("Failed to terminate process 4242 with SIGKILL: Device or resource busy")
 	})
 	rec, err := w.killer().Kill(context.Background(), "vg0", false)
 	if err != nil || !rec.Verified {
@@ -271,7 +271,7 @@ func TestKillDestroyFails(t *testing.T) {
 		t.Errorf("domains %+v: want vm2 not destroyed, with libvirt's reason", rec.Domains)
 	}
 	// The next run retries that destroy only.
-	w.lib.Do(func() { vm2.DestroyErr = nil })
+	w.lib.Do(func() { vm2.StopErr = nil })
 	rec, err = w.killer().Kill(context.Background(), "vg0", false)
 	if err != nil || !rec.Verified || !slices.ContainsFunc(rec.Domains, func(d state.KilledDomain) bool { return d.Name == "vm2" && d.Destroyed }) {
 		t.Errorf("second run: %+v, %v; want vm2 destroyed", rec, err)

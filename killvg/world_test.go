@@ -84,7 +84,7 @@ func newWorld(t *testing.T) *world {
 	}
 	w.lvm.Do(func(c *lvmfake.Cluster) { c.VGs["vg0"].LVs["pool"].Holders[1] = lvmlock.ModeEx })
 	// QEMU killed: its LVs close.
-	w.lib.OnDestroy = func(_ context.Context, _, uuid string) {
+	w.lib.Stopped = func(uuid, _ string) {
 		for _, d := range doms {
 			if d.uuid == uuid {
 				w.lvm.Do(func(c *lvmfake.Cluster) {

@@ -8,6 +8,8 @@ package migration
 // may lose a VG's lease storage, and the REAL kill-vg and its recovery run
 // (simloss_test.go). Time is a fake clock. Every step is followed by a check of the safety
 // invariant (docs/operator-guide.md, section 1); every lvchange is checked as it happens (rule 4).
+// Once a run, a host may evacuate itself with the REAL lvhook evacuate
+// (sim_evacuate_test.go).
 //
 // Interleavings: one step at a time, chosen at random among the enabled
 // ones; in addition some steps run nested inside others where real code
@@ -57,10 +59,8 @@ type simStats struct {
 	// migrations) that asked for a reservation; reserveAsks: the
 	// requests they sent.
 	migrateBegins, reserveAsks int
-	// losses: lease storages lost (simloss_test.go); lossDestroys: the
-	// domains kill-vg destroyed; lossStarts: starts of those elsewhere;
-	// recoveries: kill-vg --recover runs.
-	losses, lossDestroys, lossStarts, recoveries int
+	evacStats                  // sim_evacuate_test.go
+	lossStats                  // simloss_test.go
 }
 
 func (a *simStats) add(b simStats) {
@@ -84,10 +84,8 @@ func (a *simStats) add(b simStats) {
 	a.anFailures += b.anFailures
 	a.migrateBegins += b.migrateBegins
 	a.reserveAsks += b.reserveAsks
-	a.losses += b.losses
-	a.lossDestroys += b.lossDestroys
-	a.lossStarts += b.lossStarts
-	a.recoveries += b.recoveries
+	a.evacStats.add(b.evacStats)
+	a.lossStats.add(b.lossStats)
 }
 
 type simDom struct {
@@ -217,6 +215,7 @@ func newSimHosts(seed int64, dir string, log zerolog.Logger, n int) *sim {
 		newSimDom(2, "/dev/vg0/vm2-a", "/dev/vg1/vm2-b"),
 		newSimDom(3, "/dev/vg1/vm3-a", "shareable:/dev/vg1/vm3-iso"),
 	}
+	evacuationMetadata(seed, s.doms)
 	for id := 1; id <= s.n; id++ {
 		h := &simHost{id: id, name: fmt.Sprintf("host%d", id), libvirtUp: true, vms: map[string]*vm{},
 			failAn: map[lvmlock.Ref]int{}, rollbackOK: map[lvmlock.Ref]bool{}, killed: map[string]bool{}}
@@ -565,6 +564,11 @@ func (s *sim) options(newWork bool) []option {
 	}
 	if s.faults {
 		opts = append(opts, option{name: "a stale incoming-migration marker", weight: 1, bg: true, breaks: true, run: s.staleMarker})
+		for _, h := range s.hosts {
+			if o, ok := s.evacuationOption(h); ok {
+				opts = append(opts, o)
+			}
+		}
 	}
 	if !s.faults {
 		return opts
@@ -1378,6 +1382,15 @@ func (c *simConn) DomainXML(ctx context.Context, uuid string) ([]byte, error) {
 		return nil, virt.ErrNoDomain
 	}
 	return d.xml, nil
+}
+
+// NodeFreeMemory: 16 GiB, less 1 GiB for each domain whose QEMU runs here.
+func (c *simConn) NodeFreeMemory(ctx context.Context) (uint64, error) {
+	doms, err := c.ActiveDomains(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return uint64(16-len(doms)) << 30, nil
 }
 
 func (c *simConn) LifecycleEvents(context.Context) (<-chan virt.Event, error) {

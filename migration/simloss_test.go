@@ -35,6 +35,21 @@ const (
 	lossExpireAfter = 140 * time.Second
 )
 
+// lossStats counts the storage losses of a run.
+type lossStats struct {
+	// losses: lease storages lost; lossDestroys: the domains kill-vg
+	// destroyed; lossStarts: starts of those elsewhere; recoveries:
+	// kill-vg --recover runs.
+	losses, lossDestroys, lossStarts, recoveries int
+}
+
+func (a *lossStats) add(b lossStats) {
+	a.losses += b.losses
+	a.lossDestroys += b.lossDestroys
+	a.lossStarts += b.lossStarts
+	a.recoveries += b.recoveries
+}
+
 // lossAct is one lost lease storage, from the loss to the recovery.
 type lossAct struct {
 	h  *simHost

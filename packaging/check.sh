@@ -38,6 +38,7 @@ echo "== contents"
 # Never /etc/libvirt/hooks/qemu: an operator's own hook there stays theirs.
 want_deb="-rwxr-xr-x root/root ./etc/libvirt/hooks/qemu.d/lvhook
 -rw-r--r-- root/root ./etc/lvhook/lvhook.toml
+-rw-r--r-- root/root ./lib/systemd/system/lvhook-evacuate.service
 -rw-r--r-- root/root ./lib/systemd/system/lvhook-lockspaces.service
 -rw-r--r-- root/root ./lib/systemd/system/lvhook.service
 -rwxr-xr-x root/root ./usr/sbin/lvhook
@@ -57,6 +58,7 @@ same "deb suggests" "libvirt-daemon-driver-storage-logical" "$(dpkg-deb --field 
 
 want_rpm="-rwxr-xr-x root /etc/libvirt/hooks/qemu.d/lvhook
 -rw-r--r-- root /etc/lvhook/lvhook.toml
+-rw-r--r-- root /usr/lib/systemd/system/lvhook-evacuate.service
 -rw-r--r-- root /usr/lib/systemd/system/lvhook-lockspaces.service
 -rw-r--r-- root /usr/lib/systemd/system/lvhook.service
 -rwxr-xr-x root /usr/sbin/lvhook
@@ -87,6 +89,34 @@ if file "$root/usr/sbin/lvhook" | grep -q 'statically linked'; then ok "binary i
 man_warnings=$(MANWIDTH=80 man --warnings -l "$root/usr/share/man/man8/lvhook.8.gz" 2>&1 >/dev/null)
 same "man page renders without warnings" "" "$man_warnings"
 if zcat "$root/usr/share/man/man8/lvhook.8.gz" | grep -q '^\.SH CHECK'; then ok "man page documents check"; else fail "man page documents check"; fi
+if zcat "$root/usr/share/man/man8/lvhook.8.gz" | grep -q '^\.SH EVACUATE'; then ok "man page documents evacuate"; else fail "man page documents evacuate"; fi
+# lvhook-evacuate.service: the evacuation runs at shutdown only, before
+# libvirt-guests and libvirtd stop, with the network up, within its bound.
+unit=$root/lib/systemd/system/lvhook-evacuate.service
+for line in 'Type=oneshot' 'RemainAfterExit=yes' 'ExecStart=/bin/true' \
+	'ExecStop=/bin/sh -c '"'"'[ "$$(systemctl is-system-running)" = stopping ] || exit 0; exec /usr/sbin/lvhook evacuate --at-shutdown'"'" \
+	'Wants=network-online.target virt-guest-shutdown.target' \
+	'After=network-online.target network.target virt-guest-shutdown.target libvirt-guests.service' \
+	'After=libvirtd.service virtqemud.service lvhook.service lvhook-lockspaces.service' \
+	'TimeoutStopSec=15min' 'WantedBy=multi-user.target'; do
+	if grep -qxF -- "$line" "$unit"; then ok "lvhook-evacuate.service: $line"; else fail "lvhook-evacuate.service lacks: $line"; fi
+done
+if command -v systemd-analyze >/dev/null; then
+	# man:lvhook(8) is not installed here: that one complaint is expected.
+	verify=$(systemd-analyze verify "$unit" 2>&1 | grep -v "Command 'man lvhook(8)' failed")
+	same "lvhook-evacuate.service passes systemd-analyze verify" "" "$verify"
+fi
+# Its guard, run as the shell runs it: nothing happens unless the system is
+# stopping (a package removal stops the unit too).
+stopcmd=$(sed -n 's/^ExecStop=\/bin\/sh -c '"'"'\(.*\)'"'"'$/\1/p' "$unit" | sed 's/\$\$/$/g')
+mkdir -p "$root/shim"
+printf '#!/bin/sh\necho running\n' >"$root/shim/systemctl"
+chmod 755 "$root/shim/systemctl"
+guard_out=$(PATH=$root/shim:$PATH sh -c "${stopcmd%%; exec *}; echo ran" 2>&1)
+same "lvhook-evacuate.service does nothing unless the system is stopping" "" "$guard_out"
+printf '#!/bin/sh\necho stopping\n' >"$root/shim/systemctl"
+guard_out=$(PATH=$root/shim:$PATH sh -c "${stopcmd%%; exec *}; echo ran" 2>&1)
+same "lvhook-evacuate.service evacuates when the system is stopping" "ran" "$guard_out"
 if bash -n "$root/usr/share/bash-completion/completions/lvhook"; then ok "bash completion parses"; else fail "bash completion parses"; fi
 completions=$(bash -c '. "$1"; COMP_WORDS=(lvhook ch); COMP_CWORD=1; _lvhook; echo "${COMPREPLY[*]}"' _ "$root/usr/share/bash-completion/completions/lvhook")
 same "bash completion completes commands" "check" "$completions"
@@ -113,9 +143,17 @@ for s in "$ctrl"/postinst "$ctrl"/prerm "$ctrl"/postrm "$ctrl/rpm-scripts"; do
 	# Install, upgrade and removal leave running domains and their locks alone.
 	bad=$(printf '%s\n' "$code" | grep -En 'lvchange|vgchange|lvremove|lvmlockctl|sanlock|virsh')
 	same "$name runs no lvm, sanlock or virsh command" "" "$bad"
-	# "restart" only ever for lvhook's own service, never libvirtd or virtqemud.
-	bad=$(printf '%s\n' "$code" | grep -n 'restart' | grep -Ev 'lvhook\.service|action=restart')
+	# "restart" only ever for lvhook's own service, never libvirtd or virtqemud,
+	# never lvhook-evacuate.service (a restart runs its ExecStop).
+	bad=$(printf '%s\n' "$code" | grep -n 'restart' | grep -Ev '[ "]lvhook\.service|action=restart')
 	same "$name restarts nothing but lvhook.service" "" "$bad"
+	if [ "$name" = postinst ] || [ "$name" = rpm-scripts ]; then
+		if printf '%s\n' "$code" | grep -Eq '(enable|deb-systemd-helper enable) .*lvhook-evacuate\.service|enable --now lvhook-evacuate\.service'; then
+			ok "$name enables lvhook-evacuate.service"
+		else
+			fail "$name enables lvhook-evacuate.service"
+		fi
+	fi
 	if printf '%s\n' "$code" | grep -Eq 'systemctl[^;&|]*reload[^;&|]*"?\$unit|reload-or-restart'; then
 		[ "$name" = prerm ] || ok "$name reloads libvirtd"
 	fi

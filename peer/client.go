@@ -27,6 +27,11 @@ type HoldersTransport interface {
 	AskHolders(ctx context.Context, peer config.Peer, req HoldersRequest) (HoldersAnswer, error)
 }
 
+// CapacityTransport carries capacity questions to one peer.
+type CapacityTransport interface {
+	AskCapacity(ctx context.Context, peer config.Peer, req CapacityRequest) (CapacityAnswer, error)
+}
+
 // HTTPSTransport asks peers over the HTTPS peer channel.
 type HTTPSTransport struct {
 	// Credentials loads the client identity; the hook loads it only when
@@ -114,6 +119,27 @@ func (t *HTTPSTransport) AskHolders(ctx context.Context, peer config.Peer, req H
 		return HoldersAnswer{}, err
 	case ans.Error != "":
 		return HoldersAnswer{}, errors.New(ans.Error)
+	}
+	return ans, nil
+}
+
+// AskCapacity asks one peer for its capacity. An answer that is not JSON,
+// not 200, or whose numbers no host can have is an error: that peer is not
+// believed (CapacityAnswer.Check).
+func (t *HTTPSTransport) AskCapacity(ctx context.Context, peer config.Peer, req CapacityRequest) (CapacityAnswer, error) {
+	ans, status, err := post[CapacityAnswer](ctx, t, peer, CapacityPath, req)
+	switch {
+	case status != 0 && err != nil:
+		return CapacityAnswer{}, fmt.Errorf("answered HTTP %d without a capacity: %w", status, errors.Unwrap(err))
+	case err != nil:
+		return CapacityAnswer{}, err
+	case status != http.StatusOK && ans.Error != "":
+		return CapacityAnswer{}, fmt.Errorf("answered HTTP %d: %s", status, ans.Error)
+	case status != http.StatusOK:
+		return CapacityAnswer{}, fmt.Errorf("answered HTTP %d without a capacity", status)
+	}
+	if err := ans.Check(); err != nil {
+		return CapacityAnswer{}, fmt.Errorf("answered a capacity no host has: %w", err)
 	}
 	return ans, nil
 }

@@ -9,6 +9,9 @@
 //	handover.go  Handover: the destination's side of a live migration
 //	holders.go   Holders: who else holds an LV, for `lvhook check`
 //
+// `lvhook evacuate` asks each peer's capacity (CapacityPath) with
+// HTTPSTransport.AskCapacity.
+//
 // The decisions themselves (may this host hand its locks over?) are the
 // lock helper's, in package migration, which implements Service.
 package peer

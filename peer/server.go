@@ -24,6 +24,7 @@ type Service interface {
 	Reserve(ctx context.Context, peer string, req Request) Answer
 	Downgrade(ctx context.Context, peer string, req Request) Answer
 	Holds(ctx context.Context, req HoldersRequest) HoldersAnswer
+	Capacity(ctx context.Context) CapacityAnswer
 }
 
 // Server is the peer server: it authenticates the asking host by its client
@@ -154,7 +155,8 @@ func (s *Server) route() {
 	s.mux.HandleFunc("POST "+ReservePath, s.decision(s.Helper.Reserve))
 	s.mux.HandleFunc("POST "+DowngradePath, s.decision(s.Helper.Downgrade))
 	s.mux.HandleFunc("POST "+HoldersPath, s.holders)
-	for _, path := range []string{ReservePath, DowngradePath, HoldersPath} {
+	s.mux.HandleFunc("POST "+CapacityPath, s.capacity)
+	for _, path := range []string{ReservePath, DowngradePath, HoldersPath, CapacityPath} {
 		s.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 			log := askerOf(r).log
 			log.Warn().Str("method", r.Method).Str("path", r.URL.Path).Msg("request refused: method not allowed")
@@ -170,10 +172,23 @@ func (s *Server) route() {
 }
 
 // answer writes ans as the JSON body of a code answer.
-func answer(w http.ResponseWriter, code int, ans Answer) {
+func answer(w http.ResponseWriter, code int, ans Answer) { writeJSON(w, code, ans) }
+
+// writeJSON writes v as the JSON body of a code answer.
+func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(ans)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// questionContext bounds the work on a read-only question (holders,
+// capacity) by the asker's own timeout, at most MaxWait.
+func (s *Server) questionContext(r *http.Request, timeoutMS int64) (context.Context, context.CancelFunc) {
+	wait := s.maxWait()
+	if timeoutMS > 0 {
+		wait = min(wait, time.Duration(timeoutMS)*time.Millisecond)
+	}
+	return context.WithTimeout(r.Context(), wait)
 }
 
 // decision answers a reservation or a downgrade request with decide's answer.
@@ -212,18 +227,12 @@ func (s *Server) decision(decide func(context.Context, string, Request) Answer) 
 func (s *Server) holders(w http.ResponseWriter, r *http.Request) {
 	log := askerOf(r).log
 	var req HoldersRequest
-	w.Header().Set("Content-Type", "application/json")
 	if code, err := decodeBody(w, r, &req, func() error { return req.Check() }); err != nil {
 		log.Warn().Err(err).Msg("holders request refused: malformed")
-		w.WriteHeader(code)
-		_ = json.NewEncoder(w).Encode(HoldersAnswer{Error: "malformed request: " + err.Error()})
+		writeJSON(w, code, HoldersAnswer{Error: "malformed request: " + err.Error()})
 		return
 	}
-	wait := s.maxWait()
-	if req.TimeoutMS > 0 {
-		wait = min(wait, time.Duration(req.TimeoutMS)*time.Millisecond)
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	ctx, cancel := s.questionContext(r, req.TimeoutMS)
 	defer cancel()
 	s.slotsOnce.Do(func() { s.holderSlots = make(chan struct{}, cmp.Or(s.MaxHolderReads, defaultMaxHolderReads)) })
 	select {
@@ -231,13 +240,29 @@ func (s *Server) holders(w http.ResponseWriter, r *http.Request) {
 		defer func() { <-s.holderSlots }()
 	case <-ctx.Done():
 		log.Warn().Int("reads", cap(s.holderSlots)).Msg("holders request refused: busy")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_ = json.NewEncoder(w).Encode(HoldersAnswer{Error: fmt.Sprintf("busy: %d other holders questions took the whole wait", cap(s.holderSlots))})
+		writeJSON(w, http.StatusServiceUnavailable, HoldersAnswer{Error: fmt.Sprintf("busy: %d other holders questions took the whole wait", cap(s.holderSlots))})
 		return
 	}
 	ans := s.Helper.Holds(ctx, req)
 	log.Debug().Int("lvs", len(req.LVs)).Int("held", len(ans.Holds)).Str("error", ans.Error).Msg("holders answered")
-	_ = json.NewEncoder(w).Encode(ans)
+	writeJSON(w, http.StatusOK, ans)
+}
+
+// capacity answers `lvhook evacuate`'s read-only capacity question.
+func (s *Server) capacity(w http.ResponseWriter, r *http.Request) {
+	log := askerOf(r).log
+	var req CapacityRequest
+	if code, err := decodeBody(w, r, &req, func() error { return nil }); err != nil {
+		log.Warn().Err(err).Msg("capacity request refused: malformed")
+		writeJSON(w, code, CapacityAnswer{Error: "malformed request: " + err.Error()})
+		return
+	}
+	ctx, cancel := s.questionContext(r, req.TimeoutMS)
+	defer cancel()
+	ans := s.Helper.Capacity(ctx)
+	log.Info().Bool("libvirt_up", ans.LibvirtUp).Int64("free_memory_bytes", ans.FreeMemoryBytes).Bool("draining", ans.Draining).
+		Int("active_domains", ans.ActiveDomains).Str("error", ans.Error).Msg("capacity answered")
+	writeJSON(w, http.StatusOK, ans)
 }
 
 // Serve serves the peer channel on ln until ctx ends. Then it closes ln

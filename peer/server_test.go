@@ -67,6 +67,11 @@ func (b *blockingService) Holds(context.Context, peer.HoldersRequest) peer.Holde
 	return peer.HoldersAnswer{Host: "kvm1", Holds: []peer.Hold{}}
 }
 
+func (b *blockingService) Capacity(context.Context) peer.CapacityAnswer {
+	b.hold(peer.CapacityPath)
+	return peer.CapacityAnswer{Host: "kvm1", LibvirtUp: true, FreeMemoryBytes: 8 << 30, ActiveDomains: 3}
+}
+
 func (b *blockingService) maxIn() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -417,6 +422,7 @@ func TestServerRoutes(t *testing.T) {
 		{"GET " + peer.DowngradePath + " HTTP/1.1\r\nHost: kvm1\r\n", http.StatusMethodNotAllowed},
 		{"PUT " + peer.ReservePath + " HTTP/1.1\r\nHost: kvm1\r\nContent-Length: 0\r\n", http.StatusMethodNotAllowed},
 		{"DELETE " + peer.HoldersPath + " HTTP/1.1\r\nHost: kvm1\r\n", http.StatusMethodNotAllowed},
+		{"GET " + peer.CapacityPath + " HTTP/1.1\r\nHost: kvm1\r\n", http.StatusMethodNotAllowed},
 		{"POST /v1/downgrade/x HTTP/1.1\r\nHost: kvm1\r\nContent-Length: 0\r\n", http.StatusNotFound},
 		{"POST /v2/downgrade HTTP/1.1\r\nHost: kvm1\r\nContent-Length: 0\r\n", http.StatusNotFound},
 		{"GET / HTTP/1.1\r\nHost: kvm1\r\n", http.StatusNotFound},

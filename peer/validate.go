@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"unicode"
@@ -90,6 +91,29 @@ func checkDomainName(s string) error {
 		strings.ContainsFunc(s, unicode.IsControl)
 	if bad {
 		return fmt.Errorf("%q is not a domain name", s)
+	}
+	return nil
+}
+
+// Bounds on a capacity answer: more free memory than 1 PiB, or more domains
+// than this, is no host's; a peer that says so is not believed.
+const (
+	maxFreeMemory    = 1 << 50
+	maxActiveDomains = 100000
+)
+
+// Check applies the peer channel's rules to a capacity answer, which an
+// evacuation plans with: numbers a host can have, a printable name.
+func (a CapacityAnswer) Check() error {
+	switch {
+	case a.FreeMemoryBytes < 0 || a.FreeMemoryBytes > maxFreeMemory:
+		return fmt.Errorf("free_memory_bytes %d is no host's free memory (0 to 1 PiB)", a.FreeMemoryBytes)
+	case a.ActiveDomains < 0 || a.ActiveDomains > maxActiveDomains:
+		return fmt.Errorf("active_domains %d is no host's count (0 to %d)", a.ActiveDomains, maxActiveDomains)
+	case len(a.Host) > 253 || !utf8.ValidString(a.Host) || strings.ContainsFunc(a.Host, unicode.IsControl):
+		return fmt.Errorf("host %q is not a host name", a.Host)
+	case len(a.Error) > 4096 || !utf8.ValidString(a.Error):
+		return errors.New("error is longer than 4096 bytes or not UTF-8")
 	}
 	return nil
 }

@@ -73,6 +73,33 @@ type Hold struct {
 	Mode lvmlock.Mode `json:"mode"`
 }
 
+// CapacityPath is `lvhook evacuate`'s question to a peer's lock helper:
+// can your host take domains, and how much memory is free there? Asked of
+// every peer before an evacuation; read-only.
+const CapacityPath = "/v1/capacity"
+
+// CapacityRequest asks a peer for its capacity.
+type CapacityRequest struct {
+	TimeoutMS int64 `json:"timeout_ms"`
+}
+
+// CapacityAnswer is a peer's capacity, as its lock helper sees it.
+type CapacityAnswer struct {
+	Host string `json:"host"`
+	// LibvirtUp: the lock helper is connected to its libvirtd, which
+	// answered for the memory and the domains below.
+	LibvirtUp bool `json:"libvirt_up"`
+	// FreeMemoryBytes is libvirt's free memory of the host
+	// (virNodeGetFreeMemory).
+	FreeMemoryBytes int64 `json:"free_memory_bytes"`
+	// Draining: the host is evacuating itself and takes no domain.
+	Draining bool `json:"draining"`
+	// ActiveDomains counts the domains whose QEMU runs there.
+	ActiveDomains int `json:"active_domains"`
+	// Error says why libvirt could not be read.
+	Error string `json:"error,omitempty"`
+}
+
 // ErrRefused is what the handover returns (wrapped) when no peer said
 // yes within its bound. The prepare is then an ordinary start (the domain's
 // own modes, ex): lvmlockd grants sh to any number of hosts, so an -asy

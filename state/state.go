@@ -26,6 +26,8 @@ import (
 //	                  for `lvhook check` (problems.go)
 //	killed/VG.json    what `lvhook kill-vg` did to a VG whose lease storage
 //	                  was lost, and killed/VG.lock, its flock (killed.go)
+//	evacuating        this host is evacuating (`lvhook evacuate`,
+//	                  evacuating.go): its lock helper says draining
 type State struct {
 	Dir string
 	Now func() time.Time

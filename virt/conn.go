@@ -323,20 +323,6 @@ func (g *Conn) DomainXML(ctx context.Context, uuid string) ([]byte, error) {
 	return []byte(x), nil
 }
 
-// Destroy kills the QEMU of an active domain (virDomainDestroy: SIGTERM,
-// then SIGKILL); libvirt returns once its release hook has run. A domain
-// that is not active is ErrNoDomain.
-func (g *Conn) Destroy(ctx context.Context, uuid string) error {
-	d, err := g.lookup(ctx, uuid)
-	if err != nil {
-		return err
-	}
-	if err := do(ctx, g, g.timeout, false, func() error { return g.l.DomainDestroyFlags(d, libvirt.DomainDestroyDefault) }); err != nil {
-		return mapError(err)
-	}
-	return nil
-}
-
 func (g *Conn) Disconnected() <-chan struct{} { return g.l.Disconnected() }
 
 // Close says goodbye to libvirtd, bounded by closeTimeout, and closes the

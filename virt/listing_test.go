@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"io"
 	"net"
 	"runtime"
@@ -100,6 +99,8 @@ type libvirtd struct {
 	doms []libvirtdDomain
 	// hang lists the procedures it reads and never answers.
 	hang map[uint32]bool
+	// control answers what evacuate asks (control_test.go).
+	control
 }
 
 type libvirtdDomain struct {
@@ -110,8 +111,8 @@ type libvirtdDomain struct {
 	// job answers virDomainGetJobStats, unless jobErr is set.
 	job    libvirt.DomainJobOperation
 	jobErr *libvirt.Error
-	// destroyErr answers virDomainDestroyFlags.
-	destroyErr *libvirt.Error
+	// maxMemKiB answers virDomainGetInfo.
+	maxMemKiB uint64
 }
 
 // RPC procedures (libvirt's remote_protocol.x).
@@ -119,7 +120,6 @@ const (
 	procConnectOpen              = 1
 	procConnectClose             = 2
 	procDomainGetXMLDesc         = 14
-	procDomainDestroyFlags       = 234
 	procAuthList                 = 66
 	procDomainGetJobStats        = 298
 	procConnectGetAllDomainStats = 344
@@ -132,6 +132,9 @@ var errDestinationJobStats = &libvirt.Error{Code: uint32(libvirt.ErrOperationUns
 
 func (d *libvirtd) Dial() (net.Conn, error) {
 	client, server := net.Pipe()
+	d.mu.Lock()
+	d.dials++
+	d.mu.Unlock()
 	go d.serve(server)
 	return client, nil
 }
@@ -188,23 +191,12 @@ func (d *libvirtd) answer(proc uint32, args []byte) ([]byte, *libvirt.Error) {
 			b.u32(1)
 			b.u32(uint32(dom.state))
 		}
-	case procDomainGetXMLDesc, procDomainGetJobStats, procDomainDestroyFlags:
-		// The arguments start with the domain: its name, then its UUID.
-		l := binary.BigEndian.Uint32(args)
-		var u libvirt.UUID
-		copy(u[:], args[4+(l+3)/4*4:])
-		i := slices.IndexFunc(d.doms, func(dom libvirtdDomain) bool { return dom.uuid == u })
-		if i < 0 {
-			return nil, &libvirt.Error{Code: uint32(libvirt.ErrNoDomain), Message: "Domain not found"}
+	case procDomainGetXMLDesc, procDomainGetJobStats:
+		dom, fail := d.domain(args)
+		if fail != nil {
+			return nil, fail
 		}
-		dom := d.doms[i]
 		switch {
-		case proc == procDomainDestroyFlags && dom.destroyErr != nil:
-			return nil, dom.destroyErr
-		case proc == procDomainDestroyFlags && dom.state == libvirt.DomainShutoff:
-			return nil, &libvirt.Error{Code: uint32(libvirt.ErrOperationInvalid), Message: "Requested operation is not valid: domain is not running"}
-		case proc == procDomainDestroyFlags:
-			d.doms[i].state = libvirt.DomainShutoff
 		case proc == procDomainGetXMLDesc:
 			b.str(dom.xml)
 		case dom.jobErr != nil:
@@ -220,9 +212,22 @@ func (d *libvirtd) answer(proc uint32, args []byte) ([]byte, *libvirt.Error) {
 			b.u32(uint32(dom.job))
 		}
 	default:
-		return nil, &libvirt.Error{Code: 1, Message: "unknown procedure"}
+		return d.answerControl(proc, args)
 	}
 	return b.Bytes(), nil
+}
+
+// domain returns the domain that a call's arguments start with (its name,
+// then its UUID), or libvirt's error for an unknown one.
+func (d *libvirtd) domain(args []byte) (libvirtdDomain, *libvirt.Error) {
+	l := binary.BigEndian.Uint32(args)
+	var u libvirt.UUID
+	copy(u[:], args[4+(l+3)/4*4:])
+	i := slices.IndexFunc(d.doms, func(dom libvirtdDomain) bool { return dom.uuid == u })
+	if i < 0 {
+		return libvirtdDomain{}, &libvirt.Error{Code: uint32(libvirt.ErrNoDomain), Message: "Domain not found"}
+	}
+	return d.doms[i], nil
 }
 
 // remoteError encodes libvirt's remote_error.
@@ -264,17 +269,26 @@ func libvirtUUID(t *testing.T, s string) libvirt.UUID {
 // incoming migration, as the lock helper takes it.
 func TestLibvirtConnJob(t *testing.T) {
 	d := &libvirtd{}
-	for _, dom := range []libvirtdDomain{
+	for i, dom := range []libvirtdDomain{
 		{name: "idle", state: libvirt.DomainRunning},
 		{name: "source", state: libvirt.DomainRunning, job: libvirt.DomainJobOperationStrMigrationOut},
 		{name: "destination", state: libvirt.DomainPaused, jobErr: errDestinationJobStats},
 		{name: "other-refusal", state: libvirt.DomainRunning, jobErr: &libvirt.Error{Code: uint32(libvirt.ErrOperationUnsupported),
 			Message: "Operation not supported: job statistics are not supported"}},
 	} {
+		dom.uuid[15] = byte(i + 1)
 		d.doms = append(d.doms, dom)
 	}
 	ctx := context.Background()
-	conn, doms := listed(t, d)
+	conn, err := connect(ctx, d, callTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	doms, err := conn.Domains(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	got := map[string]string{}
 	for _, dom := range doms {
 		job, err := conn.DomainJob(ctx, dom.UUID)
@@ -441,54 +455,4 @@ func TestCloseAfterAbandonedCall(t *testing.T) {
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("Close took %s after an abandoned call, want at once (no goodbye)", took)
 	}
-}
-
-// TestLibvirtConnDestroy destroys domains over libvirt's RPC protocol: a
-// running one stops, one that is not running is ErrNoDomain, and libvirt's
-// refusal (a QEMU stuck in the kernel) comes back as its message.
-func TestLibvirtConnDestroy(t *testing.T) {
-	d := &libvirtd{doms: []libvirtdDomain{
-		{name: "web", state: libvirt.DomainRunning},
-		{name: "off", state: libvirt.DomainShutoff},
-		{name: "stuck", state: libvirt.DomainRunning, destroyErr: &libvirt.Error{Code: uint32(libvirt.ErrSystemError),
-			Message: "Failed to terminate process 4242 with SIGKILL: Device or resource busy"}},
-	}}
-	ctx := context.Background()
-	conn, doms := listed(t, d)
-	got := map[string]string{}
-	for _, dom := range doms {
-		got[dom.Name] = "destroyed"
-		if err := conn.Destroy(ctx, dom.UUID); errors.Is(err, ErrNoDomain) {
-			got[dom.Name] = "not running"
-		} else if err != nil {
-			got[dom.Name] = err.Error()
-		}
-	}
-	want := map[string]string{"web": "destroyed", "off": "not running",
-		"stuck": "Failed to terminate process 4242 with SIGKILL: Device or resource busy"}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("Destroy (-want +got):\n%s", diff)
-	}
-	if d.doms[0].state != libvirt.DomainShutoff {
-		t.Error("web still running after Destroy")
-	}
-}
-
-// listed numbers d's domains (the last byte of their UUIDs), connects to
-// it and lists them; the connection closes with the test.
-func listed(t *testing.T, d *libvirtd) (*Conn, []Listed) {
-	t.Helper()
-	for i := range d.doms {
-		d.doms[i].uuid[15] = byte(i + 1)
-	}
-	conn, err := connect(context.Background(), d, callTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	doms, err := conn.Domains(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return conn, doms
 }

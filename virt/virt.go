@@ -27,6 +27,9 @@ type Libvirt interface {
 	DomainJob(ctx context.Context, uuid string) (Job, error)
 	// DomainXML is the live domain XML.
 	DomainXML(ctx context.Context, uuid string) ([]byte, error)
+	// NodeFreeMemory is the host's free memory in bytes, as libvirt
+	// reports it; the lock helper tells it to peers that evacuate.
+	NodeFreeMemory(ctx context.Context) (uint64, error)
 	// LifecycleEvents streams lifecycle events until ctx ends or the
 	// connection is lost; the channel is then closed.
 	LifecycleEvents(ctx context.Context) (<-chan Event, error)

@@ -27,7 +27,9 @@ func daemonCommand(e *env) *cli.Command {
 		Description: `Connects to the local libvirtd (daemon.libvirt_socket), follows domain
 lifecycle events, converts LVs back to exclusive after a live migration or a
 cancelled one, retries failed deactivations, and serves the peers' downgrade
-requests on daemon.listen (mutual TLS, only the hosts of [[daemon.peer]]).
+requests, and the capacity questions of a peer that evacuates (free memory,
+running domains, draining while this host evacuates itself), on
+daemon.listen (mutual TLS, only the hosts of [[daemon.peer]]).
 Notifies systemd (Type=notify) once the peer server listens and libvirtd was
 tried. Stops on SIGTERM or SIGINT.`,
 		Action: func(c *cli.Context) error {

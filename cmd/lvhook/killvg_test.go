@@ -44,7 +44,7 @@ func newKillEnv(t *testing.T) *killEnv {
 	})
 	k.lib.Run("vm1", "6f1c5b7e-2a1d-4c53-9a43-2b8f0d1e7c11", virt.StateRunning, virt.JobNone,
 		"<domain><name>vm1</name><uuid>6f1c5b7e-2a1d-4c53-9a43-2b8f0d1e7c11</uuid><devices><disk type='block'><source dev='/dev/vg0/vm1-root'/><target dev='vda'/></disk></devices></domain>")
-	k.lib.OnDestroy = func(context.Context, string, string) { k.lvm.Do(func(c *lvmfake.Cluster) { delete(c.Open[1], ref) }) }
+	k.lib.Stopped = func(string, string) { k.lvm.Do(func(c *lvmfake.Cluster) { delete(c.Open[1], ref) }) }
 	k.lvm.Kill(1, "vg0")
 	return k
 }
@@ -143,7 +143,7 @@ func TestKillVGRecoverCommand(t *testing.T) {
 	k := newKillEnv(t)
 	vm1 := k.lib.Domain("6f1c5b7e-2a1d-4c53-9a43-2b8f0d1e7c11")
 	k.lib.Do(func() {
-		vm1.DestroyErr = errors.New("Failed to terminate process 4242 with SIGKILL: Device or resource busy")
+		vm1.StopErr = errors.New("Failed to terminate process 4242 with SIGKILL: Device or resource busy")
 	})
 	if _, stderr, code := k.run("vg0"); code != 0 {
 		t.Fatalf("kill: exit %d, %s", code, stderr)

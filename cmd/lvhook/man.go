@@ -54,7 +54,7 @@ the one host that runs it, on a volume group shared by several KVM hosts
 once, and a live migration hands the LVs over: both hosts hold them shared
 while memory is copied, then only the destination, exclusive again.
 
-One binary plays four roles. Installed as /etc/libvirt/hooks/qemu.d/lvhook
+One binary plays several roles. Installed as /etc/libvirt/hooks/qemu.d/lvhook
 it is libvirt's qemu hook: prepare begin activates the domain's LVs
 exclusively (lvchange -aey, one call per volume group, rolled back on any
 failure), release end deactivates them, migrate begin marks an incoming
@@ -73,6 +73,10 @@ const manSections = `
 
     %s
 
+# EVACUATE
+
+    %s
+
 # KILL-VG
 
     %s
@@ -88,8 +92,14 @@ const manSections = `
 /run/lvhook
 :   runtime state: incoming-migration markers, the LVs of each running domain, failed deactivations, what the lock helper could not repair, and killed/VG.json, what kill-vg did to a VG (until kill-vg --recover)
 
+/run/lvhook/evacuating
+:   this host is evacuating (lvhook evacuate): its lock helper tells the peers it is draining; removed at the end, kept at shutdown
+
 /usr/lib/systemd/system/lvhook.service
 :   the lock helper
+
+/usr/lib/systemd/system/lvhook-evacuate.service
+:   runs lvhook evacuate --at-shutdown when the host shuts down, before libvirt-guests and libvirtd stop, while the network is up; it does nothing unless evacuate.at_shutdown = true
 
 # ENVIRONMENT
 
@@ -98,7 +108,7 @@ LVHOOK_CONFIG
 
 # EXIT STATUS
 
-0 on success; 1 when the hook refuses or fails (libvirt shows its one line of stderr), when check finds problems, when kill-vg could not make every LV of the VG unwritable, or when kill-vg --recover cannot recover yet; 2 on a usage error, when check could not check, or when kill-vg refuses to act (lvmlockd is not killing the VG). The hook exits 0 at reconnect, attach and unknown ops whatever goes wrong (libvirt kills a running guest when reconnect fails), and refuses prepare, migrate and release when its configuration file cannot be used.
+0 on success; 1 when the hook refuses or fails (libvirt shows its one line of stderr), when check finds problems, when evacuate did not migrate every domain, when kill-vg could not make every LV of the VG unwritable, or when kill-vg --recover cannot recover yet; 2 on a usage error, when check could not check, when evacuate did nothing, or when kill-vg refuses to act (lvmlockd is not killing the VG). The hook exits 0 at reconnect, attach and unknown ops whatever goes wrong (libvirt kills a running guest when reconnect fails), and refuses prepare, migrate and release when its configuration file cannot be used.
 
 # SEE ALSO
 
@@ -129,9 +139,8 @@ func manPage(app *cli.App) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("man page: %w", err)
 	}
-	check := strings.ReplaceAll(checkDoc, "\n", "\n    ")
-	kill := strings.ReplaceAll(killVGDoc, "\n", "\n    ")
-	doc := "% lvhook 8\n\n" + md + fmt.Sprintf(manSections, check, kill)
+	indent := strings.NewReplacer("\n", "\n    ")
+	doc := "% lvhook 8\n\n" + md + fmt.Sprintf(manSections, indent.Replace(checkDoc), indent.Replace(evacuateDoc), indent.Replace(killVGDoc))
 	return string(md2man.Render([]byte(doc))), nil
 }
 

@@ -22,8 +22,9 @@ func TestManPage(t *testing.T) {
 		t.Fatalf("lvhook __man: exit %d, stderr %q", code, stderr.String())
 	}
 	page := stdout.String()
-	want := []string{".TH lvhook 8", ".SH NAME", ".SH DESCRIPTION", ".SH CHECK", ".SH KILL-VG", ".SH FILES", ".SH EXIT STATUS",
-		`"version": 1`, "stale-activation", "vg-killed", "/etc/libvirt/hooks/qemu.d/lvhook", `lvmlockctl_kill_command = "/usr/sbin/lvhook kill-vg"`}
+	want := []string{".TH lvhook 8", ".SH NAME", ".SH DESCRIPTION", ".SH CHECK", ".SH EVACUATE", ".SH KILL-VG", ".SH FILES", ".SH EXIT STATUS",
+		`"version": 1`, "stale-activation", "vg-killed", "/etc/libvirt/hooks/qemu.d/lvhook", `"not_migrated"`, "lvhook-evacuate.service",
+		`priority="10" fallback="managedsave"`, `lvmlockctl_kill_command = "/usr/sbin/lvhook kill-vg"`}
 	for _, c := range newApp(&env{}).VisibleCommands() {
 		want = append(want, ".SH "+c.Name)
 	}
@@ -87,6 +88,8 @@ func TestBashCompletion(t *testing.T) {
 		{[]string{"lvhook", "ch"}, "check"},
 		{[]string{"lvhook", "check", "--"}, "--all --json --socket --timeout"},
 		{[]string{"lvhook", "check", "--j"}, "--json"},
+		{[]string{"lvhook", "ev"}, "evacuate"},
+		{[]string{"lvhook", "evacuate", "--"}, "--at-shutdown --dry-run --json --parallel --to"},
 	}
 	for _, tt := range tests {
 		got := complete(tt.words...)
@@ -130,7 +133,8 @@ func TestSampleConfig(t *testing.T) {
 		t.Fatalf("sample config, uncommented: %v", err)
 	}
 	want := config.Default()
-	want.Daemon.Peers = []config.Peer{{Name: "kvm2.example.org", Address: "kvm2.example.org:16520", HostID: 2}}
+	want.Daemon.Peers = []config.Peer{{Name: "kvm2.example.org", Address: "kvm2.example.org:16520", HostID: 2,
+		LibvirtURI: "qemu+tls://kvm2.example.org/system"}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("sample config differs from the defaults (-want +got):\n%s", diff)
 	}

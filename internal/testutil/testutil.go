@@ -1,16 +1,19 @@
 // Package testutil holds the helpers of tests that run real connections
 // and goroutines: bounds on calls that could hang, a libvirtd that never
-// answers, and a settled goroutine count.
+// answers, and a settled goroutine count; and golden files.
 package testutil
 
 import (
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // HungLibvirtd listens on a UNIX socket like libvirtd's, accepts every
@@ -94,5 +97,27 @@ func SettleGoroutines(want int) int {
 			return n
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Golden compares got with the golden file at path, or, with update (a
+// test's -update flag), writes got there.
+func Golden(t *testing.T, path string, got []byte, update bool) {
+	t.Helper()
+	if update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run the test with -update to create it)", err)
+	}
+	if diff := cmp.Diff(string(want), string(got)); diff != "" {
+		t.Errorf("%s mismatch (-want +got):\n%s", path, diff)
 	}
 }

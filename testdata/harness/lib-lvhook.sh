@@ -100,6 +100,9 @@ make_pki() {
 }
 
 # The lock helper's configuration on every host (the same file on all).
+# libvirt_uri and migrate_uri are how the harness migrates (virsh migrate
+# --live DOMAIN qemu+tcp://hostN/system --migrateuri tcp://10.0.0.N), for
+# lvhook evacuate.
 lvhook_toml() {
 	local n
 	cat <<EOF
@@ -109,6 +112,7 @@ listen = ":$PEER_PORT"
 EOF
 	for ((n = 1; n <= HOST_COUNT; n++)); do
 		printf '[[daemon.peer]]\nname = "host%s"\naddress = "10.0.0.%s:%s"\nhost_id = %s\n' "$n" "$n" "$PEER_PORT" "$n"
+		printf 'libvirt_uri = "qemu+tcp://host%s/system"\nmigrate_uri = "tcp://10.0.0.%s"\n' "$n" "$n"
 	done
 }
 

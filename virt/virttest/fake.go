@@ -26,8 +26,16 @@ type Fake struct {
 	Events chan virt.Event
 	Gone   chan struct{}
 	calls  int
-	// OnDestroy, when set, runs after Destroy shut a domain off.
-	OnDestroy func(ctx context.Context, name, uuid string)
+	// FreeMemory is NodeFreeMemory's answer, in bytes.
+	FreeMemory uint64
+	// Stopped, when set, is called (the fake unlocked) each time a domain
+	// stops here through the fake's own calls: "migrated", "saved",
+	// "shutdown", "destroyed"; a test releases the domain's LVs there, as
+	// libvirt runs the hook's release end.
+	Stopped func(uuid, reason string)
+	// actions lists what was done to domains, in order (Actions).
+	actions               []string
+	inFlight, maxInFlight int
 }
 
 // FakeDomain is one domain of a Fake.
@@ -42,10 +50,23 @@ type FakeDomain struct {
 	Offline bool
 	// Started is its job's start, as libvirt's status file has it.
 	Started uint64
-	// DestroyErr, when set, is Destroy's answer (the domain keeps running).
-	DestroyErr error
 	// Autostart is virsh autostart's flag.
 	Autostart bool
+	// Memory is DomainMemory's answer, in bytes.
+	Memory uint64
+	// MigrateErr, when set, fails its migrations.
+	MigrateErr error
+	// MigrateHold, when set, holds each migration until it is closed, the
+	// migration's timeout passes or its ctx ends; the last two abort it.
+	MigrateHold chan struct{}
+	// IgnoresShutdown: the guest does not react to Shutdown.
+	IgnoresShutdown bool
+	// StopErr, when set, fails ManagedSave, Shutdown and Destroy;
+	// ShutdownErr fails Shutdown alone (libvirt refuses it for a crashed
+	// guest).
+	StopErr, ShutdownErr error
+	// ManagedSaved: a managed save stopped it.
+	ManagedSaved bool
 }
 
 // jobs numbers the fakes' jobs: each one started is a new one.
@@ -198,28 +219,6 @@ func (f *Fake) DomainXML(_ context.Context, uuid string) ([]byte, error) {
 		return nil, err
 	}
 	return []byte(d.XML), nil
-}
-
-// Destroy shuts an active domain off, then runs OnDestroy (libvirt runs its
-// release hook before it answers).
-func (f *Fake) Destroy(ctx context.Context, uuid string) error {
-	d, err := f.get(uuid, true)
-	if err != nil {
-		return err
-	}
-	f.mu.Lock()
-	derr, on := d.DestroyErr, f.OnDestroy
-	if derr == nil {
-		d.State, d.Job = virt.StateShutoff, virt.Job{}
-	}
-	f.mu.Unlock()
-	if derr != nil {
-		return derr
-	}
-	if on != nil {
-		on(ctx, d.Name, uuid)
-	}
-	return nil
 }
 
 func (f *Fake) LifecycleEvents(context.Context) (<-chan virt.Event, error) { return f.Events, nil }
