@@ -44,10 +44,13 @@ func (k *Killer) destroy(ctx context.Context, rec *state.Killed, log zerolog.Log
 		}
 		rec.Domains[i] = state.KilledDomain{Name: name, UUID: uuid, Destroyed: destroyed, Error: why}
 	}
-	// Without libvirt's list, lvhook's records name the domains not destroyed.
+	// Without libvirt's list, lvhook's records name the domains not
+	// destroyed (an earlier run's destroys stand).
 	noneDestroyed := func(why string) {
 		for u, n := range want {
-			result(u, n, false, why)
+			if !slices.ContainsFunc(rec.Domains, func(d state.KilledDomain) bool { return d.UUID == u && d.Destroyed }) {
+				result(u, n, false, why)
+			}
 		}
 	}
 	if k.Connect == nil {
@@ -76,7 +79,7 @@ func (k *Killer) destroy(ctx context.Context, rec *state.Killed, log zerolog.Log
 		_, recorded := want[d.UUID]
 		if why != "" {
 			log.Warn().Str("domain", d.Name).Str("uuid", d.UUID).Str("why", why).Bool("recorded", recorded).
-				Msg("cannot read the domain's XML: destroyed only if lvhook's record gives it the VG")
+				Msg("cannot read the domain's XML: destroyed if lvhook's record, or a source path in the XML, names the VG")
 		}
 		// A readable XML decides (a disk detached since the start leaves
 		// its LV in the record); else the record does.
