@@ -69,6 +69,7 @@ func (g *gathered) evaluate() *Report {
 		ev.domain(in)
 	}
 	ev.others()
+	ev.killedVGs()
 	ev.hostProblems()
 	ev.pending(g.pending)
 	ev.helperProblems()
@@ -115,6 +116,9 @@ func (ev *evaluation) lockspaces() {
 	for _, vg := range lvmlock.VGsOf(refs) {
 		ls := LockspaceReport{VG: vg, State: ev.lockspaceOf(vg), Shared: ev.vgShared(vg), LockType: ev.vgs[vg].LockType,
 			Hosts: ev.lockspaceHosts(vg), HostsError: ev.sanlockErr[vg]}
+		if ls.State == LockspaceKilled {
+			ls.Shared, ls.LockType = true, "sanlock" // killed by lvmlockd: a sanlock VG
+		}
 		ev.rep.Lockspaces = append(ev.rep.Lockspaces, ls)
 		switch ls.State {
 		case LockspaceNotStarted:
@@ -180,6 +184,14 @@ func (ev *evaluation) lv(in *domainInput, disk domxml.Disk) (LVReport, bool) {
 		lr.Expected = string(lvmlock.ModeSh)
 	case d.Active():
 		lr.Expected = string(disk.Mode)
+	}
+	if lr.Lockspace == LockspaceKilled {
+		// Reported once for the VG (killedVGs); lvm was not asked.
+		if d.Active() {
+			lr.Actual = "unknown"
+		}
+		lr.Problems = append(lr.Problems, ProblemVGKilled)
+		return lr, true
 	}
 	if lr.Lockspace == LockspaceVGMissing {
 		if ev.paths[disk.Path] {
@@ -322,8 +334,8 @@ func (ev *evaluation) pending(recs []state.Record) {
 	for _, rec := range recs {
 		for _, l := range rec.LVs {
 			ref := l.Ref()
-			if lv, ok := ev.st.LVs[ref]; ok && !lv.Active || ev.hostNeed[ref] != lvmlock.ModeNone {
-				continue // done since, or in use again
+			if lv, ok := ev.st.LVs[ref]; ok && !lv.Active || ev.hostNeed[ref] != lvmlock.ModeNone || ev.killed.has(ref.VG) {
+				continue // done since, in use again, or its VG killed (vg-killed)
 			}
 			since := rec.Since.UTC().Format(time.RFC3339)
 			if j := slices.IndexFunc(ev.rep.Problems, func(p Problem) bool {

@@ -118,6 +118,9 @@ type gathered struct {
 	// The lock helper's problems files, and why some cannot be read.
 	helperFiles []state.DomainProblems
 	helperErr   error
+	// killed: the VGs killed on this host (kill-vg's records, killed.go),
+	// those whose record cannot be read included.
+	killed killedRead
 	// refusedAutostarts: domains libvirt autostarts, not running, whose
 	// last start here lvhook refused (the hook's refused records).
 	refusedAutostarts []refusedStart
@@ -168,6 +171,7 @@ func (c *Checker) gather(ctx context.Context, names []string) (*gathered, error)
 	if g.records, g.pending, err = c.records(); err != nil {
 		return nil, err
 	}
+	g.readKilled(ctx)
 	if !g.all {
 		g.pending = slices.DeleteFunc(g.pending, func(r state.Record) bool {
 			return !slices.ContainsFunc(g.selected, func(d virt.Listed) bool { return strings.EqualFold(d.UUID, r.UUID) })
@@ -178,7 +182,8 @@ func (c *Checker) gather(ctx context.Context, names []string) (*gathered, error)
 			refs = append(refs, l.Ref())
 		}
 	}
-	if g.st, g.lockErr, err = c.lvmState(ctx, lvmlock.VGsOf(refs)); err != nil {
+	// A killed VG is lvm's no more: its storage may hang any lvm command.
+	if g.st, g.lockErr, err = c.lvmState(ctx, g.killed.without(lvmlock.VGsOf(refs))); err != nil {
 		return nil, err
 	}
 	for r, lv := range g.st.LVs {
@@ -401,6 +406,8 @@ func (c *Checker) records() (map[string]state.Record, []state.Record, error) {
 
 func (g *gathered) lockspaceOf(vg string) string {
 	switch {
+	case g.killed.has(vg):
+		return LockspaceKilled
 	case slices.Contains(g.st.MissingVGs, vg):
 		return LockspaceVGMissing
 	case !g.vgShared(vg):

@@ -9,6 +9,7 @@ package check
 // ProblemTable (TestProblemTableCodes).
 const (
 	ProblemConfigInvalid       = "config-invalid"
+	ProblemVGKilled            = "vg-killed"
 	ProblemHeldElsewhere       = "held-elsewhere"
 	ProblemHostNotRenewing     = "host-not-renewing"
 	ProblemAutostartRefused    = "autostart-refused"
@@ -47,6 +48,10 @@ var ProblemTable = []ProblemKind{
 		"the config file cannot be used (file and key named); nothing else is checked, exit status 2",
 		"`/etc/lvhook/lvhook.toml` cannot be used; nothing else was checked",
 		"fix the key the message names; until then starts are refused here"},
+	{ProblemVGKilled,
+		"this host lost the VG's lease storage and lvhook kill-vg killed the VG here: its domains were stopped, none starts here until it is recovered",
+		"this host lost the VG's lease storage; `lvhook kill-vg` replaced its LVs' tables here by the error target and destroyed its domains (the message: when, which domains, what is still open); starts of its domains are refused here",
+		"stop what still holds a device open, then, once the storage is back, `lvhook kill-vg --recover VG`; start its domains here after that, or on another host once this host's lease is dead there (`host-not-renewing`, `dead`)"},
 	{ProblemHeldElsewhere,
 		"the domain runs here and another host holds its LV",
 		"the domain runs here and another host holds its LV",

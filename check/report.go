@@ -94,6 +94,7 @@ const (
 	LockspaceNoLvmlockd  = "lvmlockd-not-running"
 	LockspaceLocal       = "local"   // not a shared VG: no lockspace
 	LockspaceVGMissing   = "missing" // lvm does not know the VG here
+	LockspaceKilled      = "killed"  // lvhook kill-vg killed it here: lvm is not asked
 	LockspaceUnknownKind = "unknown"
 )
 

@@ -66,6 +66,9 @@ type Config struct {
 	// MarkerTTL is how long a migrate-begin marker stays valid for the
 	// prepare of the same incoming migration.
 	MarkerTTL Duration `toml:"marker_ttl"`
+	// KillVGTimeout bounds a whole `lvhook kill-vg` run: sanlock resets the
+	// host about 40 s after it started the kill command.
+	KillVGTimeout Duration `toml:"kill_vg_timeout"`
 	// StateDir holds markers and per-domain records; it must not survive a
 	// reboot (a tmpfs such as /run).
 	StateDir string `toml:"state_dir"`
@@ -146,6 +149,7 @@ func Default() Config {
 		SharedRetries:         2,
 		RetryDelay:            Duration(time.Second),
 		MarkerTTL:             Duration(time.Minute),
+		KillVGTimeout:         Duration(25 * time.Second),
 		StateDir:              "/run/lvhook",
 		StoragePoolDir:        "/etc/libvirt/storage",
 		LogLevel:              "info",
@@ -271,6 +275,36 @@ func decodeError(path string, err error) error {
 	return &Error{Path: path, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
 }
 
+// Salvage returns the defaults with the two paths a file Load refuses (a
+// typo in another key) may still give, read alone: state_dir and
+// daemon.libvirt_socket, when the file parses and each is an absolute path.
+// `lvhook kill-vg` must act whatever the file: it keeps these so that its
+// record is where the hooks look once the file is fixed, and so that it
+// reaches the libvirtd that runs the domains.
+func Salvage(path string) Config {
+	cfg := Default()
+	data, err := readConfigFile(path)
+	if err != nil {
+		return cfg
+	}
+	var v struct {
+		StateDir string `toml:"state_dir"`
+		Daemon   struct {
+			LibvirtSocket string `toml:"libvirt_socket"`
+		} `toml:"daemon"`
+	}
+	if _, err := toml.Decode(string(data), &v); err != nil {
+		return cfg
+	}
+	if strings.HasPrefix(v.StateDir, "/") {
+		cfg.StateDir = v.StateDir
+	}
+	if strings.HasPrefix(v.Daemon.LibvirtSocket, "/") {
+		cfg.Daemon.LibvirtSocket = v.Daemon.LibvirtSocket
+	}
+	return cfg
+}
+
 // Path returns LVHOOK_CONFIG or the default path, and whether the file
 // must exist (it must when named explicitly).
 func Path() (string, bool) {
@@ -279,6 +313,11 @@ func Path() (string, bool) {
 	}
 	return DefaultPath, false
 }
+
+// MaxKillVGTimeout keeps a kill-vg run inside sanlock's kill grace (40 s
+// from the first kill command to the watchdog's reset), with time for
+// lvmlockctl to drop the locks after it.
+const MaxKillVGTimeout = 35 * time.Second
 
 // minReconcileInterval keeps the lock helper's full pass (one lvs, one
 // lvmlockctl, one libvirt query per domain) from running in a loop.
@@ -298,6 +337,7 @@ func (c Config) validate() *Error {
 		{"rollback_timeout", c.RollbackTimeout},
 		{"retry_delay", c.RetryDelay},
 		{"marker_ttl", c.MarkerTTL},
+		{"kill_vg_timeout", c.KillVGTimeout},
 		{"daemon.peer_timeout", c.Daemon.PeerTimeout},
 		{"daemon.exclusive_timeout", c.Daemon.ExclusiveTimeout},
 		{"lockspace_start_timeout", c.LockspaceStartTimeout},
@@ -314,6 +354,8 @@ func (c Config) validate() *Error {
 		return bad("lvm_timeout", "%q exceeds hook_timeout (%q)", c.LVMTimeout.D(), c.HookTimeout.D())
 	case c.Daemon.ReconcileInterval.D() < minReconcileInterval:
 		return bad("daemon.reconcile_interval", "must be at least %s, got %q", minReconcileInterval, c.Daemon.ReconcileInterval.D())
+	case c.KillVGTimeout.D() > MaxKillVGTimeout:
+		return bad("kill_vg_timeout", "must be at most %s (sanlock's kill grace is 40s), got %q", MaxKillVGTimeout, c.KillVGTimeout.D())
 	case c.SharedRetries < 0 || c.SharedRetries > 20:
 		return bad("shared_retries", "must be between 0 and 20, got %d", c.SharedRetries)
 	case c.StateDir == "":

@@ -49,6 +49,8 @@ func TestLoadConfigRefuses(t *testing.T) {
 		{"negative retry_delay", `retry_delay = "-1ms"`, `retry_delay: must be positive, got "-1ms"`},
 		{"zero marker_ttl", `marker_ttl = "0s"`, `marker_ttl: must be positive, got "0s"`},
 		{"negative marker_ttl", `marker_ttl = "-1m"`, `marker_ttl: must be positive, got "-1m0s"`},
+		{"zero kill_vg_timeout", `kill_vg_timeout = "0s"`, `kill_vg_timeout: must be positive, got "0s"`},
+		{"kill_vg_timeout past sanlock's grace", `kill_vg_timeout = "40s"`, `kill_vg_timeout: must be at most 35s (sanlock's kill grace is 40s), got "40s"`},
 		{"negative shared_retries", `shared_retries = -1`, `shared_retries: must be between 0 and 20, got -1`},
 		{"too many shared_retries", `shared_retries = 21`, `shared_retries: must be between 0 and 20, got 21`},
 		{"zero reconcile_interval", "[daemon]\nreconcile_interval = \"0s\"", `daemon.reconcile_interval: must be at least 1s, got "0s"`},
@@ -233,5 +235,37 @@ func TestPeerWarnings(t *testing.T) {
 	}
 	if w := Default().Warnings(); len(w) != 0 {
 		t.Errorf("defaults warn: %v", w)
+	}
+}
+
+// kill-vg keeps state_dir and daemon.libvirt_socket from a file it cannot
+// otherwise use, when the file parses; nothing else of it.
+func TestSalvage(t *testing.T) {
+	def := Default()
+	for _, tc := range []struct {
+		name, text  string
+		state, sock string
+	}{
+		{"a typo elsewhere", "state_dir = \"/srv/lvhook\"\nhook_timout = \"30s\"\n[daemon]\nlibvirt_socket = \"/run/libvirt/virtqemud-sock\"",
+			"/srv/lvhook", "/run/libvirt/virtqemud-sock"},
+		{"a value out of range elsewhere", "state_dir = \"/srv/lvhook\"\nkill_vg_timeout = \"1m\"", "/srv/lvhook", def.Daemon.LibvirtSocket},
+		{"not set", "hook_timeout = \"30\"", def.StateDir, def.Daemon.LibvirtSocket},
+		{"relative", "state_dir = \"run\"", def.StateDir, def.Daemon.LibvirtSocket},
+		{"does not parse", "state_dir = \"/srv/lvhook\"\nx = ", def.StateDir, def.Daemon.LibvirtSocket},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "lvhook.toml")
+			if err := os.WriteFile(path, []byte(tc.text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			want := Default()
+			want.StateDir, want.Daemon.LibvirtSocket = tc.state, tc.sock
+			if diff := cmp.Diff(want, Salvage(path)); diff != "" {
+				t.Errorf("Salvage(%q) (-want +got):\n%s", tc.text, diff)
+			}
+		})
+	}
+	if diff := cmp.Diff(Default(), Salvage(filepath.Join(t.TempDir(), "none.toml"))); diff != "" {
+		t.Errorf("Salvage of a missing file (-want +got):\n%s", diff)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -114,6 +115,14 @@ func (h *Hook) Run(ctx context.Context, c Call, xmlData []byte) error {
 		r.holder = r.incomingHolder(ctx)
 	}
 
+	if act == doDeactivate {
+		if refs := r.stoppedRefs(); allKilled(refs, h.killedVGs(log)) {
+			// Nothing for lvm: not even the host lock is needed.
+			err := r.releaseKilled(refs)
+			log.Info().Str("action", act.String()).Dur("took", time.Since(start)).Msg("hook done")
+			return err
+		}
+	}
 	unlock, err := h.State.Lock(ctx)
 	if err != nil {
 		if act == doDeactivate {
@@ -188,15 +197,19 @@ func (r *run) verify(ctx context.Context) {
 	if err != nil {
 		r.log.Warn().Err(err).Msg("domain record unreadable")
 	}
-	if len(r.dom.Disks) == 0 {
+	alive, dead := splitKilled(r.dom.Refs(), r.killedVGs(r.log))
+	if len(dead) > 0 {
+		r.log.Warn().Str("lvs", lvmlock.JoinRefs(dead)).Msg("VG killed on this host (lease storage lost): these LVs are not verified")
+	}
+	if len(alive) == 0 {
 		return
 	}
-	st, err := r.lvm.State(ctx, true, lvmlock.VGsOf(r.dom.Refs())...)
+	st, err := r.lvm.State(ctx, true, lvmlock.VGsOf(alive)...)
 	if err != nil {
 		r.log.Error().Err(err).Msg("cannot read lock state; nothing verified")
 		return
 	}
-	disks, err := r.managedDisks(st)
+	disks, err := r.managedDisks(st, slices.DeleteFunc(slices.Clone(r.dom.Disks), func(d domxml.Disk) bool { return slices.Contains(dead, d.Ref) }))
 	if err != nil {
 		r.log.Error().Err(err).Msg("nothing verified")
 		return

@@ -116,6 +116,9 @@ func (r *run) activate(ctx context.Context) error {
 		targets = append(targets, t)
 	}
 
+	if err := r.refuseKilled(verb, lvmlock.RefsOf(targets)); err != nil {
+		return err
+	}
 	// Intent first: a hook killed from here on (SIGKILL, its hard
 	// timeout) leaves a pending deactivation of these LVs that release end
 	// and the lock helper carry out, so nothing this call activates is ever
@@ -356,12 +359,12 @@ func (r *run) sleep(ctx context.Context, d time.Duration) error {
 	return clock.Sleep(ctx, d)
 }
 
-// managedDisks returns the domain's disks that are LVs of shared VGs. A disk
+// managedDisks returns those of disks that are LVs of shared VGs. A disk
 // whose VG lvm does not know is an error unless its path exists (then it is
 // some other device that merely looks like /dev/VG/LV).
-func (r *run) managedDisks(st *lvmlock.State) ([]domxml.Disk, error) {
+func (r *run) managedDisks(st *lvmlock.State, disks []domxml.Disk) ([]domxml.Disk, error) {
 	var out []domxml.Disk
-	for _, d := range r.dom.Disks {
+	for _, d := range disks {
 		if slices.Contains(st.MissingVGs, d.VG) {
 			if strings.HasPrefix(d.Path, "/dev/") && pathExists(d.Path) {
 				r.log.Debug().Str("path", d.Path).Msg("not an LV: left alone")

@@ -11,12 +11,17 @@ import (
 )
 
 // deactivate is release end: -an every LV of the domain (from its XML and
-// from lvhook's record) that no other domain running here uses.
+// from lvhook's record) that no other domain running here uses, but those
+// of VGs killed here (killed.go).
 func (r *run) deactivate(ctx context.Context) error {
 	if err := r.State.ClearIncoming(r.dom.UUID); err != nil {
 		r.log.Warn().Err(err).Msg("cannot clear incoming-migration marker")
 	}
-	refs := r.stoppedRefs()
+	refs, dead := splitKilled(r.stoppedRefs(), r.killedVGs(r.log))
+	if len(dead) > 0 {
+		r.log.Warn().Str("lvs", lvmlock.JoinRefs(dead)).
+			Msg("VG killed on this host (lease storage lost): these LVs are left to `lvhook kill-vg --recover`")
+	}
 	if len(refs) == 0 {
 		return errors.Join(r.State.Remove(state.PendingDir, r.dom.UUID), r.State.Remove(state.DomainsDir, r.dom.UUID))
 	}

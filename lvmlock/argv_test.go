@@ -134,6 +134,38 @@ func TestEveryArgvEndsOptions(t *testing.T) {
 				{"lvs", "--reportformat", "json", "--options", lvsFields, "--", "vg0"},
 				{"sanlock", "direct", "dump", "/dev/mapper/vg0-lvmlock:70254592:3145728"},
 			}},
+		{name: "kill-vg's reads and wipe",
+			setup: func(c *lvmfake.Cluster) { c.VGs["vg0"].LVs["a"].Holders[1] = lvmlock.ModeEx },
+			run: func(ctx context.Context, cl *lvmlock.Client, _ lvmlock.Sanlock) error {
+				if _, err := cl.LockdInfo(ctx); err != nil {
+					return err
+				}
+				if _, err := cl.DMDevices(ctx); err != nil {
+					return err
+				}
+				if _, err := cl.DMTables(ctx); err != nil {
+					return err
+				}
+				return cl.WipeTable(ctx, "vg0-a")
+			},
+			want: [][]string{
+				{"lvmlockctl", "--info", "--dump"},
+				{"dmsetup", "info", "-c", "--noheadings", "--separator", "|", "-o", "name,uuid,open,vg_name,lv_name,lv_layer"},
+				{"dmsetup", "table"},
+				{"dmsetup", "wipe_table", "--", "vg0-a"},
+			}},
+		{name: "kill-vg --recover",
+			setup: func(c *lvmfake.Cluster) { c.VGs["vg0"].LVs["a"].Holders[1] = lvmlock.ModeEx },
+			run: func(ctx context.Context, cl *lvmlock.Client, _ lvmlock.Sanlock) error {
+				if err := cl.RemoveDM(ctx, "vg0-a"); err != nil {
+					return err
+				}
+				return cl.StartLockspace(ctx, "vg1")
+			},
+			want: [][]string{
+				{"dmsetup", "remove", "--", "vg0-a"},
+				{"vgchange", "--lock-start", "--", "vg1"},
+			}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -158,9 +190,9 @@ func TestEveryArgvEndsOptions(t *testing.T) {
 	}
 }
 
-// checkEndOfOptions fails unless lvs and lvchange have "--" before their
-// first name (any argument that names a VG of the test cluster), and
-// lvmlockctl has no operand.
+// checkEndOfOptions fails unless lvs, lvchange, vgchange and dmsetup have
+// "--" before their first name (any argument that names a VG of the test
+// cluster, or a device of one), and lvmlockctl has no operand.
 func checkEndOfOptions(t *testing.T, argv []string) {
 	t.Helper()
 	isName := func(a string) bool {
@@ -168,7 +200,14 @@ func checkEndOfOptions(t *testing.T, argv []string) {
 		return vg == "vg0" || vg == "vg1"
 	}
 	switch argv[0] {
-	case "lvs", "lvchange":
+	case "dmsetup":
+		// Device names are VG-LV; info and table name none.
+		dev := slices.IndexFunc(argv, func(a string) bool { return strings.HasPrefix(a, "vg0-") || strings.HasPrefix(a, "vg1-") })
+		end := slices.Index(argv, "--")
+		if dev >= 0 && (end < 0 || end > dev) || dev < 0 && end >= 0 {
+			t.Errorf("%q: a device not after \"--\", or \"--\" without a device", argv)
+		}
+	case "lvs", "lvchange", "vgchange":
 		end := slices.Index(argv, "--")
 		first := slices.IndexFunc(argv, isName)
 		if end < 0 || first >= 0 && first < end {

@@ -82,6 +82,9 @@ func TestClassify(t *testing.T) {
 		{"lock start, bad host_id", "  VG vg0 start failed: invalid sanlock host_id, set in lvmlocal.conf\n",
 			KindLockStartFailed, []Failure{{Kind: KindLockStartFailed, VG: "vg0"}},
 			func(err error) bool { return KindOf(err) == KindLockStartFailed && !LockStartTransient(err) }},
+		{"killed VG: a lock asked after kill_vg (EVGKILLED)",
+			"  VG vg0 lock skipped: storage failed for sanlock leases\n  LV vg0/d lock failed: storage failed for sanlock leases\n",
+			KindStorageFailed, []Failure{{Kind: KindStorageFailed, VG: "vg0", LV: "d"}}, IsStorageFailed},
 		{"unknown", "  Something new happened.\n", KindOther, nil, func(err error) bool { return KindOf(err) == KindOther }},
 	}
 	for _, tt := range tests {

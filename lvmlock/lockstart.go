@@ -53,7 +53,9 @@ func (c *Client) StartLockspace(ctx context.Context, vg string) error {
 	if err := ValidVG(vg); err != nil {
 		return err
 	}
-	_, err := c.run(ctx, "vgchange", "--lock-start", "--", vg)
+	// A scan of storage that hangs must not outlast the caller's bound
+	// (kill-vg --recover runs it on a host that lost its lease storage).
+	_, err := c.runBounded(ctx, "vgchange", "--lock-start", "--", vg)
 	return err
 }
 

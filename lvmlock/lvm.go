@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/lvhook/lvhook/internal/clock"
 )
 
 // Client runs lvm and lvmlockctl through a Runner. Every method refuses a VG
@@ -136,23 +138,29 @@ func (c *Client) LVs(ctx context.Context, vgs ...string) (lvs []LV, missing []st
 // printing "socket error -98" (EADDRINUSE) on stdout, exit status 158. Seen on
 // the harness with lvm2 2.03.16. Such a failure is tried again, briefly.
 func (c *Client) Locks(ctx context.Context) (Locks, error) {
+	// No operand: nothing to end options for.
+	out, err := c.lockctlDump(ctx, "--info")
+	if err != nil {
+		return nil, err
+	}
+	return ParseLockctl(out), nil
+}
+
+// lockctlDump runs lvmlockctl with one of its dump flags, trying again
+// while another lvmlockctl holds the dump socket.
+func (c *Client) lockctlDump(ctx context.Context, flags ...string) ([]byte, error) {
 	delay := 20 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		// No operand: nothing to end options for.
-		out, err := c.run(ctx, "lvmlockctl", "--info")
+		out, err := c.run(ctx, append([]string{"lvmlockctl"}, flags...)...)
 		if err == nil {
-			return ParseLockctl(out), nil
+			return out, nil
 		}
 		if attempt >= lockctlBusyRetries || !bytes.Contains(out, []byte("socket error")) {
 			return nil, err
 		}
 		c.Log.Debug().Err(err).Int("attempt", attempt+1).Msg("lvmlockctl busy; trying again")
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if clock.Sleep(ctx, delay) != nil {
 			return nil, err
-		case <-t.C:
 		}
 		delay = min(2*delay, 500*time.Millisecond)
 	}

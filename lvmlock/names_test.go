@@ -23,6 +23,8 @@ var hostile = []string{
 	"",
 	"vg0/a",
 	"a b",
+	"-ffoo",
+	"vg0 --x",
 	"vg\x00",
 	string(make([]byte, 128)),
 }
@@ -57,13 +59,24 @@ func TestRefusesInvalidNames(t *testing.T) {
 				{Ref: ref("vg0", "a"), Mode: lvmlock.ModeEx}, {Ref: bad, Mode: lvmlock.ModeEx}})
 			return err
 		}},
+		// One name each: a device name (VG-LV) or a VG name.
+		{"WipeTable", func(cl *lvmlock.Client, _ *lvmlock.State, bad lvmlock.Ref) error {
+			return cl.WipeTable(context.Background(), bad.VG)
+		}},
+		{"RemoveDM", func(cl *lvmlock.Client, _ *lvmlock.State, bad lvmlock.Ref) error {
+			return cl.RemoveDM(context.Background(), bad.VG)
+		}},
+		{"StartLockspace", func(cl *lvmlock.Client, _ *lvmlock.State, bad lvmlock.Ref) error {
+			return cl.StartLockspace(context.Background(), bad.VG)
+		}},
 	}
 	for _, op := range ops {
 		for _, name := range hostile {
 			for _, bad := range []lvmlock.Ref{{VG: name, LV: "a"}, {VG: "vg0", LV: name}} {
-				if op.name == "State" || op.name == "LVs" {
+				switch op.name {
+				case "State", "LVs", "WipeTable", "RemoveDM", "StartLockspace":
 					if bad.VG == "vg0" {
-						continue // these take VG names only
+						continue // these take one name
 					}
 				}
 				t.Run(fmt.Sprintf("%s(%.24q)", op.name, bad.String()), func(t *testing.T) {

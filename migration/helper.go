@@ -51,6 +51,8 @@ type Helper struct {
 	due          map[string]*dueDomain
 	lastPass     time.Time
 	problems     map[string][]state.Problem
+	// killedSeen: the killed VGs already reported, with their kill's start.
+	killedSeen map[string]time.Time
 }
 
 type grant struct {
@@ -118,6 +120,12 @@ func (h *Helper) Downgrade(ctx context.Context, from string, req peer.Request) (
 		if !slices.Contains(refs, ref) {
 			refs = append(refs, ref)
 			needs[ref] = dom.Disks[i].Mode
+		}
+	}
+	killed := h.killedVGs()
+	for _, ref := range refs {
+		if _, ok := killed[ref.VG]; ok {
+			return refuse("VG %s was killed on %s (lease storage lost): its LVs are not lvmlockd's to hand over", ref.VG, h.Host)
 		}
 	}
 	jobID, why := h.reservedFor(req.UUID, dom.Name, from)

@@ -115,6 +115,8 @@ func TestModel(t *testing.T) {
 		"offline migrations": total.offline, "stale markers": total.staleMarkers, "hosts without peers": total.noPeerHosts,
 		"evacuations": total.evacuations, "domains migrated by an evacuation": total.evacMigrated,
 		"domains an evacuation left running": total.evacLeft, "domains an evacuation stopped": total.evacShut,
+		"lost lease storages": total.losses, "domains destroyed by kill-vg": total.lossDestroys,
+		"starts elsewhere after a kill": total.lossStarts, "recoveries": total.recoveries,
 	} {
 		if n == 0 && runs >= 100 {
 			t.Errorf("the model never produced %s", what)
@@ -126,19 +128,22 @@ func describeStats(s simStats) string {
 	return fmt.Sprintf("starts %d (refused %d), stops %d, migrations %d (done %d, cancelled %d, prepare refused %d), "+
 		"handovers granted %d, forged requests %d (granted %d), offline migrations %d, stale markers %d, hosts without peers %d, "+
 		"libvirtd restarts %d, lock helper restarts %d, refused -an %d, reserve requests %d for %d migrate begins, "+
-		"evacuations %d (migrated %d, fallbacks %d: left %d, stopped %d)",
+		"evacuations %d (migrated %d, fallbacks %d: left %d, stopped %d), "+
+		"lease storages lost %d (domains destroyed by kill-vg %d, started elsewhere %d, recoveries %d)",
 		s.starts, s.startsRefused, s.stops, s.migrations, s.migrationsDone, s.migrationsCancelled, s.prepareFailed,
 		s.handoverYes, s.forged, s.forgedGranted, s.offline, s.staleMarkers, s.noPeerHosts, s.libvirtdRestarts, s.daemonRestarts, s.anFailures,
-		s.reserveAsks, s.migrateBegins, s.evacuations, s.evacMigrated, s.evacFallbacks, s.evacLeft, s.evacShut)
+		s.reserveAsks, s.migrateBegins, s.evacuations, s.evacMigrated, s.evacFallbacks, s.evacLeft, s.evacShut,
+		s.losses, s.lossDestroys, s.lossStarts, s.recoveries)
 }
 
 // TestModelDeterministic: a seed replays exactly, which is what makes a
 // failing seed worth reporting.
 func TestModelDeterministic(t *testing.T) {
-	evacuations := 0
-	for _, seed := range []int64{7, 42} {
+	evacuations, kills := 0, 0
+	for _, seed := range []int64{12, 33} {
 		a := runModel(t, seed, 120, false)
 		evacuations += a.stats.evacuations
+		kills += a.stats.lossDestroys
 		b := runModel(t, seed, 120, false)
 		if diff := cmp.Diff(a.trace, b.trace); diff != "" {
 			t.Errorf("seed %d replays differently (-first +second):\n%s", seed, diff)
@@ -148,9 +153,13 @@ func TestModelDeterministic(t *testing.T) {
 		}
 	}
 	// The evacuation runs goroutines of its own (its workers, its peer
-	// questions): a replay must cover one.
+	// questions), and so does kill-vg (its wipes, its destroys): a replay
+	// must cover both.
 	if evacuations == 0 {
 		t.Error("no seed evacuated a host: pick one that does")
+	}
+	if kills == 0 {
+		t.Error("no seed had kill-vg destroy a domain: pick one that does")
 	}
 }
 

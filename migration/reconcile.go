@@ -216,15 +216,19 @@ func (h *Helper) locked(ctx context.Context, views []*domView, pendings []state.
 	if err != nil {
 		h.Log.Warn().Err(err).Msg("unreadable domain record")
 	}
+	killed := h.killedVGs()
 	var vgs []string
 	for _, v := range views {
+		v.disks = withoutKilled(v.disks, killed)
 		for _, d := range v.disks {
 			vgs = append(vgs, d.VG)
 		}
 	}
 	for _, p := range pendings {
 		for _, l := range p.LVs {
-			vgs = append(vgs, l.VG)
+			if _, ok := killed[l.VG]; !ok {
+				vgs = append(vgs, l.VG)
+			}
 		}
 	}
 	slices.Sort(vgs)
@@ -263,7 +267,7 @@ func (h *Helper) locked(ctx context.Context, views []*domView, pendings []state.
 		if names[p.UUID] == "" {
 			names[p.UUID] = p.Name
 		}
-		problems[p.UUID] = append(problems[p.UUID], h.retryPending(ctx, st, p, used)...)
+		problems[p.UUID] = append(problems[p.UUID], h.retryPending(ctx, st, p, used, killed)...)
 	}
 	if !full {
 		return

@@ -201,14 +201,19 @@ func (h *Helper) finishIncoming(log zerolog.Logger, uuid string) {
 
 // retryPending deactivates the LVs a failed release left active. An LV that
 // a domain running (or starting) here uses is dropped from the record: that
-// domain's own release deactivates it.
-func (h *Helper) retryPending(ctx context.Context, st *lvmlock.State, p state.Record, used map[lvmlock.Ref]string) []state.Problem {
+// domain's own release deactivates it. One of a killed VG stays in the
+// record untouched until the VG is recovered (killed.go).
+func (h *Helper) retryPending(ctx context.Context, st *lvmlock.State, p state.Record, used map[lvmlock.Ref]string, killed map[string]state.Killed) []state.Problem {
 	log := h.Log.With().Str("domain", p.Name).Str("uuid", p.UUID).Logger()
 	var off []lvmlock.Ref
+	var left []state.RecordLV
 	for _, l := range p.LVs {
 		ref := l.Ref()
 		info, ok := st.LVs[ref]
+		_, dead := killed[ref.VG]
 		switch {
+		case dead:
+			left = append(left, l)
 		case used[ref] != "":
 			log.Info().Str("vg", ref.VG).Str("lv", ref.LV).Str("used_by", used[ref]).Msg("used by a domain here: left to its release")
 		case !ok || !info.Shared() || st.Mode(ref) == lvmlock.ModeNone:
@@ -219,7 +224,6 @@ func (h *Helper) retryPending(ctx context.Context, st *lvmlock.State, p state.Re
 	lvm := *h.LVM
 	lvm.Log = log
 	done, err := lvm.Deactivate(ctx, st, off)
-	var left []state.RecordLV
 	var probs []state.Problem
 	for _, ref := range off {
 		if !slices.ContainsFunc(done, func(c lvmlock.Change) bool { return c.Ref == ref }) {
@@ -235,11 +239,15 @@ func (h *Helper) retryPending(ctx context.Context, st *lvmlock.State, p state.Re
 		log.Info().Msg("pending deactivation done")
 		return nil
 	}
-	p.LVs = left
-	if err := h.State.Save(state.PendingDir, p); err != nil {
-		log.Warn().Err(err).Msg("cannot save pending record")
+	if len(left) != len(p.LVs) {
+		p.LVs = left
+		if err := h.State.Save(state.PendingDir, p); err != nil {
+			log.Warn().Err(err).Msg("cannot save pending record")
+		}
 	}
-	log.Warn().Err(err).Str("lvs", lvmlock.JoinRefs(recordRefs(left))).Msg("deactivation failed again")
+	if len(probs) > 0 {
+		log.Warn().Err(err).Str("lvs", lvmlock.JoinRefs(recordRefs(left))).Msg("deactivation failed again")
+	}
 	return probs
 }
 

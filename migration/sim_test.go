@@ -4,8 +4,9 @@ package migration
 // lvmlockd (lvmfake), each with a fake libvirtd that calls the REAL hook
 // (hook.Hook.Run) and emits lifecycle events in libvirt's order
 // (docs/operator-guide.md, section 5), and the REAL lock helper (Helper: events, ticks,
-// downgrade requests) and Handover, over an in-memory peer transport. Time
-// is a fake clock. Every step is followed by a check of the safety
+// downgrade requests) and Handover, over an in-memory peer transport; a host
+// may lose a VG's lease storage, and the REAL kill-vg and its recovery run
+// (simloss_test.go). Time is a fake clock. Every step is followed by a check of the safety
 // invariant (docs/operator-guide.md, section 1); every lvchange is checked as it happens (rule 4).
 // Once a run, a host may evacuate itself with the REAL lvhook evacuate
 // (sim_evacuate_test.go).
@@ -59,6 +60,7 @@ type simStats struct {
 	// requests they sent.
 	migrateBegins, reserveAsks int
 	evacStats                  // sim_evacuate_test.go
+	lossStats                  // simloss_test.go
 }
 
 func (a *simStats) add(b simStats) {
@@ -83,6 +85,7 @@ func (a *simStats) add(b simStats) {
 	a.migrateBegins += b.migrateBegins
 	a.reserveAsks += b.reserveAsks
 	a.evacStats.add(b.evacStats)
+	a.lossStats.add(b.lossStats)
 }
 
 type simDom struct {
@@ -103,6 +106,7 @@ type vm struct {
 	jobStart  time.Time
 	offline   bool // job is an offline migration's (virsh migrate --offline)
 	inPrepare bool // the prepare hook is running
+	destroyed bool // kill-vg destroyed it; libvirt's hooks follow
 }
 
 type simHost struct {
@@ -122,6 +126,8 @@ type simHost struct {
 	// rollbackOK: LVs a failed -aey may have converted; lvmlock's rollback
 	// returns them to sh, which is no downgrade.
 	rollbackOK map[lvmlock.Ref]bool
+	// killed: VGs kill-vg killed here, until kill-vg --recover.
+	killed map[string]bool
 }
 
 // peerPlan is what happens to successive requests to one peer during one
@@ -212,7 +218,7 @@ func newSimHosts(seed int64, dir string, log zerolog.Logger, n int) *sim {
 	evacuationMetadata(seed, s.doms)
 	for id := 1; id <= s.n; id++ {
 		h := &simHost{id: id, name: fmt.Sprintf("host%d", id), libvirtUp: true, vms: map[string]*vm{},
-			failAn: map[lvmlock.Ref]int{}, rollbackOK: map[lvmlock.Ref]bool{}}
+			failAn: map[lvmlock.Ref]int{}, rollbackOK: map[lvmlock.Ref]bool{}, killed: map[string]bool{}}
 		h.state = &state.State{Dir: filepath.Join(dir, h.name), Now: s.now}
 		s.hosts = append(s.hosts, h)
 	}
@@ -586,7 +592,7 @@ func (s *sim) options(newWork bool) []option {
 		}
 	}
 	opts = append(opts, option{name: "forged downgrade request", weight: 1, bg: true, breaks: true, run: s.forge})
-	return opts
+	return append(opts, s.lossOptions()...)
 }
 
 // prepareGap: between a live migration's Begin on the source and the
@@ -1498,6 +1504,7 @@ func (s *sim) exclusive(ref lvmlock.Ref) bool {
 func (s *sim) checkChange(h *simHost, flag string, refs []lvmlock.Ref, before map[lvmlock.Ref]lvmlock.Mode) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.checkKilledChange(h, flag, refs)
 	for _, ref := range refs {
 		d := s.owner(ref)
 		if d == nil {
@@ -1580,6 +1587,7 @@ func (s *sim) check() {
 			s.violate("%s runs on %v at once", d.name, writers[d.name])
 		}
 	}
+	s.checkWritable()
 }
 
 // settled is the final check, once every activity has ended and every lock

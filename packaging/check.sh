@@ -52,7 +52,7 @@ same "deb files, modes and owners" "$want_deb" "$(dpkg-deb -c "$deb" | awk '$1 !
 same "deb conffiles" "/etc/libvirt/hooks/qemu.d/lvhook
 /etc/lvhook/lvhook.toml" "$(dpkg-deb --info "$deb" conffiles | sort)"
 same "deb version" "$version" "$(dpkg-deb --field "$deb" Version)"
-same "deb depends" "lvm2, lvm2-lockd, sanlock, libvirt-daemon-system (>= 6.5), init-system-helpers (>= 1.52)" \
+same "deb depends" "lvm2, lvm2-lockd, sanlock, dmsetup, libvirt-daemon-system (>= 6.5), init-system-helpers (>= 1.52)" \
 	"$(dpkg-deb --field "$deb" Depends)"
 same "deb suggests" "libvirt-daemon-driver-storage-logical" "$(dpkg-deb --field "$deb" Suggests)"
 
@@ -73,6 +73,7 @@ same "rpm config files" "/etc/libvirt/hooks/qemu.d/lvhook
 same "rpm version" "$version" "$(rpm -qp --qf '%{VERSION}' "$rpm" 2>/dev/null)"
 rpm_requires=$(rpm -qp --requires "$rpm" 2>/dev/null | grep -v '^rpmlib(' | sort)
 same "rpm requires" "bash
+device-mapper
 libvirt-daemon-driver-qemu >= 6.5
 lvm2
 lvm2-lockd

@@ -24,6 +24,8 @@ import (
 //	pending/UUID.json LVs whose deactivation failed, for the lock helper
 //	problems/UUID.json what the lock helper could not repair for a domain,
 //	                  for `lvhook check` (problems.go)
+//	killed/VG.json    what `lvhook kill-vg` did to a VG whose lease storage
+//	                  was lost, and killed/VG.lock, its flock (killed.go)
 //	evacuating        this host is evacuating (`lvhook evacuate`,
 //	                  evacuating.go): its lock helper says draining
 type State struct {
@@ -73,9 +75,19 @@ func (s *State) Lock(ctx context.Context) (unlock func(), err error) {
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(s.Dir, "lock"), os.O_CREATE|os.O_RDWR|syscall.O_CLOEXEC, 0o600)
-	if err != nil {
+	unlock, err = lockFile(ctx, filepath.Join(s.Dir, "lock"))
+	if err != nil && ctx.Err() == nil {
 		return nil, fmt.Errorf("state lock: %w", err)
+	}
+	return unlock, err
+}
+
+// lockFile takes an exclusive flock on path (created if needed), waiting
+// until ctx ends; unlock releases it.
+func lockFile(ctx context.Context, path string) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, err
 	}
 	for delay := 10 * time.Millisecond; ; delay = min(delay*2, 250*time.Millisecond) {
 		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
@@ -84,12 +96,12 @@ func (s *State) Lock(ctx context.Context) (unlock func(), err error) {
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) {
 			f.Close()
-			return nil, fmt.Errorf("state lock: %w", err)
+			return nil, err
 		}
 		select {
 		case <-ctx.Done():
 			f.Close()
-			return nil, fmt.Errorf("another lvhook call held %s until the deadline: %w", filepath.Join(s.Dir, "lock"), ctx.Err())
+			return nil, fmt.Errorf("another lvhook call held %s until the deadline: %w", path, ctx.Err())
 		case <-time.After(delay):
 		}
 	}
@@ -186,11 +198,16 @@ func (s *State) saveJSON(dir, uuid string, v any) error {
 	if err := validUUID(uuid); err != nil {
 		return err
 	}
+	return writeJSON(filepath.Join(s.Dir, dir, uuid+".json"), v)
+}
+
+// writeJSON writes v, indented, to path through WriteFileAtomic.
+func writeJSON(path string, v any) error {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(filepath.Join(s.Dir, dir, uuid+".json"), append(data, '\n'))
+	return WriteFileAtomic(path, append(data, '\n'))
 }
 
 // loadJSON reads dir/UUID.json; ok is false when there is none.
@@ -198,7 +215,13 @@ func loadJSON[T any](s *State, dir, uuid string) (v T, ok bool, err error) {
 	if err := validUUID(uuid); err != nil {
 		return v, false, err
 	}
-	data, err := os.ReadFile(filepath.Join(s.Dir, dir, uuid+".json"))
+	return readJSON[T](s, dir, uuid)
+}
+
+// readJSON reads dir/KEY.json, whose key the caller checked; ok is false
+// when there is none.
+func readJSON[T any](s *State, dir, key string) (v T, ok bool, err error) {
+	data, err := os.ReadFile(filepath.Join(s.Dir, dir, key+".json"))
 	if errors.Is(err, fs.ErrNotExist) {
 		return v, false, nil
 	}
@@ -206,7 +229,7 @@ func loadJSON[T any](s *State, dir, uuid string) (v T, ok bool, err error) {
 		return v, false, err
 	}
 	if err := json.Unmarshal(data, &v); err != nil {
-		return v, false, fmt.Errorf("state file %s/%s.json: %w", dir, uuid, err)
+		return v, false, fmt.Errorf("state file %s/%s.json: %w", dir, key, err)
 	}
 	return v, true, nil
 }
@@ -254,6 +277,12 @@ func (e *FileError) Unwrap() error { return e.Err }
 // allJSON reads every UUID.json of dir, skipping the unreadable ones and
 // returning their errors (*FileError) joined.
 func allJSON[T any](s *State, dir string) ([]T, error) {
+	return allFiles(s, dir, func(uuid string) (T, bool, error) { return loadJSON[T](s, dir, uuid) })
+}
+
+// allFiles reads every KEY.json of dir with load, skipping the unreadable
+// ones and returning their errors (*FileError) joined.
+func allFiles[T any](s *State, dir string, load func(key string) (T, bool, error)) ([]T, error) {
 	entries, err := os.ReadDir(filepath.Join(s.Dir, dir))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -264,13 +293,13 @@ func allJSON[T any](s *State, dir string) ([]T, error) {
 	var out []T
 	var errs []error
 	for _, e := range entries {
-		uuid, ok := strings.CutSuffix(e.Name(), ".json")
+		key, ok := strings.CutSuffix(e.Name(), ".json")
 		if !ok {
 			continue
 		}
-		v, found, err := loadJSON[T](s, dir, uuid)
+		v, found, err := load(key)
 		if err != nil {
-			errs = append(errs, &FileError{Dir: dir, UUID: uuid, Err: err})
+			errs = append(errs, &FileError{Dir: dir, UUID: key, Err: err})
 			continue
 		}
 		if found {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"path/filepath"
 
+	"github.com/lvhook/lvhook/killvg"
 	"github.com/lvhook/lvhook/lvmlock"
 	"github.com/urfave/cli/v2"
 )
@@ -27,23 +28,28 @@ type Streams struct {
 }
 
 // env is what every command gets: the streams, the connections to libvirtd
-// (check's and evacuate's; tests replace them) and its exit status.
+// (check's read-only one, evacuate's and kill-vg's read-write ones) and its
+// exit status. Tests replace the connections, kill-vg's commands (runner,
+// nil: run them) and its parent's name (parent, nil: /proc).
 type env struct {
 	Streams
 	dial         func(ctx context.Context, sock string) (checkConn, error)
 	dialEvacuate func(ctx context.Context, sock string) (evacuateConn, error)
+	dialRW       func(ctx context.Context, sock string) (killvg.Libvirt, error)
+	runner       lvmlock.Runner
+	parent       func() string
 	// code is the exit status a command sets when it is not 0 or 2.
 	code int
 }
 
 // commands lists the subcommands, in the order of lvhook --help.
 func commands(e *env) []*cli.Command {
-	return []*cli.Command{checkCommand(e), daemonCommand(e), evacuateCommand(e), hookCommand(e), lockspacesCommand(e), manCommand(e), completionCommand(e)}
+	return []*cli.Command{checkCommand(e), daemonCommand(e), evacuateCommand(e), hookCommand(e), killVGCommand(e), lockspacesCommand(e), manCommand(e), completionCommand(e)}
 }
 
 // Run is the whole program: argv and streams in, exit status out.
 func Run(args []string, s Streams) int {
-	return (&env{Streams: s, dial: dialLibvirt, dialEvacuate: dialEvacuate}).run(args)
+	return (&env{Streams: s, dial: dialLibvirt, dialEvacuate: dialEvacuate, dialRW: dialLibvirtRW}).run(args)
 }
 
 func (e *env) run(args []string) int {

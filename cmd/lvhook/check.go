@@ -59,7 +59,9 @@ reported with how long until its locks may be taken. For --all the cost is one
 libvirt call for the list, one lvs and one lvmlockctl -i whatever the number
 of domains, plus one XML and one job query per domain; then one sanlock client
 status, one sanlock client host_status per started VG, and, when the peers do
-not answer, one sanlock direct dump per VG.
+not answer, one sanlock direct dump per VG. A VG killed here (lvhook kill-vg:
+its lease storage lost) is not asked of lvm or sanlock, whose commands may
+hang on it: kill-vg's record and one dmsetup info say what check reports.
 
 Problems, worst first (codes are stable, texts may change):
 `
@@ -76,7 +78,7 @@ one problem config-invalid).
    "summary": {"domains", "lvs", "problems"},
    "problems": [{"code", "domain", "uuid", "vg", "lv", "message", "advice"}],
    "lockspaces": [{"vg", "shared", "lock_type",
-                   "state": started|not-started|lvmlockd-not-running|local|missing,
+                   "state": started|not-started|lvmlockd-not-running|local|missing|killed,
                    "hosts": [{"host_id", "name", "self",
                               "state": live|failing|dead|free,
                               "silent_seconds", "expires_in_seconds"}],

@@ -52,7 +52,7 @@ func newHookEnv(t *testing.T) *hookEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tool := range []string{"lvs", "lvchange", "lvmlockctl"} {
+	for _, tool := range []string{"lvs", "lvchange", "lvmlockctl", "dmsetup"} {
 		if err := os.Symlink(fake, filepath.Join(bin, tool)); err != nil {
 			t.Fatal(err)
 		}

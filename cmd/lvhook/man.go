@@ -54,7 +54,7 @@ the one host that runs it, on a volume group shared by several KVM hosts
 once, and a live migration hands the LVs over: both hosts hold them shared
 while memory is copied, then only the destination, exclusive again.
 
-One binary plays three roles. Installed as /etc/libvirt/hooks/qemu.d/lvhook
+One binary plays several roles. Installed as /etc/libvirt/hooks/qemu.d/lvhook
 it is libvirt's qemu hook: prepare begin activates the domain's LVs
 exclusively (lvchange -aey, one call per volume group, rolled back on any
 failure), release end deactivates them, migrate begin marks an incoming
@@ -62,7 +62,10 @@ migration so that the following prepare takes them shared. The hook never
 calls libvirtd and never writes on stdout. As lvhook daemon (lvhook.service)
 it is the lock helper: it downgrades an outgoing migration's LVs when the
 destination's hook asks, over mutual TLS, and repairs what no hook covers.
-As lvhook check it shows what is locked where and what is wrong.`
+As lvhook check it shows what is locked where and what is wrong. As lvhook
+kill-vg, lvm.conf's lvmlockctl_kill_command, it makes a VG whose lease
+storage this host lost unwritable here and stops its domains, so that the
+watchdog need not reset the whole host.`
 
 // manSections follow the commands in lvhook(8).
 const manSections = `
@@ -71,6 +74,10 @@ const manSections = `
     %s
 
 # EVACUATE
+
+    %s
+
+# KILL-VG
 
     %s
 
@@ -83,7 +90,7 @@ const manSections = `
 :   libvirt's hook entry, a configuration file; to stop lvhook acting on domain events, add exit 0 at its top (kept by deb and rpm upgrades) or delete it (deb upgrades leave it deleted)
 
 /run/lvhook
-:   runtime state: incoming-migration markers, the LVs of each running domain, failed deactivations, what the lock helper could not repair
+:   runtime state: incoming-migration markers, the LVs of each running domain, failed deactivations, what the lock helper could not repair, and killed/VG.json, what kill-vg did to a VG (until kill-vg --recover)
 
 /run/lvhook/evacuating
 :   this host is evacuating (lvhook evacuate): its lock helper tells the peers it is draining; removed at the end, kept at shutdown
@@ -101,11 +108,11 @@ LVHOOK_CONFIG
 
 # EXIT STATUS
 
-0 on success; 1 when the hook refuses or fails (libvirt shows its one line of stderr), when check finds problems, or when evacuate did not migrate every domain; 2 on a usage error, when check could not check, or when evacuate did nothing. The hook exits 0 at reconnect, attach and unknown ops whatever goes wrong (libvirt kills a running guest when reconnect fails), and refuses prepare, migrate and release when its configuration file cannot be used.
+0 on success; 1 when the hook refuses or fails (libvirt shows its one line of stderr), when check finds problems, when evacuate did not migrate every domain, when kill-vg could not make every LV of the VG unwritable, or when kill-vg --recover cannot recover yet; 2 on a usage error, when check could not check, when evacuate did nothing, or when kill-vg refuses to act (lvmlockd is not killing the VG). The hook exits 0 at reconnect, attach and unknown ops whatever goes wrong (libvirt kills a running guest when reconnect fails), and refuses prepare, migrate and release when its configuration file cannot be used.
 
 # SEE ALSO
 
-lvmlockd(8), lvmlockctl(8), sanlock(8), lvchange(8), virsh(1), https://libvirt.org/hooks.html
+lvmlockd(8), lvmlockctl(8), sanlock(8), lvchange(8), dmsetup(8), lvm.conf(5), virsh(1), https://libvirt.org/hooks.html
 `
 
 // manPage renders lvhook(8) from the command line definition.
@@ -133,7 +140,7 @@ func manPage(app *cli.App) (string, error) {
 		return "", fmt.Errorf("man page: %w", err)
 	}
 	indent := strings.NewReplacer("\n", "\n    ")
-	doc := "% lvhook 8\n\n" + md + fmt.Sprintf(manSections, indent.Replace(checkDoc), indent.Replace(evacuateDoc))
+	doc := "% lvhook 8\n\n" + md + fmt.Sprintf(manSections, indent.Replace(checkDoc), indent.Replace(evacuateDoc), indent.Replace(killVGDoc))
 	return string(md2man.Render([]byte(doc))), nil
 }
 

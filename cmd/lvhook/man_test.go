@@ -22,9 +22,9 @@ func TestManPage(t *testing.T) {
 		t.Fatalf("lvhook __man: exit %d, stderr %q", code, stderr.String())
 	}
 	page := stdout.String()
-	want := []string{".TH lvhook 8", ".SH NAME", ".SH DESCRIPTION", ".SH CHECK", ".SH EVACUATE", ".SH FILES", ".SH EXIT STATUS",
-		`"version": 1`, "stale-activation", "/etc/libvirt/hooks/qemu.d/lvhook", `"not_migrated"`, "lvhook-evacuate.service",
-		`priority="10" fallback="managedsave"`}
+	want := []string{".TH lvhook 8", ".SH NAME", ".SH DESCRIPTION", ".SH CHECK", ".SH EVACUATE", ".SH KILL-VG", ".SH FILES", ".SH EXIT STATUS",
+		`"version": 1`, "stale-activation", "vg-killed", "/etc/libvirt/hooks/qemu.d/lvhook", `"not_migrated"`, "lvhook-evacuate.service",
+		`priority="10" fallback="managedsave"`, `lvmlockctl_kill_command = "/usr/sbin/lvhook kill-vg"`}
 	for _, c := range newApp(&env{}).VisibleCommands() {
 		want = append(want, ".SH "+c.Name)
 	}
@@ -83,7 +83,8 @@ func TestBashCompletion(t *testing.T) {
 		words []string
 		want  string
 	}{
-		{[]string{"lvhook", ""}, "check hook"},
+		{[]string{"lvhook", ""}, "check hook kill-vg"},
+		{[]string{"lvhook", "kill-vg", "--"}, "--force --recover --timeout"},
 		{[]string{"lvhook", "ch"}, "check"},
 		{[]string{"lvhook", "check", "--"}, "--all --json --socket --timeout"},
 		{[]string{"lvhook", "check", "--j"}, "--json"},

@@ -19,7 +19,7 @@ const module = "github.com/lvhook/lvhook/"
 // packages of the module its non-test files may import. A package missing
 // here fails the test: a new package states its place in the graph.
 var allowed = map[string][]string{
-	"lvmlock":           {},
+	"lvmlock":           {"internal/clock"},
 	"lvmlock/lvmfake":   {"lvmlock"},
 	"config":            {"lvmlock"},
 	"domxml":            {"lvmlock"},
@@ -31,22 +31,24 @@ var allowed = map[string][]string{
 	"migration":         {"config", "domxml", "state", "lvmlock", "virt", "peer", "internal/clock"},
 	"check":             {"config", "domxml", "state", "lvmlock", "virt", "peer"},
 	"evacuate":          {"config", "domxml", "state", "lvmlock", "virt", "peer", "internal/clock"},
+	"killvg":            {"config", "domxml", "state", "lvmlock", "virt"},
 	"internal/realdata": {},
 	"internal/testutil": {},
 	"internal/clock":    {},
 	"virt/virttest":     {"virt"},
 	"internal/layers":   {},
-	"cmd/lvhook":        {"config", "domxml", "state", "lvmlock", "virt", "peer", "hook", "migration", "check", "evacuate"},
+	"cmd/lvhook":        {"config", "domxml", "state", "lvmlock", "virt", "peer", "hook", "migration", "check", "evacuate", "killvg"},
 }
 
 // apart lists packages that must not reach each other, even through others.
-var apart = []string{"hook", "migration", "check", "evacuate"}
+var apart = []string{"hook", "migration", "check", "evacuate", "killvg"}
 
 // testsJoining lists the one place where tests join them: the model test
 // (migration/sim_test.go) runs the real hook beside the real lock helper on
-// simulated hosts, and the real evacuation on one of them
-// (migration/sim_evacuate_test.go).
-var testsJoining = map[string][]string{"migration": {"hook", "evacuate"}}
+// simulated hosts, the real evacuation on one of them
+// (migration/sim_evacuate_test.go), and the real kill-vg when one loses its
+// lease storage (migration/simloss_test.go).
+var testsJoining = map[string][]string{"migration": {"hook", "evacuate", "killvg"}}
 
 // runsCommands is the only package that may import os/exec (lvmfake, the
 // test double of lvm's commands, runs none but builds exec errors).

@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os/exec"
 	"slices"
 	"strings"
@@ -34,6 +35,12 @@ type LV struct {
 	Offset int64
 	// Holders maps a host id to the mode it holds (active there).
 	Holders map[int]lvmlock.Mode
+	// Ghosts are leases hosts still hold on the storage although their
+	// lvmlockd no longer does (dropped after a kill, or released while
+	// the storage was lost): other hosts are refused until Expire.
+	Ghosts map[int]lvmlock.Mode
+	// Stale: hosts where its device stays without a lock (after Drop).
+	Stale map[int]bool
 }
 
 // VG is one volume group.
@@ -64,14 +71,23 @@ type Cluster struct {
 	// while its holds stay written.
 	Generation map[int]uint64
 	Left       map[int]bool
-	nextID     int
+	// Lost[host][vg]: the host lost the VG's lease storage. Killed: its
+	// lvmlockd got kill_vg. Dropped: its lvmlockd dropped the VG after a
+	// kill (the devices stay). Wiped[host][dm name]: the device has the
+	// error table; Removed[host][dm name]: dmsetup removed it while
+	// other devices of its LV remain. Layers: layer devices of an LV (dm.go).
+	Lost, Killed, Dropped, Wiped, Removed map[int]map[string]bool
+	Layers                                map[lvmlock.Ref][]string
+	nextID                                int
 }
 
 // NewCluster returns a cluster of hosts 1..n with lvmlockd running and no VG.
 func NewCluster(n int) *Cluster {
 	c := &Cluster{VGs: map[string]*VG{}, Started: map[int]map[string]bool{}, Lvmlockd: map[int]bool{},
 		Open: map[int]map[lvmlock.Ref]bool{}, calls: map[int][]string{}, Silent: map[int]int{},
-		Generation: map[int]uint64{}, Left: map[int]bool{}}
+		Generation: map[int]uint64{}, Left: map[int]bool{}, Lost: map[int]map[string]bool{}, Killed: map[int]map[string]bool{},
+		Dropped: map[int]map[string]bool{}, Wiped: map[int]map[string]bool{}, Removed: map[int]map[string]bool{},
+		Layers: map[lvmlock.Ref][]string{}}
 	for h := 1; h <= n; h++ {
 		c.Started[h] = map[string]bool{}
 		c.Lvmlockd[h] = true
@@ -92,7 +108,7 @@ func (c *Cluster) AddVG(name string, shared bool, lvs ...string) {
 	for _, lv := range lvs {
 		c.nextID++
 		vg.LVs[lv] = &LV{UUID: fmt.Sprintf("uuid-%s-%s-%04d", name, lv, c.nextID), Segtype: "linear",
-			Attr: "-wi-------", Holders: map[int]lvmlock.Mode{}, Offset: firstLease + int64(len(vg.LVs))*leaseSize}
+			Attr: "-wi-------", Holders: map[int]lvmlock.Mode{}, Ghosts: map[int]lvmlock.Mode{}, Stale: map[int]bool{}, Offset: firstLease + int64(len(vg.LVs))*leaseSize}
 	}
 }
 
@@ -122,6 +138,18 @@ func (c *Cluster) Holders(vg, lv string) map[int]lvmlock.Mode {
 		for h, m := range v.LVs[lv].Holders {
 			out[h] = m
 		}
+	}
+	return out
+}
+
+// Ghosts returns the hosts whose lease of vg/lv stays on the storage
+// although their lvmlockd dropped it, host -> mode.
+func (c *Cluster) Ghosts(vg, lv string) map[int]lvmlock.Mode {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[int]lvmlock.Mode{}
+	if v := c.VGs[vg]; v != nil && v.LVs[lv] != nil {
+		maps.Copy(out, v.LVs[lv].Ghosts)
 	}
 	return out
 }
@@ -174,7 +202,15 @@ func (h *Host) Run(ctx context.Context, name string, args ...string) ([]byte, []
 	case "lvchange":
 		failed = h.lvchange(args, &errOut)
 	case "lvmlockctl":
+		if slices.Equal(args, []string{"--info", "--dump"}) && c.Lvmlockd[h.id] {
+			h.lockdDump(&out)
+			break
+		}
 		failed = h.lockctl(&out, &errOut)
+	case "dmsetup":
+		failed = h.dmsetup(args, &out, &errOut)
+	case "vgchange":
+		failed = h.vgchange(args, &errOut)
 	case "sanlock":
 		failed = h.sanlock(args, &out, &errOut)
 	default:
@@ -226,7 +262,7 @@ func (h *Host) lvs(args []string, out, errOut *strings.Builder) bool {
 		for _, n := range names {
 			lv := vg.LVs[n]
 			active := ""
-			if lv.Holders[h.id] != lvmlock.ModeNone {
+			if lv.Holders[h.id] != lvmlock.ModeNone || lv.Stale[h.id] {
 				active = "active locally"
 			}
 			rows = append(rows, map[string]string{"vg_name": name, "lv_name": n, "lv_uuid": lv.UUID,
@@ -337,11 +373,12 @@ func (h *Host) lvchange(args []string, errOut *strings.Builder) bool {
 // change applies one LV's transition with lvmlockd's rules; "" is success.
 func (h *Host) change(vg *VG, vgName, lvName string, lv *LV, want lvmlock.Mode) string {
 	mine := lv.Holders[h.id]
+	ref := lvmlock.Ref{VG: vgName, LV: lvName}
 	if want == lvmlock.ModeNone {
-		if mine != lvmlock.ModeNone && h.c.Open[h.id][lvmlock.Ref{VG: vgName, LV: lvName}] {
+		if mine != lvmlock.ModeNone && h.c.Open[h.id][ref] {
 			return fmt.Sprintf("  Logical volume %s/%s in use.\n", vgName, lvName)
 		}
-		delete(lv.Holders, h.id)
+		h.c.forget(h.id, lv, ref)
 		return ""
 	}
 	if !vg.Shared {
@@ -351,11 +388,17 @@ func (h *Host) change(vg *VG, vgName, lvName string, lv *LV, want lvmlock.Mode) 
 	if want == mine {
 		return ""
 	}
+	switch {
+	case h.c.Killed[h.id][vgName]:
+		return fmt.Sprintf("  VG %s lock skipped: storage failed for sanlock leases\n  LV %s/%s lock failed: storage failed for sanlock leases\n", vgName, vgName, lvName)
+	case h.c.Lost[h.id][vgName]:
+		return fmt.Sprintf("  LV %s/%s lock failed: storage errors for sanlock leases\n", vgName, lvName)
+	}
 	if want == lvmlock.ModeSh && (strings.HasPrefix(lv.Segtype, "thin") || strings.HasPrefix(lv.Segtype, "raid") ||
 		lv.Segtype == "cache" || lv.Attr[0] == 'o' || lv.Attr[0] == 's') {
 		return fmt.Sprintf("  Shared activation not compatible with LV type %s of %s/%s\n", lv.Segtype, vgName, lvName)
 	}
-	for host, m := range lv.Holders {
+	for host, m := range lv.leases() {
 		if host == h.id {
 			continue
 		}
@@ -365,4 +408,16 @@ func (h *Host) change(vg *VG, vgName, lvName string, lv *LV, want lvmlock.Mode) 
 	}
 	lv.Holders[h.id] = want
 	return ""
+}
+
+// leases are the LV's leases as sanlock sees them on the storage: its
+// holders and its ghosts.
+func (lv *LV) leases() map[int]lvmlock.Mode {
+	out := maps.Clone(lv.Holders)
+	for host, m := range lv.Ghosts {
+		if out[host] != lvmlock.ModeEx {
+			out[host] = m
+		}
+	}
+	return out
 }

@@ -79,15 +79,16 @@ func (h *Host) sanlock(args []string, out, errOut *strings.Builder) bool {
 					continue
 				}
 				ts, own := 0, 0
-				for _, id := range slices.Sorted(maps.Keys(lv.Holders)) {
+				leases := lv.leases()
+				for _, id := range slices.Sorted(maps.Keys(leases)) {
 					own = id
-					if lv.Holders[id] == lvmlock.ModeEx {
+					if leases[id] == lvmlock.ModeEx {
 						ts = 9000 + id
 					}
 				}
 				fmt.Fprintf(out, "%08d %36s %48s %010d %04d %04d %d\n", lv.Offset, "lvm_"+name, lv.UUID, ts, own, 3, 12)
-				for _, id := range slices.Sorted(maps.Keys(lv.Holders)) {
-					if lv.Holders[id] == lvmlock.ModeSh {
+				for _, id := range slices.Sorted(maps.Keys(leases)) {
+					if leases[id] == lvmlock.ModeSh {
 						fmt.Fprintf(out, "%106s%04d %04d SH\n", "", id, 3)
 					}
 				}
