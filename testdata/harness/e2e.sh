@@ -40,7 +40,7 @@ ALL_SCENARIOS=(start_refuse_stop save_restore managedsave libvirtd_restart multi
 	lockspace_stopped optout pool mixed shareable
 	migrate_live migrate_manual_locks migrate_abort migrate_dest_killed migrate_src_helper_down
 	migrate_dest_helper_down migrate_dest_libvirtd_restart migrate_offline forged_request check
-	package_upgrade host_crash boot_autostart poweroff_evacuate evacuate_fallback)
+	package_upgrade host_crash boot_autostart poweroff_evacuate evacuate_fallback storage_loss)
 # With HOSTS=3 (scenarios-three.sh): run after the two-host ones.
 THREE_SCENARIOS=(three_offline_two_starts three_stale_marker three_check_holder
 	three_migrate_peer_off three_migrate_peer_crash three_evacuate_spread)
