@@ -43,8 +43,13 @@ e2e-three: build
 # instead of 20; LVHOOK_MIGRATIONS).
 # Both platforms run whatever the first gives; e2e-ci.sh ends with a recap of both
 # (counts, failures and the failed scenarios' logs) for CI's tail.
+# Left out of CI's Debian 13 run for time, each covered by another scenario:
+# boot_autostart by poweroff_evacuate (which boots the host again with the
+# same autostart checks), host_crash by storage_loss (a host's lease dies, the
+# survivor starts its domain once it is dead) and three_migrate_peer_crash.
+E2E_CI_SKIP := boot_autostart host_crash
 e2e-ci: build
-	LVHOOK_MIGRATIONS=4 $(HARNESS)/e2e-ci.sh "13 2" "12 3 $(E2E_THREE)"
+	E2E_SKIP="$(E2E_CI_SKIP)" LVHOOK_MIGRATIONS=4 $(HARNESS)/e2e-ci.sh "13 2" "12 3 $(E2E_THREE)"
 
 # Everything: Debian 13 and Debian 12 in full on two hosts, and the three-host set.
 e2e-all: build

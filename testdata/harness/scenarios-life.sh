@@ -113,7 +113,8 @@ scenario_storage_loss() {
 	kill_command host1 on
 	start_ok host1 t1
 	expect "t1 running on host1" t1@host1=ex
-	local t0=$SECONDS
+	local t0=$SECONDS cut_at
+	cut_at=$(date +%s.%N)
 	disk_cut host1
 	log "  host1: the shared disk cut (every read and write fails with EIO) while t1 runs"
 	(
@@ -127,6 +128,13 @@ scenario_storage_loss() {
 		wait_until "host1: kill-vg's record verified" 60 killed_verified host1 ||
 			fail "no verified /run/lvhook/killed/$VG.json on host1"
 		hsh host1 -t 60 "cat /run/lvhook/killed/$VG.json; echo; dmsetup table | grep '^$VG-'" | sed 's/^/      | /' >&2 || true
+		# To the second, from kill-vg's own record (the polls above see it late).
+		local started finished
+		started=$(hrun host1 -t 30 cat "/run/lvhook/killed/$VG.json" | jq -r '.started | sub("\\.[0-9]+"; "") | fromdate')
+		finished=$(hrun host1 -t 30 cat "/run/lvhook/killed/$VG.json" | jq -r '.finished | sub("\\.[0-9]+"; "") | fromdate')
+		record loss-to-kill-vg-s "$(awk -v a="$started" -v b="$cut_at" 'BEGIN { printf "%.0f", a - b }')"
+		record loss-to-domains-stopped-s "$(awk -v a="$finished" -v b="$cut_at" 'BEGIN { printf "%.0f", a - b }')"
+		record kill-vg-run-s $((finished - started))
 		hsh host1 -t 30 "dmsetup table $VG-t1 | grep -qw error" || fail "vg0-t1 on host1 does not have the error table"
 		wait_until "host1: sanlock left lockspace lvm_$VG" 120 sanlock_left host1 ||
 			fail "sanlock on host1 still has lvm_$VG $((SECONDS - t0)) s after the cut"
