@@ -37,6 +37,9 @@ type Evacuator struct {
 	Progress io.Writer
 	// Now and Sleep are the clock (tests replace them); Poll is the pause
 	// between looks at a domain that should stop or lock ex (default 2 s),
+	// AbortBound is how long an aborted migration may still take
+	// (virt.JobAbortBound); tests shorten it.
+	AbortBound time.Duration
 	// Reserve the time kept for a destroy (config.EvacuateReserve).
 	Now     func() time.Time
 	Sleep   func(ctx context.Context, d time.Duration) error
@@ -119,7 +122,9 @@ func (e *Evacuator) Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	run := &runState{e: e, steps: steps, rep: rep, peers: peers, parallel: parallel}
 	deadline, _ := ctx.Deadline()
-	mctx, mcancel := context.WithDeadline(ctx, deadline.Add(-(cfg.ShutdownTimeout.D() + e.reserve())))
+	// A migration past its deadline is aborted, which may take up to
+	// virt.JobAbortBound more: kept out of the fallbacks' time as well.
+	mctx, mcancel := context.WithDeadline(ctx, deadline.Add(-(cfg.ShutdownTimeout.D() + e.reserve() + e.abortBound())))
 	run.migrateAll(mctx)
 	mcancel()
 	run.fallbackAll(ctx)
@@ -137,6 +142,8 @@ func (e *Evacuator) isPeer(name string) bool {
 }
 
 func (e *Evacuator) reserve() time.Duration { return cmp.Or(e.Reserve, config.EvacuateReserve) }
+
+func (e *Evacuator) abortBound() time.Duration { return cmp.Or(e.AbortBound, virt.JobAbortBound) }
 
 func (e *Evacuator) poll() time.Duration { return cmp.Or(e.Poll, 2*time.Second) }
 
@@ -192,7 +199,7 @@ func (r *runState) migrateAll(ctx context.Context) {
 func (r *runState) migrate(ctx context.Context, i int) bool {
 	e, st, d := r.e, r.steps[i], &r.rep.Domains[i]
 	if ctx.Err() != nil {
-		d.Reason = "no time was left for migrations (evacuate.timeout less shutdown_timeout and the destroy's 30 s)"
+		d.Reason = "no time was left for migrations (evacuate.timeout less shutdown_timeout, the destroy's 30 s and 75 s to abort a migration)"
 		e.say(d, "%s -> %s: not migrated: no time left for migrations", st.Name, st.Target)
 		return false
 	}

@@ -196,6 +196,7 @@ func TestRunTimeout(t *testing.T) {
 	w.e.Now = nil
 	w.e.Poll = 10 * time.Millisecond
 	w.e.Reserve = 100 * time.Millisecond
+	w.e.AbortBound = 50 * time.Millisecond
 	w.e.Config.Evacuate.Timeout = config.Duration(time.Second)
 	w.e.Config.Evacuate.ShutdownTimeout = config.Duration(200 * time.Millisecond)
 	hold := make(chan struct{})

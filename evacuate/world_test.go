@@ -60,7 +60,7 @@ func newWorld(t *testing.T) *world {
 	cfg.Daemon.Peers[2].MigrateURI = "tcp://10.0.0.3"
 	st := &state.State{Dir: cfg.StateDir, Now: w.clock}
 	w.e = &Evacuator{Config: cfg, Host: "host1", Libvirt: w.lv, LVM: &lvmlock.Client{Runner: w.lvm.Host(1), Log: zerolog.Nop()},
-		State: st, Peers: w, Log: zerolog.Nop(), Progress: &w.out, Now: w.clock, Sleep: w.sleep, Reserve: time.Second}
+		State: st, Peers: w, Log: zerolog.Nop(), Progress: &w.out, Now: w.clock, Sleep: w.sleep, Reserve: time.Second, AbortBound: time.Second}
 	w.lv.Stopped = w.stopped
 	return w
 }

@@ -223,9 +223,14 @@ func (k *Killer) devicesOf(ctx context.Context, vg string) ([]device, error) {
 	return out, nil
 }
 
-// wipe replaces the table of every device of vg that is not all error yet:
-// the LVs' own devices (hidden ones too) first, in parallel, then their
-// layers. It returns the devices it wiped and why the others failed.
+// wipe replaces the table of every device of vg that is not all error yet,
+// in three passes, each in parallel, so that a device's flushing suspend
+// never races the wipe of a device under it: the LVs' own devices, then
+// their layers (-tpool, -real, ...), then the hidden sub-LVs a pool, cache,
+// raid or mirror is built on (_tdata, _cdata, _rimage_0, ...). A device
+// with no live table is removed instead (a pending table could be resumed
+// later; the kernel refuses an open device). It returns the devices it
+// wiped or removed and why the others failed.
 func (k *Killer) wipe(ctx context.Context, vg string, log zerolog.Logger) (wiped []string, failed map[string]string) {
 	failed = map[string]string{}
 	devs, err := k.devicesOf(ctx, vg)
@@ -234,16 +239,20 @@ func (k *Killer) wipe(ctx context.Context, vg string, log zerolog.Logger) (wiped
 		return nil, failed
 	}
 	var mu sync.Mutex
-	for _, top := range []bool{true, false} {
+	for pass := range 3 {
 		var todo []device
 		for _, d := range devs {
-			if (d.Layer == "") == top && !lvmlock.ErrorOnly(d.table) {
+			if wipePass(d) == pass && !unwritable(d) {
 				todo = append(todo, d)
 			}
 		}
 		each(todo, func(d device) {
 			start := time.Now()
-			err := k.LVM.WipeTable(ctx, d.Name)
+			what, do := "table replaced by the error target", k.LVM.WipeTable
+			if len(d.table) == 0 {
+				what, do = "device without a live table removed", k.LVM.RemoveDM
+			}
+			err := do(ctx, d.Name)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -253,12 +262,34 @@ func (k *Killer) wipe(ctx context.Context, vg string, log zerolog.Logger) (wiped
 			}
 			wiped = append(wiped, d.Name)
 			log.Info().Str("dev", d.Name).Str("lv", d.LV).Str("layer", d.Layer).Int("open", d.Open).
-				Dur("took", time.Since(start)).Msg("table replaced by the error target")
+				Dur("took", time.Since(start)).Msg(what)
 		})
 	}
 	slices.Sort(wiped)
 	return wiped, failed
 }
+
+// subLVSuffixes are lvm's reserved name parts of the hidden LVs a pool,
+// cache, raid, mirror or VDO LV is built on (lvm(8), VALID NAMES).
+var subLVSuffixes = []string{"_cdata", "_cmeta", "_corig", "_cpool", "_cvol", "_mimage", "_mlog",
+	"_pmspare", "_rimage", "_rmeta", "_tdata", "_tmeta", "_vdata", "_vorigin", "_wcorig"}
+
+// wipePass is the pass that wipes d: 0 an LV's own device, 1 a layer, 2 a
+// hidden sub-LV.
+func wipePass(d device) int {
+	switch {
+	case slices.ContainsFunc(subLVSuffixes, func(s string) bool { return strings.Contains(d.LV, s) }):
+		return 2
+	case d.Layer != "":
+		return 1
+	}
+	return 0
+}
+
+// unwritable tells whether nothing can write d: a live table of error
+// targets only. A device without a live table is not (a loaded inactive
+// table would make it writable once resumed).
+func unwritable(d device) bool { return len(d.table) > 0 && lvmlock.ErrorOnly(d.table) }
 
 // writable lists the devices of vg that can still be written: any target
 // but error. failed gives why a wipe failed.
@@ -269,12 +300,15 @@ func (k *Killer) writable(ctx context.Context, vg string, failed map[string]stri
 	}
 	var left []state.KilledDevice
 	for _, d := range devs {
-		if lvmlock.ErrorOnly(d.table) {
+		if unwritable(d) {
 			continue
 		}
 		why := failed[d.Name]
 		if why == "" {
 			why = "its table is " + targetTypes(d.table)
+			if len(d.table) == 0 {
+				why = "it has no live table (one loaded could be resumed)"
+			}
 		}
 		left = append(left, state.KilledDevice{Name: d.Name, Why: why})
 	}

@@ -330,3 +330,70 @@ func TestKillNothingActive(t *testing.T) {
 		t.Errorf("Kill = %+v, %v; want verified, nothing wiped", rec, err)
 	}
 }
+
+// The wipe passes: an LV's own device, then its layers, then the hidden
+// sub-LVs under a pool, cache or raid LV (their flushing suspends must not
+// race the wipe of what is under them); a device without a live table is
+// not taken for unwritable.
+func TestWipeOrder(t *testing.T) {
+	dev := func(lv, layer string, table ...string) device {
+		d := device{DMDevice: lvmlock.DMDevice{LV: lv, Layer: layer}, table: []lvmlock.DMTarget{}}
+		for _, ty := range table {
+			d.table = append(d.table, lvmlock.DMTarget{Type: ty})
+		}
+		return d
+	}
+	tests := []struct {
+		d          device
+		pass       int
+		unwritable bool
+	}{
+		{dev("vm1-root", "", "linear"), 0, false},
+		{dev("thin1", "", "thin"), 0, false},
+		{dev("pool", "", "linear"), 0, false},
+		{dev("pool", "tpool", "thin-pool"), 1, false},
+		{dev("origin", "real", "linear"), 1, false},
+		{dev("pool_tdata", "", "linear"), 2, false},
+		{dev("pool_tmeta", "", "linear"), 2, false},
+		{dev("cached_corig", "", "linear"), 2, false},
+		{dev("r1_rimage_0", "", "linear"), 2, false},
+		{dev("vm1-root", "", "error"), 0, true},
+		{dev("vm1-root", ""), 0, false}, // no live table
+		{dev("vm1-root", "", "error", "linear"), 0, false},
+	}
+	for _, tt := range tests {
+		if got := wipePass(tt.d); got != tt.pass {
+			t.Errorf("wipePass(%s-%s) = %d, want %d", tt.d.LV, tt.d.Layer, got, tt.pass)
+		}
+		if got := unwritable(tt.d); got != tt.unwritable {
+			t.Errorf("unwritable(%s-%s %v) = %v, want %v", tt.d.LV, tt.d.Layer, tt.d.table, got, tt.unwritable)
+		}
+	}
+}
+
+// A device of the VG with no live table (an activation between its load and
+// its resume): removed, not counted as unwritable; while it stays, the kill
+// is not verified.
+func TestKillDeviceWithoutLiveTable(t *testing.T) {
+	w := newWorld(t)
+	w.lvm.Intercept = func(_ int, args []string) (string, string, error, bool) {
+		switch strings.Join(args, " ") {
+		case "dmsetup table":
+			return "vg0-lvmlock: 0 524288 linear 254:16 2048\nvg0-vm1--root: \n", "", nil, true
+		case "dmsetup remove -- vg0-vm1--root":
+			return "", "device-mapper: remove ioctl on vg0-vm1--root  failed: Device or resource busy\nCommand failed.\n", lvmfake.ExitError{Code: 1}, true
+		}
+		return "", "", nil, false
+	}
+	rec, err := w.killer().Kill(context.Background(), "vg0", false)
+	if err != nil || rec.Verified {
+		t.Fatalf("Kill = %+v, %v; want unverified", rec, err)
+	}
+	if i := slices.IndexFunc(rec.Left, func(d state.KilledDevice) bool { return d.Name == "vg0-vm1--root" }); i < 0 ||
+		!strings.Contains(rec.Left[i].Why, "Device or resource busy") {
+		t.Errorf("left %+v: want vg0-vm1--root, its removal refused", rec.Left)
+	}
+	if !slices.Contains(w.lvm.Calls(1), "dmsetup remove -- vg0-vm1--root") {
+		t.Errorf("calls %v: no removal of the device without a live table", w.lvm.Calls(1))
+	}
+}

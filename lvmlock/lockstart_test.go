@@ -135,3 +135,55 @@ func TestStartLockspacesRefusesOptionNames(t *testing.T) {
 		t.Errorf("error %v is not a NameError", failed["-ay"])
 	}
 }
+
+// batchStart answers for two VGs: the first vgchange, naming both, joins
+// vg1 only; vg2 joins at its own retry.
+type batchStart struct {
+	joined map[string]bool
+	calls  []string
+}
+
+func (b *batchStart) Run(_ context.Context, name string, args ...string) ([]byte, []byte, error) {
+	b.calls = append(b.calls, name+" "+strings.Join(args, " "))
+	var out strings.Builder
+	switch name {
+	case "lvmlockctl":
+		for _, vg := range []string{"vg1", "vg2"} {
+			if b.joined[vg] {
+				out.WriteString("VG " + vg + " lock_type=sanlock x\n")
+			}
+		}
+	case "sanlock":
+		for _, vg := range []string{"vg1", "vg2"} {
+			if b.joined[vg] {
+				out.WriteString("s lvm_" + vg + ":1:/dev/mapper/" + vg + "-lvmlock:0\n")
+			}
+		}
+	case "vgchange":
+		if len(args) == 4 {
+			b.joined["vg1"] = true
+			return nil, []byte("  VG vg2 start failed: invalid parameters for sanlock\n"), exitErr(5)
+		}
+		b.joined[args[len(args)-1]] = true
+	}
+	return []byte(out.String()), nil, nil
+}
+
+func TestStartLockspacesTogether(t *testing.T) {
+	defer func(d time.Duration) { firstStartRetry = d }(firstStartRetry)
+	firstStartRetry = time.Millisecond
+	b := &batchStart{joined: map[string]bool{}}
+	failed := (&Client{Runner: b}).StartLockspaces(context.Background(), Sanlock{Runner: b}, []string{"vg1", "vg2"}, nil)
+	if len(failed) != 0 {
+		t.Fatalf("failed: %v", failed)
+	}
+	var starts []string
+	for _, c := range b.calls {
+		if strings.HasPrefix(c, "vgchange") {
+			starts = append(starts, c)
+		}
+	}
+	if want := []string{"vgchange --lock-start -- vg1 vg2", "vgchange --lock-start -- vg2"}; !slices.Equal(starts, want) {
+		t.Errorf("starts %q, want %q: both asked at once, then the one not joined", starts, want)
+	}
+}

@@ -41,6 +41,11 @@ var ErrJobAborted = errors.New("job aborted")
 // aborted; its connection is then closed.
 var abortWait = 30 * time.Second
 
+// JobAbortBound is how long a long job (Migrate, ManagedSave) may outlive
+// its deadline while it is aborted: the abort call's bound and the wait for
+// the job to end. A caller that must act after the job keeps this much.
+const JobAbortBound = callTimeout + 30*time.Second
+
 // NodeFreeMemory is the host's free memory in bytes, as libvirt reports it
 // (virNodeGetFreeMemory: free pages, without the page cache).
 func (g *Conn) NodeFreeMemory(ctx context.Context) (uint64, error) {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/lvhook/lvhook/config"
 	"github.com/lvhook/lvhook/lvmlock"
+	"github.com/lvhook/lvhook/state"
 )
 
 func lockspacesCommand(e *env) *cli.Command {
@@ -31,8 +33,11 @@ libvirt autostarts find their lockspaces joined. With lvmlockd not running,
 or no shared VG, it has nothing to do and exits 0. A configuration file
 lvhook cannot use does not stop it: it says so and uses the defaults.
 
+A VG that lvhook kill-vg killed on this host (its lease storage was lost) is
+not started: ` + "`lvhook kill-vg --recover VG`" + ` checks its devices and starts it.
+
 Exit status: 0 every lockspace joined (or nothing to do), 1 some not joined
-in time (each named on stderr with lvm's line), 2 usage.`,
+in time (each named on stderr with lvm's line) or killed, 2 usage.`,
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: "timeout", Usage: "give up after `DURATION` (default: lockspace_start_timeout, 5m)"},
 		},
@@ -88,6 +93,22 @@ func runLockspaces(parent context.Context, e *env, vgs []string, timeout time.Du
 		fmt.Fprintln(e.Stdout, "no shared VG on this host: no lockspace to start")
 		return true
 	}
+	// A VG lvhook kill-vg killed here is recovered by `kill-vg --recover`,
+	// which checks its devices first: never started behind its back.
+	killed, kerr := (&state.State{Dir: cfg.StateDir}).KilledVGs()
+	if kerr != nil {
+		fmt.Fprintf(e.Stderr, "lvhook lockspaces: cannot read the kill records (%s); starting as if none\n", lvmlock.OneLine(kerr.Error()))
+	}
+	var skipped []string
+	vgs = slices.DeleteFunc(slices.Clone(vgs), func(vg string) bool {
+		if k, ok := killed[vg]; ok {
+			fmt.Fprintf(e.Stderr, "lvhook lockspaces: %s: killed by lvhook kill-vg at %s (its lease storage was lost); not started: recover it with `lvhook kill-vg --recover %s`\n",
+				vg, k.Started.UTC().Format(time.RFC3339), vg)
+			skipped = append(skipped, vg)
+			return true
+		}
+		return false
+	})
 	start := time.Now()
 	failed := lvm.StartLockspaces(ctx, san, vgs, func(a lvmlock.StartAttempt) {
 		if a.Err == nil {
@@ -107,5 +128,5 @@ func runLockspaces(parent context.Context, e *env, vgs []string, timeout time.Du
 	if len(joined) > 0 {
 		fmt.Fprintf(e.Stdout, "joined: %s\n", strings.Join(joined, " "))
 	}
-	return len(failed) == 0
+	return len(failed) == 0 && len(skipped) == 0
 }
