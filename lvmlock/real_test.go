@@ -130,3 +130,19 @@ func TestRealSharedVGs(t *testing.T) {
 		}
 	})
 }
+
+func TestRealKillVGInputs(t *testing.T) {
+	realdata.Run(t, func(t *testing.T, r realdata.Release) {
+		if got, want := ParseLockdInfo(r.Read(t, "lvmlockctl-info-dump.txt")), (map[string]LockdLockspace{"vg0": {VG: "vg0"}}); !cmp.Equal(got, want) {
+			t.Errorf("lockd info: %v, want %v", got, want)
+		}
+		devs, err := ParseDMInfo(r.Read(t, "dmsetup-info.txt"))
+		if err != nil || len(devs) != 1 || devs[0].Name != "vg0-lvmlock" || devs[0].VG != "vg0" || devs[0].LV != "lvmlock" || devs[0].Layer != "" || !devs[0].LVM() {
+			t.Errorf("dmsetup info: %+v, %v", devs, err)
+		}
+		tables := ParseDMTables(r.Read(t, "dmsetup-table.txt"))
+		if tb := tables["vg0-lvmlock"]; len(tables) != 1 || len(tb) != 1 || tb[0].Type != "linear" || ErrorOnly(tb) {
+			t.Errorf("dmsetup table: %+v", tables)
+		}
+	})
+}

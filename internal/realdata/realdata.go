@@ -23,6 +23,13 @@ const Dir = "testdata/real"
 // needs one skips for that release, saying so. This is the only such list;
 // any other file a test reads missing from a release directory fails it.
 var Optional = map[string][]string{
+	// Taken by hand on Debian 13 (host1, vg0 started, no LV active) while
+	// kill-vg was built; capture.sh does not take them yet.
+	"debian12": {
+		"lvmlockctl-info-dump.txt",
+		"dmsetup-info.txt",
+		"dmsetup-table.txt",
+	},
 	// Taken by hand during the harness's host_crash scenario, not by
 	// capture.sh: they exist for debian12 only until someone takes them.
 	"debian13": {
