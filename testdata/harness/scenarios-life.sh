@@ -183,18 +183,20 @@ set_priority() {
 	virsh_on "$1" metadata "$2" https://lvhook.dev/xmlns/domain/1 --key lvhook --set "<domain $attrs/>" --config >/dev/null
 }
 
-# poweroff_host HOST BOUND: `systemctl poweroff` in HOST; its QEMU must exit by itself
-# (a clean poweroff) within BOUND seconds, else it is killed and the scenario fails.
-poweroff_host() {
-	local host=$1 bound=$2 t0=$SECONDS
-	hsh "$host" -t 30 'systemctl --no-block poweroff' >/dev/null 2>&1 || true
-	while qemu_running "$host" && ((SECONDS - t0 < bound)); do sleep 1; done
+# powered_off HOST T0 NAME: wait (600 s from T0, when `systemctl poweroff` was sent)
+# for HOST's QEMU to exit by itself, a clean poweroff, else kill it and fail; record
+# NAME, the seconds it took, and show lvhook evacuate's lines from its console.
+powered_off() {
+	local host=$1 t0=$2
+	while qemu_running "$host" && ((SECONDS - t0 < 600)); do sleep 1; done
 	if qemu_running "$host"; then
 		tail -n 30 "$(host_dir "$host")/console.log" | tr -d '\r' | sed 's/^/      | /' >&2
 		kill_host "$host" 0
-		fail "$host did not power off by itself within $bound s"
+		fail "$host did not power off by itself within 600 s"
 	fi
-	log "  $host: powered off $((SECONDS - t0)) s after systemctl poweroff"
+	record "$3" $((SECONDS - t0))
+	log "  $host: powered off by itself $((SECONDS - t0)) s after systemctl poweroff; lvhook evacuate on its console:"
+	tr -d '\r' <"$(host_dir "$host")/console.log" | grep -E 'sh\[[0-9]+\]: ' | tail -n 15 | sed 's/^/      | /' >&2
 }
 
 # poweroff_evacuate: host1 runs t3, tmixed and tshare1 (priorities 10, 0, 5) with
@@ -223,15 +225,7 @@ scenario_poweroff_evacuate() {
 		done
 		record evacuate-3-s $((SECONDS - t0))
 		log "  host2: t3, tshare1 and tmixed run there $((SECONDS - t0)) s after host1's poweroff"
-		while qemu_running host1 && ((SECONDS - t0 < 600)); do sleep 1; done
-		if qemu_running host1; then
-			tail -n 30 "$(host_dir host1)/console.log" | tr -d '\r' | sed 's/^/      | /' >&2
-			kill_host host1 0
-			fail "host1 did not power off by itself within 600 s"
-		fi
-		record poweroff-total-s $((SECONDS - t0))
-		log "  host1: powered off by itself $((SECONDS - t0)) s after systemctl poweroff; its console:"
-		tr -d '\r' <"$(host_dir host1)/console.log" | grep -E 'sh\[[0-9]+\]: ' | tail -n 15 | sed 's/^/      | /' >&2
+		powered_off host1 "$t0" poweroff-total-s
 		expect "evacuated to host2" t3a@host2=ex t3b@host2=ex t3c@host2=ex mixed1@host2=ex share1@host2=sh
 	)
 	t0=$SECONDS
@@ -294,15 +288,7 @@ scenario_evacuate_fallback() {
 		# shellcheck disable=SC2034,SC2207
 		HOSTS=($(hosts_but host1))
 		hsh host1 -t 30 'systemctl --no-block poweroff' >/dev/null 2>&1 || true
-		while qemu_running host1 && ((SECONDS - t0 < 600)); do sleep 1; done
-		if qemu_running host1; then
-			tail -n 30 "$(host_dir host1)/console.log" | tr -d '\r' | sed 's/^/      | /' >&2
-			kill_host host1 0
-			fail "host1 did not power off by itself within 600 s"
-		fi
-		record fallback-poweroff-s $((SECONDS - t0))
-		log "  host1: powered off by itself $((SECONDS - t0)) s after systemctl poweroff; its console:"
-		tr -d '\r' <"$(host_dir host1)/console.log" | grep -E 'sh\[[0-9]+\]: ' | tail -n 15 | sed 's/^/      | /' >&2
+		powered_off host1 "$t0" fallback-poweroff-s
 		expect "host1 off: nothing active on host2"
 	)
 	libvirtd_units host2 start
