@@ -6,6 +6,17 @@
 #                   running on the other host: lvhook-lockspaces.service joins the
 #                   lockspace before libvirtd starts, the free one runs, the other is
 #                   refused with lvhook's line and lvhook check reports it.
+#   poweroff_evacuate  `systemctl poweroff` of a host running three domains: lvhook
+#                   evacuate moves them to the peer before libvirt-guests stops, the
+#                   host powers off by itself; then it boots again (the checks of
+#                   boot_autostart, which CI leaves out for this one).
+#   evacuate_fallback  the same with the peer's libvirtd down: managedsave and
+#                   shutdown-then-destroy, nothing active anywhere, the saved domain
+#                   restored after the boot.
+#   storage_loss    the shared disk cut under one host (disk_cut: EIO): sanlock's kill
+#                   path runs lvhook kill-vg, the domain is stopped and its LV put on
+#                   the error target, the host is not reset; the peer starts the domain
+#                   once the host is dead; the host recovers (kill-vg --recover).
 #
 # The image disables sanlock, lvmlockd and lvm2's lvmlocks (the harness starts them by
 # hand); a scenario that reboots a host enables them there as an operator's host has
