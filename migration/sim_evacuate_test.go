@@ -82,8 +82,11 @@ func (s *sim) evacuate(h *simHost) {
 		LVM:     &lvmlock.Client{Runner: &checkRunner{s: s, h: h}, Log: s.log},
 		State:   h.state,
 		Peers:   simCapacity{s: s},
-		Log:     s.log.With().Str("host", h.name).Str("role", "evacuate").Logger(),
-		Now:     s.now,
+		// Its decision to leave a domain running is checked as it is
+		// made, against the cluster's locks at that moment.
+		Progress: leaveCheck{s: s, h: h},
+		Log:      s.log.With().Str("host", h.name).Str("role", "evacuate").Logger(),
+		Now:      s.now,
 		// The waits (for ex, for a shutdown) let the cluster live:
 		// time passes and a step or two runs.
 		Sleep: func(ctx context.Context, d time.Duration) error {
@@ -93,6 +96,10 @@ func (s *sim) evacuate(h *simHost) {
 			}
 			return ctx.Err()
 		},
+	}
+	begun := map[*simDom]int{}
+	for _, d := range s.doms {
+		begun[d] = d.begun
 	}
 	rep, err := ev.Run(context.Background(), evacuate.Options{Parallel: 1, AtShutdown: atShutdown})
 	if err != nil {
@@ -107,9 +114,11 @@ func (s *sim) evacuate(h *simHost) {
 		case evacuate.ResultLeft:
 			s.stats.evacLeft++
 			s.stats.evacFallbacks++
-			// Unless someone stopped or moved it since (an operator's
-			// virsh destroy may come in the middle).
-			if dom := s.domNamed(d.Name); s.runningOn(dom) == h && !s.involvedWith(h, dom) {
+			// Unless someone else acted on it during the evacuation (an
+			// operator's virsh destroy or migrate may come in the middle:
+			// a migration started after the decision holds sh, and the
+			// check below, once exclusive_timeout has passed, covers it).
+			if dom := s.domNamed(d.Name); s.runningOn(dom) == h && !s.involvedWith(h, dom) && dom.begun == begun[dom] {
 				if why := s.sharedOn(h, d.Name); why != "" {
 					s.violate("%s: evacuate left %s running with %s", h.name, d.Name, why)
 				}
@@ -141,6 +150,22 @@ func (s *sim) evacuate(h *simHost) {
 }
 
 // sharedOn says which LV the domain needs ex is not ex on h, or "".
+// leaveCheck reads lvhook evacuate's progress lines; at "left running here"
+// the domain must hold every LV it needs ex, ex on that host, at that moment.
+type leaveCheck struct {
+	s *sim
+	h *simHost
+}
+
+func (c leaveCheck) Write(p []byte) (int, error) {
+	if name, ok := strings.CutSuffix(strings.TrimSpace(string(p)), ": left running here (it holds every LV ex)"); ok {
+		if why := c.s.sharedOn(c.h, name); why != "" {
+			c.s.violate("%s: evacuate decided to leave %s running while it holds %s", c.h.name, name, why)
+		}
+	}
+	return len(p), nil
+}
+
 func (s *sim) sharedOn(h *simHost, name string) string {
 	d := s.domNamed(name)
 	if d == nil {
@@ -234,7 +259,9 @@ func (e *simEvac) idle(uuid string) (*simDom, error) {
 // a's own, cancellations among them, and everyone else's.
 func (e *simEvac) drive(a activity) error {
 	s := e.s
+	s.evacBegins = true
 	s.begin(a)
+	s.evacBegins = false
 	for i := 0; !a.done(); i++ {
 		opts := s.options(false)
 		if i > 3000 || len(opts) == 0 || s.failed() {

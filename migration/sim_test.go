@@ -94,6 +94,9 @@ type simDom struct {
 	xml        []byte
 	busy       int  // starts, stops or migrations under way
 	offline    bool // an offline migration is under way
+	// begun counts the activities begun on it by anyone but lvhook
+	// evacuate (the evacuation check's "did someone else act on it").
+	begun int
 }
 
 // vm is a domain's presence on a host as libvirt has it: from the first hook
@@ -155,7 +158,9 @@ type sim struct {
 	hosts   []*simHost
 	doms    []*simDom
 	acts    []activity
-	faults  bool
+	// evacBegins: lvhook evacuate is beginning an activity (simEvac.drive).
+	evacBegins bool
+	faults     bool
 
 	mu         sync.Mutex // what goroutines of the handover read
 	clock      time.Time
@@ -680,6 +685,9 @@ func (s *sim) presentAnywhere(d *simDom) bool {
 }
 
 func (s *sim) begin(a activity) {
+	if d, ok := a.(interface{ dom() *simDom }); ok && !s.evacBegins {
+		d.dom().begun++
+	}
 	switch a := a.(type) {
 	case *startAct:
 		a.d.busy++
