@@ -148,7 +148,10 @@ for s in "$ctrl"/postinst "$ctrl"/prerm "$ctrl"/postrm "$ctrl/rpm-scripts"; do
 	bad=$(printf '%s\n' "$code" | grep -n 'restart' | grep -Ev '[ "]lvhook\.service|action=restart')
 	same "$name restarts nothing but lvhook.service" "" "$bad"
 	if [ "$name" = postinst ] || [ "$name" = rpm-scripts ]; then
-		if printf '%s\n' "$code" | grep -Eq '(enable|deb-systemd-helper enable) .*lvhook-evacuate\.service|enable --now lvhook-evacuate\.service'; then
+		# Named in an enable, or in the rpm's loop over the units it enables once.
+		if printf '%s\n' "$code" | grep -Eq '(enable|deb-systemd-helper enable) .*lvhook-evacuate\.service|enable --now lvhook-evacuate\.service' ||
+			{ printf '%s\n' "$code" | grep -Eq 'for unit in .*lvhook-evacuate\.service' &&
+				printf '%s\n' "$code" | grep -Eq 'systemctl enable "\$unit"'; }; then
 			ok "$name enables lvhook-evacuate.service"
 		else
 			fail "$name enables lvhook-evacuate.service"
