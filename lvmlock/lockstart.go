@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/lvhook/lvhook/internal/clock"
 )
 
 // Joining a shared VG's lockspace at boot. lvm2's lvmlocks.service runs
@@ -167,12 +169,8 @@ func (c *Client) startOne(ctx context.Context, s Sanlock, vg string, report func
 		if !LockStartTransient(err) || ctx.Err() != nil {
 			return err
 		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if clock.Sleep(ctx, delay) != nil {
 			return err
-		case <-t.C:
 		}
 		delay = min(2*delay, 30*time.Second)
 	}
