@@ -17,11 +17,15 @@ DEB_DIR=${LVHOOK_DEB_DIR:-$RUN_DIR-debs}
 HOST_TOOLS+=(openssl:openssl make:make)
 
 # build_debs: the two packages the harness installs, built by `make package` into
-# $RUN_DIR/debs: lvhook.deb (the checkout's version) and lvhook-upgrade.deb (the same
-# code with a higher version, to upgrade over the first). Leaves dist/ with the first.
+# $DEB_DIR: lvhook.deb (the checkout's version) and lvhook-upgrade.deb (the same code
+# with a higher version, to upgrade over the first). Leaves dist/ with the first.
+# Clusters run side by side (e2e-ci.sh -j) build one at a time: both use the
+# checkout's dist/.
 build_debs() {
-	local v out=$DEB_DIR
+	local v out=$DEB_DIR lock
 	mkdir -p "$out"
+	exec {lock}>/run/lvhook-harness-package.lock
+	flock -w 600 "$lock" || die "timed out waiting for another harness's make package"
 	v=$("$REPO_DIR/packaging/version.sh") || die "packaging/version.sh failed"
 	log "make package (lvhook $v, and $v+e2e to upgrade over it)"
 	make -s -C "$REPO_DIR" package PKG_VERSION="$v+e2e" >/dev/null || die "make package (upgrade build) failed"
@@ -29,6 +33,7 @@ build_debs() {
 	make -s -C "$REPO_DIR" package PKG_VERSION="$v" >/dev/null || die "make package failed"
 	cp "$REPO_DIR"/dist/lvhook_*.deb "$out/lvhook.deb"
 	echo "$v" >"$out/version"
+	exec {lock}>&-
 }
 
 lvhook_deb() {
