@@ -35,23 +35,28 @@ for run in "$@"; do
 	[[ ${#words[@]} -ge 2 && ${words[0]} =~ ^(12|13)$ && ${words[1]} =~ ^[23]$ ]] ||
 		die "e2e-ci.sh: '$run' is not \"DEBIAN HOSTS [SCENARIO...]\" (DEBIAN 12 or 13, HOSTS 2 or 3)"
 done
+# Two runs of one release would refresh the same testdata/real directory at once.
+((lanes == 1)) || [[ ${CAPTURE:-0} != 1 ]] || die "e2e-ci.sh: CAPTURE=1 needs -j 1"
 mkdir -p "$RESULTS_DIR"
 
-# lane_env K: the settings that give lane K its own cluster.
+# lane_env K: lane_vars becomes the settings that give lane K a cluster of its own
+# (directory, packages, network).
 lane_env() {
-	if (($1 == 1)); then
-		echo "LVHOOK_RUN_DIR=$RUN_DIR" "LVHOOK_NET_PORT=$NET_PORT"
-	else
-		echo "LVHOOK_RUN_DIR=$RUN_DIR-lane$1" "LVHOOK_NET_PORT=$((NET_PORT + $1 - 1))"
+	local dir=$RUN_DIR port=$NET_PORT
+	if (($1 > 1)); then
+		dir=$RUN_DIR-lane$1 port=$((NET_PORT + $1 - 1))
 	fi
+	lane_vars=(LVHOOK_RUN_DIR="$dir" LVHOOK_DEB_DIR="$dir-debs" LVHOOK_NET_PORT="$port")
 }
 
-# start_run I K: run I (1-based, of "$@") in the background on lane K; its pid in
-# run_pid[I]. The run's own exit status is written to its .rc file.
+# start_run I K: run I (1-based, of "$@") in the background on lane K; run_pid[I] is
+# the subshell whose exit status is the run's (e2e.sh's). Its output goes to its .log
+# and, prefixed with its name when lanes run side by side, to ours; the tee outlives a
+# Ctrl-C so that e2e.sh's cleanup still has somewhere to write.
 bases=()
-declare -A run_pid=() run_lane=() run_rc=() run_t0=()
+declare -A run_pid=() run_lane=() run_hosts=() run_rc=() run_t0=()
 start_run() {
-	local i=$1 k=$2 words debian hosts base dir prefix
+	local i=$1 k=$2 words debian hosts base dir prefix=""
 	read -r -a words <<<"${runs[i - 1]}"
 	debian=${words[0]} hosts=${words[1]}
 	dir=$RESULTS_DIR/run$i
@@ -60,40 +65,84 @@ start_run() {
 	# Never an older run's results: e2e.sh empties its file only once it starts.
 	rm -rf "$dir"
 	mkdir -p "$dir"
-	prefix=""
 	((lanes == 1)) || prefix="[run$i] "
+	lane_env "$k"
 	log "==== CI run $i (lane $k): Debian $debian, $hosts hosts${words[2]:+ (${words[*]:2})}"
-	# shellcheck disable=SC2046 # lane_env's words are NAME=VALUE pairs without spaces
 	(
-		env $(lane_env "$k") LVHOOK_RESULTS_DIR="$dir" DEBIAN="$debian" HOSTS="$hosts" HOST_COUNT="$hosts" \
-			"$HARNESS_DIR/e2e.sh" "${words[@]:2}" 2>&1 | tee "$base.log" | sed -u "s/^/$prefix/"
-		echo "${PIPESTATUS[0]}" >"$base.rc"
+		env "${lane_vars[@]}" LVHOOK_RESULTS_DIR="$dir" DEBIAN="$debian" HOSTS="$hosts" HOST_COUNT="$hosts" \
+			"$HARNESS_DIR/e2e.sh" "${words[@]:2}" 2>&1 |
+			(
+				trap '' INT TERM HUP
+				tee "$base.log" | sed -u "s/^/$prefix/"
+			)
+		exit "${PIPESTATUS[0]}"
 	) &
 	run_pid[$i]=$!
 	run_lane[$i]=$k
+	run_hosts[$i]=$hosts
 	run_t0[$i]=$SECONDS
 }
+
+# run_ended I STATUS: records run I's exit status and frees its lane. A run that
+# failed may have been killed before its own cleanup: its lane's cluster is shut
+# down before another run boots there.
+run_ended() {
+	local i=$1 k=${run_lane[$1]}
+	unset "run_pid[$i]"
+	run_rc[$i]=$2
+	log "==== CI run $i (lane $k) ended: exit $2 after $((SECONDS - run_t0[$i])) s"
+	if (($2 != 0)); then
+		lane_env "$k"
+		env "${lane_vars[@]}" HOSTS="${run_hosts[$i]}" HOST_COUNT="${run_hosts[$i]}" \
+			"$HARNESS_DIR/cluster.sh" down >/dev/null 2>&1 ||
+			log "lane $k: cluster.sh down failed after run $i"
+	fi
+	free+=("$k")
+}
+
+# A signal stops the runs (each e2e.sh shuts its cluster down), starts no other and
+# still recaps: the signal goes to each run's e2e.sh (the subshell's child; the tee
+# beside it ignores it).
+stopping=0
+# shellcheck disable=SC2317 # run by the trap
+stop_runs() {
+	((stopping == 0)) || return 0
+	stopping=1
+	log "e2e-ci: stopped by a signal: the runs shut their clusters down, no other starts"
+	local pid
+	for pid in "${run_pid[@]}"; do
+		pkill -TERM -P "$pid" 2>/dev/null || true
+	done
+}
+trap stop_runs INT TERM HUP
 
 runs=("$@")
 next=1
 free=()
 for ((k = 1; k <= lanes; k++)); do free+=("$k"); done
-while ((next <= ${#runs[@]} || ${#run_pid[@]} > 0)); do
-	while ((next <= ${#runs[@]} && ${#free[@]} > 0)); do
+while ((${#run_pid[@]} > 0 || (stopping == 0 && next <= ${#runs[@]}))); do
+	while ((stopping == 0 && next <= ${#runs[@]} && ${#free[@]} > 0)); do
 		start_run "$next" "${free[0]}"
 		free=("${free[@]:1}")
 		next=$((next + 1))
 	done
+	# wait -n returns early on a signal (done_pid empty), and bash can drop from its
+	# job table a job that ended while it was not waiting: every run no longer alive is
+	# collected by its pid.
+	done_pid=""
 	wait -n -p done_pid "${run_pid[@]}"
+	status=$?
 	for i in "${!run_pid[@]}"; do
-		[[ ${run_pid[$i]} == "$done_pid" ]] || continue
-		unset "run_pid[$i]"
-		run_rc[$i]=$(cat "${bases[i]}.rc" 2>/dev/null || echo 255)
-		log "==== CI run $i (lane ${run_lane[$i]}) ended: exit ${run_rc[$i]} after $((SECONDS - run_t0[$i])) s"
-		free+=("${run_lane[$i]}")
+		pid=${run_pid[$i]}
+		if [[ $pid == "${done_pid:-}" ]]; then
+			run_ended "$i" "$status"
+		elif ! kill -0 "$pid" 2>/dev/null; then
+			wait "$pid"
+			run_ended "$i" $?
+		fi
 	done
 done
-rc=0
+rc=$stopping
 for i in "${!run_rc[@]}"; do
 	((run_rc[$i] == 0)) || rc=1
 done
@@ -141,7 +190,11 @@ recap() {
 echo
 echo "==== e2e-ci recap (results in $RESULTS_DIR)"
 for ((i = 1; i <= ${#runs[@]}; i++)); do
-	recap "$i"
+	if [[ -n ${run_rc[$i]:-} ]]; then
+		recap "$i"
+	else
+		echo "  run$i (${runs[i - 1]}): not started"
+	fi
 done
 echo "e2e-ci: $( ((rc == 0)) && echo passed || echo FAILED)"
 exit $rc

@@ -55,6 +55,9 @@ export HARNESS_FATAL
 
 finish() {
 	local rc=$?
+	# The cleanup runs to its end: a second Ctrl-C, or a reader of our output gone
+	# (e2e-ci.sh's tee), would leave the guests running.
+	trap '' INT TERM HUP PIPE
 	if ((rc != 0 || FAILED != 0)); then
 		log "e2e FAILED; what the hosts saw:"
 		diagnostics || true

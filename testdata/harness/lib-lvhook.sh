@@ -22,18 +22,24 @@ HOST_TOOLS+=(openssl:openssl make:make)
 # Clusters run side by side (e2e-ci.sh -j) build one at a time: both use the
 # checkout's dist/.
 build_debs() {
-	local v out=$DEB_DIR lock
-	mkdir -p "$out"
-	exec {lock}>/run/lvhook-harness-package.lock
-	flock -w 600 "$lock" || die "timed out waiting for another harness's make package"
+	local v lock ok=1
+	mkdir -p "$DEB_DIR"
 	v=$("$REPO_DIR/packaging/version.sh") || die "packaging/version.sh failed"
+	exec {lock}>/run/lvhook-harness-package.lock
+	flock -w 1800 "$lock" || die "timed out waiting for another harness's make package"
 	log "make package (lvhook $v, and $v+e2e to upgrade over it)"
-	make -s -C "$REPO_DIR" package PKG_VERSION="$v+e2e" >/dev/null || die "make package (upgrade build) failed"
-	cp "$REPO_DIR"/dist/lvhook_*.deb "$out/lvhook-upgrade.deb"
-	make -s -C "$REPO_DIR" package PKG_VERSION="$v" >/dev/null || die "make package failed"
-	cp "$REPO_DIR"/dist/lvhook_*.deb "$out/lvhook.deb"
-	echo "$v" >"$out/version"
+	make_debs "$v" || ok=0
 	exec {lock}>&-
+	((ok)) || die "make package failed (its errors above)"
+}
+
+# make_debs VERSION: build_debs's work, the lock held.
+make_debs() {
+	make -s -C "$REPO_DIR" package PKG_VERSION="$1+e2e" >/dev/null || return 1
+	cp "$REPO_DIR"/dist/lvhook_*.deb "$DEB_DIR/lvhook-upgrade.deb" || return 1
+	make -s -C "$REPO_DIR" package PKG_VERSION="$1" >/dev/null || return 1
+	cp "$REPO_DIR"/dist/lvhook_*.deb "$DEB_DIR/lvhook.deb" || return 1
+	echo "$1" >"$DEB_DIR/version"
 }
 
 lvhook_deb() {

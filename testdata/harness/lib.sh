@@ -13,6 +13,7 @@ HARNESS_DIR=${HARNESS_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
 REPO_DIR=$(cd "$HARNESS_DIR/../.." && pwd)
 IMAGE_CACHE=${LVHOOK_IMAGE_CACHE:-/var/cache/lvhook-harness}
 RUN_DIR=${LVHOOK_RUN_DIR:-/var/tmp/lvhook-harness/run}
+RUN_DIR=${RUN_DIR%/} # e2e-ci.sh's second lane is $RUN_DIR-lane2, beside it
 NET_PORT=${LVHOOK_NET_PORT:-47901}
 NET_GROUP=230.76.86.1
 GUEST_MEM=${LVHOOK_GUEST_MEM:-3072}
