@@ -60,7 +60,7 @@ start_run() {
 	read -r -a words <<<"${runs[i - 1]}"
 	debian=${words[0]} hosts=${words[1]}
 	dir=$RESULTS_DIR/run$i
-	base=$dir/e2e-debian$debian-${hosts}hosts
+	base=$(results_base "$debian" "$hosts" "$dir")
 	bases[i]=$base
 	# Never an older run's results: e2e.sh empties its file only once it starts.
 	rm -rf "$dir"

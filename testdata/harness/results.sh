@@ -12,9 +12,10 @@
 
 RESULTS_DIR=${LVHOOK_RESULTS_DIR:-$RUN_DIR-results}
 
-# results_base DEBIAN HOSTS: a platform's results path without its extension (.jsonl:
-# the results; .log: e2e-ci.sh's copy of the run's output).
-results_base() { echo "$RESULTS_DIR/e2e-debian$1-$2hosts"; }
+# results_base DEBIAN HOSTS [DIR]: a platform's results path without its extension
+# (.jsonl: the results; .log: e2e-ci.sh's copy of the run's output), in DIR (default
+# $RESULTS_DIR).
+results_base() { echo "${3:-$RESULTS_DIR}/e2e-debian$1-$2hosts"; }
 
 RESULTS_FILE=$(results_base "$DEBIAN" "$HOST_COUNT").jsonl
 
